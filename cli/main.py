@@ -1,0 +1,32 @@
+"""`escalation` command line. Each area registers its commands from its own module."""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Modules that define a `register(group: click.Group)` function. A module that is not written yet is skipped.
+COMMAND_MODULES = (
+    "cli.matrix_commands",  # validate, explain, simulate
+    "cli.service_commands",  # serve, worker, events, reconcile
+    "cli.sla_commands",  # sla plan/apply/check
+)
+
+
+@click.group()
+def cli() -> None:
+    """Enforce a support escalation matrix on Zendesk and Jira Service Management."""
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != _name:
+            raise
+        continue
+    _module.register(cli)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,1 @@
+"""Helpdesk connectors: one module per vendor behind `connectors.base.Connector`."""

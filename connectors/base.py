@@ -1,0 +1,99 @@
+"""The one interface every helpdesk connector implements, and the errors it may raise.
+
+Vendor libraries' exceptions (zenpy, jira, requests) are translated into these types at the connector
+edge, once; retry and dead-letter decisions in the core look only at these types.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+from integration.model import Decision, Ticket
+
+
+class ConnectorError(Exception):
+    """Base for every error a connector raises. Messages never contain secrets."""
+
+    retryable = False
+
+
+class Transient(ConnectorError):
+    """Network failure, timeout, 5xx: try again later."""
+
+    retryable = True
+
+
+class RateLimited(Transient):
+    """429 (or 503 with Retry-After): wait `retry_after` seconds, then try again."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Conflict(ConnectorError):
+    """The ticket changed under us (Zendesk safe_update 409): re-fetch, re-decide, retry."""
+
+    retryable = True
+
+
+class NotFound(ConnectorError):
+    """The ticket (or a referenced group/field) does not exist or is not visible: dead-letter."""
+
+
+class Unauthorized(ConnectorError):
+    """Credentials rejected (401/403): dead-letter and alert; retrying will not help."""
+
+
+class Permanent(ConnectorError):
+    """Any other error that retrying cannot fix (400/422 validation, bad mapping)."""
+
+
+@dataclass
+class ApplyResult:
+    """What `apply` did, for the audit log."""
+
+    writes: int = 0  # vendor API write calls made
+    requests: list[dict[str, Any]] = field(default_factory=list)  # method, path, status per call (no bodies with secrets)
+    dry_run: bool = False
+
+
+@runtime_checkable
+class Connector(Protocol):
+    vendor: str  # "zendesk" | "jira"
+
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        """Read the ticket from the vendor API and normalize it. Raises NotFound, Unauthorized, ..."""
+
+    def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
+        """Carry out the decision with as few writes as the vendor allows; zero when it writes nothing.
+        `ticket` is the snapshot the decision was made from (its version_token guards concurrent edits:
+        a stale snapshot raises Conflict)."""
+
+    def own_user_id(self) -> str | None:
+        """The vendor user id the connector writes as; events by this actor are the service's own echoes."""
+
+    def changed_since(self, watermark: str | None) -> Iterator[tuple[str, str]]:
+        """Catch-up scan: yield (ticket_id, new_watermark) for tickets changed since `watermark`
+        (Zendesk incremental export cursor / Jira JQL on `updated`)."""
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+    from datetime import timezone
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())

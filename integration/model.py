@@ -1,0 +1,178 @@
+"""Vendor-neutral data the core works on: ticket snapshots, per-ticket state, events and decisions.
+
+Connectors turn vendor records into `Ticket`s and carry out `Decision`s; nothing here knows a vendor.
+All of these are immutable values so `decide()` stays pure and decisions can be compared and stored.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Person:
+    id: str | None = None
+    name: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A snapshot of one helpdesk ticket, read from the vendor API (the truth), in matrix terms.
+
+    `fields` holds every attribute declared under the matrix's `fields:` (issue_type, impact,
+    customer_tier, account_id, level, ...) already translated to matrix values by the connector;
+    an unset field is absent or None. `group` is the matrix group key, or None when the vendor's group
+    is not one the matrix knows.
+    """
+
+    vendor: str  # "zendesk" | "jira" | "neutral"
+    id: str  # Zendesk ticket id or Jira issue key
+    subject: str = ""
+    status: str = "open"  # neutral status, see matrix_config.schema.STATUSES
+    priority: str | None = None  # neutral priority, see matrix_config.schema.PRIORITIES
+    tags: frozenset[str] = frozenset()  # Zendesk tags / Jira labels
+    organization: str | None = None
+    group: str | None = None
+    channel: str | None = None
+    requester: Person = Person()
+    assignee: Person | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    # Facts for milestone detection, from the comment stream (agent = not the requester/customer,
+    # and not the integration itself).
+    first_public_agent_reply_at: datetime | None = None
+    last_public_agent_reply_at: datetime | None = None
+    # Satisfaction score as the vendor reports it ("good"/"bad" or 1..5), for CSAT metrics.
+    satisfaction: str | None = None
+    # Opaque optimistic-concurrency token (Zendesk updated_stamp); connectors send it back on write.
+    version_token: str | None = None
+    url: str | None = None
+
+    def attribute(self, name: str) -> Any:
+        """Value of a matrix attribute: a built-in ticket attribute or a mapped field."""
+        if name == "tags":
+            return self.tags
+        if name == "requester_email":
+            return self.requester.email
+        if name in ("status", "priority", "organization", "group", "channel", "subject"):
+            return getattr(self, name)
+        return self.fields.get(name)
+
+    @property
+    def level(self) -> str | None:
+        """The level shown on the ticket (mapped `level` field/tag), which an agent may set by hand."""
+        value = self.fields.get("level")
+        return str(value) if value else None
+
+    def with_(self, **changes: Any) -> "Ticket":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TicketState:
+    """What the service remembers about a ticket between passes (persisted by integration.store)."""
+
+    vendor: str
+    ticket_id: str
+    level: str | None = None  # None: the service has not placed the ticket yet
+    entered_level_at: datetime | None = None
+    matrix_version: str | None = None  # pinned: a ticket in flight keeps the matrix version it started with
+    rule_id: str | None = None  # rule that placed it, or "manual", "breach:<clock>"
+    bypassed: bool = False  # a bypass rule matched: never escalate automatically
+    # Required-data gate: the level the ticket is waiting to enter and the data asked for.
+    pending_level: str | None = None
+    data_requested: tuple[str, ...] = ()
+    # Milestones met at the current level: clock name -> when (acknowledge, diagnose, interim_fix, resolve).
+    milestones: Mapping[str, datetime] = field(default_factory=dict)
+    # Clocks that ran out and have not been acted on yet; set by the timer code before it calls decide().
+    pending_breaches: tuple[str, ...] = ()
+    last_public_update_at: datetime | None = None
+
+    def with_(self, **changes: Any) -> "TicketState":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ClockStart:
+    """An SLA clock the decision starts: `clock` must be met within `target_seconds` (business time when
+    `calendar` is set) counted from the decision's time."""
+
+    clock: str  # acknowledge | diagnose | interim_fix | resolve | update_cadence
+    target_seconds: int
+    calendar: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one pass decided for one ticket. Empty fields mean "leave as is".
+
+    Only differences from the ticket snapshot appear here, so carrying out a decision on a ticket that
+    already reflects it is a no-op and `is_empty` holds for the decision made after it.
+    """
+
+    vendor: str
+    ticket_id: str
+    matrix_version: str
+    decided_at: datetime
+    from_level: str | None = None
+    to_level: str | None = None  # set when the ticket enters a (new) level
+    reason: str = ""  # one line for the audit log: "rule outage-enterprise", "breach acknowledge", "manual"
+    rule_id: str | None = None
+    priority: str | None = None
+    owner_group: str | None = None  # matrix group key; connectors map it to the vendor's id
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+    field_updates: Mapping[str, Any] = field(default_factory=dict)  # matrix attribute -> matrix value
+    public_reply: str | None = None  # rendered text for the customer
+    internal_note: str | None = None  # rendered text for agents: what happened and why
+    missing_data: tuple[str, ...] = ()  # required-data gate held the escalation back
+    start_clocks: tuple[ClockStart, ...] = ()
+    stop_clocks: tuple[str, ...] = ()  # clocks whose milestone this pass detected
+    milestones: Mapping[str, datetime] = field(default_factory=dict)  # milestones detected this pass
+
+    @property
+    def writes_to_ticket(self) -> bool:
+        return bool(
+            self.priority
+            or self.owner_group
+            or self.add_tags
+            or self.remove_tags
+            or self.field_updates
+            or self.public_reply
+            or self.internal_note
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing to write and nothing to remember."""
+        return not (
+            self.writes_to_ticket
+            or self.to_level
+            or self.missing_data
+            or self.start_clocks
+            or self.stop_clocks
+            or self.milestones
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["decided_at"] = self.decided_at.isoformat()
+        data["milestones"] = {k: v.isoformat() for k, v in self.milestones.items()}
+        return data
+
+
+@dataclass(frozen=True)
+class NeutralEvent:
+    """One webhook delivery, normalized. It is only a hint that a ticket changed: the pass re-reads the
+    ticket from the vendor API."""
+
+    vendor: str
+    ticket_id: str
+    event_type: str  # e.g. "ticket.created", "ticket.priority_changed", "jira:issue_updated", "comment_created"
+    delivery_id: str | None  # X-Zendesk-Webhook-Invocation-Id / X-Atlassian-Webhook-Identifier
+    actor_id: str | None = None  # who caused it: used to drop echoes of the service's own writes
+    occurred_at: datetime | None = None
+    handled: bool = True  # False: a known event type the service records and ignores

@@ -1,0 +1,25 @@
+"""Service configuration from the environment (pydantic-settings). Secrets are SecretStr: they never
+print, log or reach the database. Vendor API settings live with their connectors
+(connectors.zendesk.ZendeskSettings, connectors.jira_sm.JiraSettings)."""
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    matrix_path: str = Field("matrix_config/examples/enterprise.yaml", alias="MATRIX_PATH")
+    database_url: str = Field("sqlite:///var/escalation.db", alias="DATABASE_URL")
+    queue_url: str = Field("sqlite:///var/queue.db", alias="QUEUE_URL")
+    dry_run: bool | None = Field(None, alias="DRY_RUN")  # None: dry run unless vendor credentials are set
+
+    zendesk_webhook_secret: SecretStr | None = Field(None, alias="ZENDESK_WEBHOOK_SECRET")
+    jira_webhook_secret: SecretStr | None = Field(None, alias="JIRA_WEBHOOK_SECRET")
+    # JSM automation "Send web request" cannot sign: it sends this header with this shared secret instead.
+    jira_shared_secret_header: str = Field("X-Escalation-Token", alias="JIRA_SHARED_SECRET_HEADER")
+    jira_shared_secret: SecretStr | None = Field(None, alias="JIRA_SHARED_SECRET")
+
+    webhook_max_age_seconds: int = Field(300, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
+    webhook_max_body_bytes: int = Field(1024 * 1024, alias="WEBHOOK_MAX_BODY_BYTES", gt=0)

@@ -1,0 +1,341 @@
+"""The escalation-matrix language: the typed shape of a matrix file.
+
+Every model forbids unknown keys, so a typo in the admin's YAML is an error and never a silent no-op.
+Cross-references (levels, groups, templates, fields) are checked by `Matrix`'s validators; the loader
+(`matrix_config.loader`) maps pydantic error locations back to `FILE:LINE:COL`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+# Vendor-neutral priorities, lowest first. Connectors map them to vendor values.
+PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
+Priority = Literal["low", "normal", "high", "urgent"]
+
+# Vendor-neutral statuses. Connectors map vendor statuses onto these.
+STATUSES: tuple[str, ...] = ("new", "open", "pending", "on_hold", "solved", "closed")
+Status = Literal["new", "open", "pending", "on_hold", "solved", "closed"]
+
+# SLA clocks, in the order a ticket normally meets them.
+CLOCKS: tuple[str, ...] = ("acknowledge", "diagnose", "interim_fix", "resolve")
+ClockName = Literal["acknowledge", "diagnose", "interim_fix", "resolve"]
+
+# Ticket attributes every connector provides without a field mapping. Anything else a rule,
+# required_data or role names must be declared under `fields:`.
+BUILTIN_ATTRIBUTES: frozenset[str] = frozenset(
+    {"status", "priority", "tags", "organization", "group", "channel", "subject", "requester_email"}
+)
+# Attribute names with a meaning to the engine; they are declared under `fields:` like any other.
+ISSUE_TYPE_ATTRIBUTE = "issue_type"
+LEVEL_ATTRIBUTE = "level"  # where the ticket's current level is shown to agents (tag or field)
+
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+_DURATION_RE = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*$")
+_ID_RE = r"^[A-Za-z][A-Za-z0-9_.-]*$"
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`30m`, `4h`, `2d`, `1d12h`, `1h30m` -> timedelta. Bare numbers are refused: units must be explicit."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"duration must be a string like '30m', '4h' or '2d', got {value!r}")
+    match = _DURATION_RE.match(value)
+    if not value.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"invalid duration {value!r}: use d/h/m units, e.g. '30m', '4h', '2d', '1h30m'")
+    days, hours, minutes = (int(g) if g else 0 for g in match.groups())
+    result = timedelta(days=days, hours=hours, minutes=minutes)
+    if result <= timedelta(0):
+        raise ValueError(f"duration {value!r} must be greater than zero")
+    return result
+
+
+def format_duration(value: timedelta) -> str:
+    minutes = int(value.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    out = "".join(f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m")) if n)
+    return out or "0m"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+Identifier = Annotated[str, Field(pattern=_ID_RE, max_length=64)]
+Scalar = Union[bool, int, float, str]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- rules
+class Matcher(Strict):
+    """How one attribute is tested. All given operators must hold.
+
+    Scalars are compared case-insensitively for strings. For list attributes (`tags`), `any`/`all`/`none`
+    test membership; for scalar attributes `any` means "one of" and `none` means "none of".
+    """
+
+    any: list[Scalar] | None = None
+    all: list[Scalar] | None = None
+    none: list[Scalar] | None = None
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+    present: bool | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "Matcher":
+        if all(v is None for v in self.__dict__.values()):
+            raise ValueError("a matcher needs at least one of any, all, none, gte, gt, lte, lt, present")
+        return self
+
+
+# In YAML: `issue_type: outage` (equals), `customer_tier: [enterprise, premium]` (one of),
+# or a Matcher mapping such as `tags: {any: [security]}` or `affected_users: {gte: 100}`.
+Condition = Union[Scalar, list[Scalar], Matcher]
+
+
+class Rule(Strict):
+    """Places a ticket at a level from its attributes. Rules are tried in file order; the first match wins."""
+
+    id: Identifier
+    description: str | None = None
+    when: dict[str, Condition] = Field(default_factory=dict)
+    level: Identifier | None = None
+    bypass: bool = False  # a known benign fault: the ticket never escalates by rule or breach
+    priority: Priority | None = None  # overrides the level's priority for tickets this rule places
+    note: str | None = None  # template name for an extra internal note when this rule fires
+
+    @model_validator(mode="after")
+    def _level_xor_bypass(self) -> "Rule":
+        if self.bypass and self.level is not None:
+            raise ValueError("a bypass rule must not name a level")
+        if not self.bypass and self.level is None:
+            raise ValueError("a rule needs either `level` or `bypass: true`")
+        return self
+
+
+# -------------------------------------------------------------------------------------------- levels
+class SlaTargets(Strict):
+    acknowledge: Duration | None = None
+    diagnose: Duration | None = None
+    interim_fix: Duration | None = None
+    resolve: Duration | None = None
+
+    def items(self) -> list[tuple[str, timedelta]]:
+        return [(name, getattr(self, name)) for name in CLOCKS if getattr(self, name) is not None]
+
+
+class UpdateCadence(Strict):
+    every: Duration
+    mode: Literal["send", "remind"] = "remind"
+    template: Identifier | None = None  # public status-update template (mode send) or reminder note
+
+    @model_validator(mode="after")
+    def _send_needs_template(self) -> "UpdateCadence":
+        if self.mode == "send" and self.template is None:
+            raise ValueError("mode `send` needs a `template` to send to the customer")
+        return self
+
+
+class Owner(Strict):
+    default: Identifier  # key into `groups:`
+    by_issue_type: dict[str, Identifier] = Field(default_factory=dict)
+
+
+class OnEnter(Strict):
+    reply: Identifier | None = None  # public reply template, sent once when the ticket enters the level
+    note: Identifier | None = None  # internal note template for the owner group
+
+
+class Level(Strict):
+    id: Identifier
+    name: str
+    priority: Priority
+    owner: Owner
+    sla: SlaTargets = SlaTargets()
+    required_data: list[str] = Field(default_factory=list)  # attribute names that must be filled to enter
+    data_request: Identifier | None = None  # template asking the customer for the missing data
+    roles: list[str] = Field(default_factory=list)  # attribute names (fields) naming people, e.g. incident_commander
+    update_cadence: UpdateCadence | None = None
+    on_enter: OnEnter = OnEnter()
+    on_breach: dict[ClockName, Identifier] = Field(default_factory=dict)  # clock -> level to escalate to
+    calendar: Identifier | None = None  # key into `calendars:`; default `clocks.calendar`
+
+
+# ---------------------------------------------------------------------------------- vendor mappings
+class ZendeskField(Strict):
+    """Exactly one source: a custom field id, or a tag prefix (value = rest of the tag)."""
+
+    custom_field: int | None = None
+    tag_prefix: str | None = None
+    values: dict[str, Scalar] = Field(default_factory=dict)  # matrix value -> Zendesk option value/tag
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ZendeskField":
+        if (self.custom_field is None) == (self.tag_prefix is None):
+            raise ValueError("give exactly one of `custom_field` or `tag_prefix`")
+        return self
+
+
+class JiraField(Strict):
+    """A Jira field id (`customfield_10050`, `components`, ...) or a label prefix."""
+
+    field: str | None = None
+    label_prefix: str | None = None
+    values: dict[str, Scalar] = Field(default_factory=dict)  # matrix value -> Jira option value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "JiraField":
+        if (self.field is None) == (self.label_prefix is None):
+            raise ValueError("give exactly one of `field` or `label_prefix`")
+        return self
+
+
+class FieldMapping(Strict):
+    label: str | None = None  # human name used in data requests, e.g. "Account ID"
+    zendesk: ZendeskField | None = None
+    jira: JiraField | None = None
+
+
+class GroupMapping(Strict):
+    label: str | None = None
+    zendesk: int | None = None  # Zendesk group id
+    jira: str | None = None  # Jira group name, select option value or team id, per vendors.jira.group_field_kind
+
+
+# ------------------------------------------------------------------------------------- milestones
+class MilestoneSignal(Strict):
+    """A milestone is met when any given signal holds on the ticket."""
+
+    tags: list[str] = Field(default_factory=list)
+    statuses: list[Status] = Field(default_factory=list)
+    field: str | None = None  # attribute name
+    equals: Scalar | None = None  # with `field`; absent = any non-empty value
+
+
+class Milestones(Strict):
+    # Acknowledgement is always the first public agent reply after entering the level.
+    acknowledge: Literal["first_public_agent_reply"] = "first_public_agent_reply"
+    diagnose: MilestoneSignal = MilestoneSignal(tags=["diagnosed"])
+    interim_fix: MilestoneSignal = MilestoneSignal(tags=["workaround_provided"])
+    resolve: MilestoneSignal = MilestoneSignal(statuses=["solved", "closed"])
+
+
+# ------------------------------------------------------------------------------------ clocks
+class Calendar(Strict):
+    timezone: str  # IANA name, e.g. Europe/Berlin
+    hours: dict[Weekday, list[str]]  # e.g. {mon: ["09:00-17:00"]}; missing day = closed
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("hours")
+    @classmethod
+    def _spans(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for day, spans in value.items():
+            for span in spans:
+                if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d", span):
+                    raise ValueError(f"{day}: invalid span {span!r}, use 'HH:MM-HH:MM'")
+                start, end = span.split("-")
+                if end <= start:
+                    raise ValueError(f"{day}: span {span!r} ends before it starts")
+        return value
+
+
+class ClockSettings(Strict):
+    warn_at: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.5, 0.75, 0.9])
+    pause_statuses: list[Status] = Field(default_factory=lambda: ["pending", "on_hold"])
+    calendar: Identifier | None = None  # default calendar for all levels; none = 24x7
+
+
+# ------------------------------------------------------------------------------------ vendors
+class ZendeskSla(Strict):
+    title_prefix: str = "[matrix] "
+    position: Literal["first", "last"] = "first"  # managed policies before or after unmanaged ones
+    update_metric: Literal["periodic_update_time", "next_reply_time"] = "periodic_update_time"
+    resolve_metric: Literal["requester_wait_time", "total_resolution_time"] = "requester_wait_time"
+    business_hours: bool = False
+
+
+class ZendeskVendor(Strict):
+    sla: ZendeskSla = ZendeskSla()
+
+
+class JiraVendor(Strict):
+    priorities: dict[Priority, str] = Field(
+        default_factory=lambda: {"low": "Low", "normal": "Medium", "high": "High", "urgent": "Highest"}
+    )
+    group_field: str | None = None  # field id holding the owner group/team, e.g. customfield_10001
+    group_field_kind: Literal["group", "select", "team"] = "group"
+
+
+class Vendors(Strict):
+    zendesk: ZendeskVendor = ZendeskVendor()
+    jira: JiraVendor = JiraVendor()
+
+
+# ------------------------------------------------------------------------------------ the matrix
+# Names a template may use. Each maps to the keys it offers (None = any key, e.g. ticket.fields.*).
+TEMPLATE_CONTEXT: dict[str, dict[str, Any] | None] = {
+    "ticket": {
+        "id": None, "subject": None, "status": None, "priority": None, "organization": None,
+        "requester": {"name": None, "email": None}, "fields": None, "tags": None, "url": None,
+    },
+    "level": {"id": None, "name": None, "priority": None, "owner": None, "sla": None, "update_every": None},
+    "previous_level": {"id": None, "name": None},
+    "missing": None,  # list of {"name", "label"} dicts
+    "rule": {"id": None, "description": None},
+    "clock": {"name": None, "target": None, "elapsed": None, "overdue_by": None, "fraction": None},
+    "matrix": {"name": None, "version": None},
+}
+
+
+class Matrix(Strict):
+    name: str
+    description: str | None = None
+    issue_types: list[Identifier] = Field(min_length=1)
+    levels: list[Level] = Field(min_length=1)  # ordered: first is the entry level, last the top
+    rules: list[Rule] = Field(default_factory=list)
+    fields: dict[Identifier, FieldMapping] = Field(default_factory=dict)
+    groups: dict[Identifier, GroupMapping] = Field(min_length=1)
+    templates: dict[Identifier, str] = Field(default_factory=dict)
+    milestones: Milestones = Milestones()
+    clocks: ClockSettings = ClockSettings()
+    calendars: dict[Identifier, Calendar] = Field(default_factory=dict)
+    vendors: Vendors = Vendors()
+
+    # Cross-reference checks live in matrix_config.loader/lint so each error can point at its own line.
+
+    # ---- lookups used by the engine (cheap, computed on demand)
+    def level(self, level_id: str) -> Level:
+        for level in self.levels:
+            if level.id == level_id:
+                return level
+        raise KeyError(level_id)
+
+    def level_index(self, level_id: str) -> int:
+        for i, level in enumerate(self.levels):
+            if level.id == level_id:
+                return i
+        raise KeyError(level_id)
+
+    def version(self) -> str:
+        """Content hash: the same matrix gives the same version whatever its comments or key order."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]

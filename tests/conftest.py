@@ -1,0 +1,57 @@
+"""Shared fixtures. PostgreSQL and Redis tests skip with a visible reason where the services are absent;
+`.ci/run` sets REQUIRE_SERVICES=1, which turns those skips into failures."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO_ROOT / "matrix_config" / "examples"
+VENDOR_DIR = REPO_ROOT.parent / "shared" / "vendor"
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _require(service: str, host: str, port: int) -> None:
+    if _reachable(host, port):
+        return
+    reason = f"{service} not reachable at {host}:{port}"
+    if os.environ.get("REQUIRE_SERVICES"):
+        pytest.fail(f"{reason}, and REQUIRE_SERVICES is set (CI makes {service} mandatory)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    _require("PostgreSQL", "127.0.0.1", 5432)
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    _require("Redis", "127.0.0.1", 6379)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def enterprise_matrix_path() -> Path:
+    return EXAMPLES / "enterprise.yaml"
+
+
+@pytest.fixture(scope="session")
+def vendor_dir() -> Path:
+    if not VENDOR_DIR.is_dir():
+        pytest.fail(f"vendor reference data missing at {VENDOR_DIR} (shared/ must sit beside the repo)")
+    return VENDOR_DIR
