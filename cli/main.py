@@ -7,7 +7,8 @@ import click
 
 # Modules that define a `register(group: click.Group)` function. A module that is not written yet is skipped.
 COMMAND_MODULES = (
-    "cli.matrix_commands",  # validate, explain, simulate
+    "cli.matrix_commands",  # validate
+    "cli.engine_commands",  # explain, simulate
     "cli.service_commands",  # serve, worker, events, reconcile
     "cli.sla_commands",  # sla plan/apply/check
 )

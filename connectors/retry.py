@@ -1,0 +1,66 @@
+"""The one retry layer for vendor calls (tenacity). The vendor clients' own retry loops are off.
+
+Retries `Transient` errors (which include `RateLimited`); waits exactly `Retry-After` when the vendor
+sent one, otherwise exponential backoff with jitter. `Conflict` is not retried here: the processing
+pass re-fetches and re-decides instead. After the last attempt the original error is raised.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity.wait import wait_random_exponential
+
+from connectors.base import RateLimited, Transient
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    max_total_seconds: float = 300.0  # never keep one worker task busier than this
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_retry_after: float = 120.0  # a longer Retry-After is not slept through: the task is re-queued instead
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    backoff = wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return error.retry_after
+        return backoff(state)
+
+    return wait
+
+
+def _retryable(policy: RetryPolicy) -> Callable[[BaseException], bool]:
+    def check(error: BaseException) -> bool:
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return error.retry_after <= policy.max_retry_after
+        return isinstance(error, Transient)
+
+    return check
+
+
+def retrying(policy: RetryPolicy = DEFAULT_POLICY) -> Retrying:
+    return Retrying(
+        retry=retry_if_exception(_retryable(policy)),
+        wait=_wait(policy),
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_total_seconds),
+        sleep=policy.sleep,
+        reraise=True,
+    )
+
+
+def call_with_retry(fn: Callable[..., T], *args: Any, policy: RetryPolicy = DEFAULT_POLICY, **kwargs: Any) -> T:
+    return retrying(policy)(fn, *args, **kwargs)
