@@ -23,3 +23,12 @@ class Settings(BaseSettings):
 
     webhook_max_age_seconds: int = Field(300, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
     webhook_max_body_bytes: int = Field(1024 * 1024, alias="WEBHOOK_MAX_BODY_BYTES", gt=0)
+
+    # Workers and the durable pipeline (integration.tasks / integration.pipeline).
+    worker_concurrency: int = Field(2, alias="WORKER_CONCURRENCY", gt=0)  # worker threads per `escalation worker`
+    lease_seconds: int = Field(120, alias="LEASE_SECONDS", gt=0)  # a pass not finished by then is re-run
+    reconcile_interval_seconds: int = Field(30, alias="RECONCILE_INTERVAL_SECONDS", gt=0)
+    scan_interval_seconds: int = Field(300, alias="SCAN_INTERVAL_SECONDS", gt=0)  # catch-up scan of changed tickets
+    max_attempts: int = Field(8, alias="MAX_ATTEMPTS", gt=0)  # transient failures before an event is dead-lettered
+    shutdown_timeout_seconds: int = Field(20, alias="SHUTDOWN_TIMEOUT_SECONDS", ge=0)  # SIGTERM: finish passes this long
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
