@@ -90,6 +90,13 @@ class TicketState:
     # Clocks that ran out and have not been acted on yet; set by the timer code before it calls decide().
     pending_breaches: tuple[str, ...] = ()
     last_public_update_at: datetime | None = None
+    # Why the ticket waits for `pending_level` (same encoding as `rule_id`), for the note when it proceeds.
+    pending_cause: str | None = None
+    # Set when an agent set the level by hand: the level the rules pointed at then. From then on rules
+    # only move the ticket when they point above it, so a hand-made de-escalation sticks.
+    manual_rule_level: str | None = None
+    # A level-field value that names no level; the agent was told once (not repeated every pass).
+    rejected_level: str | None = None
 
     def with_(self, **changes: Any) -> "TicketState":
         return replace(self, **changes)
@@ -132,6 +139,12 @@ class Decision:
     start_clocks: tuple[ClockStart, ...] = ()
     stop_clocks: tuple[str, ...] = ()  # clocks whose milestone this pass detected
     milestones: Mapping[str, datetime] = field(default_factory=dict)  # milestones detected this pass
+    # Informational (not part of `is_empty`), consumed by integration.engine.next_state and reports:
+    held_level: str | None = None  # the required-data gate holds the ticket back from this level
+    rule_level: str | None = None  # the level the matrix rules point at this pass (None: bypassed)
+    bypassed: bool | None = None  # bypass status changed to this value this pass (counts in is_empty)
+    reply_template: str | None = None  # template name behind `public_reply`
+    rejected_level: str | None = None  # the level field named no level; the note told the agent
 
     @property
     def writes_to_ticket(self) -> bool:
@@ -155,6 +168,7 @@ class Decision:
             or self.start_clocks
             or self.stop_clocks
             or self.milestones
+            or self.bypassed is not None
         )
 
     def to_dict(self) -> dict[str, Any]:
