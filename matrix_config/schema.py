@@ -13,11 +13,14 @@ from datetime import date, timedelta
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    Tag,
     field_validator,
     model_validator,
 )
@@ -107,9 +110,25 @@ class Matcher(Strict):
         return self
 
 
+def _condition_kind(value: Any) -> str:
+    if isinstance(value, (dict, Matcher)):
+        return "matcher"
+    if isinstance(value, list):
+        return "one_of"
+    return "equals"
+
+
 # In YAML: `issue_type: outage` (equals), `customer_tier: [enterprise, premium]` (one of),
 # or a Matcher mapping such as `tags: {any: [security]}` or `affected_users: {gte: 100}`.
-Condition = Union[Scalar, list[Scalar], Matcher]
+# The discriminator picks the branch from the YAML shape, so an error names one branch, not all three.
+Condition = Annotated[
+    Union[
+        Annotated[Scalar, Tag("equals")],
+        Annotated[list[Scalar], Tag("one_of")],
+        Annotated[Matcher, Tag("matcher")],
+    ],
+    Discriminator(_condition_kind),
+]
 
 
 class Rule(Strict):
@@ -126,7 +145,7 @@ class Rule(Strict):
     @model_validator(mode="after")
     def _level_xor_bypass(self) -> "Rule":
         if self.bypass and self.level is not None:
-            raise ValueError("a bypass rule must not name a level")
+            raise ValueError("a bypass rule must not name a `level`")
         if not self.bypass and self.level is None:
             raise ValueError("a rule needs either `level` or `bypass: true`")
         return self
@@ -240,22 +259,24 @@ class Milestones(Strict):
 
 
 # ------------------------------------------------------------------------------------ clocks
+def _check_span(span: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d|([01]\d|2[0-3]):[0-5]\d-24:00", span):
+        raise ValueError(f"invalid span {span!r}: use 'HH:MM-HH:MM', e.g. '09:00-17:00'")
+    start, end = span.split("-")
+    if end <= start:
+        raise ValueError(f"span {span!r} ends before it starts")
+    return span
+
+
+# One opening span of a working day, `HH:MM-HH:MM` (end may be 24:00). Validated per item so an error
+# points at the span itself.
+Span = Annotated[str, AfterValidator(_check_span)]
+
+
 class Calendar(Strict):
     timezone: str  # IANA name, e.g. Europe/Berlin
-    hours: dict[Weekday, list[str]]  # e.g. {mon: ["09:00-17:00"]}; missing day = closed
+    hours: dict[Weekday, list[Span]]  # e.g. {mon: ["09:00-17:00"]}; missing day = closed
     holidays: list[date] = Field(default_factory=list)
-
-    @field_validator("hours")
-    @classmethod
-    def _spans(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for day, spans in value.items():
-            for span in spans:
-                if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d", span):
-                    raise ValueError(f"{day}: invalid span {span!r}, use 'HH:MM-HH:MM'")
-                start, end = span.split("-")
-                if end <= start:
-                    raise ValueError(f"{day}: span {span!r} ends before it starts")
-        return value
 
 
 class ClockSettings(Strict):
