@@ -97,6 +97,10 @@ class TicketState:
     manual_rule_level: str | None = None
     # A level-field value that names no level; the agent was told once (not repeated every pass).
     rejected_level: str | None = None
+    # SLA clock bookkeeping owned by integration.clocks (pause accounting, warnings sent, last cadence
+    # message), JSON-serializable (ISO strings), valid only for the level/entry it names. Persist as one
+    # JSON value; refresh it each pass with integration.clocks.track(state, ticket, matrix, now).
+    clock_state: Mapping[str, Any] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> "TicketState":
         return replace(self, **changes)
