@@ -1,0 +1,115 @@
+"""The part of every webhook route that does not depend on the vendor: limits, content type, reading the
+raw body, authentication, parsing, handing the event to the sink, the JSON answer and the log line."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from flask import Request, Response, jsonify
+
+from integration.intake import EventSink
+from integration.model import NeutralEvent
+from webhooks.errors import Rejected
+from webhooks.parsing import decode_json_object
+
+log = logging.getLogger("webhooks.delivery")
+
+READ_CHUNK = 64 * 1024
+# Asked of the vendor when the event store cannot commit: Zendesk and Jira retry 503s.
+STORE_RETRY_AFTER_SECONDS = 10
+
+
+class SinkUnavailable(Exception):
+    """The event sink could not be built or could not commit: answer 503 so the vendor retries."""
+
+
+@dataclass(frozen=True)
+class VendorRoute:
+    vendor: str
+    delivery_header: str
+    # None when no secret is configured; the message says which setting is missing.
+    authenticate: Callable[[Mapping[str, str], bytes], Any] | None
+    not_configured_message: str
+    parse: Callable[[dict[str, Any], str | None], NeutralEvent]
+
+
+def handle_delivery(
+    route: VendorRoute,
+    request: Request,
+    *,
+    max_body_bytes: int,
+    get_sink: Callable[[], EventSink],
+    clock: Callable[[], datetime],
+) -> Response:
+    event: NeutralEvent | None = None
+    try:
+        if route.authenticate is None:
+            raise Rejected(route.not_configured_message, 503)
+        body = _read_body(request, max_body_bytes)
+        route.authenticate(request.headers, body)
+        payload = decode_json_object(body)
+        delivery_id = (request.headers.get(route.delivery_header) or "").strip() or None
+        event = route.parse(payload, delivery_id)
+        try:
+            sink = get_sink()
+            result = sink.accept(event, body, clock())
+        except Exception as exc:  # the store failing must not look like the vendor's fault
+            log.error(
+                "delivery vendor=%s event=%s ticket=%s delivery=%s result=store-error status=503 error=%s",
+                route.vendor, event.event_type, event.ticket_id, event.delivery_id, type(exc).__name__,
+            )
+            response = jsonify(error="event store unavailable, retry later")
+            response.status_code = 503
+            response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+            return response
+    except Rejected as rejection:
+        log.warning(
+            "delivery vendor=%s event=%s ticket=%s delivery=%s result=rejected status=%d reason=%s",
+            route.vendor,
+            event.event_type if event else "-",
+            event.ticket_id if event else "-",
+            (request.headers.get(route.delivery_header) or "-")[:100],
+            rejection.status,
+            rejection.message,
+        )
+        response = jsonify(error=rejection.message)
+        response.status_code = rejection.status
+        return response
+
+    if result.duplicate:
+        status_text, code = "duplicate", 200
+    elif not event.handled:
+        status_text, code = "ignored", 200
+    else:
+        status_text, code = "accepted", 202
+    log.info(
+        "delivery vendor=%s event=%s ticket=%s delivery=%s actor=%s result=%s status=%d event_id=%s",
+        route.vendor, event.event_type, event.ticket_id, event.delivery_id, event.actor_id,
+        status_text, code, result.event_id,
+    )
+    response = jsonify(status=status_text, event_id=result.event_id)
+    response.status_code = code
+    return response
+
+
+def _read_body(request: Request, max_body_bytes: int) -> bytes:
+    too_large = Rejected(f"body exceeds the {max_body_bytes}-byte limit (WEBHOOK_MAX_BODY_BYTES)", 413)
+    if request.content_length is not None and request.content_length > max_body_bytes:
+        raise too_large
+    if request.mimetype != "application/json":
+        raise Rejected("Content-Type must be application/json", 415)
+    # Content-Length may be absent (chunked) or wrong: count what is actually read, never more than limit+1.
+    stream = request.stream
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        chunk = stream.read(min(READ_CHUNK, max_body_bytes + 1 - received))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+        if received > max_body_bytes:
+            raise too_large
+    return b"".join(chunks)

@@ -1,0 +1,1 @@
+"""Jira / JSM webhooks: `payloads` turns bodies into neutral events, `view` is the Flask route."""

@@ -1,0 +1,101 @@
+"""Small helpers the vendor payload parsers share: JSON decoding of the raw body and field access that
+fails with a message naming the dotted path of what is missing or malformed."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from webhooks.errors import PayloadError, quote
+
+_MISSING = object()
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise PayloadError("body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise PayloadError("body must be a JSON object")
+    return data
+
+
+def get_path(data: Any, path: str, default: Any = _MISSING) -> Any:
+    """data["a"]["b"] for path "a.b"; PayloadError("missing a.b") when absent and no default is given."""
+    current = data
+    walked: list[str] = []
+    for part in path.split("."):
+        walked.append(part)
+        if not isinstance(current, dict):
+            if default is not _MISSING:
+                return default
+            raise PayloadError(f"{'.'.join(walked[:-1])} must be an object")
+        if part not in current or current[part] is None:
+            if default is not _MISSING:
+                return default
+            raise PayloadError(f"missing {path}")
+        current = current[part]
+    return current
+
+
+def require_object(data: Any, path: str) -> dict[str, Any]:
+    value = get_path(data, path)
+    if not isinstance(value, dict):
+        raise PayloadError(f"{path} must be an object")
+    return value
+
+
+def require_string(data: Any, path: str) -> str:
+    value = get_path(data, path)
+    if not isinstance(value, str) or not value.strip():
+        raise PayloadError(f"{path} must be a non-empty string")
+    return value.strip()
+
+
+def optional_id(data: Any, path: str) -> str | None:
+    """A user/account id as text, or None when absent or empty (Zendesk sends ids as strings in
+    event-subscription payloads and as numbers elsewhere; placeholders render unknown users as "")."""
+    value = get_path(data, path, None)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    raise PayloadError(f"{path} must be a string or number")
+
+
+def parse_iso_time(value: Any, path: str) -> datetime:
+    """ISO-8601 as the vendors send it: "Z" suffix, nanosecond fractions, "+0000" offsets, or minutes
+    only (Zendesk's *_with_timestamp placeholders render "2013-12-12T05:35Z")."""
+    if not isinstance(value, str) or not value.strip():
+        raise PayloadError(f"{path} must be an ISO-8601 time")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise PayloadError(f"{path} is not an ISO-8601 time: {quote(value)}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_epoch_millis(value: Any, path: str) -> datetime:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"{path} must be epoch milliseconds")
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise PayloadError(f"{path} is out of range: {quote(value)}") from None
+
+
+def check_exact_keys(data: dict[str, Any], required: Iterable[str], what: str) -> None:
+    """User-defined bodies (Zendesk trigger, JSM automation) must be exactly the documented template."""
+    required = tuple(required)
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise PayloadError(f"{what}: missing {', '.join(missing)}")
+    unexpected = sorted(key for key in data if key not in required)
+    if unexpected:
+        shown = ", ".join(quote(key, 40) for key in unexpected[:5])
+        raise PayloadError(f"{what}: unexpected keys {shown} (use the documented body template)")
