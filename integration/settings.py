@@ -26,7 +26,7 @@ class Settings(BaseSettings):
 
     # Workers and the durable pipeline (integration.tasks / integration.pipeline).
     worker_concurrency: int = Field(2, alias="WORKER_CONCURRENCY", gt=0)  # worker threads per `escalation worker`
-    lease_seconds: int = Field(120, alias="LEASE_SECONDS", gt=0)  # a pass not finished by then is re-run
+    lease_seconds: int = Field(60, alias="LEASE_SECONDS", gt=0)  # a pass whose worker stopped renewing its lease this long is re-run
     reconcile_interval_seconds: int = Field(30, alias="RECONCILE_INTERVAL_SECONDS", gt=0)
     scan_interval_seconds: int = Field(300, alias="SCAN_INTERVAL_SECONDS", gt=0)  # catch-up scan of changed tickets
     max_attempts: int = Field(8, alias="MAX_ATTEMPTS", gt=0)  # transient failures before an event is dead-lettered
