@@ -1,0 +1,705 @@
+"""The decision engine: `decide(ticket, state, matrix, now)` -> `Decision`, and `next_state`.
+
+`decide` is pure and deterministic: no clock, no I/O, no randomness; the same ticket, state, matrix and
+`now` always give the same decision. Everything per matrix (rule index, level lookups, signal checks) is
+computed once and cached by matrix identity and version.
+
+Semantics, in the order they apply
+----------------------------------
+1. **Resolved** (the ticket meets `milestones.resolve`, by default status solved/closed): no escalation.
+   The resolve milestone is recorded once and every clock still running at the level is stopped.
+   A resolved ticket the service never placed is left alone. A ticket that is reopened after its
+   resolve milestone restarts the level's resolve clock (the milestone is dropped by `next_state`).
+2. **Placement**: the first rule in file order whose `when` holds (see `integration.rules_index` for the
+   matching rules). No matching rule: the first level. A matching **bypass** rule: the ticket stays at
+   the first level and escalates neither by rule nor by SLA breach while the bypass rule is its first
+   match (it is re-evaluated each pass, so a ticket whose facts change is no longer bypassed). A new
+   ticket (no state, or a state without a level) enters its placed level.
+3. **Breach**: each clock in `state.pending_breaches` escalates per the current level's `on_breach` map
+   (ignored while bypassed). `next_state` always clears `pending_breaches`: decide has acted on them.
+4. **Manual**: the ticket's level field (`fields.level`) differs from the state's level and names a level
+   (case-insensitive) -> an agent set it by hand: the ticket moves there, up or down; this pass ignores
+   rules and breaches. Manual is the only way down. Afterwards the rules only move the ticket when they
+   point above the level they pointed at when the agent acted (`state.manual_rule_level`), so a hand-made
+   de-escalation sticks while a genuinely new, higher rule still escalates. A value that names no level
+   gets one internal note (remembered in `state.rejected_level`) and the field is set back to the level.
+   On a ticket the service has never seen, a level already on the ticket is a floor for the placement.
+5. **Never down automatically**: the target is the highest of the current level, the rule's level, the
+   breach targets and a level the ticket already waits for (`state.pending_level`).
+6. **Required-data gate**: entering a level whose `required_data` attributes are unset/empty on the ticket
+   does not happen. `missing_data` lists them, the public reply is the level's `data_request` template
+   (rendered with `missing`), the internal note tells the agent; `held_level` names the level and
+   `next_state` remembers it (`pending_level`, `data_requested`) so the same request is not sent twice.
+   When the data arrives the escalation proceeds, even if the breach that caused it was a past pass.
+   The gate applies to manual moves too. A new ticket whose placed level is gated enters the first level
+   (the entry level is never gated: every ticket must sit somewhere), and the data request replaces
+   the first level's welcome reply.
+7. **Entering a level**: priority = the rule's `priority` (when a rule caused the move) or the level's,
+   set only when it is higher than the ticket's (the engine never lowers a priority, not even on a
+   manual de-escalation); owner group = `owner.by_issue_type[issue_type]` or `owner.default`, set only
+   when different; `field_updates["level"]` = level id when the matrix declares a `level` field and the
+   ticket shows another; public reply = `on_enter.reply`; internal note = `on_enter.note` + why ("rule X
+   of matrix version V", "breach of acknowledge", "set by hand") + roles still unfilled + the rule's
+   `note`; `start_clocks` = the level's SLA targets (business calendar = level.calendar or
+   clocks.calendar) and the update cadence. Milestones already met on entry (a lingering `diagnosed`
+   tag) are recorded at once and their clocks are not started.
+8. **Milestones** at the current level: acknowledge = a public agent reply at or after
+   `state.entered_level_at`; diagnose / interim_fix = the matrix's signals (tags, statuses, field[=value]).
+   Only milestones not yet in `state.milestones` are reported; `stop_clocks` names those the level runs.
+9. **Idempotence**: a decision lists only differences from the ticket. After applying it (see
+   `apply_to_ticket`) and `next_state`, deciding again gives an empty decision (`Decision.is_empty`).
+
+A template that fails to render never blocks a decision: its text is left out and the internal note
+says which template failed and why.
+
+Every decision carries `matrix_version` and a one-line `reason`.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Callable, Mapping, Sequence
+
+from integration.model import ClockStart, Decision, Ticket, TicketState
+from integration.rules_index import CompiledRule, RuleIndex, RuleTrace, normalize
+from matrix_config.schema import (
+    CLOCKS,
+    LEVEL_ATTRIBUTE,
+    PRIORITIES,
+    Level,
+    Matrix,
+    MilestoneSignal,
+    format_duration,
+)
+from matrix_config.templates import TemplateRenderError, render_template
+
+UPDATE_CADENCE_CLOCK = "update_cadence"
+_PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
+
+# Cause encoding shared with TicketState.rule_id / pending_cause and Decision.rule_id.
+MANUAL = "manual"
+DEFAULT_PLACEMENT = "default"  # no rule matched: the first level
+BREACH_PREFIX = "breach:"
+
+
+def is_empty_value(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        return len(value) == 0
+    return False
+
+
+# ------------------------------------------------------------------------------ per-matrix data
+def _signal_check(signal: MilestoneSignal) -> Callable[[Ticket], bool]:
+    tags = frozenset(t.casefold() for t in signal.tags)
+    statuses = frozenset(signal.statuses)
+    field_name = signal.field
+    wanted = normalize(signal.equals) if signal.equals is not None else None
+
+    def holds(ticket: Ticket) -> bool:
+        if tags and any(t.casefold() in tags for t in ticket.tags):
+            return True
+        if statuses and ticket.status in statuses:
+            return True
+        if field_name is not None:
+            value = ticket.attribute(field_name)
+            if wanted is None:
+                return not is_empty_value(value)
+            if isinstance(value, (list, tuple, set, frozenset)):
+                return any(normalize(v) == wanted for v in value)
+            return normalize(value) == wanted
+        return False
+
+    return holds
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    level: Level
+    position: int
+    sla_seconds: tuple[tuple[str, int], ...]
+    calendar: str | None
+    owners: dict[Any, str]  # normalised issue type -> group key
+    context_base: dict[str, Any]  # template `level` dict without `owner`
+
+
+@dataclass
+class CompiledMatrix:
+    """What `decide` needs from a matrix, computed once."""
+
+    matrix: Matrix
+    version: str
+    index: RuleIndex
+    levels: dict[str, LevelInfo]
+    level_ids: tuple[str, ...]
+    level_by_folded: dict[str, str]
+    has_level_field: bool
+    field_labels: dict[str, str]
+    group_labels: dict[str, str]
+    resolve: Callable[[Ticket], bool]
+    progress_signals: tuple[tuple[str, Callable[[Ticket], bool]], ...]  # diagnose, interim_fix
+    rules_by_id: dict[str, CompiledRule]
+    matrix_context: dict[str, Any]
+
+    def label(self, attribute: str) -> str:
+        return self.field_labels.get(attribute) or attribute.replace("_", " ")
+
+    def group_label(self, group: str) -> str:
+        return self.group_labels.get(group, group)
+
+
+def _compile(matrix: Matrix, version: str) -> CompiledMatrix:
+    levels: dict[str, LevelInfo] = {}
+    for position, level in enumerate(matrix.levels):
+        levels[level.id] = LevelInfo(
+            level=level,
+            position=position,
+            sla_seconds=tuple((clock, int(target.total_seconds())) for clock, target in level.sla.items()),
+            calendar=level.calendar or matrix.clocks.calendar,
+            owners={normalize(k): v for k, v in level.owner.by_issue_type.items()},
+            context_base={
+                "id": level.id,
+                "name": level.name,
+                "priority": level.priority,
+                "sla": {clock: format_duration(target) for clock, target in level.sla.items()},
+                "update_every": format_duration(level.update_cadence.every) if level.update_cadence else None,
+            },
+        )
+    index = RuleIndex.build(matrix.rules)
+    return CompiledMatrix(
+        matrix=matrix,
+        version=version,
+        index=index,
+        levels=levels,
+        level_ids=tuple(level.id for level in matrix.levels),
+        level_by_folded={level.id.casefold(): level.id for level in matrix.levels},
+        has_level_field=LEVEL_ATTRIBUTE in matrix.fields,
+        field_labels={name: m.label for name, m in matrix.fields.items() if m.label},
+        group_labels={name: g.label for name, g in matrix.groups.items() if g.label},
+        resolve=_signal_check(matrix.milestones.resolve),
+        progress_signals=(
+            ("diagnose", _signal_check(matrix.milestones.diagnose)),
+            ("interim_fix", _signal_check(matrix.milestones.interim_fix)),
+        ),
+        rules_by_id={r.rule.id: r for r in index.rules},
+        matrix_context={"name": matrix.name, "version": version},
+    )
+
+
+_CACHE_SIZE = 32
+_cache: "OrderedDict[tuple[int, str | None], CompiledMatrix]" = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def compile_matrix(matrix: Matrix, version: str | None = None) -> CompiledMatrix:
+    """Per-matrix engine data, cached by (identity, version); the matrix object is kept alive by the
+    cache entry, so an identity is never reused while cached. `version=None` hashes the matrix once."""
+    key = (id(matrix), version)
+    compiled = _cache.get(key)
+    if compiled is not None and compiled.matrix is matrix:
+        return compiled
+    with _cache_lock:
+        compiled = _cache.get(key)
+        if compiled is None or compiled.matrix is not matrix:
+            compiled = _compile(matrix, version if version is not None else matrix.version())
+            _cache[key] = compiled
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    return compiled
+
+
+# ---------------------------------------------------------------------------------- templates
+def template_context(
+    compiled: CompiledMatrix,
+    ticket: Ticket,
+    level_id: str,
+    *,
+    previous_level: str | None = None,
+    missing: Sequence[str] = (),
+    rule_id: str | None = None,
+    clock: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Plain dicts in the shape of `matrix_config.schema.TEMPLATE_CONTEXT` (also for the timer code's
+    cadence and warning templates)."""
+    info = compiled.levels[level_id]
+    level_dict = dict(info.context_base)
+    level_dict["owner"] = compiled.group_label(_owner_group(compiled, info, ticket))
+    previous = compiled.levels.get(previous_level) if previous_level else None
+    rule = compiled.rules_by_id.get(rule_id) if rule_id else None
+    return {
+        "ticket": {
+            "id": ticket.id,
+            "subject": ticket.subject,
+            "status": ticket.status,
+            "priority": ticket.priority,
+            "organization": ticket.organization,
+            "requester": {"name": ticket.requester.name, "email": ticket.requester.email},
+            "fields": dict(ticket.fields),
+            "tags": sorted(ticket.tags),
+            "url": ticket.url,
+        },
+        "level": level_dict,
+        "previous_level": {"id": previous.level.id, "name": previous.level.name} if previous else None,
+        "missing": [{"name": name, "label": compiled.label(name)} for name in missing],
+        "rule": {"id": rule.rule.id, "description": rule.rule.description} if rule else None,
+        "clock": dict(clock) if clock is not None else None,
+        "matrix": compiled.matrix_context,
+    }
+
+
+class _Texts:
+    """Collects rendered texts and render failures for one decision."""
+
+    def __init__(self, compiled: CompiledMatrix):
+        self.compiled = compiled
+        self.failures: list[str] = []
+
+    def render(self, name: str | None, context: Mapping[str, Any]) -> str | None:
+        if not name:
+            return None
+        try:
+            return render_template(self.compiled.matrix, name, context)
+        except TemplateRenderError as exc:
+            self.failures.append(f"Template {name!r} could not be rendered: {exc.message}")
+            return None
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _owner_group(compiled: CompiledMatrix, info: LevelInfo, ticket: Ticket) -> str:
+    if info.owners:
+        issue_type = normalize(ticket.attribute("issue_type"))
+        if issue_type is not None and issue_type in info.owners:
+            return info.owners[issue_type]
+    return info.level.owner.default
+
+
+def _priority_rank(priority: str | None) -> int:
+    return _PRIORITY_RANK.get(priority or "", -1)
+
+
+def _missing(level: Level, ticket: Ticket) -> list[str]:
+    return [name for name in level.required_data if is_empty_value(ticket.attribute(name))]
+
+
+def _acknowledged_at(ticket: Ticket, entered_at: datetime | None) -> datetime | None:
+    if entered_at is None:
+        return None
+    first, last = ticket.first_public_agent_reply_at, ticket.last_public_agent_reply_at
+    if first is not None and first >= entered_at:
+        return first
+    if last is not None and last >= entered_at:
+        return last
+    return None
+
+
+def _cause_text(compiled: CompiledMatrix, cause: str, from_level: str | None, to_level: str) -> str:
+    version = compiled.version
+    moved = f"Escalated from {from_level} to {to_level}" if from_level else f"Placed at {to_level}"
+    if cause == MANUAL:
+        if from_level:
+            return f"Level {to_level} set by hand (was {from_level}); matrix version {version}."
+        return f"Placed at {to_level}, the level already set on the ticket; matrix version {version}."
+    if cause.startswith(BREACH_PREFIX):
+        clock = cause[len(BREACH_PREFIX):]
+        target = ""
+        if from_level and from_level in compiled.levels:
+            seconds = dict(compiled.levels[from_level].sla_seconds).get(clock)
+            if seconds:
+                target = f" (target {format_duration_seconds(seconds)})"
+        return f"{moved}: breach of {clock}{target} at {from_level}; matrix version {version}."
+    if cause == DEFAULT_PLACEMENT:
+        return f"{moved}: no rule matched, entry level; matrix version {version}."
+    return f"{moved} by rule {cause} of matrix version {version}."
+
+
+def format_duration_seconds(seconds: int) -> str:
+    from datetime import timedelta
+
+    return format_duration(timedelta(seconds=seconds))
+
+
+def _reason_cause(cause: str) -> str:
+    if cause == MANUAL:
+        return "set by hand"
+    if cause.startswith(BREACH_PREFIX):
+        return f"breach of {cause[len(BREACH_PREFIX):]}"
+    if cause == DEFAULT_PLACEMENT:
+        return "no rule matched"
+    return f"rule {cause}"
+
+
+def _join(*parts: str | None) -> str | None:
+    texts = [p.strip("\n") for p in parts if p]
+    return "\n\n".join(texts) if texts else None
+
+
+@dataclass
+class _Draft:
+    """The decision being built."""
+
+    priority: str | None = None
+    owner_group: str | None = None
+    field_updates: dict[str, Any] = field(default_factory=dict)
+    public_reply: str | None = None
+    reply_template: str | None = None
+    notes: list[str] = field(default_factory=list)
+    start_clocks: list[ClockStart] = field(default_factory=list)
+    stop_clocks: list[str] = field(default_factory=list)
+    milestones: dict[str, datetime] = field(default_factory=dict)
+    missing_data: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------------------------------------ decide
+def decide(
+    ticket: Ticket,
+    state: TicketState | None,
+    matrix: Matrix,
+    now: datetime,
+    *,
+    version: str | None = None,
+) -> Decision:
+    """What to do with `ticket` now. Pure; see the module docstring for the rules."""
+    compiled = compile_matrix(matrix, version)
+    return _decide(compiled, ticket, state, now)
+
+
+def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime) -> Decision:
+    levels = compiled.levels
+    first_level = compiled.level_ids[0]
+    current = state.level if state is not None and state.level in levels else None
+    current_info = levels[current] if current else None
+    base = dict(vendor=ticket.vendor, ticket_id=ticket.id, matrix_version=compiled.version, decided_at=now,
+                from_level=current)
+
+    # 1. resolved
+    resolved = compiled.resolve(ticket)
+    if resolved:
+        if current is None:
+            return Decision(**base, reason="resolved before the service placed it: nothing to do")
+        if "resolve" in state.milestones:
+            return Decision(**base, reason=f"resolved at {current}")
+        running = [c for c, _ in current_info.sla_seconds if c not in state.milestones]
+        if current_info.level.update_cadence is not None:
+            running.append(UPDATE_CADENCE_CLOCK)
+        return Decision(**base, reason=f"resolved at {current}: clocks stopped", milestones={"resolve": now},
+                        stop_clocks=tuple(running))
+
+    # 2. placement by rule
+    values = compiled.index.values(ticket)
+    matched = compiled.index.first_match(ticket, values)
+    bypass_now = matched is not None and matched.rule.bypass
+    if bypass_now:
+        rule_level, rule_cause = None, matched.rule.id
+    elif matched is not None:
+        rule_level, rule_cause = matched.rule.level, matched.rule.id
+    else:
+        rule_level, rule_cause = first_level, DEFAULT_PLACEMENT
+    was_bypassed = bool(state.bypassed) if state is not None and current else False
+
+    # 4. the level field, as the agent left it
+    marker_raw = ticket.level if compiled.has_level_field else None
+    marker = compiled.level_by_folded.get(marker_raw.strip().casefold()) if marker_raw else None
+    rejected = marker_raw if marker_raw and marker is None else None
+
+    # 3 + 5. the target level and what caused it
+    manual = current is not None and marker is not None and marker != current
+    pending = state.pending_level if current and state.pending_level in levels else None
+    if pending and state.pending_cause == MANUAL and marker != pending:
+        pending = None  # the agent withdrew the hand-set level before the data arrived
+    if current is None:
+        if bypass_now:
+            target, cause = first_level, matched.rule.id
+        else:
+            target, cause = rule_level, rule_cause
+        if marker is not None and levels[marker].position > levels[target].position:
+            target, cause = marker, MANUAL
+    elif manual:
+        target, cause = marker, MANUAL
+    else:
+        target, cause = current, None
+        best = levels[current].position
+        candidates: list[tuple[str, str]] = []
+        if not bypass_now:
+            for clock in state.pending_breaches:
+                to = current_info.level.on_breach.get(clock)
+                if to in levels:
+                    candidates.append((to, BREACH_PREFIX + clock))
+            ceiling = state.manual_rule_level if state.manual_rule_level in levels else None
+            if rule_level and (ceiling is None or levels[rule_level].position > levels[ceiling].position):
+                candidates.append((rule_level, rule_cause))
+            if pending:
+                candidates.append((pending, state.pending_cause or DEFAULT_PLACEMENT))
+        for level_id, level_cause in candidates:
+            if levels[level_id].position > best:
+                target, cause, best = level_id, level_cause, levels[level_id].position
+
+    # 6. required-data gate
+    enter: str | None = None
+    held: str | None = None
+    missing: list[str] = []
+    if target != current:
+        missing = _missing(levels[target].level, ticket)
+        if missing and not (current is None and target == first_level):
+            held = target
+            enter = first_level if current is None else None
+        else:
+            missing = []
+            enter = target
+    ask = bool(held) and not (
+        state is not None and state.pending_level == held and set(missing) <= set(state.data_requested)
+    )
+
+    draft = _Draft()
+    texts = _Texts(compiled)
+    reason_parts: list[str] = []
+
+    # 7. entering a level
+    if enter is not None:
+        info = levels[enter]
+        level = info.level
+        gated_entry = enter != target  # a new ticket enters the entry level while its target waits for data
+        entry_cause = cause or DEFAULT_PLACEMENT
+        rule_obj = compiled.rules_by_id.get(entry_cause)
+        priority = level.priority
+        if rule_obj and rule_obj.rule.priority and not gated_entry:
+            priority = rule_obj.rule.priority
+        if _priority_rank(priority) > _priority_rank(ticket.priority):
+            draft.priority = priority
+        owner = _owner_group(compiled, info, ticket)
+        if owner != ticket.group:
+            draft.owner_group = owner
+        if compiled.has_level_field and (marker_raw or "").strip().casefold() != enter.casefold():
+            draft.field_updates[LEVEL_ATTRIBUTE] = enter
+        context = template_context(
+            compiled, ticket, enter, previous_level=current,
+            rule_id=rule_obj.rule.id if rule_obj else None,
+            clock=_breach_clock(compiled, entry_cause, current),
+        )
+        draft.public_reply = texts.render(level.on_enter.reply, context)
+        draft.reply_template = level.on_enter.reply if draft.public_reply else None
+        draft.notes.append(texts.render(level.on_enter.note, context) or "")
+        if gated_entry:
+            draft.notes.append(
+                f"Placed at {enter}, the entry level, until the data needed for {target} arrives "
+                f"({_reason_cause(entry_cause)}); matrix version {compiled.version}."
+            )
+        else:
+            draft.notes.append(_cause_text(compiled, entry_cause, current, enter))
+        unfilled = [compiled.label(role) for role in level.roles if is_empty_value(ticket.attribute(role))]
+        if unfilled:
+            draft.notes.append("Assign: " + ", ".join(unfilled))
+        if rule_obj and rule_obj.rule.note:
+            draft.notes.append(texts.render(rule_obj.rule.note, context) or "")
+        if bypass_now:
+            draft.notes.append(
+                f"Bypass rule {matched.rule.id} matches: this ticket will not escalate by rule or SLA breach."
+            )
+        met = _detect_milestones(compiled, ticket, {}, None, now)
+        draft.milestones.update(met)
+        for clock, seconds in info.sla_seconds:
+            if clock not in met:
+                draft.start_clocks.append(ClockStart(clock, seconds, info.calendar))
+        if level.update_cadence is not None:
+            draft.start_clocks.append(
+                ClockStart(UPDATE_CADENCE_CLOCK, int(level.update_cadence.every.total_seconds()), info.calendar)
+            )
+        if current is None:
+            reason_parts.append(f"new ticket enters {enter}: {_reason_cause(entry_cause)}")
+        else:
+            reason_parts.append(f"{current} -> {enter}: {_reason_cause(entry_cause)}")
+    else:
+        # 8. milestones at the current level
+        met = _detect_milestones(compiled, ticket, state.milestones, state.entered_level_at, now)
+        draft.milestones.update(met)
+        running = {c for c, _ in current_info.sla_seconds}
+        draft.stop_clocks.extend(c for c in CLOCKS if c in met and c in running)
+        if met:
+            reason_parts.append("milestones: " + ", ".join(c for c in CLOCKS if c in met))
+        if "resolve" in state.milestones:  # reopened after being resolved
+            seconds = dict(current_info.sla_seconds).get("resolve")
+            if seconds:
+                draft.start_clocks.append(ClockStart("resolve", seconds, current_info.calendar))
+            reason_parts.append(f"reopened at {current}")
+        if bypass_now != was_bypassed:
+            if bypass_now:
+                draft.notes.append(
+                    f"Bypass rule {matched.rule.id} matches now: this ticket will not escalate by rule or "
+                    f"SLA breach."
+                )
+                reason_parts.append(f"bypassed by rule {matched.rule.id}")
+            else:
+                draft.notes.append("No bypass rule matches any more: the escalation rules apply again.")
+                reason_parts.append("bypass ended")
+        if compiled.has_level_field and marker_raw is None and not held:
+            draft.field_updates[LEVEL_ATTRIBUTE] = current  # the level field was cleared: show the level
+
+    # 6 (continued). the data request
+    if held:
+        labels = ", ".join(compiled.label(name) for name in missing)
+        if ask:
+            level = levels[held].level
+            context = template_context(compiled, ticket, held, previous_level=current, missing=missing,
+                                       rule_id=cause if cause in compiled.rules_by_id else None)
+            request = texts.render(level.data_request, context)
+            if request:
+                draft.public_reply, draft.reply_template = request, level.data_request
+            draft.missing_data = tuple(missing)
+            who = "set by hand" if cause == MANUAL else _reason_cause(cause or DEFAULT_PLACEMENT)
+            asked = "The customer was asked for it." if request else (
+                f"Level {held} has no data_request template: please ask the customer.")
+            draft.notes.append(f"Escalation to {held} ({who}) is on hold: missing {labels}. {asked}")
+            reason_parts.append(f"held before {held}: missing {', '.join(missing)}")
+        else:
+            reason_parts.append(f"waiting for data before {held}: {', '.join(missing)}")
+
+    # 4 (continued). a level field value that names no level
+    if rejected and not (state is not None and state.rejected_level == rejected):
+        shown = enter or current
+        draft.notes.append(
+            f"The level field says {rejected!r}, which is not a level of this matrix "
+            f"(levels: {', '.join(compiled.level_ids)}); the ticket stays at {shown}."
+        )
+        draft.field_updates[LEVEL_ATTRIBUTE] = shown
+        reason_parts.append(f"level field {rejected!r} is not a level")
+    else:
+        rejected = None
+
+    draft.notes.extend(texts.failures)
+    bypass_change = None
+    if current is None:
+        bypass_change = True if bypass_now else None
+    elif bypass_now != was_bypassed:
+        bypass_change = bypass_now
+    return Decision(
+        **base,
+        to_level=enter,
+        reason="; ".join(reason_parts) or (f"no change at {current}" if current else "no change"),
+        rule_id=cause if (enter or held) else None,
+        priority=draft.priority,
+        owner_group=draft.owner_group,
+        field_updates=draft.field_updates,
+        public_reply=draft.public_reply,
+        internal_note=_join(*draft.notes),
+        missing_data=draft.missing_data,
+        start_clocks=tuple(draft.start_clocks),
+        stop_clocks=tuple(draft.stop_clocks),
+        milestones=draft.milestones,
+        held_level=held,
+        rule_level=rule_level,
+        bypassed=bypass_change,
+        reply_template=draft.reply_template,
+        rejected_level=rejected,
+    )
+
+
+def _breach_clock(compiled: CompiledMatrix, cause: str | None, from_level: str | None) -> dict[str, Any] | None:
+    if not cause or not cause.startswith(BREACH_PREFIX) or from_level not in compiled.levels:
+        return None
+    clock = cause[len(BREACH_PREFIX):]
+    seconds = dict(compiled.levels[from_level].sla_seconds).get(clock)
+    target = format_duration_seconds(seconds) if seconds else None
+    return {"name": clock, "target": target, "elapsed": None, "overdue_by": None, "fraction": None}
+
+
+def _detect_milestones(
+    compiled: CompiledMatrix, ticket: Ticket, met: Mapping[str, datetime], entered_at: datetime | None,
+    now: datetime,
+) -> dict[str, datetime]:
+    """Milestones newly met: acknowledge at the reply's time, signal milestones at `now` (the pass that
+    saw the signal; the ticket does not say when a tag was added)."""
+    found: dict[str, datetime] = {}
+    if "acknowledge" not in met:
+        at = _acknowledged_at(ticket, entered_at)
+        if at is not None:
+            found["acknowledge"] = at
+    for clock, holds in compiled.progress_signals:
+        if clock not in met and holds(ticket):
+            found[clock] = now
+    return found
+
+
+# ---------------------------------------------------------------------------------- next_state
+def next_state(state: TicketState | None, ticket: Ticket, decision: Decision) -> TicketState:
+    """The state to store after `decision` was carried out on `ticket`."""
+    base = state if state is not None else TicketState(vendor=ticket.vendor, ticket_id=ticket.id)
+    changes: dict[str, Any] = {"matrix_version": decision.matrix_version, "pending_breaches": ()}
+    if decision.to_level:
+        changes.update(
+            level=decision.to_level,
+            entered_level_at=decision.decided_at,
+            rule_id=decision.rule_id or base.rule_id,
+            milestones=dict(decision.milestones),
+        )
+        if decision.rule_id == MANUAL and not decision.held_level and base.level is not None:
+            changes["manual_rule_level"] = decision.rule_level
+    else:
+        milestones = {**base.milestones, **decision.milestones}
+        for clock in decision.start_clocks:  # a clock started again (reopened) is no longer met
+            if clock.clock not in decision.milestones:
+                milestones.pop(clock.clock, None)
+        changes["milestones"] = milestones
+    if decision.held_level:
+        same = base.pending_level == decision.held_level
+        requested = set(base.data_requested) if same else set()
+        requested.update(decision.missing_data)
+        changes.update(
+            pending_level=decision.held_level,
+            pending_cause=decision.rule_id,
+            data_requested=tuple(sorted(requested)),
+        )
+    else:
+        changes.update(pending_level=None, pending_cause=None, data_requested=())
+    if decision.bypassed is not None:
+        changes["bypassed"] = decision.bypassed
+    if decision.rejected_level:
+        changes["rejected_level"] = decision.rejected_level
+    updates = [t for t in (base.last_public_update_at, ticket.last_public_agent_reply_at) if t is not None]
+    if decision.public_reply:
+        updates.append(decision.decided_at)
+    if updates:
+        changes["last_public_update_at"] = max(updates)
+    return replace(base, **changes)
+
+
+# ------------------------------------------------------------------------------ applying, explaining
+def apply_to_ticket(ticket: Ticket, decision: Decision) -> Ticket:
+    """The ticket as a connector leaves it after carrying out `decision` (for simulation and tests).
+    The service's own replies are not agent replies, so reply timestamps do not change."""
+    changes: dict[str, Any] = {}
+    if decision.priority:
+        changes["priority"] = decision.priority
+    if decision.owner_group:
+        changes["group"] = decision.owner_group
+    if decision.add_tags or decision.remove_tags:
+        changes["tags"] = (ticket.tags - set(decision.remove_tags)) | set(decision.add_tags)
+    if decision.field_updates:
+        changes["fields"] = {**ticket.fields, **decision.field_updates}
+    return replace(ticket, **changes) if changes else ticket
+
+
+@dataclass(frozen=True)
+class Explanation:
+    traces: tuple[RuleTrace, ...]
+    matched_rule: str | None
+    decision: Decision
+
+
+def explain(
+    ticket: Ticket,
+    state: TicketState | None,
+    matrix: Matrix,
+    now: datetime,
+    *,
+    version: str | None = None,
+    all_rules: bool = False,
+) -> Explanation:
+    """The rules tried (each condition with what it wants and what the ticket has) and the decision."""
+    compiled = compile_matrix(matrix, version)
+    traces = tuple(compiled.index.explain(ticket, all_rules=all_rules))
+    matched = next((t.rule_id for t in traces if t.matched), None)
+    return Explanation(traces, matched, _decide(compiled, ticket, state, now))

@@ -1,0 +1,281 @@
+"""Matrix rules compiled to predicates and indexed, so placing a ticket does not scan every rule.
+
+Matching semantics (the `Matcher` contract in `matrix_config.schema`):
+
+- Values are compared after normalisation: strings case-insensitively (and trimmed), numbers by value
+  (`100`, `100.0` and the string `"100"` are equal), booleans as booleans.
+- A ticket attribute that holds several values (`tags`, a multi-select field) is treated as a set:
+  `attr: x` means "contains x", `attr: [x, y]` / `{any: [...]}` means "contains one of",
+  `{all: [...]}` "contains all of", `{none: [...]}` "contains none of".
+- A single-valued attribute: `attr: x` is equality, `[x, y]` / `{any: ...}` is "one of", `{none: ...}`
+  "none of" (an unset attribute is none of anything), `{all: [x]}` equality with each listed value.
+- `gte`/`gt`/`lte`/`lt` compare numbers; an unset or non-numeric value fails them.
+- `present: true` holds when the value is set and not empty (None, "", whitespace and [] are empty).
+- All conditions of a rule must hold; an empty `when` matches every ticket.
+
+Indexing: every rule with at least one equality-like condition (scalar, list, `any`, `all`) is filed
+under ONE such attribute — the one whose values are most spread out over all rules, so buckets stay
+small — once per value. A ticket looks up its own values in each indexed attribute; the candidates are
+those buckets plus the rules that have no indexable condition, tried in file order. First match wins,
+exactly as a full scan would decide (`scan_first_match` is that full scan, kept for the benchmark and
+for tests that check both agree).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Iterable, Sequence
+
+from integration.model import Ticket
+from matrix_config.schema import Matcher, Rule
+
+_NUMBER_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
+def normalize(value: Any) -> Hashable | None:
+    """The comparison key of one scalar; None for an empty value."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", float(value))
+    text = str(value).strip()
+    if not text:
+        return None
+    if _NUMBER_RE.match(text):
+        return ("n", float(text))
+    return ("s", text.casefold())
+
+
+def as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return None if isinstance(value, float) and math.isnan(value) else float(value)
+    if isinstance(value, str) and _NUMBER_RE.match(value.strip()):
+        return float(value.strip())
+    return None
+
+
+@dataclass(frozen=True)
+class AttributeValue:
+    """One ticket attribute, normalised once per decision."""
+
+    raw: Any
+    keys: frozenset  # normalised values; empty = unset
+    number: float | None  # for gte/gt/lte/lt; None for collections and non-numbers
+
+
+def attribute_value(raw: Any) -> AttributeValue:
+    if isinstance(raw, _COLLECTIONS):
+        keys = frozenset(k for k in (normalize(v) for v in raw) if k is not None)
+        return AttributeValue(raw, keys, None)
+    key = normalize(raw)
+    return AttributeValue(raw, frozenset() if key is None else frozenset((key,)), as_number(raw))
+
+
+def ticket_values(ticket: Ticket, names: Iterable[str]) -> dict[str, AttributeValue]:
+    return {name: attribute_value(ticket.attribute(name)) for name in names}
+
+
+# ------------------------------------------------------------------------------ compiled conditions
+@dataclass(frozen=True)
+class Check:
+    """One operator of one condition: `test` takes the attribute's value."""
+
+    attribute: str
+    wants: str  # human text: "= outage", "one of [enterprise, premium]", ">= 100"
+    test: Callable[[AttributeValue], bool]
+
+
+def _shown(values: Sequence[Any]) -> str:
+    return "[" + ", ".join(str(v) for v in values) + "]"
+
+
+def _keys(values: Iterable[Any]) -> frozenset:
+    return frozenset(k for k in (normalize(v) for v in values) if k is not None)
+
+
+def compile_condition(attribute: str, condition: Any) -> tuple[list[Check], frozenset | None]:
+    """Checks for one `when` entry and the index keys it allows (None: not indexable)."""
+    if isinstance(condition, Matcher):
+        checks: list[Check] = []
+        index_keys: frozenset | None = None
+        if condition.any is not None:
+            keys = _keys(condition.any)
+            checks.append(Check(attribute, f"one of {_shown(condition.any)}", lambda v, k=keys: not v.keys.isdisjoint(k)))
+            index_keys = keys
+        if condition.all is not None:
+            keys = _keys(condition.all)
+            checks.append(Check(attribute, f"all of {_shown(condition.all)}", lambda v, k=keys: k <= v.keys))
+            if index_keys is None and keys:
+                index_keys = keys
+        if condition.none is not None:
+            keys = _keys(condition.none)
+            checks.append(Check(attribute, f"none of {_shown(condition.none)}", lambda v, k=keys: v.keys.isdisjoint(k)))
+        for op, symbol, compare in (
+            ("gte", ">=", lambda a, b: a >= b),
+            ("gt", ">", lambda a, b: a > b),
+            ("lte", "<=", lambda a, b: a <= b),
+            ("lt", "<", lambda a, b: a < b),
+        ):
+            bound = getattr(condition, op)
+            if bound is not None:
+                checks.append(
+                    Check(
+                        attribute,
+                        f"{symbol} {bound:g}",
+                        lambda v, b=bound, c=compare: v.number is not None and c(v.number, b),
+                    )
+                )
+        if condition.present is not None:
+            if condition.present:
+                checks.append(Check(attribute, "is set", lambda v: bool(v.keys)))
+            else:
+                checks.append(Check(attribute, "is not set", lambda v: not v.keys))
+        return checks, index_keys
+    if isinstance(condition, list):
+        keys = _keys(condition)
+        return [Check(attribute, f"one of {_shown(condition)}", lambda v, k=keys: not v.keys.isdisjoint(k))], keys
+    key = normalize(condition)
+    if key is None:  # `attr: ""` can only mean "unset"
+        return [Check(attribute, "is not set", lambda v: not v.keys)], None
+    return [Check(attribute, f"= {condition}", lambda v, k=key: k in v.keys)], frozenset((key,))
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    position: int  # index in matrix.rules (file order)
+    rule: Rule
+    checks: tuple[Check, ...]
+    index_options: dict[str, frozenset]  # attribute -> keys, for each indexable condition
+
+    def matches(self, values: dict[str, AttributeValue]) -> bool:
+        for check in self.checks:
+            if not check.test(values[check.attribute]):
+                return False
+        return True
+
+
+def compile_rule(position: int, rule: Rule) -> CompiledRule:
+    checks: list[Check] = []
+    options: dict[str, frozenset] = {}
+    for attribute, condition in rule.when.items():
+        attribute_checks, keys = compile_condition(attribute, condition)
+        checks.extend(attribute_checks)
+        if keys:
+            options[attribute] = keys
+    return CompiledRule(position, rule, tuple(checks), options)
+
+
+# ------------------------------------------------------------------------------------ the index
+@dataclass(frozen=True)
+class CheckTrace:
+    attribute: str
+    wants: str
+    actual: Any
+    holds: bool
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    rule_id: str
+    position: int
+    matched: bool
+    checks: tuple[CheckTrace, ...]
+    level: str | None
+    bypass: bool
+
+
+@dataclass
+class RuleIndex:
+    rules: tuple[CompiledRule, ...]
+    attribute_names: tuple[str, ...]  # every attribute a rule looks at
+    buckets: dict[str, dict[Hashable, tuple[int, ...]]] = field(default_factory=dict)
+    unindexed: tuple[int, ...] = ()
+
+    @classmethod
+    def build(cls, rules: Sequence[Rule]) -> "RuleIndex":
+        compiled = tuple(compile_rule(i, rule) for i, rule in enumerate(rules))
+        names = sorted({check.attribute for rule in compiled for check in rule.checks})
+        spread: dict[str, set] = {}
+        for rule in compiled:
+            for attribute, keys in rule.index_options.items():
+                spread.setdefault(attribute, set()).update(keys)
+        buckets: dict[str, dict[Hashable, list[int]]] = {}
+        unindexed: list[int] = []
+        for rule in compiled:
+            if not rule.index_options:
+                unindexed.append(rule.position)
+                continue
+            # Most distinct values first; ties go to the attribute named first (alphabetically), so the
+            # choice is deterministic.
+            attribute = max(sorted(rule.index_options), key=lambda a: len(spread[a]))
+            for key in rule.index_options[attribute]:
+                buckets.setdefault(attribute, {}).setdefault(key, []).append(rule.position)
+        frozen = {a: {k: tuple(v) for k, v in b.items()} for a, b in buckets.items()}
+        return cls(compiled, tuple(names), frozen, tuple(unindexed))
+
+    def values(self, ticket: Ticket) -> dict[str, AttributeValue]:
+        return ticket_values(ticket, self.attribute_names)
+
+    def candidates(self, values: dict[str, AttributeValue]) -> Sequence[int]:
+        lists: list[tuple[int, ...]] = [self.unindexed] if self.unindexed else []
+        for attribute, buckets in self.buckets.items():
+            for key in values[attribute].keys:
+                bucket = buckets.get(key)
+                if bucket:
+                    lists.append(bucket)
+        if not lists:
+            return ()
+        if len(lists) == 1:
+            return lists[0]
+        return sorted(set().union(*lists))
+
+    def first_match(self, ticket: Ticket, values: dict[str, AttributeValue] | None = None) -> CompiledRule | None:
+        if values is None:
+            values = self.values(ticket)
+        rules = self.rules
+        for position in self.candidates(values):
+            rule = rules[position]
+            if rule.matches(values):
+                return rule
+        return None
+
+    def scan_first_match(self, ticket: Ticket) -> CompiledRule | None:
+        """The same answer by trying every rule in order (benchmark baseline and test oracle)."""
+        values = self.values(ticket)
+        for rule in self.rules:
+            if rule.matches(values):
+                return rule
+        return None
+
+    def explain(self, ticket: Ticket, *, all_rules: bool = False) -> list[RuleTrace]:
+        """Every rule tried in file order up to the first match (or all with `all_rules`), each condition
+        with what it wants, what the ticket has and whether it holds."""
+        values = self.values(ticket)
+        traces: list[RuleTrace] = []
+        found = False
+        for rule in self.rules:
+            checks = tuple(
+                CheckTrace(c.attribute, c.wants, _display(values[c.attribute].raw), c.test(values[c.attribute]))
+                for c in rule.checks
+            )
+            matched = all(c.holds for c in checks)
+            traces.append(RuleTrace(rule.rule.id, rule.position, matched, checks, rule.rule.level, rule.rule.bypass))
+            if matched and not found:
+                found = True
+                if not all_rules:
+                    break
+        return traces
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
