@@ -1,0 +1,468 @@
+"""SLA clocks: which timers a ticket needs, and what a timer does when it fires.
+
+The timer host (`integration.timers`) stores every due time as a row plus a huey task and calls:
+- `plan_timers(state_before, state_after, decision, ticket, matrix, now)` after each processing pass;
+  the returned `TimerSpec`s are inserted (the row's unique key makes re-planning the same due time a no-op);
+- `on_timer(timer, ticket, state, matrix, now)` when a timer fires, with a freshly fetched ticket and the
+  stored state; the returned `TimerOutcome` carries the decision to apply, the state to store and more
+  timers to schedule.
+and, once per pass before storing the state, `track(state, ticket, matrix, now)`, which keeps the pause
+accounting in `TicketState.clock_state`.
+
+Clocks. Entering a level starts its clocks (`acknowledge`, `diagnose`, `interim_fix`, `resolve`, as
+the level's `sla:` sets them) at `entered_level_at`. Each clock gets one warning timer per `clocks.warn_at`
+fraction and a breach timer at 100 %. With a calendar (the level's `calendar:` or `clocks.calendar`),
+targets are business time. A clock stops when its milestone is in `state.milestones`; its timers then do
+nothing when they fire (the host may also cancel them).
+
+Pausing. While the ticket's status is one of `clocks.pause_statuses`, no clock advances: timers that come
+due do nothing, and on resume the remaining due times move later by the paused (business) time, which
+`plan_timers` schedules as new timers. A timer whose due time the pause moved is recognised when it fires
+(its due time is earlier than the clock's current one) and does nothing.
+
+Warnings are internal notes, never customer messages, sent once per threshold and level. When the
+worker was down and several thresholds are overdue at once, only the highest one reached is sent; once the
+target itself is reached the breach speaks instead.
+
+Breach: the clock goes into `state.pending_breaches` and `integration.engine.decide()` applies the
+level's `on_breach` policy and its required-data gate; the internal note says which clock breached by how
+much. Each clock breaches once per level.
+
+Customer-update cadence (`update_cadence` on a level): `every` after the latest of (entering the level,
+the last public agent update, the last cadence message, the end of the last pause), `mode: send` posts
+the cadence template as a public reply, `mode: remind` an internal note. A public update that went out in
+between moves the due time, so the timer that fires finds nothing to do and reschedules itself.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping
+
+from integration.calendar import add_business_time, business_seconds_between
+from integration.model import Decision, Ticket, TicketState
+from matrix_config.schema import Calendar, Level, Matrix, format_duration
+
+log = logging.getLogger(__name__)
+
+WARNING = "warning"
+BREACH = "breach"
+CADENCE = "cadence"
+CADENCE_CLOCK = "update_cadence"
+RESOLVED_STATUSES = frozenset({"solved", "closed"})
+# A timer that fires this close to its clock's current due time counts as on time: huey's eta and the
+# reconciler are not exact, and a clock computed a second later must not look "not yet due".
+TOLERANCE = timedelta(seconds=2)
+
+
+# ------------------------------------------------------------------------------------ timer types
+def _timer_types() -> tuple[type, type]:
+    """TimerSpec and TimerOutcome live with the timer host; imported late to avoid an import cycle."""
+    from integration.timers import TimerOutcome, TimerSpec
+
+    return TimerSpec, TimerOutcome
+
+
+def _spec(**kwargs: Any) -> Any:
+    TimerSpec, _ = _timer_types()
+    return TimerSpec(**kwargs)
+
+
+def _outcome(decision: Decision | None = None, state: TicketState | None = None, schedule: list | None = None) -> Any:
+    _, TimerOutcome = _timer_types()
+    return TimerOutcome(decision=decision, state=state, schedule=list(schedule or []))
+
+
+# ------------------------------------------------------------------------------------ bookkeeping
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat() if value else None
+
+
+def _parse(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class ClockBook:
+    """The clock bookkeeping for one stay at one level (`TicketState.clock_state`, parsed)."""
+
+    level: str | None = None
+    entered_at: datetime | None = None
+    paused_since: datetime | None = None  # the ticket is paused now, since then
+    paused_seconds: float = 0.0  # business seconds of finished pauses at this level
+    resumed_at: datetime | None = None  # end of the last pause
+    alerts: frozenset[str] = frozenset()  # "acknowledge:0.75", "acknowledge:breach": already sent
+    cadence_at: datetime | None = None  # last cadence message (public reply or reminder)
+
+    @classmethod
+    def of(cls, state: TicketState) -> "ClockBook":
+        data = state.clock_state or {}
+        fresh = cls(level=state.level, entered_at=state.entered_level_at)
+        if not data or data.get("level") != state.level or _parse(data.get("entered_at")) != state.entered_level_at:
+            return fresh  # bookkeeping of an earlier level (or none yet): this stay starts clean
+        return replace(
+            fresh,
+            paused_since=_parse(data.get("paused_since")),
+            paused_seconds=float(data.get("paused_seconds") or 0.0),
+            resumed_at=_parse(data.get("resumed_at")),
+            alerts=frozenset(data.get("alerts") or ()),
+            cadence_at=_parse(data.get("cadence_at")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        if self == ClockBook(level=self.level, entered_at=self.entered_at):
+            return {}
+        data: dict[str, Any] = {"level": self.level, "entered_at": _iso(self.entered_at)}
+        if self.paused_since:
+            data["paused_since"] = _iso(self.paused_since)
+        if self.paused_seconds:
+            data["paused_seconds"] = self.paused_seconds
+        if self.resumed_at:
+            data["resumed_at"] = _iso(self.resumed_at)
+        if self.alerts:
+            data["alerts"] = sorted(self.alerts)
+        if self.cadence_at:
+            data["cadence_at"] = _iso(self.cadence_at)
+        return data
+
+    def store(self, state: TicketState) -> TicketState:
+        data = self.to_json()
+        if dict(state.clock_state or {}) == data:
+            return state
+        return state.with_(clock_state=data)
+
+
+def level_calendar(matrix: Matrix, level: Level) -> Calendar | None:
+    name = level.calendar or matrix.clocks.calendar
+    return matrix.calendars.get(name) if name else None
+
+
+def _level_of(matrix: Matrix, level_id: str | None) -> Level | None:
+    if not level_id:
+        return None
+    try:
+        return matrix.level(level_id)
+    except KeyError:
+        return None
+
+
+def _is_paused(ticket: Ticket, matrix: Matrix) -> bool:
+    return ticket.status in matrix.clocks.pause_statuses
+
+
+def _is_resolved(ticket: Ticket, state: TicketState, matrix: Matrix) -> bool:
+    return (
+        ticket.status in RESOLVED_STATUSES
+        or ticket.status in matrix.milestones.resolve.statuses
+        or "resolve" in (state.milestones or {})
+    )
+
+
+def _status_changed_at(ticket: Ticket, floor: datetime, now: datetime) -> datetime:
+    # The pass may run late (webhook retries, catch-up scan): the ticket's own update time is the best
+    # record of when its status changed. It is an upper bound when other edits followed, which errs on
+    # the side of crediting less pause, never more.
+    moment = ticket.updated_at or now
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return min(max(moment, floor), now)
+
+
+def track(state: TicketState, ticket: Ticket, matrix: Matrix, now: datetime) -> TicketState:
+    """Update the pause accounting from the ticket's status; returns `state` itself when nothing changed.
+    Call once per processing pass, on the state about to be stored (after `next_state`)."""
+    if not state.level or state.entered_level_at is None:
+        return state if not state.clock_state else state.with_(clock_state={})
+    level = _level_of(matrix, state.level)
+    book = ClockBook.of(state)
+    paused = _is_paused(ticket, matrix) and not _is_resolved(ticket, state, matrix)
+    if paused and book.paused_since is None:
+        book = replace(book, paused_since=_status_changed_at(ticket, state.entered_level_at, now))
+    elif not paused and book.paused_since is not None:
+        resumed = _status_changed_at(ticket, book.paused_since, now)
+        calendar = level_calendar(matrix, level) if level else None
+        book = replace(
+            book,
+            paused_seconds=book.paused_seconds + business_seconds_between(calendar, book.paused_since, resumed),
+            paused_since=None,
+            resumed_at=resumed,
+        )
+    return book.store(state)
+
+
+# ------------------------------------------------------------------------------------ clock math
+def active_seconds(book: ClockBook, calendar: Calendar | None, at: datetime) -> float:
+    """Business seconds the level's clocks have run by `at` (paused time excluded)."""
+    if book.entered_at is None:
+        return 0.0
+    total = business_seconds_between(calendar, book.entered_at, at) - book.paused_seconds
+    if book.paused_since is not None and at > book.paused_since:
+        total -= business_seconds_between(calendar, book.paused_since, at)
+    return max(0.0, total)
+
+
+def due_at(book: ClockBook, calendar: Calendar | None, active: float) -> datetime | None:
+    """When the clocks will have run `active` business seconds; None while paused (no due time exists)."""
+    if book.paused_since is not None or book.entered_at is None:
+        return None
+    return add_business_time(calendar, book.entered_at, active + book.paused_seconds)
+
+
+def _last_public_update(ticket: Ticket, state: TicketState) -> datetime | None:
+    candidates = [t for t in (ticket.last_public_agent_reply_at, state.last_public_update_at) if t]
+    return max(candidates) if candidates else None
+
+
+def cadence_due(book: ClockBook, calendar: Calendar | None, level: Level, ticket: Ticket, state: TicketState) -> datetime | None:
+    if level.update_cadence is None or book.entered_at is None or book.paused_since is not None:
+        return None
+    base = max(t for t in (book.entered_at, _last_public_update(ticket, state), book.cadence_at, book.resumed_at) if t)
+    return add_business_time(calendar, base, level.update_cadence.every.total_seconds())
+
+
+def _running_clocks(level: Level, state: TicketState, decision: Decision | None) -> list[tuple[str, timedelta]]:
+    met = set(state.milestones or {}) | set(decision.stop_clocks if decision else ()) | set(decision.milestones if decision else {})
+    return [(name, target) for name, target in level.sla.items() if name not in met]
+
+
+def _timers_for(state: TicketState, ticket: Ticket, matrix: Matrix, decision: Decision | None) -> list[Any]:
+    level = _level_of(matrix, state.level)
+    if level is None or state.bypassed or state.entered_level_at is None or _is_resolved(ticket, state, matrix):
+        return []
+    book = ClockBook.of(state)
+    if book.paused_since is not None:
+        return []
+    calendar = level_calendar(matrix, level)
+    version = state.matrix_version or matrix.version()
+    common = dict(vendor=state.vendor, ticket_id=state.ticket_id, level=level.id, matrix_version=version)
+    specs: list[Any] = []
+    for clock, target in _running_clocks(level, state, decision):
+        seconds = target.total_seconds()
+        if f"{clock}:breach" in book.alerts:
+            continue
+        for fraction in sorted(set(matrix.clocks.warn_at)):
+            if f"{clock}:{fraction}" not in book.alerts:
+                specs.append(_spec(kind=WARNING, clock=clock, due_at=due_at(book, calendar, seconds * fraction), fraction=fraction, **common))
+        specs.append(_spec(kind=BREACH, clock=clock, due_at=due_at(book, calendar, seconds), fraction=1.0, **common))
+    cadence = cadence_due(book, calendar, level, ticket, state)
+    if cadence is not None:
+        specs.append(_spec(kind=CADENCE, clock=CADENCE_CLOCK, due_at=cadence, fraction=None, **common))
+    return specs
+
+
+def plan_timers(
+    state_before: TicketState | None,
+    state_after: TicketState,
+    decision: Decision | None,
+    ticket: Ticket,
+    matrix: Matrix,
+    now: datetime,
+) -> list[Any]:
+    """Timers to schedule after a processing pass: all of the level's pending thresholds when the ticket
+    entered a level, resumed from a pause, or changed matrix version; the cadence timer when its due time
+    moved (a public update went out). Empty while paused, resolved or bypassed."""
+    specs = _timers_for(state_after, ticket, matrix, decision)
+    if not specs:
+        return []
+    before = state_before or TicketState(vendor=state_after.vendor, ticket_id=state_after.ticket_id)
+    book_before, book_after = ClockBook.of(before), ClockBook.of(state_after)
+    entered = (before.level, before.entered_level_at) != (state_after.level, state_after.entered_level_at)
+    resumed = book_before.paused_since is not None and book_after.paused_since is None and not entered
+    repinned = before.matrix_version != state_after.matrix_version
+    if entered or resumed or repinned or (decision is not None and decision.start_clocks):
+        return specs
+    # Otherwise only the cadence can have moved (a public update restarts its interval). Re-offering an
+    # unchanged due time is free: the timer row's unique key (kind, clock, level, due_at) absorbs it.
+    return [s for s in specs if s.kind == CADENCE]
+
+
+# ------------------------------------------------------------------------------------ firing
+def _human(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{int(round(seconds))}s"
+    return format_duration(timedelta(seconds=seconds))
+
+
+def _group_label(matrix: Matrix, key: str | None) -> str | None:
+    if not key:
+        return None
+    group = matrix.groups.get(key)
+    return group.label if group and group.label else key
+
+
+def _owner(matrix: Matrix, level: Level, ticket: Ticket) -> str:
+    issue_type = ticket.fields.get("issue_type") if ticket.fields else None
+    key = level.owner.by_issue_type.get(str(issue_type), level.owner.default) if issue_type else level.owner.default
+    return _group_label(matrix, key) or key
+
+
+def _render(matrix: Matrix, name: str, level: Level, ticket: Ticket, clock: Mapping[str, Any], version: str) -> str:
+    from integration.engine import compile_matrix, template_context
+    from matrix_config.templates import render_template
+
+    context = template_context(compile_matrix(matrix, version), ticket, level.id, clock=clock)
+    return render_template(matrix, name, context)
+
+
+def _decision(state: TicketState, now: datetime, version: str, **fields: Any) -> Decision:
+    return Decision(vendor=state.vendor, ticket_id=state.ticket_id, matrix_version=version, decided_at=now,
+                    from_level=state.level, **fields)
+
+
+def _calendar_phrase(level: Level, matrix: Matrix) -> str:
+    name = level.calendar or matrix.clocks.calendar
+    return f" (business hours, calendar {name})" if name and name in matrix.calendars else ""
+
+
+def on_timer(timer: Any, ticket: Ticket, state: TicketState, matrix: Matrix, now: datetime) -> Any:
+    """React to a fired timer. Re-reads everything: nothing happens when the milestone was met, the level
+    or the matrix version changed, the ticket is resolved, bypassed or paused, the warning was already
+    sent, or the timer's due time is stale (a pause moved the clock)."""
+    if state.level != timer.level or state.entered_level_at is None:
+        return _outcome()
+    if timer.matrix_version and state.matrix_version and timer.matrix_version != state.matrix_version:
+        return _outcome()
+    level = _level_of(matrix, state.level)
+    if level is None or state.bypassed or _is_resolved(ticket, state, matrix):
+        return _outcome()
+    tracked = track(state, ticket, matrix, now)
+    changed_state = tracked if tracked is not state else None
+    book = ClockBook.of(tracked)
+    if book.paused_since is not None:
+        return _outcome(state=changed_state)  # resume re-plans the shifted due times
+    calendar = level_calendar(matrix, level)
+    version = tracked.matrix_version or matrix.version()
+    if timer.kind == CADENCE:
+        return _on_cadence(timer, ticket, tracked, changed_state, matrix, level, calendar, book, now, version)
+    if timer.kind not in (WARNING, BREACH):
+        log.warning("unknown timer kind %r for %s %s", timer.kind, timer.vendor, timer.ticket_id)
+        return _outcome(state=changed_state)
+    clock = timer.clock
+    target = getattr(level.sla, clock, None)
+    if target is None or clock in (tracked.milestones or {}):
+        return _outcome(state=changed_state)
+    target_seconds = target.total_seconds()
+    fraction = 1.0 if timer.kind == BREACH else float(timer.fraction)
+    current_due = due_at(book, calendar, target_seconds * fraction)
+    if timer.due_at < current_due - TOLERANCE:
+        # A pause moved this clock; the timer planned on resume (re-offered here in case it was lost) acts.
+        return _outcome(state=changed_state, schedule=[replace_due(timer, current_due)] if current_due > now else [])
+    at = max(now, current_due)
+    elapsed = active_seconds(book, calendar, at)
+    if timer.kind == WARNING:
+        return _on_warning(timer, ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version)
+    return _on_breach(ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version)
+
+
+def replace_due(timer: Any, due: datetime) -> Any:
+    if hasattr(timer, "_replace"):
+        return timer._replace(due_at=due)
+    return replace(timer, due_at=due)
+
+
+def _on_warning(timer: Any, ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix,
+                level: Level, book: ClockBook, clock: str, target_seconds: float, elapsed: float, now: datetime,
+                version: str) -> Any:
+    key = f"{clock}:{timer.fraction}"
+    used = elapsed / target_seconds
+    if key in book.alerts or used >= 1.0 or f"{clock}:breach" in book.alerts:
+        return _outcome(state=changed_state)
+    reached = [f for f in matrix.clocks.warn_at if f <= used + 1e-9]
+    if not reached or max(reached) != timer.fraction:
+        return _outcome(state=changed_state)  # a higher threshold is already due: that warning speaks
+    remaining = target_seconds - elapsed
+    note = (
+        f"SLA warning for {_owner(matrix, level, ticket)}: the {clock} clock at {level.id} ({level.name}) "
+        f"is {int(round(timer.fraction * 100))} % used: {_human(elapsed)} elapsed of {_human(target_seconds)}, "
+        f"{_human(remaining)} remaining{_calendar_phrase(level, matrix)}."
+    )
+    new_state = replace(book, alerts=book.alerts | {key}).store(state)
+    decision = _decision(state, now, version, reason=f"sla warning {clock} {int(round(timer.fraction * 100))}%",
+                         internal_note=note)
+    return _outcome(decision=decision, state=new_state)
+
+
+def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix, level: Level, book: ClockBook, clock: str,
+               target_seconds: float, elapsed: float, now: datetime, version: str) -> Any:
+    from integration.engine import decide, next_state
+
+    key = f"{clock}:breach"
+    if key in book.alerts:
+        return _outcome(state=changed_state)
+    overdue = max(0.0, elapsed - target_seconds)
+    breached = replace(book, alerts=book.alerts | {key}).store(state)
+    if clock not in breached.pending_breaches:
+        breached = breached.with_(pending_breaches=tuple(breached.pending_breaches) + (clock,))
+    decision = decide(ticket, breached, matrix, now, version=version)
+    target_level = level.on_breach.get(clock)
+    consequence = ""
+    if decision.to_level:
+        consequence = f" Escalated to {decision.to_level}."
+    elif decision.missing_data:
+        consequence = f" Escalation to {target_level} waits for: {', '.join(decision.missing_data)}."
+    elif target_level:
+        consequence = f" The breach policy points to {target_level}."
+    breach_note = (
+        f"SLA breach: the {clock} clock at {level.id} ({level.name}) ran out. Target {_human(target_seconds)}, "
+        f"elapsed {_human(elapsed)}, overdue by {_human(overdue)}{_calendar_phrase(level, matrix)}.{consequence}"
+    )
+    note = breach_note if not decision.internal_note else f"{breach_note}\n\n{decision.internal_note}"
+    decision = replace(decision, internal_note=note, reason=decision.reason or f"breach {clock}")
+    new_state = track(next_state(breached, ticket, decision), ticket, matrix, now)  # clears pending_breaches
+    schedule = plan_timers(breached, new_state, decision, ticket, matrix, now) if new_state.level != state.level else []
+    return _outcome(decision=decision, state=new_state, schedule=schedule)
+
+
+def _on_cadence(timer: Any, ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix,
+                level: Level, calendar: Calendar | None, book: ClockBook, now: datetime, version: str) -> Any:
+    cadence = level.update_cadence
+    if cadence is None:
+        return _outcome(state=changed_state)
+    current_due = cadence_due(book, calendar, level, ticket, state)
+    if current_due is None:
+        return _outcome(state=changed_state)
+    if current_due > now + TOLERANCE:
+        # A public update (or an earlier cadence message) went out since: the interval restarted from it.
+        return _outcome(state=changed_state, schedule=[replace_due(timer, current_due)])
+    last = _last_public_update(ticket, state) or book.entered_at
+    silent_for = business_seconds_between(calendar, last, now)
+    clock = {"name": CADENCE_CLOCK, "target": format_duration(cadence.every), "elapsed": _human(silent_for),
+             "overdue_by": _human(silent_for - cadence.every.total_seconds()), "fraction": round(silent_for / cadence.every.total_seconds(), 2)}
+    new_book = replace(book, cadence_at=now)
+    from matrix_config.templates import TemplateRenderError
+
+    failure = None
+    if cadence.mode == "send":
+        try:
+            text = _render(matrix, cadence.template, level, ticket, clock, version)
+        except TemplateRenderError as exc:
+            text, failure = None, exc.message
+    if cadence.mode == "send" and text:
+        decision = _decision(state, now, version, reason="update cadence: status update sent", public_reply=text,
+                             reply_template=cadence.template)
+        new_state = new_book.store(state).with_(last_public_update_at=now)
+    else:
+        text = None
+        if cadence.template and cadence.mode == "remind":
+            try:
+                text = _render(matrix, cadence.template, level, ticket, clock, version)
+            except TemplateRenderError as exc:
+                failure = exc.message
+        if not text:
+            text = (f"Reminder for {_owner(matrix, level, ticket)}: no public update on {ticket.id} for "
+                    f"{_human(silent_for)} (cadence at {level.id}: every {format_duration(cadence.every)}). "
+                    f"Please update the customer.")
+            if failure:
+                text += f" (Template {cadence.template!r} could not be rendered: {failure})"
+        decision = _decision(state, now, version, reason="update cadence: reminder", internal_note=text)
+        new_state = new_book.store(state)
+    next_due = cadence_due(ClockBook.of(new_state), calendar, level, ticket, new_state)
+    schedule = [replace_due(timer, next_due)] if next_due else []
+    return _outcome(decision=decision, state=new_state, schedule=schedule)
