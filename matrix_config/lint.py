@@ -261,7 +261,7 @@ def _template_uses(matrix: Matrix) -> dict[str, list[_Use]]:
         if index == 0:
             ctx = sample_context(matrix, level, with_clock=False)
             ctx["rule"] = None
-            variants.append(("a new ticket no rule placed (previous_level, rule, clock empty)", ctx))
+            variants.append(("a new ticket no rule matched (previous_level, rule, clock empty)", ctx))
         if rule is not None:
             ctx = sample_context(matrix, level, rule_id=rule.id, with_clock=False)
             ctx["previous_level"] = None

@@ -201,6 +201,39 @@ def _yaml_error_line(path: str, exc: MarkedYAMLError) -> str:
     return f"{path}:{line}:{col}: (yaml): {problem.strip()}"
 
 
+def _construct_error_line(path: str, text: str, exc: Exception) -> str:
+    """Point at the first scalar ruamel cannot turn into a value (only timestamps can fail that way)."""
+    yaml = _yaml()
+    try:
+        root = yaml.compose(text)
+    except YAMLError:
+        root = None
+    found: list[tuple[Node, list[Any]]] = []
+
+    def walk(node: Node, loc: list[Any]) -> None:
+        if found:
+            return
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                walk(value_node, loc + [getattr(key_node, "value", "?")])
+        elif isinstance(node, SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, loc + [index])
+        elif isinstance(node, ScalarNode) and node.tag.endswith(":timestamp"):
+            try:
+                yaml.constructor.construct_yaml_timestamp(node)
+            except (ValueError, TypeError, OverflowError):
+                found.append((node, loc))
+
+    if root is not None:
+        walk(root, [])
+    if found:
+        node, loc = found[0]
+        mark = node.start_mark
+        return f"{path}:{mark.line + 1}:{mark.column + 1}: {format_path(loc)}: invalid date {node.value!r}: {exc}"
+    return f"{path}:1:1: (yaml): {exc}"
+
+
 def _plain(node: Any, budget: list[int]) -> Any:
     """ruamel's round-trip types (CommentedMap, LiteralScalarString, ScalarFloat, ...) -> plain Python."""
     budget[0] -= 1
@@ -244,6 +277,10 @@ _TYPE_NAMES = {
     "date_from_datetime_parsing": "a date like 2026-12-24",
     "date_from_datetime_inexact": "a date like 2026-12-24",
 }
+
+
+_SCALAR_TYPE_ERRORS = {"string_type", "int_type", "int_parsing", "int_from_float", "float_type", "float_parsing",
+                       "bool_type", "bool_parsing"}
 
 
 def _describe_yaml_value(value: Any) -> str:
@@ -366,7 +403,9 @@ def _schema_errors(source_map: SourceMap, exc: ValidationError) -> list[str]:
     lines: list[str] = []
     for (line, col, resolved), errs in grouped.items():
         kinds = [e["type"] for e, _ in errs]
-        if len(errs) > 1 and all(k in _TYPE_NAMES for k in kinds):
+        if len(errs) > 1 and set(kinds) <= _SCALAR_TYPE_ERRORS:
+            message = f"expected text, a number or true/false, got {_describe_yaml_value(errs[0][1])}"
+        elif len(errs) > 1 and all(k in _TYPE_NAMES for k in kinds):
             names = list(dict.fromkeys(_TYPE_NAMES[k] for k in kinds))
             expected = ", ".join(names[:-1]) + f" or {names[-1]}"
             message = f"expected {expected}, got {_describe_yaml_value(errs[0][1])}"
@@ -388,9 +427,10 @@ class _Problem:
 
 def _unknown(what: str, value: Any, options: Iterable[str]) -> str:
     options = list(options)
-    listing = ", ".join(options) if options else "(none declared)"
+    if not options:
+        return f"unknown {what} '{value}': no {what}s are declared"
     hint = _did_you_mean(value, options)
-    return f"unknown {what} '{value}'{hint}: {what}s are {listing}" if hint == "" else f"unknown {what} '{value}'{hint}"
+    return f"unknown {what} '{value}'{hint}" if hint else f"unknown {what} '{value}': {what}s are {', '.join(options)}"
 
 
 def _condition_values(condition: Any) -> Iterator[tuple[Loc, Any]]:
@@ -562,6 +602,8 @@ def load_matrix_text(text: str, path: str = "<string>") -> LoadedMatrix:
         raise MatrixInvalid([_yaml_error_line(path, exc)]) from None
     except YAMLError as exc:
         raise MatrixInvalid([f"{path}:1:1: (yaml): {exc}"]) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a scalar ruamel cannot construct, e.g. 2026-13-01
+        raise MatrixInvalid([_construct_error_line(path, text, exc)]) from None
     if tree is None:
         raise MatrixInvalid([f"{path}:1:1: (root): the matrix file is empty"])
     if not isinstance(tree, CommentedMap):

@@ -16,6 +16,7 @@ Decisions (see the matrix language reference in the README):
 """
 from __future__ import annotations
 
+import difflib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -146,10 +147,12 @@ def check_template_source(source: str) -> list[TemplateProblem]:
     known_roots = set(TEMPLATE_CONTEXT)
     for name in sorted(undeclared - known_roots - ALLOWED_GLOBALS):
         lineno = next((n.lineno for n in ast.find_all(nodes.Name) if n.name == name), 1)
+        close = difflib.get_close_matches(name, list(TEMPLATE_CONTEXT), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
         problems.append(
             TemplateProblem(
                 lineno,
-                f"unknown placeholder '{name}': templates may use {_describe_keys(TEMPLATE_CONTEXT)}",
+                f"unknown placeholder '{name}'{hint}: templates may use {_describe_keys(TEMPLATE_CONTEXT)}",
                 name,
             )
         )
