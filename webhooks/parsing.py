@@ -30,8 +30,7 @@ def get_path(data: Any, path: str, default: Any = _MISSING) -> Any:
     for part in path.split("."):
         walked.append(part)
         if not isinstance(current, dict):
-            if default is not _MISSING:
-                return default
+            # Present but of the wrong shape is never "absent", even when a default is allowed.
             raise PayloadError(f"{'.'.join(walked[:-1])} must be an object")
         if part not in current or current[part] is None:
             if default is not _MISSING:
