@@ -477,7 +477,7 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
             draft.field_updates[LEVEL_ATTRIBUTE] = enter
         context = template_context(
             compiled, ticket, enter, previous_level=current,
-            rule_id=rule_obj.rule.id if rule_obj else None,
+            rule_id=rule_obj.rule.id if rule_obj and not gated_entry else None,
             clock=_breach_clock(compiled, entry_cause, current),
         )
         draft.public_reply = texts.render(level.on_enter.reply, context)
