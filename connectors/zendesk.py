@@ -1,0 +1,762 @@
+"""Zendesk Support connector: reads tickets into the neutral model and writes decisions back with as
+few `PUT /api/v2/tickets/{id}` calls as Zendesk allows (one; two when a decision carries both a customer
+reply and an internal note, because Zendesk takes one comment per update; zero when nothing changes).
+
+HTTP: one `requests.Session` (`ZendeskClient`) carries every call, zenpy's included:
+- its adapter has `max_retries=0` (zenpy's default adapter would retry 503s itself) and takes each request
+  from the client-side budget (`connectors.ratelimit`) before sending;
+- a response hook turns every non-2xx answer into a `connectors.base` error *inside* the session call,
+  so zenpy's `_call_api` never sees a 429 and never runs its sleep-and-retry loop;
+- zenpy is built with `proactive_ratelimit=None` and `ratelimit_budget=None` (its budget is a counter
+  that is never refilled) and `disable_cache=True` (its object cache would serve stale tickets).
+The only retry loop is `connectors.retry.call_with_retry` around each call.
+
+zenpy is used for `users/me`. Ticket reads, the ticket PUT, lookups and the incremental export go
+through the same session as plain JSON: zenpy's `Ticket` model cannot express `additional_tags` /
+`remove_tags` / `safe_update` + `updated_stamp` (it serializes its own attribute set and `tags`), and
+the neutral model needs the raw sideloads (users, organizations) anyway.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from requests.adapters import HTTPAdapter
+
+from connectors.base import (
+    ApplyResult,
+    Conflict,
+    ConnectorError,
+    NotFound,
+    Permanent,
+    RateLimited,
+    Transient,
+    Unauthorized,
+    parse_retry_after,
+)
+from connectors.ratelimit import RateLimiter, limiter_for
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from integration.model import Decision, Person, Ticket
+from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Matrix, ZendeskField
+
+log = logging.getLogger(__name__)
+
+VENDOR = "zendesk"
+
+# Zendesk status -> neutral status. Zendesk calls on-hold "hold".
+_STATUS_FROM_ZENDESK = {"new": "new", "open": "open", "pending": "pending", "hold": "on_hold",
+                        "on-hold": "on_hold", "on_hold": "on_hold", "solved": "solved", "closed": "closed"}
+_AGENT_ROLES = {"agent", "admin"}
+
+
+# ------------------------------------------------------------------------------------------ settings
+class ZendeskSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
+
+    subdomain: str | None = Field(None, alias="ZENDESK_SUBDOMAIN")
+    base_url: str | None = Field(None, alias="ZENDESK_BASE_URL")  # sandbox or proxy, e.g. https://acme1.zendesk.com
+    email: str | None = Field(None, alias="ZENDESK_EMAIL")
+    api_token: SecretStr | None = Field(None, alias="ZENDESK_API_TOKEN")
+    oauth_token: SecretStr | None = Field(None, alias="ZENDESK_OAUTH_TOKEN")
+    # Client-side budget for all workers together; the plan's limit (Enterprise 700/min) minus headroom
+    # for agents' apps and other integrations on the same account.
+    requests_per_minute: int = Field(400, alias="ZENDESK_REQUESTS_PER_MINUTE", gt=0)
+    user_id: str | None = Field(None, alias="ZENDESK_USER_ID")  # the integration user; else learned from users/me
+    timeout_seconds: float = Field(30.0, alias="ZENDESK_TIMEOUT_SECONDS", gt=0)
+
+    @property
+    def api_base(self) -> str | None:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        if self.subdomain:
+            return f"https://{self.subdomain}.zendesk.com"
+        return None
+
+    @property
+    def has_credentials(self) -> bool:
+        has_auth = bool(self.oauth_token) or bool(self.email and self.api_token)
+        return bool(self.api_base) and has_auth
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in a message."""
+        out: list[str] = []
+        for secret in (self.api_token, self.oauth_token):
+            if secret is not None and secret.get_secret_value():
+                out.append(secret.get_secret_value())
+        if self.email and self.api_token:
+            out.append(f"{self.email}/token:{self.api_token.get_secret_value()}")
+        return out
+
+
+# ------------------------------------------------------------------------- the one error edge
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _zendesk_description(response: requests.Response) -> str:
+    """Zendesk's own words: `{"error": ..., "description": ..., "details": {...}}` or an HTML page."""
+    content_type = response.headers.get("Content-Type", "")
+    if "json" not in content_type:
+        return "non-JSON error page" if response.text.lstrip().startswith("<") else response.text[:200]
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if not isinstance(body, dict):
+        return str(body)[:300]
+    parts: list[str] = []
+    error = body.get("error")
+    if isinstance(error, dict):
+        parts.append(str(error.get("title") or error.get("message") or error))
+    elif error:
+        parts.append(str(error))
+    if body.get("description"):
+        parts.append(str(body["description"]))
+    details = body.get("details")
+    if isinstance(details, dict):
+        for name, problems in details.items():
+            for problem in problems if isinstance(problems, list) else [problems]:
+                text = problem.get("description") if isinstance(problem, dict) else problem
+                parts.append(f"{name}: {text}")
+    return "; ".join(parts)[:500] or f"HTTP {response.status_code}"
+
+
+def error_for_response(response: requests.Response, secrets: list[str] = ()) -> ConnectorError | None:
+    """Map one Zendesk answer to our error type (None for 2xx). The message names method, path and
+    Zendesk's description: never the URL's query, headers or credentials."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    request = response.request
+    path = urlsplit(request.url).path if request is not None and request.url else "?"
+    method = request.method if request is not None else "?"
+    where = f"Zendesk {status} on {method} {path}"
+    description = _redact(_zendesk_description(response), list(secrets))
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return RateLimited(f"{where}: rate limited (Retry-After {response.headers.get('Retry-After')})", retry_after)
+    if status in (401, 403):
+        return Unauthorized(f"{where}: credentials rejected or not allowed ({description})")
+    if status == 404:
+        return NotFound(f"{where}: not found")
+    if status == 409:
+        return Conflict(f"{where}: the ticket changed since it was read ({description})")
+    if status == 503 and response.headers.get("Retry-After"):
+        return RateLimited(f"{where}: unavailable", parse_retry_after(response.headers.get("Retry-After")))
+    if status >= 500:
+        return Transient(f"{where}: {description}")
+    return Permanent(f"{where}: {description}")
+
+
+def error_for_exception(error: BaseException, secrets: list[str] = ()) -> ConnectorError:
+    if isinstance(error, ConnectorError):
+        return error
+    name = type(error).__name__
+    if isinstance(error, (requests.Timeout, requests.ConnectionError)):
+        return Transient(f"Zendesk unreachable ({name})")
+    if isinstance(error, requests.RequestException):
+        return Transient(f"Zendesk request failed ({name})")
+    try:
+        from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
+    except ImportError:  # pragma: no cover
+        APIException = RecordNotFoundException = ZenpyException = ()  # type: ignore[assignment]
+    if isinstance(error, RecordNotFoundException):
+        return NotFound("Zendesk: record not found")
+    if isinstance(error, APIException):
+        response = getattr(error, "response", None)
+        mapped = error_for_response(response, secrets) if response is not None else None
+        return mapped or Permanent(_redact(f"Zendesk API error: {error}", list(secrets))[:500])
+    if isinstance(error, ZenpyException):
+        return Permanent(_redact(f"zenpy: {error}", list(secrets))[:500])
+    if isinstance(error, ValueError):  # a 2xx body that is not JSON: a proxy's HTML page
+        return Transient(f"Zendesk answered with an unreadable body ({name})")
+    raise error
+
+
+# ------------------------------------------------------------------------------- HTTP client
+class _BudgetedAdapter(HTTPAdapter):
+    """No transport retries; every request is taken from the shared client-side budget first."""
+
+    def __init__(self, limiter: RateLimiter | None):
+        super().__init__(max_retries=0)
+        self.limiter = limiter
+
+    def send(self, request, *args, **kwargs):
+        if self.limiter is not None:
+            wait = self.limiter.try_acquire()
+            if wait > 0:
+                raise RateLimited("client-side Zendesk request budget exhausted", retry_after=wait)
+        return super().send(request, *args, **kwargs)
+
+
+class ZendeskClient:
+    """The HTTP edge: base URL, auth, budget, error mapping and retries. Paths start with /api/v2."""
+
+    def __init__(
+        self,
+        settings: ZendeskSettings,
+        *,
+        session: requests.Session | None = None,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        rate_limiter: RateLimiter | None = None,
+    ):
+        base = settings.api_base
+        if not base:
+            raise Permanent("Zendesk base URL missing: set ZENDESK_SUBDOMAIN or ZENDESK_BASE_URL")
+        self.settings = settings
+        self.base_url = base
+        self.retry_policy = retry_policy
+        self._secrets = settings.secrets()
+        self.limiter = rate_limiter if rate_limiter is not None else limiter_for(
+            f"zendesk:{urlsplit(base).netloc}", settings.requests_per_minute
+        )
+        self.session = session or requests.Session()
+        adapter = _BudgetedAdapter(self.limiter)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        if settings.oauth_token is not None:
+            self.session.headers["Authorization"] = f"Bearer {settings.oauth_token.get_secret_value()}"
+        elif settings.email and settings.api_token is not None:
+            self.session.auth = (f"{settings.email}/token", settings.api_token.get_secret_value())
+        self.session.hooks["response"] = [self._raise_mapped]
+        self._zenpy = None
+
+    # A hook runs inside Session.send: raising here means neither zenpy nor our own code ever handles
+    # a raw error response (and zenpy's 429 sleep loop is never reached).
+    def _raise_mapped(self, response: requests.Response, *args, **kwargs):
+        error = error_for_response(response, self._secrets)
+        if error is not None:
+            raise error
+        return response
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+
+    def _send_once(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any) -> Any:
+        try:
+            response = self.session.request(method, self.url(path), params=params, json=body,
+                                            timeout=self.settings.timeout_seconds)
+            if response.status_code == 204 or not response.content:
+                return None
+            if "json" not in response.headers.get("Content-Type", "json"):
+                raise Transient(f"Zendesk {response.status_code} on {method} {urlsplit(response.url).path}: "
+                                "non-JSON body (an error page from a proxy?)")
+            return response.json()
+        except ConnectorError:
+            raise
+        except Exception as error:  # noqa: BLE001 - translated once, here
+            raise error_for_exception(error, self._secrets) from None
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
+                retry: bool = True) -> Any:
+        if not retry:
+            return self._send_once(method, path, params, body)
+        return call_with_retry(self._send_once, method, path, params, body, policy=self.retry_policy)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params or None)
+
+    def get_all(self, path: str, key: str, *, page_size: int = 100, sideloads: dict[str, list] | None = None,
+                **params: Any) -> list[dict]:
+        """Follow cursor pagination (`links.next`, `meta.has_more`) or offset `next_page`. Sideloaded
+        lists (e.g. `users` with include=users) are collected into `sideloads` when given."""
+        items: list[dict] = []
+        url: str | None = path
+        query: dict[str, Any] | None = {**params, "page[size]": page_size}
+        while url:
+            data = self.request("GET", url, params=query) or {}
+            items.extend(data.get(key) or [])
+            if sideloads is not None:
+                for name, value in data.items():
+                    if name != key and isinstance(value, list):
+                        sideloads.setdefault(name, []).extend(value)
+            query = None  # the next link carries the query
+            meta, links = data.get("meta") or {}, data.get("links") or {}
+            if meta.get("has_more") and links.get("next"):
+                url = links["next"]
+            elif data.get("next_page"):
+                url = data["next_page"]
+            else:
+                url = None
+        return items
+
+    def zenpy(self):
+        """A zenpy client on this session (same budget, hook and retry policy as every other call)."""
+        if self._zenpy is None:
+            from zenpy import Zenpy
+
+            parts = urlsplit(self.base_url)
+            host = parts.hostname or ""
+            subdomain, _, domain = host.partition(".")
+            client = Zenpy(
+                subdomain=subdomain,
+                domain=domain or "zendesk.com",
+                session=self.session,
+                anonymous=True,  # our session already carries the credentials
+                timeout=self.settings.timeout_seconds,
+                proactive_ratelimit=None,  # its "proactive" limiter sleeps in-process; ours is shared
+                ratelimit_budget=None,  # never refilled once spent; the retry layer bounds waiting instead
+                disable_cache=True,  # its object cache would answer fetches from memory
+            )
+            for api in (client.users,):
+                api.protocol = parts.scheme or "https"
+            self._zenpy = client
+        return self._zenpy
+
+    def me(self) -> dict:
+        """The authenticated user (`GET /api/v2/users/me`) through zenpy when the base URL is a plain
+        host; directly when it has a port (zenpy can only express one via ZENPY_FORCE_NETLOC, a
+        process-wide environment variable we do not set)."""
+        if urlsplit(self.base_url).port is None:
+            def call() -> dict:
+                try:
+                    user = self.zenpy().users.me()
+                except ConnectorError:
+                    raise
+                except Exception as error:  # noqa: BLE001
+                    raise error_for_exception(error, self._secrets) from None
+                return user.to_dict() if hasattr(user, "to_dict") else dict(user)
+
+            return call_with_retry(call, policy=self.retry_policy)
+        return (self.get("/api/v2/users/me") or {}).get("user") or {}
+
+
+# ---------------------------------------------------------------------------- matrix <-> zendesk
+def _tag(prefix: str, value: Any) -> str:
+    # Zendesk lower-cases tags and turns spaces into separate tags.
+    return f"{prefix}{value}".strip().lower().replace(" ", "_")
+
+
+def _zendesk_value(mapping: ZendeskField, value: Any) -> Any:
+    if value is None:
+        return None
+    for matrix_value, vendor_value in mapping.values.items():
+        if str(matrix_value).lower() == str(value).lower():
+            return vendor_value
+    return value
+
+
+def _matrix_value(mapping: ZendeskField, vendor_value: Any) -> Any:
+    if vendor_value is None or vendor_value == "":
+        return None
+    for matrix_value, mapped in mapping.values.items():
+        if str(mapped).lower() == str(vendor_value).lower():
+            return matrix_value
+    return vendor_value
+
+
+def level_tag(matrix: Matrix, level_id: str) -> str | None:
+    """The tag that marks a ticket as being at `level_id` (e.g. `esc_l2`), when the level marker is a tag."""
+    mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
+    if mapping is None or mapping.zendesk is None or mapping.zendesk.tag_prefix is None:
+        return None
+    return _tag(mapping.zendesk.tag_prefix, _zendesk_value(mapping.zendesk, level_id))
+
+
+def _canonical_level(matrix: Matrix, value: Any) -> Any:
+    if value is None:
+        return None
+    for level in matrix.levels:
+        if level.id.lower() == str(value).lower():
+            return level.id
+    return value
+
+
+def _coerce(value: Any, field_type: str | None) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        if field_type == "integer":
+            return int(value)
+        if field_type == "decimal":
+            return float(value)
+    except (TypeError, ValueError):
+        return value
+    if field_type == "checkbox":
+        return value in (True, "true", "1", 1)
+    return value
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _neutral_priority(value: Any) -> str | None:
+    text = str(value).lower() if value else None
+    return text if text in PRIORITIES else None
+
+
+def _neutral_status(value: Any) -> str:
+    return _STATUS_FROM_ZENDESK.get(str(value or "open").lower(), "open")
+
+
+def _fields_from(matrix: Matrix, tags: frozenset[str], custom: Mapping[int, Any],
+                 field_types: Mapping[int, str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, mapping in matrix.fields.items():
+        zd = mapping.zendesk
+        if zd is None:
+            continue
+        if zd.tag_prefix is not None:
+            prefix = zd.tag_prefix.lower()
+            matches = sorted(t[len(prefix):] for t in tags if t.startswith(prefix) and len(t) > len(prefix))
+            if not matches:
+                continue
+            value = _matrix_value(zd, matches[0])
+            if name == LEVEL_ATTRIBUTE:
+                # Several level tags (an agent added one by hand): the highest level wins.
+                levels = [_canonical_level(matrix, _matrix_value(zd, m)) for m in matches]
+                known = [lv for lv in levels if any(lv == level.id for level in matrix.levels)]
+                value = max(known, key=matrix.level_index) if known else levels[0]
+            out[name] = value
+        elif zd.custom_field is not None and zd.custom_field in custom:
+            raw = _coerce(custom[zd.custom_field], (field_types or {}).get(zd.custom_field))
+            value = _matrix_value(zd, raw) if zd.values else raw
+            if name == LEVEL_ATTRIBUTE:
+                value = _canonical_level(matrix, value)
+            if value is not None:
+                out[name] = value
+    return out
+
+
+def _group_key(matrix: Matrix, group_id: Any) -> str | None:
+    if group_id in (None, ""):
+        return None
+    for key, mapping in matrix.groups.items():
+        if mapping.zendesk is not None and str(mapping.zendesk) == str(group_id):
+            return key
+    return None
+
+
+# --------------------------------------------------------------------------------- connector
+@dataclass
+class _Lookups:
+    """Account metadata the connector needs per ticket, cached and refreshed when an unknown id shows up."""
+
+    field_types: dict[int, str] = field(default_factory=dict)
+    fields_loaded: bool = False
+    own_user_id: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ZendeskConnector:
+    vendor = VENDOR
+
+    def __init__(
+        self,
+        settings: ZendeskSettings,
+        matrix: Matrix,
+        *,
+        session: requests.Session | None = None,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
+        rate_limiter: RateLimiter | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        self.settings = settings
+        self.matrix = matrix
+        self.client = ZendeskClient(settings, session=session, retry_policy=retry_policy, rate_limiter=rate_limiter)
+        self._lookups = _Lookups(own_user_id=settings.user_id)
+        self._clock = clock
+
+    # ------------------------------------------------------------------ lookups
+    def own_user_id(self) -> str | None:
+        if self._lookups.own_user_id is None:
+            user = self.client.me()
+            if user.get("id") is not None:
+                self._lookups.own_user_id = str(user["id"])
+        return self._lookups.own_user_id
+
+    def _field_types(self, needed: set[int]) -> dict[int, str]:
+        lookups = self._lookups
+        with lookups.lock:
+            if not lookups.fields_loaded or not needed <= lookups.field_types.keys():
+                for item in self.client.get_all("/api/v2/ticket_fields", "ticket_fields"):
+                    lookups.field_types[int(item["id"])] = str(item.get("type") or "")
+                lookups.fields_loaded = True
+            return lookups.field_types
+
+    def _mapped_custom_field_ids(self) -> set[int]:
+        return {m.zendesk.custom_field for m in self.matrix.fields.values()
+                if m.zendesk is not None and m.zendesk.custom_field is not None}
+
+    # ------------------------------------------------------------------ read
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        data = self.client.get(f"/api/v2/tickets/{ticket_id}", include="users,organizations") or {}
+        raw = data.get("ticket")
+        if not raw:
+            raise NotFound(f"Zendesk ticket {ticket_id} not found")
+        users = {str(u.get("id")): u for u in data.get("users") or []}
+        orgs = {str(o.get("id")): o for o in data.get("organizations") or []}
+        tags = frozenset(str(t).lower() for t in raw.get("tags") or [])
+        custom = {int(cf["id"]): cf.get("value") for cf in raw.get("custom_fields") or [] if cf.get("id") is not None}
+        mapped = self._mapped_custom_field_ids() & set(custom)
+        field_types = self._field_types(mapped) if mapped else {}
+        requester_id = str(raw["requester_id"]) if raw.get("requester_id") is not None else None
+        requester = users.get(requester_id or "", {})
+        assignee_id = str(raw["assignee_id"]) if raw.get("assignee_id") is not None else None
+        assignee = users.get(assignee_id or "")
+        organization = orgs.get(str(raw.get("organization_id")))
+        first_reply, last_reply = self._public_agent_replies(str(raw["id"]), requester_id)
+        rating = raw.get("satisfaction_rating") or {}
+        score = rating.get("score") if isinstance(rating, dict) else None
+        return Ticket(
+            vendor=VENDOR,
+            id=str(raw["id"]),
+            subject=raw.get("subject") or "",
+            status=_neutral_status(raw.get("status")),
+            priority=_neutral_priority(raw.get("priority")),
+            tags=tags,
+            organization=organization.get("name") if organization else None,
+            group=_group_key(self.matrix, raw.get("group_id")),
+            channel=((raw.get("via") or {}).get("channel")),
+            requester=Person(id=requester_id, name=requester.get("name"), email=requester.get("email")),
+            assignee=Person(id=assignee_id, name=assignee.get("name"), email=assignee.get("email")) if assignee_id else None,
+            fields=_fields_from(self.matrix, tags, custom, field_types),
+            created_at=_parse_time(raw.get("created_at")),
+            updated_at=_parse_time(raw.get("updated_at")),
+            first_public_agent_reply_at=first_reply,
+            last_public_agent_reply_at=last_reply,
+            satisfaction=score if score in ("good", "bad") else None,
+            version_token=raw.get("updated_at"),
+            url=f"{self.client.base_url}/agent/tickets/{raw['id']}",
+        )
+
+    def _public_agent_replies(self, ticket_id: str, requester_id: str | None) -> tuple[datetime | None, datetime | None]:
+        """First and last public comment by an agent: an author who is neither the requester nor the
+        integration user (and, where Zendesk sideloads the author, whose role is agent or admin)."""
+        sideloads: dict[str, list] = {}
+        comments = self.client.get_all(f"/api/v2/tickets/{ticket_id}/comments", "comments",
+                                       sideloads=sideloads, include="users")
+        own = self.own_user_id()
+        times: list[datetime] = []
+        authors = {str(u.get("id")): u for u in sideloads.get("users", [])}
+        for comment in comments:
+            if not comment.get("public"):
+                continue
+            author = str(comment.get("author_id")) if comment.get("author_id") is not None else None
+            if author is None or author == requester_id or author == own:
+                continue
+            role = (authors.get(author) or {}).get("role")
+            if role is not None and role not in _AGENT_ROLES:
+                continue
+            when = _parse_time(comment.get("created_at"))
+            if when is not None:
+                times.append(when)
+        return (min(times), max(times)) if times else (None, None)
+
+    def changed_since(self, watermark: str | None, *, initial_lookback: timedelta = timedelta(hours=1)) -> Iterator[tuple[str, str]]:
+        """Tickets changed since `watermark` via the cursor-based incremental export.
+
+        `watermark` is an export cursor, or digits = a unix start time; None starts `initial_lookback`
+        ago. Each ticket is yielded with the watermark that is safe to persist once it is processed: the
+        previous cursor for all but the last ticket of a page, the page's `after_cursor` for the last, so
+        a crash mid-page replays that page (at-least-once) instead of skipping its rest."""
+        if watermark and not watermark.isdigit():
+            params: dict[str, Any] = {"cursor": watermark}
+            current = watermark
+        else:
+            start = int(watermark) if watermark else int((self._clock() - initial_lookback).timestamp())
+            params = {"start_time": start}
+            current = str(start)
+        while True:
+            page = self.client.get("/api/v2/incremental/tickets/cursor", **params) or {}
+            tickets = page.get("tickets") or []
+            after = page.get("after_cursor") or current
+            seen: set[str] = set()
+            for index, ticket in enumerate(tickets):
+                ticket_id = str(ticket["id"])
+                last = index == len(tickets) - 1
+                if ticket_id in seen and not last:
+                    continue
+                seen.add(ticket_id)
+                yield ticket_id, after if last else current
+            if page.get("end_of_stream") or not page.get("after_cursor") or page.get("after_cursor") == current:
+                return
+            current = after
+            params = {"cursor": after}
+
+    # ------------------------------------------------------------------ write
+    def build_updates(self, ticket: Ticket, decision: Decision) -> list[dict[str, Any]]:
+        """The ticket bodies `apply` would send (without `safe_update`/`updated_stamp`), in order.
+
+        The first update carries every field change plus the customer reply (or the note when there is
+        no reply); an internal note that shares the decision with a reply goes in a second, comment-only
+        update. Reply first: the customer-visible text and the level tag (hence the SLA policy) land
+        together under one safe_update, so a stale snapshot sends the customer nothing; the note is
+        informational and cannot overwrite anything an agent changed."""
+        changes: dict[str, Any] = {}
+        if decision.priority and decision.priority != ticket.priority:
+            changes["priority"] = decision.priority
+        if decision.owner_group and decision.owner_group != ticket.group:
+            group = self.matrix.groups.get(decision.owner_group)
+            if group is None or group.zendesk is None:
+                raise Permanent(f"matrix group {decision.owner_group!r} has no Zendesk group id")
+            changes["group_id"] = int(group.zendesk)
+
+        current_tags = {t.lower() for t in ticket.tags}
+        add: list[str] = [t.lower() for t in decision.add_tags]
+        remove: list[str] = [t.lower() for t in decision.remove_tags]
+        custom_fields: list[dict[str, Any]] = []
+        for name, value in decision.field_updates.items():
+            mapping = self.matrix.fields.get(name)
+            if mapping is None or mapping.zendesk is None:
+                raise Permanent(f"matrix field {name!r} has no Zendesk mapping")
+            zd = mapping.zendesk
+            if zd.tag_prefix is not None:
+                prefix = zd.tag_prefix.lower()
+                new_tag = _tag(zd.tag_prefix, _zendesk_value(zd, value)) if value not in (None, "") else None
+                if new_tag:
+                    add.append(new_tag)
+                # The old value's tag goes: for `level` this takes the previous level's SLA policy off.
+                remove.extend(t for t in current_tags if t.startswith(prefix) and t != new_tag)
+            else:
+                if ticket.fields.get(name) == value:
+                    continue
+                custom_fields.append({"id": zd.custom_field, "value": _zendesk_value(zd, value)})
+        add_tags = sorted({t for t in add if t not in current_tags})
+        remove_tags = sorted({t for t in remove if t in current_tags and t not in add})
+        if add_tags:
+            changes["additional_tags"] = add_tags
+        if remove_tags:
+            changes["remove_tags"] = remove_tags
+        if custom_fields:
+            changes["custom_fields"] = custom_fields
+
+        comments = []
+        if decision.public_reply:
+            comments.append({"body": decision.public_reply, "public": True})
+        if decision.internal_note:
+            comments.append({"body": decision.internal_note, "public": False})
+        if not changes and not comments:
+            return []
+        updates = [dict(changes)]
+        if comments:
+            updates[0]["comment"] = comments[0]
+            updates.extend({"comment": comment} for comment in comments[1:])
+        return updates
+
+    def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
+        updates = self.build_updates(ticket, decision)
+        result = ApplyResult()
+        stamp = ticket.version_token
+        for body in updates:
+            if stamp:
+                # Every write is guarded: a retried PUT after an ambiguous timeout gets 409 instead of
+                # posting its comment twice, and an agent's concurrent edit is never overwritten.
+                body = {**body, "safe_update": True, "updated_stamp": stamp}
+            path = f"/api/v2/tickets/{ticket.id}"
+            response = self.client.request("PUT", path, body={"ticket": body}) or {}
+            result.writes += 1
+            result.requests.append({"method": "PUT", "path": path, "status": 200,
+                                    "comment_public": (body.get("comment") or {}).get("public")})
+            stamp = (response.get("ticket") or {}).get("updated_at") or stamp
+        return result
+
+
+# ------------------------------------------------------------------------------ construction
+def build_from_env(matrix: Matrix, **kwargs: Any) -> ZendeskConnector | None:
+    """The connector configured by ZENDESK_* variables, or None without credentials. No network call."""
+    settings = ZendeskSettings()
+    if not settings.has_credentials:
+        return None
+    return ZendeskConnector(settings, matrix, **kwargs)
+
+
+def snapshot_from_webhook(payload: Mapping[str, Any], matrix: Matrix) -> Ticket | None:
+    """Best-effort Ticket from a webhook body, for dry runs without API credentials.
+
+    Event subscriptions (`type: zen:event-type:ticket.*`) put the ticket in `detail` with string ids and
+    UPPER-case enums; trigger webhooks carry whatever JSON the admin wrote (the conventional keys
+    `ticket_id`, `ticket_status`, `ticket_priority`, `tags` as a space-separated string are understood).
+    Custom fields are not part of either payload, so only tag-based fields are filled."""
+    if not isinstance(payload, Mapping):
+        return None
+    detail = payload.get("detail")
+    if isinstance(detail, Mapping) and detail.get("id") is not None:
+        tags = frozenset(str(t).lower() for t in detail.get("tags") or [])
+        return Ticket(
+            vendor=VENDOR,
+            id=str(detail["id"]),
+            subject=detail.get("subject") or "",
+            status=_neutral_status(detail.get("status")),
+            priority=_neutral_priority(detail.get("priority")),
+            tags=tags,
+            group=_group_key(matrix, detail.get("group_id")),
+            channel=(detail.get("via") or {}).get("channel") if isinstance(detail.get("via"), Mapping) else None,
+            requester=Person(id=str(detail["requester_id"]) if detail.get("requester_id") else None),
+            fields=_fields_from(matrix, tags, {}),
+            created_at=_parse_time(detail.get("created_at")),
+            updated_at=_parse_time(detail.get("updated_at")),
+            version_token=detail.get("updated_at"),
+        )
+    ticket_id = payload.get("ticket_id")
+    if ticket_id is None and isinstance(payload.get("ticket"), Mapping):
+        ticket_id = payload["ticket"].get("id")
+    if ticket_id in (None, ""):
+        return None
+    raw_tags = payload.get("tags") or ""
+    tags = frozenset(str(t).lower() for t in (raw_tags.split() if isinstance(raw_tags, str) else raw_tags))
+    return Ticket(
+        vendor=VENDOR,
+        id=str(ticket_id),
+        subject=str(payload.get("ticket_title") or ""),
+        status=_neutral_status(payload.get("ticket_status")),
+        priority=_neutral_priority(payload.get("ticket_priority")),
+        tags=tags,
+        fields=_fields_from(matrix, tags, {}),
+    )
+
+
+# ------------------------------------------------------------------------------ remote validation
+def check_remote(loaded_matrix: Any, *, connector: ZendeskConnector | None = None) -> list[str]:
+    """`escalation validate --remote zendesk`: every group id, custom field id and option value the
+    matrix names must exist in the account. One message per missing item; [] when all exist."""
+    matrix: Matrix = getattr(loaded_matrix, "matrix", loaded_matrix)
+    if connector is None:
+        connector = build_from_env(matrix)
+        if connector is None:
+            return ["zendesk: no credentials (set ZENDESK_SUBDOMAIN or ZENDESK_BASE_URL, and ZENDESK_EMAIL + "
+                    "ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN) - cannot check the account"]
+    client = connector.client
+    errors: list[str] = []
+    try:
+        group_ids = {int(g["id"]) for g in client.get_all("/api/v2/groups", "groups") if not g.get("deleted")}
+        fields = {int(f["id"]): f for f in client.get_all("/api/v2/ticket_fields", "ticket_fields")}
+    except ConnectorError as error:
+        return [f"zendesk: cannot read the account's groups and ticket fields: {error}"]
+    for key, mapping in matrix.groups.items():
+        if mapping.zendesk is not None and int(mapping.zendesk) not in group_ids:
+            errors.append(f"groups.{key}.zendesk: group {mapping.zendesk} does not exist in Zendesk")
+    for name, mapping in matrix.fields.items():
+        zd = mapping.zendesk
+        if zd is None or zd.custom_field is None:
+            continue
+        remote = fields.get(int(zd.custom_field))
+        if remote is None:
+            errors.append(f"fields.{name}.zendesk.custom_field: ticket field {zd.custom_field} does not exist in Zendesk")
+            continue
+        if remote.get("active") is False:
+            errors.append(f"fields.{name}.zendesk.custom_field: ticket field {zd.custom_field} is inactive in Zendesk")
+        options = remote.get("custom_field_options")
+        if zd.values and options is not None:
+            known = {str(o.get("value")) for o in options}
+            for matrix_value, option in zd.values.items():
+                if str(option) not in known:
+                    errors.append(f"fields.{name}.zendesk.values.{matrix_value}: option {option!r} does not exist "
+                                  f"on ticket field {zd.custom_field} ({remote.get('title', '')})")
+    return errors

@@ -1,0 +1,307 @@
+"""Zendesk SLA policies implied by the matrix: plan (pure), apply (create/update/delete/reorder, then
+re-read to confirm), and the `escalation sla plan|apply` hooks.
+
+Per level one policy titled `{title_prefix}{level.id} {level.name}` whose filter matches the level marker
+(`current_tags includes esc_l2` for a tag-prefix marker, `custom_fields_<id> is <option>` for a field
+marker) and whose `policy_metrics` carry the level's targets in minutes for every priority:
+acknowledge -> first_reply_time, update cadence -> periodic_update_time | next_reply_time,
+resolve -> requester_wait_time | total_resolution_time. `diagnose` and `interim_fix` have no Zendesk
+metric: the service's own clocks enforce them.
+
+Managed policies are the ones whose title starts with the prefix; any other policy is never changed,
+deleted or moved relative to its unmanaged peers. Zendesk applies a policy only on the ticket's next
+event, which is why the connector writes the level tag in the same PUT as the rest of an escalation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from connectors.base import ConnectorError
+from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Level, Matrix
+
+POLICIES_PATH = "/api/v2/slas/policies"
+DESCRIPTION = "Managed by escalation-matrix from the matrix file; edit the matrix, not this policy."
+UNENFORCED_NOTE = ("diagnose and interim_fix have no Zendesk SLA metric; the service's own clocks enforce them "
+                   "(warnings, breach escalation).")
+FIRST_REPLY_NOTE = ("first_reply_time is met by the first public agent comment on the ticket, whenever it was made "
+                    "(and by a public reply the service posts as its API user); the matrix's acknowledge clock "
+                    "restarts at each level, so the service's clock is the authority for acknowledge breaches.")
+
+
+class SlaConfigError(Exception):
+    """The matrix cannot be expressed as Zendesk SLA policies (e.g. no level marker mapping)."""
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    action: str  # create | update | delete | reorder
+    title: str
+    policy_id: int | None = None
+    policy: dict[str, Any] | None = None  # the desired policy (create/update)
+    diff: dict[str, dict[str, Any]] = field(default_factory=dict)  # update: field -> {"from", "to"}
+    order: tuple[str, ...] = ()  # reorder: every policy title in the desired order
+
+    def describe(self) -> str:
+        if self.action == "create":
+            metrics = ", ".join(sorted({f"{m['metric']}={m['target']}m" for m in self.policy["policy_metrics"]}))
+            return f"+ create  {self.title!r}  ({metrics or 'no targets'})"
+        if self.action == "update":
+            lines = [f"~ update  {self.title!r} (id {self.policy_id})"]
+            for name, change in self.diff.items():
+                lines.append(f"    {name}: {json.dumps(change['from'], sort_keys=True)} -> "
+                             f"{json.dumps(change['to'], sort_keys=True)}")
+            return "\n".join(lines)
+        if self.action == "delete":
+            return f"- delete  {self.title!r} (id {self.policy_id}): its level is no longer in the matrix"
+        return "> reorder " + " | ".join(self.order)
+
+
+@dataclass(frozen=True)
+class SlaPlan:
+    items: tuple[PlanItem, ...]
+    desired: tuple[dict[str, Any], ...]  # every managed policy the matrix implies, in level order
+    title_prefix: str = "[matrix] "
+    position: str = "first"
+    notes: tuple[str, ...] = (UNENFORCED_NOTE, FIRST_REPLY_NOTE)
+
+    @property
+    def empty(self) -> bool:
+        return not self.items
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": [{k: v for k, v in asdict(item).items() if v not in (None, {}, ())} for item in self.items],
+            "desired": list(self.desired),
+            "notes": list(self.notes),
+        }
+
+    def render(self) -> str:
+        lines = [item.describe() for item in self.items] or ["No changes: Zendesk SLA policies match the matrix."]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- plan
+def _filter_for(matrix: Matrix, level: Level) -> dict[str, Any]:
+    mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
+    zd = mapping.zendesk if mapping is not None else None
+    if zd is None:
+        raise SlaConfigError("fields.level.zendesk is not set: SLA policies need a level tag or field to filter on")
+    value = zd.values.get(level.id, level.id)
+    if zd.tag_prefix is not None:
+        tag = f"{zd.tag_prefix}{value}".strip().lower().replace(" ", "_")
+        condition = {"field": "current_tags", "operator": "includes", "value": tag}
+    else:
+        condition = {"field": f"custom_fields_{zd.custom_field}", "operator": "is", "value": str(value)}
+    return {"all": [condition], "any": []}
+
+
+def _minutes(delta) -> int:
+    return max(1, int(delta.total_seconds() // 60))
+
+
+def desired_policy(matrix: Matrix, level: Level) -> dict[str, Any]:
+    settings = matrix.vendors.zendesk.sla
+    targets: list[tuple[str, int]] = []
+    if level.sla.acknowledge is not None:
+        targets.append(("first_reply_time", _minutes(level.sla.acknowledge)))
+    if level.update_cadence is not None:
+        targets.append((settings.update_metric, _minutes(level.update_cadence.every)))
+    if level.sla.resolve is not None:
+        targets.append((settings.resolve_metric, _minutes(level.sla.resolve)))
+    metrics = [
+        {"priority": priority, "metric": metric, "target": target, "business_hours": settings.business_hours}
+        for priority in PRIORITIES
+        for metric, target in targets
+    ]
+    return {
+        "title": f"{settings.title_prefix}{level.id} {level.name}",
+        "description": DESCRIPTION,
+        "filter": _filter_for(matrix, level),
+        "policy_metrics": metrics,
+    }
+
+
+def _normalized(policy: dict[str, Any]) -> dict[str, Any]:
+    """The fields we manage, in a comparable form (Zendesk adds target_in_seconds, ids, urls...)."""
+    def conditions(items):
+        return sorted((json.dumps({"field": c.get("field"), "operator": c.get("operator"), "value": c.get("value")},
+                                  sort_keys=True) for c in items or []))
+
+    flt = policy.get("filter") or {}
+    return {
+        "description": policy.get("description") or "",
+        "filter": {"all": conditions(flt.get("all")), "any": conditions(flt.get("any"))},
+        "policy_metrics": sorted(
+            (m.get("priority"), m.get("metric"), int(m.get("target") or 0), bool(m.get("business_hours")))
+            for m in policy.get("policy_metrics") or []
+        ),
+    }
+
+
+def _display(policy: dict[str, Any], name: str) -> Any:
+    if name == "policy_metrics":
+        return sorted((f"{m['priority']}:{m['metric']}={m['target']}m{' bh' if m.get('business_hours') else ''}"
+                       for m in policy.get("policy_metrics") or []))
+    return policy.get(name)
+
+
+def plan(matrix: Matrix, existing_policies: list[dict[str, Any]]) -> SlaPlan:
+    """What to change so the account's managed SLA policies match the matrix. Pure: no I/O."""
+    settings = matrix.vendors.zendesk.sla
+    desired = [desired_policy(matrix, level) for level in matrix.levels]
+    return plan_policies(desired, existing_policies, title_prefix=settings.title_prefix, position=settings.position)
+
+
+def plan_policies(desired: list[dict[str, Any]], existing_policies: list[dict[str, Any]], *,
+                  title_prefix: str, position: str) -> SlaPlan:
+    prefix = title_prefix
+    existing = sorted(existing_policies, key=lambda p: (p.get("position") or 0, p.get("id") or 0))
+    managed = {p["title"]: p for p in existing if str(p.get("title", "")).startswith(prefix)}
+    items: list[PlanItem] = []
+    for policy in desired:
+        current = managed.get(policy["title"])
+        if current is None:
+            items.append(PlanItem("create", policy["title"], policy=policy))
+            continue
+        want, have = _normalized(policy), _normalized(current)
+        diff = {name: {"from": _display(current, name), "to": _display(policy, name)}
+                for name in want if want[name] != have[name]}
+        if diff:
+            items.append(PlanItem("update", policy["title"], policy_id=current.get("id"), policy=policy, diff=diff))
+    wanted_titles = [p["title"] for p in desired]
+    for title, current in managed.items():
+        if title not in wanted_titles:
+            items.append(PlanItem("delete", title, policy_id=current.get("id")))
+    unmanaged = [p["title"] for p in existing if not str(p.get("title", "")).startswith(prefix)]
+    order = wanted_titles + unmanaged if position == "first" else unmanaged + wanted_titles
+    # Zendesk appends a created policy at the end: compare the order the account will have after the
+    # creates and deletes with the wanted one.
+    created = [item.title for item in items if item.action == "create"]
+    expected = [p["title"] for p in existing if p["title"] in order] + created
+    if expected != order:
+        items.append(PlanItem("reorder", "", order=tuple(order)))
+    return SlaPlan(items=tuple(items), desired=tuple(desired), title_prefix=prefix, position=position)
+
+
+# --------------------------------------------------------------------------------------- apply
+@dataclass
+class SlaApplyResult:
+    writes: int
+    remaining: SlaPlan  # the plan computed from a re-read after applying; empty when confirmed
+
+    @property
+    def confirmed(self) -> bool:
+        return self.remaining.empty
+
+
+def list_policies(client) -> list[dict[str, Any]]:
+    return client.get_all(POLICIES_PATH, "sla_policies")
+
+
+def apply_plan(client, plan_: SlaPlan) -> SlaApplyResult:
+    """Execute `plan_` through `client` (a `connectors.zendesk.ZendeskClient`), then re-read the
+    policies and re-plan to confirm (Zendesk's create/update answers are not trusted as the state;
+    zenpy's SLA create/update even return None). Reorder runs last, with the ids as re-read."""
+    writes = 0
+    for item in plan_.items:
+        if item.action == "create":
+            client.request("POST", POLICIES_PATH, body={"sla_policy": item.policy})
+            writes += 1
+        elif item.action == "update":
+            client.request("PUT", f"{POLICIES_PATH}/{item.policy_id}", body={"sla_policy": item.policy})
+            writes += 1
+        elif item.action == "delete":
+            client.request("DELETE", f"{POLICIES_PATH}/{item.policy_id}")
+            writes += 1
+    def replan(current: list[dict[str, Any]]) -> SlaPlan:
+        return plan_policies(list(plan_.desired), current, title_prefix=plan_.title_prefix, position=plan_.position)
+
+    if any(item.action == "reorder" for item in plan_.items):
+        current = list_policies(client)
+        after = replan(current)
+        reorder = next((i for i in after.items if i.action == "reorder"), None)
+        if reorder is not None:
+            by_title = {p["title"]: p["id"] for p in current}
+            ids = [by_title[title] for title in reorder.order if title in by_title]
+            # The API reference documents a JSON body `{"sla_policy_ids": [...]}` (the OAS lists it as a
+            # query array, which Zendesk's Rails stack would read as a single value).
+            client.request("PUT", f"{POLICIES_PATH}/reorder", body={"sla_policy_ids": ids})
+            writes += 1
+    remaining = replan(list_policies(client))
+    return SlaApplyResult(writes=writes, remaining=remaining)
+
+
+# ------------------------------------------------------------------------------------ entry points
+def _client_from_env(matrix: Matrix):
+    from connectors.zendesk import build_from_env
+
+    connector = build_from_env(matrix)
+    return connector.client if connector is not None else None
+
+
+def sync_if_enabled(matrix: Matrix, *, client=None) -> SlaPlan | None:
+    """Periodic task body for SLA_SYNC=auto: apply the plan when it is not empty. Returns the plan that
+    was found (possibly empty), or None when sync is off or no credentials are configured."""
+    if os.environ.get("SLA_SYNC", "off").strip().lower() != "auto":
+        return None
+    client = client or _client_from_env(matrix)
+    if client is None:
+        return None
+    found = plan(matrix, list_policies(client))
+    if not found.empty:
+        result = apply_plan(client, found)
+        if not result.confirmed:
+            raise SlaConfigError("SLA sync applied but Zendesk still differs:\n" + result.remaining.render())
+    return found
+
+
+def _load(matrix_path: str) -> Matrix:
+    from matrix_config.loader import load_matrix
+
+    return load_matrix(matrix_path).matrix
+
+
+def cli_plan(matrix_path: str, fmt: str = "text") -> int:
+    matrix = _load(matrix_path)
+    client = _client_from_env(matrix)
+    try:
+        existing = list_policies(client) if client is not None else []
+        result = plan(matrix, existing)
+    except (ConnectorError, SlaConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if client is None:
+        result = SlaPlan(result.items, result.desired, result.title_prefix, result.position, result.notes + (
+            "no Zendesk credentials: compared with an empty account (set ZENDESK_SUBDOMAIN, ZENDESK_EMAIL, "
+            "ZENDESK_API_TOKEN to diff against the real one)",))
+    print(json.dumps(result.to_dict(), indent=2) if fmt == "json" else result.render())
+    return 0
+
+
+def cli_apply(matrix_path: str) -> int:
+    matrix = _load(matrix_path)
+    client = _client_from_env(matrix)
+    if client is None:
+        print("error: Zendesk credentials missing: set ZENDESK_SUBDOMAIN (or ZENDESK_BASE_URL), ZENDESK_EMAIL and "
+              "ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN)", file=sys.stderr)
+        return 2
+    try:
+        found = plan(matrix, list_policies(client))
+        if found.empty:
+            print(found.render())
+            return 0
+        print(found.render())
+        result = apply_plan(client, found)
+    except (ConnectorError, SlaConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not result.confirmed:
+        print("error: applied, but a re-read still differs:\n" + result.remaining.render(), file=sys.stderr)
+        return 1
+    print(f"Applied {result.writes} change(s); re-read confirms the policies match the matrix.")
+    return 0

@@ -1,0 +1,433 @@
+"""Zendesk connector against an in-memory account (`responses`); every request it sends is validated
+against the Zendesk OpenAPI spec after each test."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+import responses
+
+from connectors.base import Conflict, Connector, NotFound, Permanent, RateLimited, Transient, Unauthorized
+from connectors.ratelimit import TokenBucket
+from connectors.retry import RetryPolicy
+from connectors.zendesk import (
+    ZendeskConnector,
+    ZendeskSettings,
+    build_from_env,
+    check_remote,
+    snapshot_from_webhook,
+)
+from integration.model import Decision, Ticket
+from matrix_config.loader import load_matrix
+from matrix_config.schema import Matrix
+from tests.support.openapi_check import validate_prepared
+from tests.test_zendesk_fake import BASE, FakeZendesk
+
+TOKEN = "zd-T0ken-9f8e7d6c5b4a"
+EMAIL = "escalation-bot@acme.example"
+
+
+def validate_zendesk_calls(calls) -> int:
+    """Validate every recorded request against the Zendesk spec, with two documented exceptions:
+    zenpy's `users/me.json` (zenpy appends `.json`, the spec's paths do not have it) is checked
+    without the suffix; List Groups' bogus required `user_id` path parameter is ignored; and a cursor-only incremental export request gets the spec's `start_time`
+    added: the spec marks start_time required for every request although Zendesk's reference says
+    subsequent requests send only `cursor`."""
+    count = 0
+    for call in calls:
+        request = call.request.copy()
+        split = urlsplit(request.url)
+        path = split.path.removesuffix(".json")
+        query = parse_qs(split.query)
+        if path == "/api/v2/incremental/tickets/cursor" and "cursor" in query and "start_time" not in query:
+            query["start_time"] = ["0"]
+        request.url = f"{split.scheme}://{split.netloc}{path}" + (f"?{urlencode(query, doseq=True)}" if query else "")
+        try:
+            validate_prepared("zendesk", request)
+        except AssertionError as error:
+            # Spec defect: List Groups declares the `user_id` *path* parameter of /users/{user_id}/groups.
+            if not (path == "/api/v2/groups" and "Missing required path parameter: user_id" in str(error)):
+                raise
+        count += 1
+    return count
+
+
+@pytest.fixture(scope="module")
+def matrix() -> Matrix:
+    base = load_matrix("matrix_config/examples/enterprise.yaml").matrix.model_dump(mode="json")
+    # The account's "Business impact" options carry an impact_ prefix: exercise the values map.
+    base["fields"]["impact"]["zendesk"]["values"] = {
+        "critical": "impact_critical", "high": "impact_high", "medium": "impact_medium", "low": "impact_low"}
+    return Matrix.model_validate(base)
+
+
+def make_settings(**overrides) -> ZendeskSettings:
+    values = dict(subdomain="acme", email=EMAIL, api_token=TOKEN, requests_per_minute=10_000)
+    values.update(overrides)
+    return ZendeskSettings(_env_file=None, **values)
+
+
+@pytest.fixture
+def fake():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        zendesk = FakeZendesk(rsps)
+        yield zendesk
+        validate_zendesk_calls(rsps.calls)
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def connector(fake, matrix, sleeps) -> ZendeskConnector:
+    return ZendeskConnector(make_settings(), matrix, retry_policy=RetryPolicy(attempts=3, sleep=sleeps.append),
+                            rate_limiter=TokenBucket(10_000))
+
+
+def decision(**changes) -> Decision:
+    values = dict(vendor="zendesk", ticket_id="5158", matrix_version="v1",
+                  decided_at=datetime(2026, 11, 27, 10, tzinfo=timezone.utc))
+    values.update(changes)
+    return Decision(**values)
+
+
+ESCALATE_TO_L2 = dict(to_level="L2", priority="high", owner_group="product_specialists",
+                      field_updates={"level": "L2"})
+
+
+# ------------------------------------------------------------------------------------------- read
+def test_fetch_normalizes_ticket_into_matrix_terms(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+
+    assert isinstance(connector, Connector)
+    assert ticket.id == "5158" and ticket.vendor == "zendesk"
+    assert (ticket.status, ticket.priority, ticket.group) == ("open", "normal", "frontline")
+    assert ticket.organization == "Globex Corporation"
+    assert (ticket.requester.name, ticket.requester.email) == ("Dana Customer", "dana@customer.example")
+    assert "outage_reported" in ticket.tags  # Zendesk tags are compared lower-case
+    assert dict(ticket.fields) == {
+        "issue_type": "outage",
+        "impact": "critical",  # option impact_critical through the values map
+        "customer_tier": "enterprise",  # tag tier_enterprise
+        "account_id": "ACME-4711",
+        "environment": "production",
+        "affected_users": 250,  # integer field: Zendesk sends "250"
+        "level": "L1",  # tag esc_l1
+    }
+    assert ticket.level == "L1"
+    assert ticket.version_token == "2026-11-27T09:30:15Z"
+    assert ticket.satisfaction is None  # "offered" is not a score
+    assert ticket.url == f"{BASE}/agent/tickets/5158"
+
+
+def test_acknowledgement_ignores_requester_cc_internal_notes_and_own_replies(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    # 08:00:40 is the bot's own public reply, 08:10 an internal note, 08:20 a CC'd end user.
+    assert ticket.first_public_agent_reply_at == datetime(2026, 11, 27, 8, 25, tzinfo=timezone.utc)
+    assert ticket.last_public_agent_reply_at == datetime(2026, 11, 27, 9, 30, 15, tzinfo=timezone.utc)
+
+
+def test_comment_pages_are_followed(connector, fake):
+    fake.comments["5158"] *= 1
+    many = [dict(c, id=90000 + i, public=False) for i, c in enumerate(fake.comments["5158"] * 40)]
+    fake.comments["5158"] = many + fake.comments["5158"][-1:]  # the only public agent reply is on page 3
+    ticket = connector.fetch_ticket("5158")
+    assert len(fake.calls("GET", "/api/v2/tickets/5158/comments")) == 3
+    assert ticket.first_public_agent_reply_at == datetime(2026, 11, 27, 9, 30, 15, tzinfo=timezone.utc)
+
+
+def test_lookups_are_cached_across_fetches(connector, fake):
+    connector.fetch_ticket("5158")
+    connector.fetch_ticket("5158")
+    assert len(fake.calls("GET", "/api/v2/ticket_fields")) == 1
+    assert len(fake.calls("GET", "/api/v2/users/me")) == 1
+    assert len(fake.calls("GET", "/api/v2/groups")) == 0  # group ids come from the matrix
+    assert len(fake.calls("GET", "/api/v2/tickets/5158")) == 4  # ticket + comments, twice: never cached
+
+
+def test_unknown_custom_field_type_refreshes_the_field_cache(connector, fake):
+    connector.fetch_ticket("5158")
+    fake.ticket_fields = [f for f in fake.ticket_fields if f["id"] != 360000100006]
+    connector._lookups.field_types.pop(360000100006)  # the field was added to the account after the first load
+    connector.fetch_ticket("5158")
+    assert len(fake.calls("GET", "/api/v2/ticket_fields")) == 2
+
+
+def test_configured_user_id_means_no_users_me_call(fake, matrix):
+    connector = ZendeskConnector(make_settings(user_id="9000"), matrix, rate_limiter=TokenBucket(10_000))
+    assert connector.own_user_id() == "9000"
+    connector.fetch_ticket("5158")
+    assert fake.calls("GET", "/api/v2/users/me") == []
+
+
+def test_own_user_id_comes_from_users_me_through_zenpy(connector, fake):
+    assert connector.own_user_id() == "9000"
+    assert connector.own_user_id() == "9000"
+    calls = fake.calls("GET", "/api/v2/users/me")
+    assert len(calls) == 1 and calls[0].request.url.endswith("/api/v2/users/me.json")  # zenpy's URL
+
+
+# ------------------------------------------------------------------------------------------ write
+def test_escalation_with_note_is_one_put_with_tag_delta(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    result = connector.apply(ticket, decision(**ESCALATE_TO_L2, internal_note="Escalated to L2 by rule wide-outage."))
+
+    assert result.writes == 1
+    assert fake.put_bodies() == [{"ticket": {
+        "priority": "high",
+        "group_id": 360000200003,
+        "additional_tags": ["esc_l2"],
+        "remove_tags": ["esc_l1"],  # the old level's tag goes, so the L1 SLA policy no longer matches
+        "comment": {"body": "Escalated to L2 by rule wide-outage.", "public": False},
+        "safe_update": True,
+        "updated_stamp": "2026-11-27T09:30:15Z",
+    }}]
+    assert "esc_l2" in fake.tickets["5158"]["tags"] and "checkout" in fake.tickets["5158"]["tags"]
+
+
+def test_reply_and_note_are_two_puts_reply_first(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    result = connector.apply(ticket, decision(**ESCALATE_TO_L2, public_reply="Your request is with L2.",
+                                              internal_note="Escalated to L2."))
+    assert result.writes == 2
+    first, second = fake.put_bodies()
+    assert first["ticket"]["comment"] == {"body": "Your request is with L2.", "public": True}
+    assert first["ticket"]["additional_tags"] == ["esc_l2"] and first["ticket"]["priority"] == "high"
+    # The note carries nothing else, guarded by the stamp the first update returned.
+    assert set(second["ticket"]) == {"comment", "safe_update", "updated_stamp"}
+    assert second["ticket"]["comment"] == {"body": "Escalated to L2.", "public": False}
+    assert second["ticket"]["updated_stamp"] != first["ticket"]["updated_stamp"]
+    assert [c["public"] for c in fake.comments["5158"][-2:]] == [True, False]
+
+
+def test_decision_without_writes_makes_no_request(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    before = len(fake.rsps.calls)
+    result = connector.apply(ticket, decision(start_clocks=(), milestones={}))
+    assert result.writes == 0 and len(fake.rsps.calls) == before
+
+
+def test_decision_the_ticket_already_reflects_makes_no_request(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    before = len(fake.rsps.calls)
+    already = decision(priority="normal", owner_group="frontline", field_updates={"level": "L1", "impact": "critical"},
+                       add_tags=("checkout",), remove_tags=("not_there",))
+    assert connector.apply(ticket, already).writes == 0
+    assert len(fake.rsps.calls) == before
+
+
+def test_custom_field_update_uses_the_values_map(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    connector.apply(ticket, decision(field_updates={"impact": "high", "incident_commander": "Ada Agent"}))
+    body = fake.put_bodies()[0]["ticket"]
+    assert body["custom_fields"] == [{"id": 360000100002, "value": "impact_high"},
+                                     {"id": 360000100007, "value": "Ada Agent"}]
+    assert "tags" not in body and "comment" not in body
+
+
+def test_stale_snapshot_raises_conflict_and_changes_nothing(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    fake.tickets["5158"]["updated_at"] = "2026-11-27T09:45:00Z"  # an agent edited the ticket meanwhile
+    fake.tickets["5158"]["priority"] = "low"
+    with pytest.raises(Conflict):
+        connector.apply(ticket, decision(**ESCALATE_TO_L2))
+    assert fake.put_bodies() == [] and fake.tickets["5158"]["priority"] == "low"
+    # The pipeline re-fetches and re-decides: the fresh snapshot writes fine.
+    fresh = connector.fetch_ticket("5158")
+    assert connector.apply(fresh, decision(**ESCALATE_TO_L2)).writes == 1
+
+
+def test_429_waits_exactly_retry_after_then_succeeds(connector, fake, sleeps):
+    ticket = connector.fetch_ticket("5158")
+    fake.fail_next("PUT", r"/api/v2/tickets/5158$", 429, headers={"Retry-After": "7"},
+                   body={"error": "APIRateLimitExceeded", "description": "Number of allowed API requests per minute exceeded"})
+    result = connector.apply(ticket, decision(**ESCALATE_TO_L2))
+    assert sleeps == [7.0]
+    assert result.writes == 1 and len(fake.put_bodies()) == 1
+
+
+def test_zenpy_never_sleeps_on_429(connector, fake, sleeps, monkeypatch):
+    import zenpy.lib.api
+
+    monkeypatch.setattr(zenpy.lib.api, "sleep", lambda s: pytest.fail("zenpy slept on a 429"))
+    fake.fail_next("GET", r"/api/v2/users/me", 429, headers={"Retry-After": "3"})
+    assert connector.own_user_id() == "9000"
+    assert sleeps == [3.0]
+    client = connector.client.zenpy()
+    assert client.users.ratelimit is None and client.users.ratelimit_budget is None
+
+
+def test_html_error_page_is_transient_after_bounded_retries(connector, fake, sleeps):
+    ticket = connector.fetch_ticket("5158")
+    fake.fail_next("PUT", r"/api/v2/tickets/5158$", 502, times=3, content_type="text/html",
+                   body="<html><body><h1>502 Bad Gateway</h1></body></html>")
+    with pytest.raises(Transient) as raised:
+        connector.apply(ticket, decision(**ESCALATE_TO_L2))
+    assert not isinstance(raised.value, RateLimited)
+    assert "<html" not in str(raised.value) and "502" in str(raised.value)
+    assert len(sleeps) == 2  # three attempts, the policy's limit
+    assert fake.put_bodies() == []
+
+
+def test_timeout_and_connection_errors_are_transient(connector, fake, sleeps):
+    fake.fail_next("GET", r"/api/v2/users/me", 0, times=3, error=requests.ConnectTimeout("connect timed out"))
+    with pytest.raises(Transient, match="unreachable"):
+        connector.own_user_id()
+    fake.fail_next("GET", r"/api/v2/tickets/5158$", 0, error=requests.ConnectionError("reset by peer"))
+    assert connector.fetch_ticket("5158").id == "5158"  # retried once, then fine
+
+
+def test_401_is_unauthorized_without_any_secret(connector, fake):
+    fake.fail_next("GET", r"/api/v2/tickets/5158$", 401, times=5, body={"error": "Couldn't authenticate you"})
+    with pytest.raises(Unauthorized) as raised:
+        connector.fetch_ticket("5158")
+    message = str(raised.value)
+    for secret in (TOKEN, f"{EMAIL}/token", "Authorization", "Basic "):
+        assert secret not in message
+    assert "401" in message and "/api/v2/tickets/5158" in message
+    assert len(fake.calls("GET", "/api/v2/tickets/5158")) == 1  # not retried
+
+
+def test_error_body_echoing_the_token_is_redacted(connector, fake):
+    fake.fail_next("GET", r"/api/v2/tickets/5158$", 403, body={"error": "Forbidden", "description": f"token {TOKEN}"})
+    with pytest.raises(Unauthorized) as raised:
+        connector.fetch_ticket("5158")
+    assert TOKEN not in str(raised.value)
+
+
+def test_404_is_not_found(connector, fake):
+    with pytest.raises(NotFound):
+        connector.fetch_ticket("999999")
+
+
+def test_422_is_permanent_with_zendesk_description(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    fake.fail_next("PUT", r"/api/v2/tickets/5158$", 422, body={
+        "error": "RecordInvalid", "description": "Record validation errors",
+        "details": {"group_id": [{"description": "Group: is not a valid group", "error": "InvalidValue"}]}})
+    with pytest.raises(Permanent, match="Group: is not a valid group"):
+        connector.apply(ticket, decision(**ESCALATE_TO_L2))
+
+
+def test_client_side_budget_turns_into_a_retry_after_wait(fake, matrix, sleeps):
+    now = [0.0]
+    bucket = TokenBucket(60, clock=lambda: now[0])  # one request per second, burst 60
+    bucket._tokens = 0.0
+    connector = ZendeskConnector(make_settings(user_id="9000"), matrix, rate_limiter=bucket,
+                                 retry_policy=RetryPolicy(sleep=lambda s: (sleeps.append(s), now.__setitem__(0, now[0] + s))))
+    connector.fetch_ticket("5158")
+    assert sleeps and all(abs(s - 1.0) < 1e-9 for s in sleeps)
+
+
+# ----------------------------------------------------------------------------------- catch-up scan
+def test_changed_since_walks_the_cursor_export(connector, fake):
+    seen = list(connector.changed_since("1795760000"))
+    page1, page2 = fake.incremental_pages
+    assert [ticket_id for ticket_id, _ in seen] == ["5101", "5158", "5160", "5158", "5170"]
+    # Only the last ticket of a page advances the watermark: a crash mid-page replays the page.
+    assert [mark for _, mark in seen] == ["1795760000", "1795760000", page1["after_cursor"],
+                                          page1["after_cursor"], page2["after_cursor"]]
+    first = fake.calls("GET", "/api/v2/incremental/tickets/cursor")[0].request.url
+    assert "start_time=1795760000" in first
+
+
+def test_changed_since_resumes_from_a_cursor(connector, fake):
+    cursor = fake.incremental_pages[0]["after_cursor"]
+    seen = list(connector.changed_since(cursor))
+    assert [t for t, _ in seen] == ["5158", "5170"]
+
+
+# ---------------------------------------------------------------------------------------- misc API
+def test_build_from_env_without_credentials_is_none(monkeypatch, matrix, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert build_from_env(matrix) is None
+    monkeypatch.setenv("ZENDESK_SUBDOMAIN", "acme")
+    monkeypatch.setenv("ZENDESK_EMAIL", EMAIL)
+    assert build_from_env(matrix) is None  # no token
+
+
+def test_build_from_env_makes_no_network_call(monkeypatch, matrix, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZENDESK_BASE_URL", "https://acme-sandbox.zendesk.com/")
+    monkeypatch.setenv("ZENDESK_OAUTH_TOKEN", "oauth-secret")
+    monkeypatch.setenv("ZENDESK_REQUESTS_PER_MINUTE", "250")
+    with responses.RequestsMock() as rsps:  # any request would fail: none registered
+        connector = build_from_env(matrix)
+        assert len(rsps.calls) == 0
+    assert connector.client.base_url == "https://acme-sandbox.zendesk.com"
+    assert connector.settings.requests_per_minute == 250
+    assert "oauth-secret" not in repr(connector.settings)
+
+
+def test_base_url_with_port_works_for_users_me(matrix):
+    with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, "http://127.0.0.1:8089/api/v2/users/me", json={"user": {"id": 77, "role": "admin"}})
+        connector = ZendeskConnector(make_settings(subdomain=None, base_url="http://127.0.0.1:8089"), matrix,
+                                     rate_limiter=TokenBucket(100))
+        assert connector.own_user_id() == "77"
+
+
+def _webhook(name: str) -> dict:
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / "zendesk" / name
+    if not path.exists():
+        pytest.skip(f"webhook fixture {name} not written yet")
+    return json.loads(path.read_text())
+
+
+def test_snapshot_from_event_subscription_payload(matrix, vendor_dir):
+    payload = json.loads((vendor_dir / "samples" / "zendesk-event__dust__ticket.priority_changed.json").read_text())
+    payload["detail"]["tags"].append("ESC_L3")
+    payload["detail"]["group_id"] = "360000200005"
+    ticket = snapshot_from_webhook(payload, matrix)
+    assert isinstance(ticket, Ticket)
+    assert (ticket.id, ticket.priority, ticket.status, ticket.group) == ("5158", "urgent", "open", "senior_engineering")
+    assert ticket.fields["level"] == "L3" and ticket.version_token == "2025-01-08T11:30:15Z"
+
+
+def test_snapshot_from_every_webhook_fixture(matrix):
+    for name in ("ticket_created.json", "ticket_status_changed.json", "trigger_ticket_created.json"):
+        ticket = snapshot_from_webhook(_webhook(name), matrix)
+        assert ticket is not None and ticket.id and ticket.status in ("new", "open", "pending", "on_hold", "solved", "closed")
+
+
+def test_snapshot_from_trigger_payload(matrix, vendor_dir):
+    payload = json.loads((vendor_dir / "samples" / "zendesk-trigger__zulip__ticket_create_update.json").read_text())
+    ticket = snapshot_from_webhook(payload, matrix)
+    assert (ticket.id, ticket.status, ticket.priority) == ("7", "open", "normal")
+    assert ticket.tags == frozenset({"change_address", "help", "order"})
+    assert snapshot_from_webhook({"unrelated": True}, matrix) is None
+
+
+def test_check_remote_accepts_a_matching_account(connector, fake, matrix):
+    assert check_remote(matrix, connector=connector) == []
+
+
+def test_check_remote_names_each_missing_group_field_and_option(connector, fake, matrix):
+    fake.groups = [g for g in fake.groups if g["id"] != 360000200004]
+    fake.ticket_fields = [f for f in fake.ticket_fields if f["id"] != 360000100008]
+    impact = next(f for f in fake.ticket_fields if f["id"] == 360000100002)
+    impact["custom_field_options"] = [o for o in impact["custom_field_options"] if o["value"] != "impact_high"]
+    errors = check_remote(matrix, connector=connector)
+    assert errors == [
+        "groups.security_team.zendesk: group 360000200004 does not exist in Zendesk",
+        "fields.impact.zendesk.values.high: option 'impact_high' does not exist on ticket field 360000100002 "
+        "(Business impact)",
+        "fields.customer_contact.zendesk.custom_field: ticket field 360000100008 does not exist in Zendesk",
+    ]
+
+
+def test_check_remote_without_credentials_says_so(monkeypatch, matrix, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    [error] = check_remote(matrix)
+    assert "no credentials" in error

@@ -1,0 +1,259 @@
+"""An in-memory Zendesk account behind `responses`, shared by the Zendesk tests and bench/bench_writes.py.
+
+It starts from the recorded API responses in tests/fixtures/zendesk_api/, keeps tickets and SLA policies as
+state, enforces `safe_update` (409 on a stale `updated_stamp`), applies `additional_tags`/`remove_tags`,
+priority, group and custom fields like Zendesk, and can be told to fail the next matching call.
+This module holds no tests.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import responses
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "zendesk_api"
+BASE = "https://acme.zendesk.com"
+
+
+def load_fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Failure:
+    method: str
+    path_pattern: str
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    content_type: str = "application/json"
+    times: int = 1
+    error: Exception | None = None  # raised instead of answering (timeouts, connection resets)
+
+
+class FakeZendesk:
+    def __init__(self, rsps: responses.RequestsMock, base: str = BASE):
+        self.rsps = rsps
+        self.base = base
+        shown = load_fixture("ticket_5158.json")
+        self.tickets: dict[str, dict] = {str(shown["ticket"]["id"]): shown["ticket"]}
+        self.users = {str(u["id"]): u for u in shown["users"]}
+        self.organizations = {str(o["id"]): o for o in shown["organizations"]}
+        page1, page2 = load_fixture("comments_5158_page1.json"), load_fixture("comments_5158_page2.json")
+        self.comments: dict[str, list[dict]] = {"5158": page1["comments"] + page2["comments"]}
+        self.ticket_fields = load_fixture("ticket_fields.json")["ticket_fields"]
+        self.groups = load_fixture("groups.json")["groups"]
+        self.me = load_fixture("users_me.json")["user"]
+        self.policies: list[dict] = []
+        self.incremental_pages = [load_fixture("incremental_page1.json"), load_fixture("incremental_page2.json")]
+        self.failures: list[Failure] = []
+        self.writes: list[tuple[str, str, Any]] = []  # (method, path, json body) of every accepted write
+        self._next_policy_id = 400000000001
+        self._clock = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
+        self._register()
+
+    # ------------------------------------------------------------------ helpers for tests
+    def add_ticket(self, ticket: dict, comments: list[dict] | None = None) -> dict:
+        self.tickets[str(ticket["id"])] = ticket
+        self.comments[str(ticket["id"])] = comments or []
+        return ticket
+
+    def fail_next(self, method: str, path_pattern: str, status: int, *, times: int = 1, headers=None,
+                  body: Any = None, content_type: str = "application/json", error: Exception | None = None) -> None:
+        text = body if isinstance(body, str) else json.dumps(body if body is not None else {"error": "Failed"})
+        self.failures.append(Failure(method, path_pattern, status, dict(headers or {}), text, content_type, times, error))
+
+    def calls(self, method: str | None = None, path_prefix: str = "") -> list:
+        return [c for c in self.rsps.calls
+                if (method is None or c.request.method == method) and urlsplit(c.request.url).path.startswith(path_prefix)]
+
+    def put_bodies(self, ticket_id: str = "5158") -> list[dict]:
+        return [body for method, path, body in self.writes if method == "PUT" and path == f"/api/v2/tickets/{ticket_id}"]
+
+    # ------------------------------------------------------------------ routing
+    def _register(self) -> None:
+        base = re.escape(self.base)
+        routes = [
+            ("GET", rf"{base}/api/v2/users/me(\.json)?(\?.*)?$", self._me),
+            ("GET", rf"{base}/api/v2/tickets/(\d+)(\?.*)?$", self._show_ticket),
+            ("PUT", rf"{base}/api/v2/tickets/(\d+)(\?.*)?$", self._update_ticket),
+            ("GET", rf"{base}/api/v2/tickets/(\d+)/comments(\?.*)?$", self._comments),
+            ("GET", rf"{base}/api/v2/ticket_fields(\?.*)?$", self._ticket_fields),
+            ("GET", rf"{base}/api/v2/groups(\?.*)?$", self._groups),
+            ("GET", rf"{base}/api/v2/incremental/tickets/cursor(\?.*)?$", self._incremental),
+            ("GET", rf"{base}/api/v2/slas/policies(\?.*)?$", self._list_policies),
+            ("POST", rf"{base}/api/v2/slas/policies(\?.*)?$", self._create_policy),
+            ("PUT", rf"{base}/api/v2/slas/policies/reorder(\?.*)?$", self._reorder_policies),
+            ("PUT", rf"{base}/api/v2/slas/policies/(\d+)(\?.*)?$", self._update_policy),
+            ("DELETE", rf"{base}/api/v2/slas/policies/(\d+)(\?.*)?$", self._delete_policy),
+        ]
+        for method, pattern, handler in routes:
+            self.rsps.add_callback(method, re.compile(pattern), callback=self._wrap(method, handler))
+
+    def _wrap(self, method: str, handler):
+        def callback(request):
+            path = urlsplit(request.url).path
+            for failure in self.failures:
+                if failure.method == method and re.search(failure.path_pattern, path) and failure.times > 0:
+                    failure.times -= 1
+                    if failure.error is not None:
+                        raise failure.error
+                    return failure.status, {"Content-Type": failure.content_type, **failure.headers}, failure.body
+            body = json.loads(request.body) if request.body else None
+            query = {k: v[-1] for k, v in parse_qs(urlsplit(request.url).query).items()}
+            status, payload = handler(path, query, body)
+            if status < 300 and method != "GET":
+                self.writes.append((method, path, body))
+            headers = {"Content-Type": "application/json; charset=utf-8"}
+            return status, headers, json.dumps(payload) if payload is not None else ""
+        return callback
+
+    # ------------------------------------------------------------------ handlers
+    def _me(self, path, query, body):
+        return 200, {"user": self.me}
+
+    def _ticket_id(self, path: str) -> str:
+        return re.search(r"/tickets/(\d+)", path).group(1)
+
+    def _show_ticket(self, path, query, body):
+        ticket = self.tickets.get(self._ticket_id(path))
+        if ticket is None:
+            return 404, {"error": "RecordNotFound", "description": "Not found"}
+        out: dict[str, Any] = {"ticket": ticket}
+        includes = set((query.get("include") or "").split(","))
+        if "users" in includes:
+            ids = {str(ticket.get("requester_id")), str(ticket.get("assignee_id"))}
+            out["users"] = [u for uid, u in self.users.items() if uid in ids]
+        if "organizations" in includes:
+            org = self.organizations.get(str(ticket.get("organization_id")))
+            out["organizations"] = [org] if org else []
+        return 200, out
+
+    def _comments(self, path, query, body):
+        ticket_id = self._ticket_id(path)
+        if ticket_id not in self.tickets:
+            return 404, {"error": "RecordNotFound", "description": "Not found"}
+        comments = self.comments.get(ticket_id, [])
+        size = int(query.get("page[size]", 100))
+        start = int(query.get("page[after]", "0") or 0)
+        page = comments[start:start + size]
+        has_more = start + size < len(comments)
+        out = {"comments": page, "meta": {"has_more": has_more, "after_cursor": str(start + size) if has_more else None},
+               "links": {"next": f"{self.base}/api/v2/tickets/{ticket_id}/comments?include=users&page%5Bsize%5D={size}"
+                                 f"&page%5Bafter%5D={start + size}" if has_more else None}}
+        if "users" in (query.get("include") or ""):
+            authors = {str(c.get("author_id")) for c in page}
+            out["users"] = [u for uid, u in self.users.items() if uid in authors]
+        return 200, out
+
+    def _update_ticket(self, path, query, body):
+        ticket = self.tickets.get(self._ticket_id(path))
+        if ticket is None:
+            return 404, {"error": "RecordNotFound", "description": "Not found"}
+        data = (body or {}).get("ticket") or {}
+        if data.get("safe_update") and data.get("updated_stamp") != ticket["updated_at"]:
+            return 409, {"error": "UpdateConflict", "description": "Safe Update prevented the update due to outdated "
+                         "ticket data. Please fetch the latest ticket data and try again."}
+        if "tags" in data:
+            ticket["tags"] = list(data["tags"])
+        tags = [t for t in ticket["tags"] if t not in set(data.get("remove_tags") or [])]
+        tags += [t for t in data.get("additional_tags") or [] if t not in tags]
+        ticket["tags"] = tags
+        for name in ("priority", "group_id", "status"):
+            if name in data:
+                ticket[name] = data[name]
+        for update in data.get("custom_fields") or []:
+            for existing in ticket["custom_fields"]:
+                if existing["id"] == update["id"]:
+                    existing["value"] = update["value"]
+                    break
+            else:
+                ticket["custom_fields"].append(dict(update))
+        comment = data.get("comment")
+        if comment:
+            self._clock += timedelta(seconds=1)
+            self.comments.setdefault(str(ticket["id"]), []).append({
+                "id": 80000 + len(self.writes), "type": "Comment", "author_id": int(self.me["id"]),
+                "body": comment["body"], "public": comment.get("public", True), "created_at": _iso(self._clock),
+            })
+        self._clock += timedelta(seconds=1)
+        ticket["updated_at"] = _iso(self._clock)
+        return 200, {"ticket": ticket, "audit": {"id": 90000 + len(self.writes), "ticket_id": ticket["id"]}}
+
+    def _ticket_fields(self, path, query, body):
+        return 200, {"ticket_fields": self.ticket_fields, "next_page": None, "previous_page": None,
+                     "count": len(self.ticket_fields)}
+
+    def _groups(self, path, query, body):
+        return 200, {"groups": self.groups, "meta": {"has_more": False}, "links": {"next": None}}
+
+    def _incremental(self, path, query, body):
+        if "cursor" in query:
+            for index, page in enumerate(self.incremental_pages[:-1]):
+                if page["after_cursor"] == query["cursor"]:
+                    return 200, self.incremental_pages[index + 1]
+            return 400, {"error": "InvalidCursor", "description": "cursor is invalid"}
+        return 200, self.incremental_pages[0]
+
+    # SLA policies ---------------------------------------------------------------------------------
+    def _list_policies(self, path, query, body):
+        ordered = sorted(self.policies, key=lambda p: p["position"])
+        return 200, {"sla_policies": copy.deepcopy(ordered), "next_page": None, "previous_page": None,
+                     "count": len(ordered)}
+
+    def _renumber(self) -> None:
+        for position, policy in enumerate(sorted(self.policies, key=lambda p: p["position"]), start=1):
+            policy["position"] = position
+
+    def _stored(self, data: dict, policy_id: int, position: int) -> dict:
+        metrics = [{**m, "target_in_seconds": int(m["target"]) * 60} for m in data.get("policy_metrics", [])]
+        return {"url": f"{self.base}/api/v2/slas/policies/{policy_id}.json", "id": policy_id,
+                "title": data["title"], "description": data.get("description", ""), "position": position,
+                "filter": data["filter"], "policy_metrics": metrics,
+                "created_at": "2026-11-27T10:00:00Z", "updated_at": "2026-11-27T10:00:00Z"}
+
+    def _create_policy(self, path, query, body):
+        data = body["sla_policy"]
+        policy = self._stored(data, self._next_policy_id, len(self.policies) + 1)
+        self._next_policy_id += 1
+        self.policies.append(policy)
+        self._renumber()
+        return 201, {"sla_policy": policy}
+
+    def _find_policy(self, path) -> dict | None:
+        policy_id = int(re.search(r"/policies/(\d+)", path).group(1))
+        return next((p for p in self.policies if p["id"] == policy_id), None)
+
+    def _update_policy(self, path, query, body):
+        policy = self._find_policy(path)
+        if policy is None:
+            return 404, {"error": "RecordNotFound", "description": "Not found"}
+        policy.update(self._stored(body["sla_policy"], policy["id"], policy["position"]))
+        return 200, {"sla_policy": policy}
+
+    def _delete_policy(self, path, query, body):
+        policy = self._find_policy(path)
+        if policy is None:
+            return 404, {"error": "RecordNotFound", "description": "Not found"}
+        self.policies.remove(policy)
+        self._renumber()
+        return 204, None
+
+    def _reorder_policies(self, path, query, body):
+        ids = body["sla_policy_ids"]
+        if sorted(ids) != sorted(p["id"] for p in self.policies):
+            return 422, {"error": "RecordInvalid", "description": "sla_policy_ids must list every policy"}
+        for position, policy_id in enumerate(ids, start=1):
+            next(p for p in self.policies if p["id"] == policy_id)["position"] = position
+        return 200, {"sla_policies": sorted(self.policies, key=lambda p: p["position"])}
