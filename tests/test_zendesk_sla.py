@@ -1,0 +1,215 @@
+"""Zendesk SLA policy sync: plan from the matrix, apply against an in-memory account, confirm by re-reading."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import responses
+
+from connectors.ratelimit import TokenBucket
+from connectors.retry import RetryPolicy
+from connectors.zendesk import ZendeskClient, ZendeskSettings
+from connectors.zendesk_sla import (
+    SlaConfigError,
+    apply_plan,
+    cli_apply,
+    cli_plan,
+    list_policies,
+    plan,
+    sync_if_enabled,
+)
+from matrix_config.loader import load_matrix
+from matrix_config.schema import Matrix
+from tests.support.openapi_check import _resolve, _spec_dict
+from tests.test_zendesk_connector import validate_zendesk_calls
+from tests.test_zendesk_fake import FakeZendesk, load_fixture
+
+EXAMPLE = "matrix_config/examples/enterprise.yaml"
+
+
+def example(**sla_overrides) -> Matrix:
+    data = load_matrix(EXAMPLE).matrix.model_dump(mode="json")
+    data["vendors"]["zendesk"]["sla"].update(sla_overrides)
+    return Matrix.model_validate(data)
+
+
+def check_policy_bodies(calls) -> None:
+    """Create/Update SLA Policy have no requestBody in the OAS: check our `sla_policy` against SLAPolicyObject
+    (declared keys only, required title and filter, no read-only keys)."""
+    schema = _resolve("zendesk", _spec_dict("zendesk")["components"]["schemas"]["SLAPolicyObject"])
+    writable = {k for k, v in schema["properties"].items() if not v.get("readOnly")}
+    metric_keys = set(_resolve("zendesk", schema["properties"]["policy_metrics"]["items"])["properties"])
+    for call in calls:
+        if call.request.method in ("POST", "PUT") and "/slas/policies" in call.request.url and call.request.body:
+            body = json.loads(call.request.body)
+            if "sla_policy" not in body:
+                assert set(body) == {"sla_policy_ids"}
+                continue
+            policy = body["sla_policy"]
+            assert set(policy) <= writable, set(policy) - writable
+            assert {"title", "filter"} <= set(policy)
+            for metric in policy["policy_metrics"]:
+                assert set(metric) <= metric_keys and isinstance(metric["target"], int)
+
+
+@pytest.fixture
+def fake():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        zendesk = FakeZendesk(rsps)
+        yield zendesk
+        validate_zendesk_calls(rsps.calls)
+        check_policy_bodies(rsps.calls)
+
+
+@pytest.fixture
+def client(fake) -> ZendeskClient:
+    settings = ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example", api_token="t0k3n")
+    return ZendeskClient(settings, rate_limiter=TokenBucket(10_000), retry_policy=RetryPolicy(sleep=lambda s: None))
+
+
+def writes(fake) -> list[tuple[str, str]]:
+    return [(method, path) for method, path, _ in fake.writes]
+
+
+# ---------------------------------------------------------------------------------------- plan
+def test_plan_from_the_example_matrix():
+    result = plan(example(), [])
+    assert [item.action for item in result.items] == ["create"] * 4
+    l2 = result.items[1].policy
+    assert l2["title"] == "[matrix] L2 Product specialists"
+    assert l2["filter"] == {"all": [{"field": "current_tags", "operator": "includes", "value": "esc_l2"}], "any": []}
+    by_metric = {(m["priority"], m["metric"]): m["target"] for m in l2["policy_metrics"]}
+    assert by_metric == {
+        **{(p, "first_reply_time"): 30 for p in ("low", "normal", "high", "urgent")},
+        **{(p, "periodic_update_time"): 480 for p in ("low", "normal", "high", "urgent")},  # every 8h
+        **{(p, "requester_wait_time"): 3 * 24 * 60 for p in ("low", "normal", "high", "urgent")},  # 3d
+    }
+    assert all(m["business_hours"] is True for m in l2["policy_metrics"])
+    assert any("diagnose and interim_fix" in note for note in result.notes)
+
+
+def test_plan_honours_metric_choices():
+    result = plan(example(update_metric="next_reply_time", resolve_metric="total_resolution_time",
+                          business_hours=False), [])
+    metrics = {m["metric"] for m in result.items[0].policy["policy_metrics"]}
+    assert metrics == {"first_reply_time", "next_reply_time", "total_resolution_time"}
+    assert not any(m["business_hours"] for m in result.items[0].policy["policy_metrics"])
+
+
+def test_plan_needs_a_level_marker():
+    data = load_matrix(EXAMPLE).matrix.model_dump(mode="json")
+    data["fields"]["level"]["zendesk"] = None
+    with pytest.raises(SlaConfigError, match="fields.level.zendesk"):
+        plan(Matrix.model_validate(data), [])
+
+
+def test_plan_json_and_text_render(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    from pathlib import Path
+
+    matrix_path = str(Path(__file__).resolve().parent.parent / EXAMPLE)
+    assert cli_plan(matrix_path, "json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [item["action"] for item in data["items"]] == ["create"] * 4
+    assert any("no Zendesk credentials" in note for note in data["notes"])
+    assert cli_plan(matrix_path, "text") == 0
+    assert "+ create  '[matrix] L1 Frontline'" in capsys.readouterr().out
+    assert cli_apply(matrix_path) == 2
+    assert "credentials missing" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------- apply
+def test_apply_creates_then_replan_is_empty_and_reapply_writes_nothing(fake, client):
+    matrix = example()
+    result = apply_plan(client, plan(matrix, list_policies(client)))
+    assert result.confirmed and result.writes == 4
+    assert [p["title"] for p in sorted(fake.policies, key=lambda p: p["position"])] == [
+        "[matrix] L1 Frontline", "[matrix] L2 Product specialists", "[matrix] L3 Senior engineering",
+        "[matrix] L4 Leadership"]
+    before = len(fake.writes)
+    again = plan(matrix, list_policies(client))
+    assert again.empty and "No changes" in again.render()
+    assert apply_plan(client, again).writes == 0 and len(fake.writes) == before
+
+
+def test_unmanaged_policy_survives_and_managed_go_first(fake, client):
+    fake.policies = load_fixture("sla_policies_unmanaged.json")["sla_policies"]
+    unmanaged_before = json.loads(json.dumps(fake.policies[0]))
+    matrix = example(position="first")
+    found = plan(matrix, list_policies(client))
+    assert [i.action for i in found.items] == ["create"] * 4 + ["reorder"]
+    result = apply_plan(client, found)
+    assert result.confirmed
+    ordered = sorted(fake.policies, key=lambda p: p["position"])
+    assert [p["title"] for p in ordered][-1] == "Gold customers"
+    survivor = ordered[-1]
+    assert {k: survivor[k] for k in ("id", "title", "filter", "policy_metrics", "description")} == \
+        {k: unmanaged_before[k] for k in ("id", "title", "filter", "policy_metrics", "description")}
+    assert writes(fake)[-1] == ("PUT", "/api/v2/slas/policies/reorder")
+    assert not any(path.endswith(str(survivor["id"])) for _, path in writes(fake))
+
+
+def test_position_last_needs_no_reorder_after_unmanaged(fake, client):
+    fake.policies = load_fixture("sla_policies_unmanaged.json")["sla_policies"]
+    found = plan(example(position="last"), list_policies(client))
+    assert [i.action for i in found.items] == ["create"] * 4  # created policies are appended at the end
+    assert apply_plan(client, found).confirmed
+    assert sorted(fake.policies, key=lambda p: p["position"])[0]["title"] == "Gold customers"
+
+
+def test_agent_reordering_is_put_back(fake, client):
+    matrix = example()
+    apply_plan(client, plan(matrix, list_policies(client)))
+    fake.policies[0]["position"], fake.policies[3]["position"] = 4, 1  # someone dragged L4 to the top
+    found = plan(matrix, list_policies(client))
+    assert [i.action for i in found.items] == ["reorder"]
+    before = len(fake.writes)
+    assert apply_plan(client, found).confirmed
+    assert writes(fake)[before:] == [("PUT", "/api/v2/slas/policies/reorder")]
+
+
+def test_a_changed_target_is_exactly_one_update(fake, client):
+    apply_plan(client, plan(example(), list_policies(client)))
+    data = load_matrix(EXAMPLE).matrix.model_dump(mode="json")
+    data["levels"][1]["sla"]["acknowledge"] = "20m"
+    changed = Matrix.model_validate(data)
+    found = plan(changed, list_policies(client))
+    assert [(i.action, i.title) for i in found.items] == [("update", "[matrix] L2 Product specialists")]
+    assert list(found.items[0].diff) == ["policy_metrics"]
+    assert "first_reply_time=20m" in found.render()
+    before = len(fake.writes)
+    assert apply_plan(client, found).confirmed
+    assert len(fake.writes) == before + 1 and fake.writes[-1][0] == "PUT"
+
+
+def test_removed_level_deletes_only_its_managed_policy(fake, client):
+    fake.policies = load_fixture("sla_policies_unmanaged.json")["sla_policies"]
+    apply_plan(client, plan(example(), list_policies(client)))
+    data = load_matrix(EXAMPLE).matrix.model_dump(mode="json")
+    data["levels"] = data["levels"][:3]
+    data["levels"][2]["on_breach"] = {}
+    found = plan(Matrix.model_validate(data), list_policies(client))
+    assert [(i.action, i.title) for i in found.items] == [("delete", "[matrix] L4 Leadership")]
+    assert apply_plan(client, found).confirmed
+    assert sorted(p["title"] for p in fake.policies) == [
+        "Gold customers", "[matrix] L1 Frontline", "[matrix] L2 Product specialists", "[matrix] L3 Senior engineering"]
+
+
+def test_hand_edited_managed_policy_is_restored(fake, client):
+    matrix = example()
+    apply_plan(client, plan(matrix, list_policies(client)))
+    fake.policies[2]["filter"]["all"][0]["value"] = "something_else"
+    found = plan(matrix, list_policies(client))
+    assert [(i.action, list(i.diff)) for i in found.items] == [("update", ["filter"])]
+
+
+def test_sync_if_enabled(fake, client, monkeypatch):
+    matrix = example()
+    monkeypatch.delenv("SLA_SYNC", raising=False)
+    assert sync_if_enabled(matrix, client=client) is None and fake.writes == []
+    monkeypatch.setenv("SLA_SYNC", "auto")
+    found = sync_if_enabled(matrix, client=client)
+    assert [i.action for i in found.items] == ["create"] * 4 and len(fake.policies) == 4
+    assert sync_if_enabled(matrix, client=client).empty
