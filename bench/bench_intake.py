@@ -1,0 +1,266 @@
+"""Webhook intake benchmark: signed Zendesk endpoint vs a bare 204 endpoint, same gunicorn, same run.
+
+    .venv/bin/python bench/bench_intake.py [--rate 200] [--seconds 10] [--workers 2]
+
+Starts gunicorn (2 sync workers by default) on 127.0.0.1 at a random free port with a temporary SQLite
+database, then runs a load generator in a separate process against, in turn, `POST /bare` (204, no work)
+and `POST /webhooks/zendesk` (signature check, parse, durable insert). Every webhook is a distinct,
+freshly signed event, so nothing is answered as a duplicate.
+
+Two measurements:
+  * fixed rate (open loop, default 200 req/s): achieved requests/s, p50/p99 latency of each endpoint;
+  * saturation (closed loop, --concurrency clients as fast as they can): the capacity ratio.
+Goal: fixed-rate ratio >= 0.7 and signed p99 < 50 ms. Loopback only; bounded by request count and time.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+SECRET = "bench-zendesk-signing-secret"
+HOST = "127.0.0.1"
+
+
+# ----------------------------------------------------------------------------------- load generator
+def _zendesk_requests(count: int) -> list[tuple[bytes, dict[str, str]]]:
+    from webhooks.signatures import zendesk_signature
+
+    template = json.loads((REPO_ROOT / "tests" / "fixtures" / "zendesk" / "ticket_priority_changed.json").read_text())
+    timestamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    prepared = []
+    for i in range(count):
+        ticket = str(100000 + i % 5000)
+        template["id"] = str(uuid.uuid4())
+        template["detail"]["id"] = ticket
+        template["subject"] = f"zen:ticket:{ticket}"
+        body = json.dumps(template).encode()
+        prepared.append((body, {
+            "Content-Type": "application/json",
+            "X-Zendesk-Webhook-Signature": zendesk_signature(SECRET, timestamp, body),
+            "X-Zendesk-Webhook-Signature-Timestamp": timestamp,
+            "X-Zendesk-Webhook-Invocation-Id": str(uuid.uuid4()),
+        }))
+    return prepared
+
+
+def _bare_requests(count: int) -> list[tuple[bytes, dict[str, str]]]:
+    body = (REPO_ROOT / "tests" / "fixtures" / "zendesk" / "ticket_priority_changed.json").read_bytes()
+    return [(body, {"Content-Type": "application/json"})] * count
+
+
+def _send(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, float]:
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        status = response.status
+    except OSError:
+        status = 0
+    finally:
+        conn.close()
+    return status, time.perf_counter() - started
+
+
+def run_load(port: int, path: str, *, rate: float | None, seconds: float, concurrency: int) -> dict:
+    """Open loop at `rate` req/s, or closed loop (rate None) with `concurrency` clients; at most
+    rate*seconds (or 20000) requests and `seconds` (+10 s drain) of wall time."""
+    limit = int(rate * seconds) if rate else 20000
+    requests = _zendesk_requests(limit) if path.startswith("/webhooks/") else _bare_requests(limit)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    late_starts = 0
+    lock = threading.Lock()
+    next_index = 0
+    start = time.perf_counter() + 0.05
+    deadline = start + seconds
+
+    def worker() -> None:
+        nonlocal next_index, late_starts
+        while True:
+            with lock:
+                index = next_index
+                next_index += 1
+            if index >= limit:
+                return
+            if rate:
+                scheduled = start + index / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                elif delay < -0.005:
+                    with lock:
+                        late_starts += 1
+            if time.perf_counter() > deadline:
+                return
+            body, headers = requests[index]
+            status, latency = _send(port, path, body, headers)
+            with lock:
+                latencies.append(latency)
+                statuses[status] = statuses.get(status, 0) + 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 10)
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+
+    return {
+        "path": path, "requests": len(latencies), "rps": len(latencies) / elapsed,
+        "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies[-1] * 1000 if latencies else float("nan"),
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else float("nan"),
+        "statuses": statuses, "late_starts": late_starts,
+    }
+
+
+# ----------------------------------------------------------------------------------- orchestration
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {process.returncode}")
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("gunicorn did not become ready")
+
+
+def _get_json(port: int, path: str) -> dict:
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    conn.request("GET", path)
+    return json.loads(conn.getresponse().read())
+
+
+def _loadgen_process(port: int, path: str, rate: float | None, seconds: float, concurrency: int) -> dict:
+    args = [sys.executable, __file__, "--loadgen", str(port), path, str(rate or 0), str(seconds), str(concurrency)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120, cwd=REPO_ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"load generator failed:\n{done.stderr}")
+    result = json.loads(done.stdout)
+    result["statuses"] = {int(code): count for code, count in result["statuses"].items()}
+    return result
+
+
+def _line(label: str, result: dict) -> str:
+    return (f"  {label:<22} {result['rps']:8.1f} req/s  p50 {result['p50_ms']:6.2f} ms  "
+            f"p99 {result['p99_ms']:6.2f} ms  max {result['max_ms']:7.2f} ms  n={result['requests']}  "
+            f"statuses={result['statuses']}  late_starts={result['late_starts']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker-class", default="sync")
+    parser.add_argument("--concurrency", type=int, default=16, help="client threads")
+    parser.add_argument("--saturation-seconds", type=float, default=5.0, help="0 skips the closed-loop run")
+    parser.add_argument("--sink", default="", choices=["", "events", "database", "memory"])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
+        env = {**os.environ}
+        for key in list(env):
+            if key.startswith(("ZENDESK_", "JIRA_", "WEBHOOK_")):
+                del env[key]
+        env.update({
+            "ZENDESK_WEBHOOK_SECRET": SECRET,
+            "DATABASE_URL": f"sqlite:///{tmp}/escalation.db",
+            "QUEUE_URL": f"sqlite:///{tmp}/queue.db",
+            "DRY_RUN": "true",
+            "BENCH_SINK": args.sink,
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "bench")]),
+        })
+        try:  # create the schema once, before two workers would race to migrate it
+            from integration.db import get_database
+
+            get_database(env["DATABASE_URL"])
+        except Exception as exc:  # noqa: BLE001
+            print(f"(schema not pre-created: {type(exc).__name__}: {exc})")
+        port = _free_port()
+        gunicorn = [
+            sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", str(args.workers),
+            "--worker-class", args.worker_class, "--log-level", "warning", "--chdir", tmp,
+            "intake_bench_app:app",
+        ]
+        server = subprocess.Popen(gunicorn, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/gunicorn.log", "w"))
+        try:
+            _wait_ready(port, server)
+            sinks = {_get_json(port, "/bench/sink")["sink"] for _ in range(4)}
+            print(f"gunicorn {args.workers} x {args.worker_class} workers on {HOST}:{port}; "
+                  f"sink: {', '.join(sorted(sinks))}; SQLite in {tmp}")
+            # Warm both paths (imports, connections, SQLite pages) so neither pays first-request costs.
+            _loadgen_process(port, "/bare", 50, 1, 4)
+            _loadgen_process(port, "/webhooks/zendesk", 50, 1, 4)
+
+            print(f"fixed rate {args.rate:.0f} req/s for {args.seconds:.0f} s each (open loop, "
+                  f"{args.concurrency} client threads, new connection per request):")
+            bare = _loadgen_process(port, "/bare", args.rate, args.seconds, args.concurrency)
+            signed = _loadgen_process(port, "/webhooks/zendesk", args.rate, args.seconds, args.concurrency)
+            print(_line("bare 204", bare))
+            print(_line("signed zendesk webhook", signed))
+            ratio = signed["rps"] / bare["rps"] if bare["rps"] else float("nan")
+            print(f"  ratio signed/bare requests/s = {ratio:.3f}  (goal >= 0.7);  "
+                  f"signed p99 = {signed['p99_ms']:.2f} ms  (goal < 50 ms)")
+            ok = ratio >= 0.7 and signed["p99_ms"] < 50 and set(signed["statuses"]) == {202}
+
+            if args.saturation_seconds > 0:
+                print(f"saturation: closed loop, {args.concurrency} clients, {args.saturation_seconds:.0f} s each:")
+                bare_max = _loadgen_process(port, "/bare", None, args.saturation_seconds, args.concurrency)
+                signed_max = _loadgen_process(port, "/webhooks/zendesk", None, args.saturation_seconds,
+                                              args.concurrency)
+                print(_line("bare 204", bare_max))
+                print(_line("signed zendesk webhook", signed_max))
+                print(f"  capacity ratio signed/bare = {signed_max['rps'] / bare_max['rps']:.3f}")
+            print("RESULT:", "goals met" if ok else "goals NOT met")
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            log = Path(tmp, "gunicorn.log").read_text()
+            if "Traceback" in log:
+                print("gunicorn log (errors):\n" + log[-3000:])
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
+        port, path, rate, seconds, concurrency = sys.argv[2:7]
+        result = run_load(int(port), path, rate=float(rate) or None, seconds=float(seconds),
+                          concurrency=int(concurrency))
+        print(json.dumps(result))
+        sys.exit(0)
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Bench-only WSGI app for bench_intake.py: the real webhook edge (`create_app`) plus a bare
+`POST /bare` that answers 204, so both run in the same gunicorn workers under the same conditions.
+
+The sink is chosen once per worker, best first, and reported by `GET /bench/sink`:
+  "events"   integration.events.build_event_sink(settings): database + queue, as in production;
+  "database" integration.events.DatabaseEventSink on the database alone (the queue part not available);
+  "memory"   webhooks.memory_sink.InMemoryEventSink (no durable store available at all).
+BENCH_SINK=events|database|memory forces one.
+"""
+from __future__ import annotations
+
+import os
+
+from flask import Response, jsonify
+
+from integration.settings import Settings
+from webhooks.app import create_app
+
+
+def _build_sink(settings: Settings):
+    wanted = os.environ.get("BENCH_SINK", "")
+    errors: list[str] = []
+    if wanted in ("", "events"):
+        try:
+            from integration.events import build_event_sink
+
+            sink = build_event_sink(settings)
+            sink.health()
+            return "events", sink
+        except Exception as exc:  # noqa: BLE001 - fall back and say why
+            errors.append(f"events: {type(exc).__name__}: {exc}")
+    if wanted in ("", "database"):
+        try:
+            from integration.db import get_database
+            from integration.events import DatabaseEventSink
+
+            kind = "database (no queue; " + "; ".join(errors)[:200] + ")" if errors else "database (no queue)"
+            return kind, DatabaseEventSink(get_database(settings.database_url), enqueue=None)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"database: {type(exc).__name__}: {exc}")
+    from webhooks.memory_sink import InMemoryEventSink
+
+    return "memory (" + "; ".join(errors)[:300] + ")" if errors else "memory", InMemoryEventSink()
+
+
+settings = Settings()
+SINK_KIND, _sink = _build_sink(settings)
+app = create_app(settings, sink=_sink)
+
+
+@app.post("/bare")
+def bare() -> Response:
+    return Response(status=204)
+
+
+@app.get("/bench/sink")
+def sink_kind() -> Response:
+    return jsonify(sink=SINK_KIND)
