@@ -68,7 +68,7 @@ class JiraSettings(BaseSettings):
     api_token: SecretStr | None = Field(None, alias="JIRA_API_TOKEN")
     project_keys_csv: str = Field("", alias="JIRA_PROJECT_KEYS")  # comma-separated, e.g. "SUP,OPS"
     service_desk_id: str | None = Field(None, alias="JIRA_SERVICE_DESK_ID")
-    api_version: Literal[2, 3] = Field(3, alias="JIRA_API_VERSION")
+    api_version: int = Field(3, alias="JIRA_API_VERSION", ge=2, le=3)  # platform REST API version
     account_id: str | None = Field(None, alias="JIRA_ACCOUNT_ID")  # skip the `myself` lookup when set
     # Site-specific custom field ids of JSM's own fields (Jira admin > Issues > Custom fields).
     organization_field: str | None = Field(None, alias="JIRA_ORGANIZATION_FIELD")  # "Organizations"

@@ -1,0 +1,102 @@
+"""Shared helpers for the Jira connector tests (no tests here): settings, recorded API responses, spec validation."""
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import responses
+
+from connectors.jira_sm import JiraSettings
+from connectors.retry import RetryPolicy
+from matrix_config.loader import load_matrix
+from tests.support.openapi_check import validate_request
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "jira_api"
+SITE = "https://acme.atlassian.net"
+EMAIL = "escalation-bot@acme.example"
+TOKEN = "ATATT3xFfGF0-not-a-real-token-7c1d"
+
+ENV = {
+    "JIRA_URL": SITE,
+    "JIRA_EMAIL": EMAIL,
+    "JIRA_API_TOKEN": TOKEN,
+    "JIRA_PROJECT_KEYS": "SUP,OPS",
+    "JIRA_ORGANIZATION_FIELD": "customfield_10002",
+    "JIRA_REQUEST_TYPE_FIELD": "customfield_10010",
+}
+
+
+def recorded(name: str) -> Any:
+    """A fresh copy of a recorded API response."""
+    return copy.deepcopy(_load(name))
+
+
+@lru_cache(maxsize=None)
+def _load(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
+def enterprise_matrix():
+    return load_matrix(Path(__file__).resolve().parent.parent / "matrix_config" / "examples" / "enterprise.yaml").matrix
+
+
+def make_settings(**overrides: Any) -> JiraSettings:
+    return JiraSettings(_env_file=None, **{**ENV, **overrides})
+
+
+class SleepRecorder:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def policy(self, **kwargs: Any) -> RetryPolicy:
+        return RetryPolicy(sleep=self, **kwargs)
+
+
+def spec_for(path: str) -> str:
+    if path.startswith("/rest/servicedeskapi/"):
+        return "jsm"
+    if path.startswith(("/rest/api/3/", "/rest/api/2/")):
+        return "jira"
+    raise AssertionError(f"request to {path}: not a Jira or JSM API path")
+
+
+def validate_all(calls: Any) -> int:
+    """Validate every request `responses` recorded against the Jira platform / JSM specs. The platform spec is
+    v3; a v2 request is checked against the same operation under /rest/api/3 (same shapes outside ADF)."""
+    count = 0
+    for call in calls:
+        request = call.request
+        split = urlsplit(request.url)
+        path = split.path.replace("/rest/api/2/", "/rest/api/3/", 1)
+        body = json.loads(request.body) if request.body else None
+        validate_request(spec_for(path), request.method, path + (f"?{split.query}" if split.query else ""), body)
+        count += 1
+    return count
+
+
+def body_of(call: Any) -> Any:
+    return json.loads(call.request.body)
+
+
+def query_of(call: Any) -> dict[str, list[str]]:
+    from urllib.parse import parse_qs
+
+    return parse_qs(urlsplit(call.request.url).query)
+
+
+def register_fetch(rsps: responses.RequestsMock, key: str = "SUP-7", issue: Any = None, with_myself: bool = True) -> None:
+    rsps.get(f"{SITE}/rest/api/3/issue/{key}", json=issue if issue is not None else recorded(f"issue_{key}.json"))
+    rsps.get(f"{SITE}/rest/servicedeskapi/request/{key}/comment", json=recorded("comments_SUP-7_page1.json"),
+             match=[responses.matchers.query_param_matcher({"start": "0"}, strict_match=False)])
+    rsps.get(f"{SITE}/rest/servicedeskapi/request/{key}/comment", json=recorded("comments_SUP-7_page2.json"),
+             match=[responses.matchers.query_param_matcher({"start": "2"}, strict_match=False)])
+    if with_myself:
+        rsps.get(f"{SITE}/rest/api/3/myself", json=recorded("myself.json"))
