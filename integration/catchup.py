@@ -77,7 +77,8 @@ class DatabaseWatermarks:
 
 
 def watermark_name(vendor: str) -> str:
-    return f"catchup:{vendor}"
+    # Same row as integration.tasks.Runtime.catch_up_scan uses, so either path continues the other's scan.
+    return f"scan:{vendor}"
 
 
 def catch_up(

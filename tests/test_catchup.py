@@ -80,7 +80,7 @@ def test_zendesk_export_processes_each_changed_ticket_once_and_stores_the_last_c
     store, process = MemoryWatermarks(), Recorder()
     assert catch_up(zendesk, store, process) == 4
     assert process.calls == [("zendesk", "35436"), ("zendesk", "35437"), ("zendesk", "35438"), ("zendesk", "35440")]
-    assert store.get("catchup:zendesk") == CURSOR_2
+    assert store.get("scan:zendesk") == CURSOR_2
     # the watermark only ever moved to positions whose tickets were all processed
     assert [value for _, value in store.history] == [START, CURSOR_1, CURSOR_2]
 
@@ -94,7 +94,7 @@ def test_zendesk_next_scan_continues_from_the_stored_cursor(zendesk):
     process = Recorder()
     assert catch_up(zendesk, store, process) == 0
     assert process.calls == []
-    assert store.get("catchup:zendesk") == CURSOR_2
+    assert store.get("scan:zendesk") == CURSOR_2
 
 
 @responses.activate
@@ -105,13 +105,13 @@ def test_failed_pass_stops_the_scan_and_keeps_the_watermark_before_it(zendesk):
     with pytest.raises(Transient):
         catch_up(zendesk, store, process)
     # 35438 closed page 1: its cursor must not be stored, or the page's unprocessed rest would be skipped
-    assert store.get("catchup:zendesk") == START
+    assert store.get("scan:zendesk") == START
     # the next run replays page 1 from the start time and finishes
     stub_zendesk_export(responses.mock)
     retry = Recorder()
     assert catch_up(zendesk, store, retry) == 4
     assert retry.calls[0] == ("zendesk", "35436")
-    assert store.get("catchup:zendesk") == CURSOR_2
+    assert store.get("scan:zendesk") == CURSOR_2
 
 
 @responses.activate
@@ -120,7 +120,7 @@ def test_ticket_that_cannot_be_processed_does_not_block_the_scan(zendesk):
     store = MemoryWatermarks()
     process = Recorder(fail={"35437": NotFound("zendesk ticket 35437 not found")})
     assert catch_up(zendesk, store, process) == 4
-    assert store.get("catchup:zendesk") == CURSOR_2
+    assert store.get("scan:zendesk") == CURSOR_2
 
 
 @responses.activate
@@ -129,11 +129,11 @@ def test_limit_bounds_one_run_and_the_next_run_resumes(zendesk):
     store = MemoryWatermarks()
     first = Recorder()
     assert catch_up(zendesk, store, first, limit=2) == 2
-    assert store.get("catchup:zendesk") == START
+    assert store.get("scan:zendesk") == START
     stub_zendesk_export(responses.mock)
     second = Recorder()
     assert catch_up(zendesk, store, second) == 4  # replays page 1 (at-least-once), then page 2
-    assert store.get("catchup:zendesk") == CURSOR_2
+    assert store.get("scan:zendesk") == CURSOR_2
 
 
 @responses.activate
@@ -143,11 +143,11 @@ def test_jira_jql_scan_on_updated_advances_to_the_last_issue(jira):
         {"jql": expected_jql, "fields": "updated"}, strict_match=False)])
     responses.get(SEARCH, json=fixture("jira_search_page2.json"), match=[matchers.query_param_matcher(
         {"jql": expected_jql, "nextPageToken": "CAEaAggD"}, strict_match=False)])
-    store = MemoryWatermarks({"catchup:jira": "2026-11-27T08:00:00+00:00"})  # 09:00 in Berlin
+    store = MemoryWatermarks({"scan:jira": "2026-11-27T08:00:00+00:00"})  # 09:00 in Berlin
     process = Recorder()
     assert catch_up(jira, store, process) == 3
     assert process.calls == [("jira", "SUP-41"), ("jira", "SUP-44"), ("jira", "SUP-45")]
-    assert store.get("catchup:jira") == "2026-11-27T09:11:05+00:00"
+    assert store.get("scan:jira") == "2026-11-27T09:11:05+00:00"
     for call in responses.calls:
         assert "jira-secret-token" not in call.request.url
 
@@ -158,8 +158,8 @@ def test_database_watermarks_survive_a_new_store(tmp_path):
     url = f"sqlite:///{tmp_path / 'wm.db'}"
     database = Database(url)
     database.migrate()
-    DatabaseWatermarks(database).put("catchup:zendesk", CURSOR_1)
-    DatabaseWatermarks(database).put("catchup:zendesk", CURSOR_2)
+    DatabaseWatermarks(database).put("scan:zendesk", CURSOR_1)
+    DatabaseWatermarks(database).put("scan:zendesk", CURSOR_2)
     database.dispose()
-    assert DatabaseWatermarks(Database(url)).get("catchup:zendesk") == CURSOR_2
-    assert DatabaseWatermarks(Database(url)).get("catchup:jira") is None
+    assert DatabaseWatermarks(Database(url)).get("scan:zendesk") == CURSOR_2
+    assert DatabaseWatermarks(Database(url)).get("scan:jira") is None
