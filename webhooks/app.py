@@ -83,7 +83,7 @@ def create_app(
     settings = settings if settings is not None else load_settings()
     edge = WebhookEdge(settings, sink, clock or utc_now)
 
-    app = Flask("webhooks")
+    app = Flask("webhooks", static_folder=None)
     app.extensions["webhook_edge"] = edge
     app.register_blueprint(zendesk_view.blueprint)
     app.register_blueprint(jira_view.blueprint)

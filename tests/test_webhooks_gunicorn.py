@@ -1,0 +1,83 @@
+"""`gunicorn webhooks.wsgi:app` as the Procfile runs it: refuses to start on bad configuration, and
+serves health and authenticated webhook routes on good configuration."""
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(tmp_path: Path, **changes: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ZENDESK_", "JIRA_", "WEBHOOK_"))}
+    env.update(
+        PYTHONPATH=str(REPO_ROOT),
+        DATABASE_URL=f"sqlite:///{tmp_path}/escalation.db",
+        QUEUE_URL=f"sqlite:///{tmp_path}/queue.db",
+        DRY_RUN="true",
+    )
+    env.update(changes)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _gunicorn(port: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "webhooks.wsgi:app"]
+
+
+def test_gunicorn_refuses_to_start_on_bad_config(tmp_path):
+    done = subprocess.run(
+        _gunicorn(_free_port()), cwd=tmp_path, env=_env(tmp_path, WEBHOOK_MAX_AGE_SECONDS="0"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert "ConfigurationError: invalid configuration" in done.stderr
+    assert "WEBHOOK_MAX_AGE_SECONDS: Input should be greater than 0" in done.stderr
+
+
+def _request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def test_gunicorn_serves_the_edge(tmp_path):
+    port = _free_port()
+    server = subprocess.Popen(
+        _gunicorn(port), cwd=tmp_path, env=_env(tmp_path, ZENDESK_WEBHOOK_SECRET="e2e-secret"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                status, body = _request(port, "GET", "/healthz")
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.time() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        assert (status, body) == (200, b'{"status":"ok"}\n')
+        status, body = _request(port, "POST", "/webhooks/zendesk", b"{}", {"Content-Type": "application/json"})
+        assert (status, body) == (401, b'{"error":"missing X-Zendesk-Webhook-Signature header"}\n')
+        status, body = _request(port, "POST", "/webhooks/jira", b"{}", {"Content-Type": "application/json"})
+        assert (status, body) == (503, b'{"error":"JIRA_WEBHOOK_SECRET or JIRA_SHARED_SECRET is not configured"}\n')
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=15)
+    assert "e2e-secret" not in stderr
