@@ -908,6 +908,8 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
             problems.append(f"groups.{key}.jira: no Jira id given")
     group_field = jira_vendor.group_field
     kind = jira_vendor.group_field_kind
+    if not group_field and group_ids:
+        problems.append("vendors.jira.group_field: not set; owner groups cannot be assigned on Jira")
     if group_field and field_problem("vendors.jira.group_field", group_field):
         group_field = None
     if kind == "group" and group_ids:
@@ -936,10 +938,10 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
     return problems
 
 
-def check_remote(loaded_matrix: Any) -> list[str]:
+def check_remote(loaded_matrix: Any, *, connector: JiraConnector | None = None) -> list[str]:
     """`escalation validate --remote jira`: one error line per missing priority, field, option, group or team."""
     matrix: Matrix = getattr(loaded_matrix, "matrix", loaded_matrix)
-    connector = build_from_env(matrix)
+    connector = connector or build_from_env(matrix)
     if connector is None:
         return ["jira: set JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN to validate against Jira"]
     try:

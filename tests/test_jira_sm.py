@@ -458,3 +458,66 @@ def test_check_remote_without_credentials_says_what_to_set(monkeypatch):
     monkeypatch.chdir(Path(__file__).parent)
     assert check_remote(enterprise_matrix()) == [
         "jira: set JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN to validate against Jira"]
+
+
+def _register_remote_basics(http, fields=None):
+    options = recorded("level_options.json")
+    options["values"].append({"id": "10304", "value": "L4", "disabled": False})
+    http.get(f"{SITE}/rest/api/3/priority/search", json=recorded("priorities.json"))
+    http.get(f"{SITE}/rest/api/3/field", json=fields if fields is not None else recorded("fields.json"))
+    http.get(f"{SITE}/rest/api/3/field/customfield_10108/context", json=recorded("field_contexts.json"))
+    http.get(f"{SITE}/rest/api/3/field/customfield_10108/context/10208/option", json=options)
+
+
+def test_check_remote_tries_each_team_id_in_jql(http, sleeps):
+    data = enterprise_matrix().model_dump(mode="json")
+    data["vendors"]["jira"]["group_field_kind"] = "team"
+    matrix = Matrix.model_validate(data)
+    fields = recorded("fields.json")
+    for f in fields:
+        if f["id"] == "customfield_10001":
+            f["schema"] = {"type": "team", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:atlassian-team",
+                           "customId": 10001}
+    _register_remote_basics(http, fields)
+
+    def search(request):
+        jql = query_of_request(request)["jql"][0]
+        if '"eng-senior"' in jql:
+            return 400, {}, json.dumps({"errorMessages": ["The value 'eng-senior' does not exist for the field 'Team'."],
+                                        "warningMessages": []})
+        return 200, {}, json.dumps({"isLast": True, "issues": []})
+
+    http.add_callback(responses.GET, f"{SITE}/rest/api/3/search/jql", callback=search)
+    connector = JiraConnector(make_settings(), matrix, retry_policy=sleeps.policy())
+
+    assert check_remote(matrix, connector=connector) == [
+        "groups.senior_engineering.jira: team 'eng-senior' not accepted by Jira (jira GET /rest/api/3/search/jql: "
+        "HTTP 400: The value 'eng-senior' does not exist for the field 'Team'.)"]
+    searched = [query_of_request(c.request)["jql"][0] for c in http.calls if "search/jql" in c.request.url]
+    assert searched[0] == 'cf[10001] = "support-frontline"' and len(searched) == len(matrix.groups)
+
+
+def test_check_remote_checks_select_options_for_a_select_group_field(http, sleeps):
+    data = enterprise_matrix().model_dump(mode="json")
+    data["vendors"]["jira"]["group_field_kind"] = "select"
+    matrix = Matrix.model_validate(data)
+    fields = recorded("fields.json")
+    for f in fields:
+        if f["id"] == "customfield_10001":
+            f["schema"] = {"type": "option", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select",
+                           "customId": 10001}
+    _register_remote_basics(http, fields)
+    http.get(f"{SITE}/rest/api/3/field/customfield_10001/context", json=recorded("field_contexts.json"))
+    http.get(f"{SITE}/rest/api/3/field/customfield_10001/context/10208/option", json={
+        "isLast": True, "maxResults": 50, "startAt": 0, "total": 5,
+        "values": [{"id": str(10500 + i), "value": g.jira, "disabled": False}
+                   for i, g in enumerate(matrix.groups.values()) if g.jira != "support-billing"]})
+    connector = JiraConnector(make_settings(), matrix, retry_policy=sleeps.policy())
+    assert check_remote(matrix, connector=connector) == [
+        "groups.billing_desk.jira: field customfield_10001 has no option 'support-billing'"]
+
+
+def query_of_request(request):
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(request.url).query)
