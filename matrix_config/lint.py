@@ -57,7 +57,7 @@ def lint(loaded: LoadedMatrix) -> list[Finding]:
     out = _Collector(loaded)
     matrix = loaded.matrix
     _shadowed_rules(matrix, out)
-    _template_renders(matrix, out)
+    _template_renders(matrix, loaded.version, out)
     _owners(matrix, out)
     _sla_loosening(matrix, out)
     _reachability(matrix, out)
@@ -224,14 +224,19 @@ def shadowing_rule(earlier: Rule, later: Rule) -> bool:
 
 def _shadowed_rules(matrix: Matrix, out: _Collector) -> None:
     rules = matrix.rules
+    constraints = [{a: _constraint(c) for a, c in r.when.items()} for r in rules]
+    attribute_sets = [frozenset(c) for c in constraints]
     for j, later in enumerate(rules):
-        if not all(_satisfiable(_constraint(c)) for c in later.when.values()):
+        if not all(_satisfiable(c) for c in constraints[j].values()):
             out.add("error", ("rules", j, "when"), f"rule '{later.id}' can never match: its conditions contradict "
                     "each other", at_key=True)
             continue
         for i in range(j):
             earlier = rules[i]
-            if shadowing_rule(earlier, later):
+            # An earlier rule testing an attribute the later one leaves open cannot cover it.
+            if not attribute_sets[i] <= attribute_sets[j]:
+                continue
+            if all(_implies(constraints[j][a], c) for a, c in constraints[i].items()):
                 what = "matches every ticket" if not earlier.when else "matches every ticket this rule matches"
                 out.add("error", ("rules", j),
                         f"rule '{later.id}' can never match: the earlier rule '{earlier.id}' (rules[{i}]) {what}; "
@@ -247,7 +252,7 @@ class _Use:
     context: dict[str, Any]
 
 
-def _template_uses(matrix: Matrix) -> dict[str, list[_Use]]:
+def _template_uses(matrix: Matrix, version: str) -> dict[str, list[_Use]]:
     uses: dict[str, list[_Use]] = {}
     breach_sources: dict[str, list[tuple[Level, str]]] = {}
     for level in matrix.levels:
@@ -259,20 +264,20 @@ def _template_uses(matrix: Matrix) -> dict[str, list[_Use]]:
         rule = next((r for r in matrix.rules if r.level == level.id), None)
         variants: list[tuple[str, dict[str, Any]]] = []
         if index == 0:
-            ctx = sample_context(matrix, level, with_clock=False)
+            ctx = sample_context(matrix, level, with_clock=False, version=version)
             ctx["rule"] = None
             variants.append(("a new ticket no rule matched (previous_level, rule, clock empty)", ctx))
         if rule is not None:
-            ctx = sample_context(matrix, level, rule_id=rule.id, with_clock=False)
+            ctx = sample_context(matrix, level, rule_id=rule.id, with_clock=False, version=version)
             ctx["previous_level"] = None
             variants.append((f"a new ticket placed by rule {rule.id} (previous_level, clock empty)", ctx))
         for source, clock in breach_sources.get(level.id, []):
-            ctx = sample_context(matrix, level, previous=source)
+            ctx = sample_context(matrix, level, previous=source, version=version)
             ctx["rule"] = None
             ctx["clock"]["name"] = clock
             variants.append((f"escalated by the {clock} breach at {source.id} (rule empty)", ctx))
         if index > 0:
-            ctx = sample_context(matrix, level, with_clock=False)
+            ctx = sample_context(matrix, level, with_clock=False, version=version)
             ctx["rule"] = None
             variants.append(("escalated by hand (rule, clock empty)", ctx))
         return variants
@@ -290,23 +295,25 @@ def _template_uses(matrix: Matrix) -> dict[str, list[_Use]]:
         if level.data_request:
             use(level.data_request, level, [(d, c) for d, c in entries])
         if level.update_cadence and level.update_cadence.template:
-            ctx = sample_context(matrix, level)
+            ctx = sample_context(matrix, level, version=version)
             ctx["clock"]["name"] = "update_cadence"
             use(level.update_cadence.template, level, [("an update-cadence reminder", ctx)])
     for rule in matrix.rules:
         if rule.note is None:
             continue
         level = matrix.level(rule.level) if rule.level else matrix.levels[0]
-        ctx = sample_context(matrix, level, rule_id=rule.id, with_clock=False)
+        ctx = sample_context(matrix, level, rule_id=rule.id, with_clock=False, version=version)
         ctx["previous_level"] = None
         use(rule.note, level, [(f"rule {rule.id} fired", ctx)])
     return uses
 
 
-def _template_renders(matrix: Matrix, out: _Collector) -> None:
-    uses = _template_uses(matrix)
+def _template_renders(matrix: Matrix, version: str, out: _Collector) -> None:
+    uses = _template_uses(matrix, version)
     for name in matrix.templates:
-        tried = uses.get(name) or [_Use(matrix.levels[0], "sample data", sample_context(matrix, matrix.levels[0]))]
+        tried = uses.get(name) or [
+            _Use(matrix.levels[0], "sample data", sample_context(matrix, matrix.levels[0], version=version))
+        ]
         for use in tried:
             try:
                 render_template(matrix, name, use.context)

@@ -286,12 +286,12 @@ def _level_context(matrix: Matrix, level: Level) -> dict[str, Any]:
 
 
 def sample_context(matrix: Matrix, level: Level, *, previous: Level | None = None, rule_id: str | None = None,
-                   with_clock: bool = True) -> dict[str, Any]:
+                   with_clock: bool = True, version: str | None = None) -> dict[str, Any]:
     """Sample data shaped like `TEMPLATE_CONTEXT`, for test-rendering `level`'s templates.
 
     `previous` defaults to the level before `level` (None for the first level); the rule is the first rule
     placing tickets at `level` unless `rule_id` is given; pass `with_clock=False` for a context without a
-    clock (a placement by rule rather than by a breach)."""
+    clock (a placement by rule rather than by a breach); `version` saves hashing the matrix again."""
     index = matrix.level_index(level.id)
     if previous is None and index > 0:
         previous = matrix.levels[index - 1]
@@ -328,5 +328,5 @@ def sample_context(matrix: Matrix, level: Level, *, previous: Level | None = Non
             "overdue_by": "5m",
             "fraction": 1.0,
         } if with_clock else None,
-        "matrix": {"name": matrix.name, "version": matrix.version()},
+        "matrix": {"name": matrix.name, "version": version or matrix.version()},
     }
