@@ -106,6 +106,9 @@ class TicketStateRow(Base):
 
     vendor: Mapped[str] = mapped_column(String(16), primary_key=True)
     ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The whole TicketState as JSON (the truth, robust to fields added to the model); the columns below
+    # repeat the parts that queries and admins look at.
+    state: Mapped[dict] = mapped_column(JSON)
     level: Mapped[str | None] = mapped_column(String(64))
     entered_level_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     matrix_version: Mapped[str | None] = mapped_column(String(64))
@@ -114,7 +117,6 @@ class TicketStateRow(Base):
     pending_level: Mapped[str | None] = mapped_column(String(64))
     data_requested: Mapped[list] = mapped_column(JSON, default=list)
     milestones: Mapped[dict] = mapped_column(JSON, default=dict)  # clock -> ISO time, at the current level
-    pending_breaches: Mapped[list] = mapped_column(JSON, default=list)
     last_public_update_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Ticket facts from the last pass, for metrics and for "resolved, then reopened" re-pinning.
     issue_type: Mapped[str | None] = mapped_column(String(64))
@@ -340,3 +342,107 @@ def reset_databases() -> None:
         for db in _databases.values():
             db.dispose()
         _databases.clear()
+
+
+# ------------------------------------------------------------------------------------ leases
+def acquire_lease(db: Database, name: str, owner: str, seconds: float, now: datetime | None = None) -> bool:
+    """Take (or extend) the named lease unless someone else holds an unexpired one. Own transaction."""
+    from datetime import timedelta
+
+    from sqlalchemy import or_, update
+    from sqlalchemy.exc import IntegrityError
+
+    now = now or utcnow()
+    until = now + timedelta(seconds=seconds)
+    with db.session() as session:
+        taken = session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.name == name, or_(LeaseRow.until < now, LeaseRow.owner == owner))
+            .values(owner=owner, until=until)
+        ).rowcount
+        if taken == 1:
+            return True
+        if session.get(LeaseRow, name) is not None:
+            return False
+    try:
+        with db.session() as session:
+            session.add(LeaseRow(name=name, owner=owner, until=until))
+        return True
+    except IntegrityError:
+        return False
+
+
+def release_lease(db: Database, name: str, owner: str) -> None:
+    from sqlalchemy import delete
+
+    with db.session() as session:
+        session.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.owner == owner))
+
+
+def lease_holder(db: Database, name: str) -> tuple[str, datetime] | None:
+    with db.session() as session:
+        row = session.get(LeaseRow, name)
+        return (row.owner, row.until) if row else None
+
+
+# ------------------------------------------------------------------ model values <-> JSON columns
+def to_json(value: Any) -> Any:
+    """Dataclasses (TicketState, Decision, ClockStart), datetimes, tuples and sets -> JSON values."""
+    import dataclasses
+    from collections.abc import Mapping
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [to_json(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
+    return value
+
+
+def _from_json_typed(hint: Any, value: Any) -> Any:
+    import dataclasses
+    import typing
+    from collections.abc import Mapping as AbcMapping
+
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _from_json_typed(arg, value)
+            except (TypeError, ValueError):
+                continue
+        return value
+    if hint is datetime:
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+    if dataclasses.is_dataclass(hint):
+        return from_json(hint, value)
+    if origin is tuple:
+        inner = args[0] if args else Any
+        return tuple(_from_json_typed(inner, v) for v in value)
+    if origin in (frozenset, set):
+        inner = args[0] if args else Any
+        return frozenset(_from_json_typed(inner, v) for v in value)
+    if origin in (dict, AbcMapping, typing.Mapping) or hint in (dict,):
+        inner = args[1] if len(args) == 2 else Any
+        return {k: _from_json_typed(inner, v) for k, v in value.items()}
+    return value
+
+
+def from_json(cls: Any, data: dict[str, Any]) -> Any:
+    """Inverse of `to_json` for a dataclass; keys the class no longer has are dropped."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {name: _from_json_typed(hints[name], value) for name, value in data.items() if name in known}
+    return cls(**kwargs)

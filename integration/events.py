@@ -1,0 +1,236 @@
+"""The durable EventSink the webhook edge hands deliveries to, and the event-row operations the
+workers, the reconciler and `escalation events` use.
+
+`accept` commits the event row before it returns (the edge answers 2xx only after that), then enqueues
+one processing task for the ticket. If the enqueue fails the row is still there: the reconciler
+enqueues pending rows the queue forgot.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from integration.db import Database, EventRow, utcnow
+from integration.intake import AcceptResult
+from integration.model import NeutralEvent
+from integration.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[str, str], None]  # (vendor, ticket_id)
+
+
+def content_hash(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+class DatabaseEventSink:
+    def __init__(
+        self,
+        db: Database,
+        enqueue: Enqueue | None,
+        *,
+        queue_health: Callable[[], str] | None = None,
+        matrix_health: Callable[[], str] | None = None,
+    ):
+        self.db = db
+        self.enqueue = enqueue
+        self.queue_health = queue_health
+        self.matrix_health = matrix_health
+
+    def accept(self, event: NeutralEvent, payload: bytes, received_at: datetime) -> AcceptResult:
+        digest = content_hash(payload)
+        # Insert first and let the unique constraints find duplicates: one transaction on the hot path.
+        row = EventRow(
+            vendor=event.vendor,
+            ticket_id=str(event.ticket_id),
+            event_type=event.event_type[:80],
+            delivery_id=event.delivery_id[:200] if event.delivery_id else None,
+            content_hash=digest,
+            actor_id=str(event.actor_id) if event.actor_id is not None else None,
+            occurred_at=event.occurred_at,
+            received_at=received_at,
+            payload=payload,
+            status="pending" if event.handled else "ignored",
+            attempts=0,
+            processed_at=None if event.handled else received_at,
+        )
+        try:
+            with self.db.session() as session:
+                session.add(row)
+                session.flush()
+                event_id = row.id
+        except IntegrityError:
+            # A redelivery (same delivery id or same body), or two copies racing: the first insert won.
+            existing = self._find_duplicate(event, digest)
+            if existing is None:
+                raise
+            return AcceptResult(event_id=existing, duplicate=True)
+        if event.handled and self.enqueue is not None:
+            try:
+                self.enqueue(event.vendor, str(event.ticket_id))
+            except Exception:  # noqa: BLE001 - the row is committed; the reconciler enqueues it later
+                log.warning("event %s stored but not enqueued; the reconciler will pick it up", event_id, exc_info=True)
+        return AcceptResult(event_id=event_id, duplicate=False)
+
+    def _find_duplicate(self, event: NeutralEvent, digest: str) -> int | None:
+        conditions = [EventRow.content_hash == digest]
+        if event.delivery_id:
+            conditions.append(EventRow.delivery_id == event.delivery_id[:200])
+        with self.db.session() as session:
+            return session.scalars(
+                select(EventRow.id).where(EventRow.vendor == event.vendor, or_(*conditions)).limit(1)
+            ).first()
+
+    def health(self) -> dict[str, str]:
+        checks = {"database": self.db.ping()}
+        if self.queue_health is not None:
+            checks["queue"] = self.queue_health()
+        if self.matrix_health is not None:
+            checks["matrix"] = self.matrix_health()
+        return checks
+
+
+def build_event_sink(settings: Settings) -> DatabaseEventSink:
+    """The sink for the web process: the database and queue from settings; migrates on first use."""
+    from integration.tasks import get_runtime
+
+    runtime = get_runtime(settings)
+    return DatabaseEventSink(
+        runtime.db,
+        runtime.enqueue_ticket,
+        queue_health=runtime.queue_health,
+        matrix_health=runtime.matrix_health,
+    )
+
+
+# ------------------------------------------------------------------------- event-row operations
+@dataclass(frozen=True)
+class EventInfo:
+    id: int
+    vendor: str
+    ticket_id: str
+    event_type: str
+    delivery_id: str | None
+    actor_id: str | None
+    status: str
+    attempts: int
+    received_at: datetime
+    processed_at: datetime | None
+    last_error: str | None
+
+    @classmethod
+    def of(cls, row: EventRow) -> "EventInfo":
+        return cls(
+            row.id, row.vendor, row.ticket_id, row.event_type, row.delivery_id, row.actor_id, row.status,
+            row.attempts, row.received_at, row.processed_at, row.last_error,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "vendor": self.vendor, "ticket_id": self.ticket_id, "event_type": self.event_type,
+            "delivery_id": self.delivery_id, "actor_id": self.actor_id, "status": self.status,
+            "attempts": self.attempts, "received_at": self.received_at.isoformat(),
+            "processed_at": self.processed_at.isoformat() if self.processed_at else None,
+            "last_error": self.last_error,
+        }
+
+
+def list_events(db: Database, *, status: str | None = None, limit: int = 100) -> list[EventInfo]:
+    with db.session() as session:
+        query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+        if status:
+            query = query.where(EventRow.status == status)
+        return [EventInfo.of(row) for row in session.scalars(query)]
+
+
+def count_by_status(db: Database) -> dict[str, int]:
+    with db.session() as session:
+        return dict(session.execute(select(EventRow.status, func.count()).group_by(EventRow.status)).all())
+
+
+def retry_dead(db: Database, ids: Iterable[int] | None = None) -> list[tuple[str, str]]:
+    """Dead letters back to pending with a fresh attempt budget; returns the tickets to enqueue."""
+    with db.session() as session:
+        query = select(EventRow).where(EventRow.status == "dead")
+        if ids is not None:
+            query = query.where(EventRow.id.in_(list(ids)))
+        rows = list(session.scalars(query))
+        tickets: set[tuple[str, str]] = set()
+        for row in rows:
+            row.status = "pending"
+            row.attempts = 0
+            row.next_attempt_at = None
+            row.lease_owner = None
+            row.lease_until = None
+            tickets.add((row.vendor, row.ticket_id))
+        return sorted(tickets)
+
+
+def add_hint(db: Database, vendor: str, ticket_id: str, reason: str, key: str, now: datetime | None = None) -> int | None:
+    """A synthetic event (catch-up scan, admin `reprocess`) so the normal pipeline looks at a ticket.
+    `key` deduplicates: the same hint twice is stored once. Returns the new event id or None."""
+    now = now or utcnow()
+    payload = json.dumps({"hint": reason, "vendor": vendor, "ticket_id": ticket_id, "key": key}).encode()
+    row = EventRow(
+        vendor=vendor, ticket_id=ticket_id, event_type=reason[:80], delivery_id=f"{reason}:{key}"[:200],
+        content_hash=content_hash(payload), actor_id=None, occurred_at=now, received_at=now, payload=payload,
+        status="pending", attempts=0,
+    )
+    try:
+        with db.session() as session:
+            session.add(row)
+            session.flush()
+            return row.id
+    except IntegrityError:
+        return None
+
+
+def requeue_expired(db: Database, now: datetime) -> list[tuple[str, str]]:
+    """Events whose worker died mid-pass (lease expired) go back to pending; returns their tickets."""
+    with db.session() as session:
+        tickets = session.execute(
+            select(EventRow.vendor, EventRow.ticket_id)
+            .where(EventRow.status == "processing", EventRow.lease_until < now)
+            .distinct()
+        ).all()
+        session.execute(
+            update(EventRow)
+            .where(EventRow.status == "processing", EventRow.lease_until < now)
+            .values(status="pending", lease_owner=None, lease_until=None)
+        )
+        return [tuple(t) for t in tickets]
+
+
+def stale_pending(db: Database, now: datetime, older_than: timedelta, limit: int = 1000) -> list[tuple[str, str]]:
+    """Tickets with pending events due for a (re)try that no task picked up for a while."""
+    cutoff = now - older_than
+    with db.session() as session:
+        rows = session.execute(
+            select(EventRow.vendor, EventRow.ticket_id)
+            .where(
+                EventRow.status == "pending",
+                EventRow.received_at <= cutoff,
+                or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now),
+            )
+            .distinct()
+            .limit(limit)
+        ).all()
+        return [tuple(r) for r in rows]
+
+
+def release_ticket_events(db: Database, vendor: str, ticket_id: str) -> int:
+    """SIGTERM: events an interrupted pass had claimed go back to pending at once."""
+    with db.session() as session:
+        return session.execute(
+            update(EventRow)
+            .where(EventRow.vendor == vendor, EventRow.ticket_id == ticket_id, EventRow.status == "processing")
+            .values(status="pending", lease_owner=None, lease_until=None)
+        ).rowcount or 0

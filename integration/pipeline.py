@@ -1,0 +1,717 @@
+"""The processing pass: one ticket, all of its pending events at once.
+
+    process_ticket(vendor, ticket_id, deps=deps)   # events -> fetch once, decide once, write once
+    fire_timer(timer_id, deps=deps)                # a due timer -> integration.clocks.on_timer
+    reconcile_once(deps)                           # expired leases, forgotten events, overdue timers
+
+Concurrency: a pass holds the lease `ticket:<vendor>:<id>` (table `leases`), renewed by a heartbeat
+while it runs, so one ticket is handled by one worker at a time; a task that finds the lease taken
+re-queues itself a moment later. Events are claimed (`pending -> processing`, `lease_until`) under
+that lease; a worker killed with -9 stops renewing, and the reconciler puts its events back to pending.
+
+Exactly-once writes on top of at-least-once delivery (the write-ahead intent):
+1. decide on a fresh snapshot; if the decision writes to the ticket, first COMMIT a `decisions` row
+   with status `applying` holding the decision and the state it leads to;
+2. call `connector.apply` (Zendesk refuses stale snapshots with 409 -> Conflict -> re-fetch, re-decide,
+   at most 3 times);
+3. COMMIT in one transaction: the decision row -> `applied` with the API result, the ticket state,
+   milestones/CSAT rows, timers, and the events -> `done`.
+A crash between 1 and 3 leaves an `applying` row. The next pass for the ticket (the events are still
+pending, so there is one) re-fetches the ticket and checks whether the intent's structured effects
+(priority, group, tags, fields: which the connectors write in the same request as the comment) are
+visible: if any is, the write happened -> the stored state is committed as `recovered` and the fresh
+decision (now empty) writes nothing; if none is, it did not happen -> `abandoned` and decided afresh.
+An intent that only adds a comment (reminders, cadence updates) cannot be checked and is taken as
+applied: at most once for a customer message, never twice.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from sqlalchemy import select, update
+
+from connectors.base import Conflict, Connector, NotFound, Permanent, RateLimited, Transient, Unauthorized
+from integration import timers as timer_host
+from integration.db import (
+    CsatRow,
+    Database,
+    DecisionRow,
+    EventRow,
+    MilestoneRow,
+    TicketStateRow,
+    TimerRow,
+    acquire_lease,
+    from_json,
+    release_lease,
+    to_json,
+    utcnow,
+)
+from integration.events import requeue_expired, stale_pending
+from integration.matrix_store import load_version
+from integration.model import Decision, Ticket, TicketState
+from matrix_config.loader import LoadedMatrix
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICT_ROUNDS = 3
+MAX_ROUNDS_PER_TASK = 3  # events that arrive during a pass are taken in the same task, a few times over
+RESOLVED = frozenset({"solved", "closed"})
+PERMANENT_ERRORS = (NotFound, Unauthorized, Permanent)
+
+# Test-only hooks (the end-to-end test kills a worker inside these windows).
+TEST_PASS_DELAY_ENV = "ESCALATION_TEST_PASS_DELAY"  # seconds to sleep after claiming events
+TEST_APPLY_DELAY_ENV = "ESCALATION_TEST_APPLY_DELAY"  # seconds to sleep between apply and the final commit
+
+
+@dataclass
+class PassDeps:
+    db: Database
+    connector_for: Callable[[str], Connector]
+    current_matrix: Callable[[], LoadedMatrix]
+    dry_run_for: Callable[[str], bool]
+    lease_seconds: float = 60.0
+    max_attempts: int = 8
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+    now: Callable[[], datetime] = utcnow
+    enqueue_ticket: Callable[[str, str, float | None], None] | None = None
+    enqueue_timer: Callable[[int, datetime | None], None] | None = None
+    decide: Callable[..., Decision] | None = None
+    next_state: Callable[[TicketState | None, Ticket, Decision], TicketState] | None = None
+    clocks: Any = field(default_factory=timer_host.clocks_module)
+    sleep: Callable[[float], None] = time.sleep
+
+    def engine_decide(self) -> Callable[..., Decision]:
+        if self.decide is None:
+            from integration.engine import decide
+
+            self.decide = decide
+        return self.decide
+
+    def engine_next_state(self) -> Callable[..., TicketState]:
+        if self.next_state is None:
+            from integration.engine import next_state
+
+            self.next_state = next_state
+        return self.next_state
+
+
+@dataclass
+class PassResult:
+    status: str  # busy | nothing | echo | done | retry | dead
+    decision_id: int | None = None
+    writes: int = 0
+    events: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+class AlreadyFired(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------ heartbeat
+class _Heartbeat:
+    """Renews the ticket lease and the claimed events' leases while a pass runs."""
+
+    def __init__(self, deps: PassDeps, lease_name: str, owner: str):
+        self.deps, self.lease_name, self.owner = deps, lease_name, owner
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease:{lease_name}", daemon=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        interval = max(self.deps.lease_seconds / 3.0, 0.2)
+        while not self._stop.wait(interval):
+            try:
+                now = self.deps.now()
+                acquire_lease(self.deps.db, self.lease_name, self.owner, self.deps.lease_seconds, now)
+                with self.deps.db.session() as session:
+                    session.execute(
+                        update(EventRow)
+                        .where(EventRow.lease_owner == self.owner, EventRow.status == "processing")
+                        .values(lease_until=now + timedelta(seconds=self.deps.lease_seconds))
+                    )
+            except Exception:  # noqa: BLE001 - a missed heartbeat only risks a duplicate pass, which is safe
+                log.warning("lease heartbeat failed for %s", self.lease_name, exc_info=True)
+
+
+def _test_delay(env: str) -> None:
+    value = os.environ.get(env)
+    if value:
+        time.sleep(float(value))
+
+
+def _short(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+# ------------------------------------------------------------------------------------ events pass
+@dataclass(frozen=True)
+class _Claimed:
+    id: int
+    actor_id: str | None
+    attempts: int
+
+
+def _claim(deps: PassDeps, vendor: str, ticket_id: str, owner: str) -> list[_Claimed]:
+    now = deps.now()
+    with deps.db.session() as session:
+        session.execute(
+            update(EventRow)
+            .where(
+                EventRow.vendor == vendor,
+                EventRow.ticket_id == ticket_id,
+                (
+                    (EventRow.status == "pending")
+                    & ((EventRow.next_attempt_at.is_(None)) | (EventRow.next_attempt_at <= now))
+                )
+                | ((EventRow.status == "processing") & (EventRow.lease_until < now)),
+            )
+            .values(
+                status="processing",
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=deps.lease_seconds),
+                attempts=EventRow.attempts + 1,
+            )
+        )
+        rows = session.execute(
+            select(EventRow.id, EventRow.actor_id, EventRow.attempts)
+            .where(EventRow.lease_owner == owner, EventRow.status == "processing")
+            .order_by(EventRow.id)
+        ).all()
+        return [_Claimed(*row) for row in rows]
+
+
+def _mark_events(session: Any, owner: str, ids: list[int], status: str, now: datetime, *,
+                 decision_id: int | None = None, error: str | None = None) -> None:
+    if not ids:
+        return
+    session.execute(
+        update(EventRow)
+        .where(EventRow.id.in_(ids), EventRow.lease_owner == owner, EventRow.status == "processing")
+        .values(status=status, processed_at=now, lease_owner=None, lease_until=None, decision_id=decision_id,
+                last_error=error)
+    )
+
+
+def process_ticket(vendor: str, ticket_id: str, *, deps: PassDeps) -> PassResult:
+    """Handle every pending event of one ticket in one pass. Safe to call any number of times."""
+    owner = uuid.uuid4().hex
+    lease_name = f"ticket:{vendor}:{ticket_id}"
+    if not acquire_lease(deps.db, lease_name, owner, deps.lease_seconds, deps.now()):
+        return PassResult("busy")
+    try:
+        with _Heartbeat(deps, lease_name, owner):
+            result = PassResult("nothing")
+            for _ in range(MAX_ROUNDS_PER_TASK):
+                claimed = _claim(deps, vendor, ticket_id, owner)
+                if not claimed:
+                    break
+                result = _handle_claimed(deps, vendor, ticket_id, owner, claimed)
+                if result.status in ("retry", "dead"):
+                    break
+            return result
+    finally:
+        release_lease(deps.db, lease_name, owner)
+
+
+def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, claimed: list[_Claimed]) -> PassResult:
+    ids = [c.id for c in claimed]
+    try:
+        connector = deps.connector_for(vendor)
+        own_id = connector.own_user_id()
+    except Exception as exc:  # noqa: BLE001 - building a connector can fail like any vendor call
+        return _failed(deps, vendor, ticket_id, owner, claimed, exc)
+    echoes = [c.id for c in claimed if own_id and c.actor_id and str(c.actor_id) == str(own_id)]
+    work = [c for c in claimed if c.id not in echoes]
+    if echoes:
+        with deps.db.session() as session:
+            _mark_events(session, owner, echoes, "done", deps.now(), error=None)
+        log.info("ticket %s:%s: %d event(s) were our own writes; no pass", vendor, ticket_id, len(echoes))
+    if not work:
+        return PassResult("echo", events=echoes)
+    _test_delay(TEST_PASS_DELAY_ENV)
+    work_ids = [c.id for c in work]
+
+    def decide_events(ticket: Ticket, state: TicketState | None, matrix: LoadedMatrix, now: datetime):
+        decision = deps.engine_decide()(ticket, state, matrix.matrix, now, version=matrix.version)
+        state_after = deps.engine_next_state()(state, ticket, decision)
+        if deps.clocks is not None and hasattr(deps.clocks, "track"):
+            state_after = deps.clocks.track(state_after, ticket, matrix.matrix, now)
+        return decision, state_after, None, ()
+
+    try:
+        result = _run_cycle(deps, connector, vendor, ticket_id, trigger="events", decide_fn=decide_events,
+                            event_ids=work_ids, owner=owner)
+    except Exception as exc:  # noqa: BLE001 - classified below: retry or dead letter
+        return _failed(deps, vendor, ticket_id, owner, work, exc)
+    result.events = echoes + work_ids
+    return result
+
+
+def _backoff(deps: PassDeps, attempts: int, error: BaseException) -> float:
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        return max(float(error.retry_after), 0.0)
+    delay = min(deps.backoff_base * (2 ** max(attempts - 1, 0)), deps.backoff_max)
+    return delay * random.uniform(0.8, 1.2)
+
+
+def _failed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, claimed: list[_Claimed],
+            error: BaseException) -> PassResult:
+    ids = [c.id for c in claimed]
+    attempts = max(c.attempts for c in claimed)
+    now = deps.now()
+    message = _short(error)
+    permanent = isinstance(error, PERMANENT_ERRORS)
+    if not permanent and not isinstance(error, (Transient, Conflict)):
+        log.error("ticket %s:%s: unexpected error in pass (attempt %d)", vendor, ticket_id, attempts, exc_info=error)
+    if permanent or attempts >= deps.max_attempts:
+        reason = message if permanent else f"gave up after {attempts} attempts: {message}"
+        with deps.db.session() as session:
+            _mark_events(session, owner, ids, "dead", now, error=reason)
+        log.warning("ticket %s:%s: %d event(s) dead-lettered: %s", vendor, ticket_id, len(ids), reason)
+        return PassResult("dead", events=ids, error=reason)
+    delay = _backoff(deps, attempts, error)
+    with deps.db.session() as session:
+        session.execute(
+            update(EventRow)
+            .where(EventRow.id.in_(ids), EventRow.lease_owner == owner, EventRow.status == "processing")
+            .values(status="pending", lease_owner=None, lease_until=None, last_error=message,
+                    next_attempt_at=now + timedelta(seconds=delay))
+        )
+    log.info("ticket %s:%s: attempt %d failed (%s); retry in %.1fs", vendor, ticket_id, attempts, message, delay)
+    if deps.enqueue_ticket is not None:
+        try:
+            deps.enqueue_ticket(vendor, ticket_id, delay)
+        except Exception:  # noqa: BLE001 - the reconciler re-enqueues due pending events
+            log.warning("could not enqueue retry for %s:%s", vendor, ticket_id, exc_info=True)
+    return PassResult("retry", events=ids, error=message)
+
+
+# ------------------------------------------------------------------------------------ the cycle
+DecideFn = Callable[[Ticket, TicketState | None, LoadedMatrix, datetime],
+                    tuple[Decision | None, TicketState, list | None, tuple[str, ...]]]
+
+
+def _pinned_matrix(deps: PassDeps, session: Any, state: TicketState | None, last_status: str | None,
+                   ticket: Ticket) -> LoadedMatrix:
+    """New tickets pin the current matrix; a ticket in flight keeps its version until it is resolved
+    (a reopened ticket starts over with the current one) or an admin re-pins it."""
+    current = deps.current_matrix()  # loaded (and stored) before the caller opened `session`
+    if state is None or not state.matrix_version or state.matrix_version == current.version:
+        return current
+    if last_status in RESOLVED and ticket.status not in RESOLVED:
+        return current
+    pinned = load_version(session, state.matrix_version)
+    if pinned is None:
+        log.warning("ticket %s:%s is pinned to matrix %s, which this database does not hold; using %s",
+                    ticket.vendor, ticket.id, state.matrix_version, current.version)
+        return current
+    return pinned
+
+
+def _load(deps: PassDeps, vendor: str, ticket_id: str, ticket: Ticket):
+    deps.current_matrix()  # may write the matrix version: never inside another open transaction (SQLite)
+    with deps.db.session() as session:
+        row = session.get(TicketStateRow, (vendor, ticket_id))
+        state = from_json(TicketState, row.state) if row is not None else None
+        last_status = row.status if row is not None else None
+        matrix = _pinned_matrix(deps, session, state, last_status, ticket)
+        intents = list(
+            session.scalars(
+                select(DecisionRow)
+                .where(DecisionRow.vendor == vendor, DecisionRow.ticket_id == ticket_id, DecisionRow.status == "applying")
+                .order_by(DecisionRow.id)
+            )
+        )
+        return state, matrix, intents
+
+
+def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str, *, trigger: str,
+               decide_fn: DecideFn, event_ids: list[int] | None = None, owner: str | None = None,
+               timer_id: int | None = None) -> PassResult:
+    ticket = connector.fetch_ticket(ticket_id)
+    state, matrix, intents = _load(deps, vendor, ticket_id, ticket)
+    for intent in intents:
+        state = _recover(deps, intent, ticket, state, matrix)
+    dry_run = deps.dry_run_for(vendor)
+    for _round in range(MAX_CONFLICT_ROUNDS):
+        now = deps.now()
+        decision, state_after, extra_timers, cancel_kinds = decide_fn(ticket, state, matrix, now)
+        writes = decision is not None and decision.writes_to_ticket
+        if not writes or dry_run:
+            status = "dry_run" if writes else "noop"
+            decision_id = _finalize(deps, None, status, decision, ticket, state, state_after, matrix, now,
+                                    trigger=trigger, event_ids=event_ids, owner=owner, timer_id=timer_id,
+                                    extra_timers=extra_timers, cancel_kinds=cancel_kinds, dry_run=dry_run)
+            return PassResult("done", decision_id=decision_id)
+        intent_id = _write_intent(deps, decision, state_after, matrix, trigger, ticket)
+        try:
+            result = connector.apply(ticket, decision)
+        except Conflict as exc:
+            _close_intent(deps, intent_id, "conflict", _short(exc))
+            log.info("ticket %s:%s changed under us (%s); re-fetching", vendor, ticket_id, exc)
+            ticket = connector.fetch_ticket(ticket_id)
+            continue
+        except PERMANENT_ERRORS as exc:
+            _close_intent(deps, intent_id, "failed", _short(exc))
+            raise
+        # Any other error leaves the intent `applying`: the write may or may not have reached the vendor,
+        # and the next pass finds out from the ticket itself.
+        _test_delay(TEST_APPLY_DELAY_ENV)
+        decision_id = _finalize(deps, intent_id, "applied", decision, ticket, state, state_after, matrix, now,
+                                trigger=trigger, event_ids=event_ids, owner=owner, timer_id=timer_id,
+                                extra_timers=extra_timers, cancel_kinds=cancel_kinds, dry_run=False,
+                                api_result=result)
+        return PassResult("done", decision_id=decision_id, writes=result.writes)
+    raise Transient(f"ticket {ticket_id} kept changing: {MAX_CONFLICT_ROUNDS} conflicts in a row")
+
+
+def _direction(matrix: LoadedMatrix, from_level: str | None, to_level: str | None) -> str | None:
+    if not to_level:
+        return None
+    if not from_level:
+        return "placed"
+    try:
+        a, b = matrix.matrix.level_index(from_level), matrix.matrix.level_index(to_level)
+    except KeyError:
+        return "same" if from_level == to_level else "up"
+    return "up" if b > a else "down" if b < a else "same"
+
+
+def _decision_row(decision: Decision, matrix: LoadedMatrix, trigger: str, ticket: Ticket, status: str,
+                  state_after: TicketState | None, dry_run: bool) -> DecisionRow:
+    issue_type = ticket.fields.get("issue_type") if ticket.fields else None
+    return DecisionRow(
+        vendor=decision.vendor or ticket.vendor,
+        ticket_id=decision.ticket_id or ticket.id,
+        decided_at=decision.decided_at,
+        trigger=trigger[:80],
+        from_level=decision.from_level,
+        to_level=decision.to_level,
+        direction=_direction(matrix, decision.from_level, decision.to_level),
+        issue_type=str(issue_type) if issue_type is not None else None,
+        reason=decision.reason or "",
+        rule_id=decision.rule_id,
+        matrix_version=decision.matrix_version or matrix.version,
+        decision=to_json(decision),
+        state_after=to_json(state_after) if state_after is not None else None,
+        status=status,
+        writes=0,
+        dry_run=dry_run,
+    )
+
+
+def _write_intent(deps: PassDeps, decision: Decision, state_after: TicketState, matrix: LoadedMatrix,
+                  trigger: str, ticket: Ticket) -> int:
+    with deps.db.session() as session:
+        row = _decision_row(decision, matrix, trigger, ticket, "applying", state_after, dry_run=False)
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _close_intent(deps: PassDeps, intent_id: int, status: str, error: str | None) -> None:
+    with deps.db.session() as session:
+        session.execute(
+            update(DecisionRow).where(DecisionRow.id == intent_id)
+            .values(status=status, error=error, finished_at=deps.now())
+        )
+
+
+def _visible(ticket: Ticket, decision: Decision) -> bool | None:
+    """Whether the decision's structured effects show on the ticket: True if any does, False if none
+    does, None if the decision has none to check (a comment only)."""
+    checks: list[bool] = []
+    if decision.priority:
+        checks.append(ticket.priority == decision.priority)
+    if decision.owner_group:
+        checks.append(ticket.group == decision.owner_group)
+    for tag in decision.add_tags:
+        checks.append(tag in ticket.tags)
+    for tag in decision.remove_tags:
+        checks.append(tag not in ticket.tags)
+    for name, value in (decision.field_updates or {}).items():
+        checks.append(str(ticket.fields.get(name)) == str(value) if value is not None else ticket.fields.get(name) is None)
+    if not checks:
+        return None
+    return any(checks)
+
+
+def _recover(deps: PassDeps, intent: DecisionRow, ticket: Ticket, state: TicketState | None,
+             matrix: LoadedMatrix) -> TicketState | None:
+    decision = from_json(Decision, intent.decision)
+    visible = _visible(ticket, decision)
+    now = deps.now()
+    if visible is False:
+        _close_intent(deps, intent.id, "abandoned", "crashed before the write reached the vendor")
+        log.warning("ticket %s:%s: unfinished decision %d was not applied; deciding afresh",
+                    ticket.vendor, ticket.id, intent.id)
+        return state
+    state_after = from_json(TicketState, intent.state_after) if intent.state_after else state
+    timer_id = None
+    if intent.trigger.startswith("timer:"):
+        try:
+            timer_id = int(intent.trigger.split(":", 1)[1])
+        except ValueError:
+            timer_id = None
+    log.warning("ticket %s:%s: unfinished decision %d %s; completing it without writing again",
+                ticket.vendor, ticket.id, intent.id,
+                "was applied" if visible else "wrote only a comment (assumed sent)")
+    try:
+        _finalize(deps, intent.id, "recovered", decision, ticket, state, state_after, matrix, now,
+                  trigger=intent.trigger, event_ids=None, owner=None, timer_id=timer_id,
+                  extra_timers=None, cancel_kinds=(), dry_run=False, api_result=None,
+                  plan=timer_id is None)
+    except AlreadyFired:
+        _close_intent(deps, intent.id, "recovered", None)
+    return state_after
+
+
+# ------------------------------------------------------------------------------------ final commit
+def _normalize_csat(raw: str) -> float | None:
+    text = str(raw).strip().lower()
+    if text in ("good", "positive", "satisfied"):
+        return 1.0
+    if text in ("bad", "negative", "dissatisfied"):
+        return 0.0
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if 1 <= number <= 5:
+        return (number - 1) / 4
+    return None
+
+
+def _finalize(deps: PassDeps, intent_id: int | None, status: str, decision: Decision | None, ticket: Ticket,
+              state_before: TicketState | None, state_after: TicketState, matrix: LoadedMatrix, now: datetime,
+              *, trigger: str, event_ids: list[int] | None, owner: str | None, timer_id: int | None,
+              extra_timers: list | None, cancel_kinds: tuple[str, ...], dry_run: bool,
+              api_result: Any = None, plan: bool = True) -> int | None:
+    vendor, ticket_id = ticket.vendor, ticket.id
+    with deps.db.session() as session:
+        if timer_id is not None and not timer_host.mark_fired(session, timer_id, now):
+            raise AlreadyFired(timer_id)
+        decision_id = intent_id
+        if intent_id is not None:
+            row = session.get(DecisionRow, intent_id)
+            row.status = status
+            row.finished_at = now
+            if api_result is not None:
+                row.writes = api_result.writes
+                row.api_result = {"writes": api_result.writes, "requests": list(api_result.requests)[:50],
+                                  "dry_run": api_result.dry_run}
+        elif decision is not None and not decision.is_empty:
+            row = _decision_row(decision, matrix, trigger, ticket, status, state_after, dry_run)
+            row.finished_at = now
+            session.add(row)
+            session.flush()
+            decision_id = row.id
+
+        state_row = session.get(TicketStateRow, (vendor, ticket_id))
+        previous_satisfaction = state_row.satisfaction if state_row is not None else None
+        was_escalated = bool(state_row.escalated) if state_row is not None else False
+        if state_row is None:
+            state_row = TicketStateRow(vendor=vendor, ticket_id=ticket_id, first_seen_at=now, state={})
+            session.add(state_row)
+        before = state_before or TicketState(vendor=vendor, ticket_id=ticket_id)
+        escalated = was_escalated or (
+            decision is not None and _direction(matrix, decision.from_level, decision.to_level) == "up"
+        )
+        issue_type = ticket.fields.get("issue_type") if ticket.fields else None
+        state_row.state = to_json(state_after)
+        state_row.level = state_after.level
+        state_row.entered_level_at = state_after.entered_level_at
+        state_row.matrix_version = state_after.matrix_version or matrix.version
+        state_row.rule_id = state_after.rule_id
+        state_row.bypassed = bool(state_after.bypassed)
+        state_row.pending_level = state_after.pending_level
+        state_row.data_requested = list(state_after.data_requested)
+        state_row.milestones = to_json(dict(state_after.milestones))
+        state_row.last_public_update_at = state_after.last_public_update_at
+        state_row.issue_type = str(issue_type) if issue_type is not None else None
+        state_row.organization = ticket.organization
+        state_row.status = ticket.status
+        state_row.priority = ticket.priority
+        state_row.created_at = ticket.created_at
+        state_row.escalated = escalated
+        state_row.updated_at = now
+        if ticket.satisfaction:
+            state_row.satisfaction = str(ticket.satisfaction)[:16]
+
+        # Milestones met at the (new) current level entry: time to acknowledge / diagnose / ...
+        same_entry = (before.level, before.entered_level_at) == (state_after.level, state_after.entered_level_at)
+        if state_after.level and state_after.entered_level_at:
+            for clock, met_at in (state_after.milestones or {}).items():
+                if same_entry and clock in (before.milestones or {}):
+                    continue
+                exists = session.scalars(
+                    select(MilestoneRow.id).where(
+                        MilestoneRow.vendor == vendor, MilestoneRow.ticket_id == ticket_id,
+                        MilestoneRow.level == state_after.level,
+                        MilestoneRow.entered_level_at == state_after.entered_level_at, MilestoneRow.clock == clock,
+                    )
+                ).first()
+                if exists is None:
+                    session.add(MilestoneRow(
+                        vendor=vendor, ticket_id=ticket_id, level=state_after.level,
+                        issue_type=state_row.issue_type, clock=clock,
+                        entered_level_at=state_after.entered_level_at, met_at=met_at,
+                        elapsed_seconds=max((met_at - state_after.entered_level_at).total_seconds(), 0.0),
+                    ))
+
+        if ticket.satisfaction and str(ticket.satisfaction) != (previous_satisfaction or ""):
+            score = _normalize_csat(ticket.satisfaction)
+            if score is not None:
+                session.add(CsatRow(
+                    vendor=vendor, ticket_id=ticket_id, score_raw=str(ticket.satisfaction)[:16], score=score,
+                    rated_at=ticket.updated_at or now, level=state_after.level, issue_type=state_row.issue_type,
+                    escalated=was_escalated,
+                ))
+
+        # Timers: leaving a level or resolving cancels the old level's timers; clocks plans new ones.
+        if before.level and before.level != state_after.level:
+            timer_host.cancel(session, vendor, ticket_id, except_level=state_after.level or "")
+        if ticket.status in RESOLVED:
+            timer_host.cancel(session, vendor, ticket_id)
+        if cancel_kinds:
+            timer_host.cancel(session, vendor, ticket_id, kinds=cancel_kinds)
+        specs = list(extra_timers or [])
+        if plan and deps.clocks is not None and extra_timers is None and hasattr(deps.clocks, "plan_timers"):
+            specs += deps.clocks.plan_timers(state_before, state_after, decision, ticket, matrix.matrix, now)
+        for spec in specs:
+            timer_host.schedule(session, spec)
+
+        if event_ids and owner:
+            _mark_events(session, owner, event_ids, "done", now, decision_id=decision_id)
+    return decision_id
+
+
+# ------------------------------------------------------------------------------------ timers
+def fire_timer(timer_id: int, *, deps: PassDeps) -> str:
+    """Run one due timer (exactly once: see integration.timers). Returns what happened."""
+    now = deps.now()
+    with deps.db.session() as session:
+        row = session.get(TimerRow, timer_id)
+        if row is None or row.status != "pending":
+            return "skipped"
+        spec = timer_host.as_spec(row)
+    if spec.due_at > now + timedelta(seconds=1):
+        if deps.enqueue_timer is not None:
+            deps.enqueue_timer(timer_id, spec.due_at)
+        return "early"
+    owner = uuid.uuid4().hex
+    lease_name = f"ticket:{spec.vendor}:{spec.ticket_id}"
+    if not acquire_lease(deps.db, lease_name, owner, deps.lease_seconds, now):
+        if deps.enqueue_timer is not None:
+            deps.enqueue_timer(timer_id, now + timedelta(seconds=2))
+        return "busy"
+    try:
+        with _Heartbeat(deps, lease_name, owner):
+            return _fire(deps, spec)
+    finally:
+        release_lease(deps.db, lease_name, owner)
+
+
+def _fire(deps: PassDeps, spec: timer_host.TimerSpec) -> str:
+    clocks = deps.clocks
+
+    def decide_timer(ticket: Ticket, state: TicketState | None, matrix: LoadedMatrix, now: datetime):
+        current = state or TicketState(vendor=spec.vendor, ticket_id=spec.ticket_id)
+        if clocks is None or not hasattr(clocks, "on_timer"):
+            return None, current, [], ()
+        outcome = clocks.on_timer(spec, ticket, current, matrix.matrix, now)
+        state_after = outcome.state if outcome.state is not None else current
+        return outcome.decision, state_after, list(outcome.schedule or []), tuple(outcome.cancel_kinds or ())
+
+    try:
+        connector = deps.connector_for(spec.vendor)
+        _run_cycle(deps, connector, spec.vendor, spec.ticket_id, trigger=f"timer:{spec.timer_id}",
+                   decide_fn=decide_timer, timer_id=spec.timer_id)
+        return "fired"
+    except AlreadyFired:
+        return "skipped"
+    except Exception as exc:  # noqa: BLE001 - retried with backoff, or given up on
+        now = deps.now()
+        with deps.db.session() as session:
+            row = session.get(TimerRow, spec.timer_id)
+            row.attempts += 1
+            row.last_error = _short(exc)
+            attempts = row.attempts
+            if isinstance(exc, PERMANENT_ERRORS) or attempts >= deps.max_attempts:
+                row.status = "failed"
+        if isinstance(exc, PERMANENT_ERRORS) or attempts >= deps.max_attempts:
+            log.warning("timer %s failed for good: %s", spec.timer_id, _short(exc))
+            return "failed"
+        if not isinstance(exc, (Transient, Conflict)):
+            log.error("timer %s: unexpected error", spec.timer_id, exc_info=exc)
+        delay = _backoff(deps, attempts, exc)
+        if deps.enqueue_timer is not None:
+            deps.enqueue_timer(spec.timer_id, now + timedelta(seconds=delay))
+        return "retry"
+
+
+# ------------------------------------------------------------------------------------ reconciler
+@dataclass
+class ReconcileReport:
+    expired: int = 0
+    forgotten: int = 0
+    timers: int = 0
+
+    def __str__(self) -> str:
+        return (f"re-enqueued {self.expired} ticket(s) with expired leases, {self.forgotten} with waiting events; "
+                f"fired {self.timers} overdue timer(s)")
+
+
+def reconcile_once(deps: PassDeps, *, pending_grace: timedelta = timedelta(seconds=10),
+                   fire_inline: bool = False) -> ReconcileReport:
+    """Turn the database's truth back into queue tasks: events whose worker died (lease expired),
+    pending events no task is coming for, and overdue timers whose task was lost."""
+    now = deps.now()
+    report = ReconcileReport()
+    expired = requeue_expired(deps.db, now)
+    forgotten = [t for t in stale_pending(deps.db, now, pending_grace) if t not in set(expired)]
+    for vendor, ticket_id in expired + forgotten:
+        if fire_inline or deps.enqueue_ticket is None:
+            process_ticket(vendor, ticket_id, deps=deps)
+        else:
+            deps.enqueue_ticket(vendor, ticket_id, None)
+    report.expired, report.forgotten = len(expired), len(forgotten)
+    with deps.db.session() as session:
+        due = [row.id for row in timer_host.overdue(session, now)]
+    for timer_id in due:
+        if fire_inline or deps.enqueue_timer is None:
+            fire_timer(timer_id, deps=deps)
+        else:
+            deps.enqueue_timer(timer_id, None)
+    report.timers = len(due)
+    return report
+
+
+def repin(db: Database, vendor: str, ticket_id: str, version: str) -> None:
+    """Admin: decide this ticket with another stored matrix version from now on."""
+    with db.session() as session:
+        if load_version(session, version) is None:
+            raise KeyError(f"matrix version {version} is not stored; load it once (escalation migrate / worker)")
+        row = session.get(TicketStateRow, (vendor, ticket_id))
+        if row is None:
+            raise KeyError(f"no state for {vendor} ticket {ticket_id}")
+        state = from_json(TicketState, row.state).with_(matrix_version=version)
+        row.state = to_json(state)
+        row.matrix_version = version

@@ -1,0 +1,280 @@
+"""The runtime that ties settings, database, queue, matrix and connectors together, the huey tasks,
+and the periodic jobs a worker runs.
+
+Tasks (registered on the Runtime's huey instance):
+- `process_ticket(vendor, ticket_id)`: one pass over every pending event of the ticket (coalesced: a
+  burst of five events is claimed by the first task; the other four find nothing and return).
+- `fire_timer(timer_id)`: one due timer.
+
+Periodic jobs (reconciler every RECONCILE_INTERVAL_SECONDS, catch-up scan every SCAN_INTERVAL_SECONDS)
+run in a ticker thread of each `escalation worker`; a lease row (`periodic:reconcile`,
+`periodic:scan`) makes exactly one consumer run each, and another takes over when that one stops.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from huey import Huey
+from huey.signals import SIGNAL_INTERRUPTED
+
+from connectors.base import Connector
+from connectors.registry import VENDOR_MODULES, build_connector, is_offline
+from integration import timers as timer_host
+from integration.db import Database, LeaseRow, WatermarkRow, acquire_lease, get_database, release_lease, utcnow
+from integration.events import add_hint, release_ticket_events
+from integration.matrix_store import load_current, store_version
+from integration.pipeline import PassDeps, ReconcileReport, fire_timer, process_ticket, reconcile_once
+from integration.queue import build_huey, ping
+from integration.settings import Settings
+from matrix_config.loader import LoadedMatrix
+
+log = logging.getLogger(__name__)
+
+BUSY_RETRY_SECONDS = 2.0
+SCAN_BATCH = 1000
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: Database | None = None,
+        huey: Huey | None = None,
+        connector_factory: Any = None,
+        migrate: bool = True,
+        **deps_overrides: Any,
+    ):
+        self.settings = settings
+        self.db = db or get_database(settings.database_url, migrate=migrate)
+        self.huey = huey or build_huey(settings.queue_url)
+        self._connector_factory = connector_factory
+        self._connectors: dict[str, Connector] = {}
+        self._matrix: LoadedMatrix | None = None
+        self._lock = threading.Lock()
+        self._deps_overrides = deps_overrides
+        self._register_tasks()
+        timer_host.set_enqueuer(self.enqueue_timer)
+
+    # ------------------------------------------------------------------ parts
+    def matrix(self) -> LoadedMatrix:
+        with self._lock:
+            if self._matrix is None:
+                loaded, source = load_current(self.settings.matrix_path)
+                with self.db.session() as session:
+                    store_version(session, loaded, source)
+                self._matrix = loaded
+            return self._matrix
+
+    def connector(self, vendor: str) -> Connector:
+        with self._lock:
+            connector = self._connectors.get(vendor)
+        if connector is None:
+            if self._connector_factory is not None:
+                connector = self._connector_factory(vendor)
+            else:
+                connector = build_connector(vendor, self.settings, self.matrix().matrix, db=self.db)
+            with self._lock:
+                connector = self._connectors.setdefault(vendor, connector)
+        return connector
+
+    def dry_run(self, vendor: str) -> bool:
+        connector = self.connector(vendor)
+        if is_offline(connector):
+            return True  # nothing could be written anyway
+        if self.settings.dry_run is not None:
+            return self.settings.dry_run
+        return False
+
+    def deps(self) -> PassDeps:
+        values = dict(
+            db=self.db,
+            connector_for=self.connector,
+            current_matrix=self.matrix,
+            dry_run_for=self.dry_run,
+            lease_seconds=float(self.settings.lease_seconds),
+            max_attempts=self.settings.max_attempts,
+            enqueue_ticket=self.enqueue_ticket,
+            enqueue_timer=self.enqueue_timer,
+        )
+        values.update(self._deps_overrides)
+        return PassDeps(**values)
+
+    # ------------------------------------------------------------------ queue
+    def _register_tasks(self) -> None:
+        huey = self.huey
+
+        @huey.task(name="process_ticket")
+        def process_ticket_task(vendor: str, ticket_id: str) -> None:
+            result = process_ticket(vendor, ticket_id, deps=self.deps())
+            if result.status == "busy":
+                self.enqueue_ticket(vendor, ticket_id, BUSY_RETRY_SECONDS)
+
+        @huey.task(name="fire_timer")
+        def fire_timer_task(timer_id: int) -> None:
+            fire_timer(timer_id, deps=self.deps())
+
+        @huey.signal(SIGNAL_INTERRUPTED)
+        def requeue_interrupted(signal: str, task: Any, *args: Any, **kwargs: Any) -> None:
+            # SIGTERM after SHUTDOWN_TIMEOUT_SECONDS: give the interrupted work back at once instead of
+            # waiting for its lease to expire.
+            try:
+                if task.name == "process_ticket":
+                    vendor, ticket_id = task.args
+                    release_ticket_events(self.db, vendor, ticket_id)
+                    with self.db.session() as session:
+                        lease = session.get(LeaseRow, f"ticket:{vendor}:{ticket_id}")
+                        if lease is not None:
+                            session.delete(lease)
+                    self.enqueue_ticket(vendor, ticket_id)
+                elif task.name == "fire_timer":
+                    self.enqueue_timer(task.args[0])
+                log.info("re-enqueued interrupted task %s%s", task.name, task.args)
+            except Exception:  # noqa: BLE001 - the reconciler recovers it once the lease expires
+                log.warning("could not re-enqueue interrupted task %s", task.name, exc_info=True)
+
+        self.process_task = process_ticket_task
+        self.timer_task = fire_timer_task
+
+    def enqueue_ticket(self, vendor: str, ticket_id: str, delay: float | None = None) -> None:
+        if delay:
+            self.process_task.schedule((vendor, ticket_id), delay=delay)
+        else:
+            self.process_task(vendor, ticket_id)
+
+    def enqueue_timer(self, timer_id: int, eta: datetime | None = None) -> None:
+        if eta is not None and eta > utcnow():
+            self.timer_task.schedule((timer_id,), eta=eta)
+        else:
+            self.timer_task(timer_id)
+
+    # ------------------------------------------------------------------ health
+    def queue_health(self) -> str:
+        return ping(self.huey)
+
+    def matrix_health(self) -> str:
+        try:
+            return "ok" if self.matrix() is not None else "not loaded"
+        except Exception as exc:  # noqa: BLE001 - health probe
+            return f"invalid: {type(exc).__name__}"
+
+    # ------------------------------------------------------------------ periodic jobs
+    def reconcile(self, *, inline: bool = False) -> ReconcileReport:
+        return reconcile_once(self.deps(), pending_grace=timedelta(seconds=self.settings.reconcile_interval_seconds),
+                              fire_inline=inline)
+
+    def catch_up_scan(self, *, inline: bool = False) -> int:
+        """Hint every ticket the vendor reports changed since the stored watermark (the normal pass then
+        runs on it). Returns the number of tickets hinted."""
+        hinted = 0
+        for vendor in VENDOR_MODULES:
+            try:
+                connector = self.connector(vendor)
+            except Exception:  # noqa: BLE001 - one vendor's misconfiguration must not stop the other's scan
+                log.warning("catch-up scan: no %s connector", vendor, exc_info=True)
+                continue
+            if is_offline(connector):
+                continue
+            name = f"scan:{vendor}"
+            with self.db.session() as session:
+                row = session.get(WatermarkRow, name)
+                watermark = row.value if row else None
+            latest = watermark
+            try:
+                for count, (ticket_id, mark) in enumerate(connector.changed_since(watermark), start=1):
+                    if add_hint(self.db, vendor, str(ticket_id), "scan", key=f"{ticket_id}@{mark}") is not None:
+                        hinted += 1
+                        if inline:
+                            process_ticket(vendor, str(ticket_id), deps=self.deps())
+                        else:
+                            self.enqueue_ticket(vendor, str(ticket_id))
+                    latest = mark
+                    if count % 100 == 0:
+                        self._save_watermark(name, latest)
+                    if count >= SCAN_BATCH:
+                        break
+            except Exception:  # noqa: BLE001 - the next scan starts from the last saved watermark
+                log.warning("catch-up scan of %s stopped early", vendor, exc_info=True)
+            if latest is not None and latest != watermark:
+                self._save_watermark(name, latest)
+        return hinted
+
+    def _save_watermark(self, name: str, value: str) -> None:
+        with self.db.session() as session:
+            row = session.get(WatermarkRow, name)
+            if row is None:
+                session.add(WatermarkRow(name=name, value=value, updated_at=utcnow()))
+            else:
+                row.value, row.updated_at = value, utcnow()
+
+
+class PeriodicJobs:
+    """The ticker thread of one worker process. Each job runs only while this process holds its lease."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.owner = f"{uuid.uuid4().hex[:12]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="periodic", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for name in ("periodic:reconcile", "periodic:scan"):
+            try:
+                release_lease(self.runtime.db, name, self.owner)
+            except Exception:  # noqa: BLE001 - expires on its own
+                pass
+
+    def _job(self, name: str, interval: float, job: Any) -> None:
+        if acquire_lease(self.runtime.db, name, self.owner, interval * 3):
+            job()
+
+    def _run(self) -> None:
+        settings = self.runtime.settings
+        reconcile_every = float(settings.reconcile_interval_seconds)
+        scan_every = float(settings.scan_interval_seconds)
+        next_reconcile = 0.0
+        next_scan = 0.0
+        import time
+
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_reconcile:
+                    next_reconcile = now + reconcile_every
+                    self._job("periodic:reconcile", reconcile_every, self._reconcile)
+                if now >= next_scan:
+                    next_scan = now + scan_every
+                    self._job("periodic:scan", scan_every, self.runtime.catch_up_scan)
+            except Exception:  # noqa: BLE001 - keep ticking
+                log.warning("periodic job failed", exc_info=True)
+            self._stop.wait(min(max(next_reconcile, now) - time.monotonic(), 1.0) if next_reconcile else 1.0)
+
+    def _reconcile(self) -> None:
+        report = self.runtime.reconcile()
+        if report.expired or report.forgotten or report.timers:
+            log.info("reconciler: %s", report)
+
+
+_runtimes: dict[tuple[str, str, str], Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def get_runtime(settings: Settings | None = None) -> Runtime:
+    """The process-wide Runtime for these settings (web process: the sink; CLI; worker)."""
+    settings = settings or Settings()
+    key = (settings.database_url, settings.queue_url, settings.matrix_path)
+    with _runtimes_lock:
+        runtime = _runtimes.get(key)
+        if runtime is None:
+            runtime = Runtime(settings)
+            _runtimes[key] = runtime
+        return runtime

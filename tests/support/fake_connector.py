@@ -1,0 +1,237 @@
+"""A fake helpdesk behind the Connector interface, for pipeline tests and the end-to-end process test.
+
+Tickets live in a store: in memory (`MemoryStore`) or as JSON files in a directory (`FileStore`, shared
+between processes, guarded by a file lock). Every apply is appended to the store's write log, so a
+test can count exactly what reached the "vendor". Writes check the snapshot's version token like
+Zendesk's safe_update: a stale snapshot raises Conflict.
+
+`ESCALATION_TEST_CONNECTOR=tests.support.fake_connector:from_env` with
+`ESCALATION_FAKE_VENDOR_DIR=/some/dir` makes every worker process use a FileStore there.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from connectors.base import ApplyResult, Conflict, NotFound
+from integration.model import Decision, Person, Ticket
+
+BOT_USER_ID = "integration-bot"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def ticket_record(ticket_id: str, **overrides: Any) -> dict[str, Any]:
+    record = {
+        "id": str(ticket_id),
+        "subject": f"Ticket {ticket_id}",
+        "status": "open",
+        "priority": "normal",
+        "tags": [],
+        "group": None,
+        "organization": "acme",
+        "requester": {"id": "cust-1", "name": "Casey Customer", "email": "casey@example.com"},
+        "fields": {},
+        "created_at": "2026-11-27T09:00:00+00:00",
+        "updated_at": "2026-11-27T09:00:00+00:00",
+        "first_public_agent_reply_at": None,
+        "last_public_agent_reply_at": None,
+        "satisfaction": None,
+        "version": 1,
+    }
+    record.update(overrides)
+    return record
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.tickets: dict[str, dict[str, Any]] = {}
+        self.log: list[dict[str, Any]] = []
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        yield
+
+    def load(self, ticket_id: str) -> dict[str, Any] | None:
+        record = self.tickets.get(str(ticket_id))
+        return json.loads(json.dumps(record)) if record else None
+
+    def save(self, record: dict[str, Any]) -> None:
+        self.tickets[str(record["id"])] = json.loads(json.dumps(record))
+
+    def append_write(self, entry: dict[str, Any]) -> None:
+        self.log.append(entry)
+
+    def writes(self) -> list[dict[str, Any]]:
+        return list(self.log)
+
+
+class FileStore:
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        (self.directory / "tickets").mkdir(parents=True, exist_ok=True)
+        self._lock_path = self.directory / ".lock"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with open(self._lock_path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _path(self, ticket_id: str) -> Path:
+        return self.directory / "tickets" / f"{ticket_id}.json"
+
+    def load(self, ticket_id: str) -> dict[str, Any] | None:
+        path = self._path(str(ticket_id))
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save(self, record: dict[str, Any]) -> None:
+        path = self._path(str(record["id"]))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+    def append_write(self, entry: dict[str, Any]) -> None:
+        with open(self.directory / "writes.jsonl", "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def writes(self) -> list[dict[str, Any]]:
+        path = self.directory / "writes.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class FakeConnector:
+    vendor: str
+    store: Any = field(default_factory=MemoryStore)
+    user_id: str | None = BOT_USER_ID
+    # Failure injection (memory tests): exceptions raised by the next calls, in order.
+    fetch_failures: list[BaseException] = field(default_factory=list)
+    apply_failures: list[BaseException] = field(default_factory=list)
+    # Called after a successful write, before apply returns (simulate a crash right after the vendor call).
+    after_write: Callable[[dict[str, Any]], None] | None = None
+    fetch_count: int = 0
+    # Changes made "by an agent" between our fetch and our write (conflict tests): applied once per call.
+    concurrent_edits: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    changed: list[tuple[str, str]] = field(default_factory=list)  # for changed_since
+
+    # ---- test helpers
+    def put(self, ticket_id: str, **overrides: Any) -> dict[str, Any]:
+        record = ticket_record(ticket_id, **overrides)
+        with self.store.locked():
+            self.store.save(record)
+        return record
+
+    def edit(self, ticket_id: str, change: Callable[[dict[str, Any]], None]) -> None:
+        with self.store.locked():
+            record = self.store.load(ticket_id)
+            change(record)
+            record["version"] += 1
+            self.store.save(record)
+
+    def writes(self, ticket_id: str | None = None) -> list[dict[str, Any]]:
+        return [w for w in self.store.writes() if ticket_id is None or w["ticket_id"] == str(ticket_id)]
+
+    def replies(self, ticket_id: str | None = None) -> list[str]:
+        return [w["public_reply"] for w in self.writes(ticket_id) if w.get("public_reply")]
+
+    # ---- Connector
+    def fetch_ticket(self, ticket_id: str) -> Ticket:
+        self.fetch_count += 1
+        if self.fetch_failures:
+            raise self.fetch_failures.pop(0)
+        record = self.store.load(str(ticket_id))
+        if record is None:
+            raise NotFound(f"ticket {ticket_id} not found")
+        requester = record.get("requester") or {}
+        return Ticket(
+            vendor=self.vendor,
+            id=str(record["id"]),
+            subject=record.get("subject", ""),
+            status=record.get("status", "open"),
+            priority=record.get("priority"),
+            tags=frozenset(record.get("tags") or ()),
+            organization=record.get("organization"),
+            group=record.get("group"),
+            requester=Person(requester.get("id"), requester.get("name"), requester.get("email")),
+            fields=dict(record.get("fields") or {}),
+            created_at=_time(record.get("created_at")),
+            updated_at=_time(record.get("updated_at")),
+            first_public_agent_reply_at=_time(record.get("first_public_agent_reply_at")),
+            last_public_agent_reply_at=_time(record.get("last_public_agent_reply_at")),
+            satisfaction=record.get("satisfaction"),
+            version_token=str(record["version"]),
+        )
+
+    def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
+        if self.apply_failures:
+            raise self.apply_failures.pop(0)
+        if not decision.writes_to_ticket:
+            return ApplyResult(writes=0)
+        with self.store.locked():
+            record = self.store.load(ticket.id)
+            if record is None:
+                raise NotFound(f"ticket {ticket.id} not found")
+            if self.concurrent_edits:
+                self.concurrent_edits.pop(0)(record)
+                record["version"] += 1
+                self.store.save(record)
+            if str(record["version"]) != ticket.version_token:
+                raise Conflict(f"ticket {ticket.id} changed since it was read")
+            if decision.priority:
+                record["priority"] = decision.priority
+            if decision.owner_group:
+                record["group"] = decision.owner_group
+            tags = (set(record.get("tags") or ()) - set(decision.remove_tags)) | set(decision.add_tags)
+            record["tags"] = sorted(tags)
+            record["fields"] = {**(record.get("fields") or {}), **dict(decision.field_updates)}
+            record["version"] += 1
+            record["updated_at"] = datetime.now(timezone.utc).isoformat()
+            self.store.save(record)
+            entry = {
+                "ticket_id": ticket.id,
+                "pid": os.getpid(),
+                "at": record["updated_at"],
+                "to_level": decision.to_level,
+                "public_reply": decision.public_reply,
+                "internal_note": decision.internal_note,
+                "priority": decision.priority,
+                "add_tags": list(decision.add_tags),
+                "field_updates": {k: str(v) for k, v in decision.field_updates.items()},
+            }
+            self.store.append_write(entry)
+        if self.after_write is not None:
+            self.after_write(entry)
+        return ApplyResult(writes=1, requests=[{"method": "PUT", "path": f"/tickets/{ticket.id}", "status": 200}])
+
+    def own_user_id(self) -> str | None:
+        return self.user_id
+
+    def changed_since(self, watermark: str | None) -> Iterator[tuple[str, str]]:
+        for ticket_id, mark in self.changed:
+            if watermark is None or mark > watermark:
+                yield ticket_id, mark
+
+
+def from_env(vendor: str, settings: Any, matrix: Any) -> FakeConnector:
+    """Factory for ESCALATION_TEST_CONNECTOR: a FileStore in ESCALATION_FAKE_VENDOR_DIR."""
+    return FakeConnector(vendor=vendor, store=FileStore(os.environ["ESCALATION_FAKE_VENDOR_DIR"]))
