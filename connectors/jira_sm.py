@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
+from jira.resilientsession import ResilientSession
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -465,9 +466,10 @@ def _translate_http_error(method: str, path: str, response: requests.Response, r
     if status == 429 or (status == 503 and retry_after is not None):
         return RateLimited(message, retry_after=retry_after)
     if status in (401, 403):
-        # Jira's 401 body is generic; say what to check without echoing anything we sent.
+        # Never the request's headers; Jira's own text only after the email and token are redacted from it.
         return Unauthorized(f"jira {method} {path}: HTTP {status}: credentials rejected or not permitted "
-                            "(check JIRA_EMAIL / JIRA_API_TOKEN and the API user's project permissions)")
+                            "(check JIRA_EMAIL / JIRA_API_TOKEN and the API user's project permissions)"
+                            + (f": {detail}" if detail else ""))
     if status == 404:
         return NotFound(message)
     if status == 409:
@@ -596,8 +598,11 @@ class JiraConnector:
     ) -> requests.Response:
         url = self.base_url + path
 
+        extra: dict[str, Any] = {}
+        if not isinstance(self.session, ResilientSession):
+            extra["timeout"] = self.settings.timeout_seconds  # ResilientSession adds its own
         def send() -> requests.Response:
-            return self.session.request(method, url, params=params, json=json)
+            return self.session.request(method, url, params=params, json=json, **extra)
 
         return self._with_retry(method, path, send)
 

@@ -521,3 +521,17 @@ def query_of_request(request):
     from urllib.parse import parse_qs, urlsplit
 
     return parse_qs(urlsplit(request.url).query)
+
+
+def test_a_caller_supplied_session_gets_the_credentials_and_sends_once(http, sleeps):
+    import requests
+
+    session = requests.Session()
+    connector = JiraConnector(make_settings(), enterprise_matrix(), session=session,
+                              retry_policy=sleeps.policy(attempts=1))
+    http.put(ISSUE_URL, status=503)
+    with pytest.raises(Transient):
+        connector.apply(snapshot(), decision(priority="high"))
+    assert len(http.calls) == 1
+    assert http.calls[0].request.headers["Authorization"].startswith("Basic ")
+    assert connector.client._session is session
