@@ -14,14 +14,16 @@ Matching semantics (the `Matcher` contract in `matrix_config.schema`):
 - All conditions of a rule must hold; an empty `when` matches every ticket.
 
 Indexing: every rule with at least one equality-like condition (scalar, list, `any`, `all`) is filed
-under ONE such attribute — the one whose values are most spread out over all rules, so buckets stay
-small — once per value. A ticket looks up its own values in each indexed attribute; the candidates are
-those buckets plus the rules that have no indexable condition, tried in file order. First match wins,
-exactly as a full scan would decide (`scan_first_match` is that full scan, kept for the benchmark and
-for tests that check both agree).
+under a combination of up to three such attributes (those whose values are most spread out over all
+rules, so buckets stay small), once per combination of its values — `{organization: acme, issue_type:
+outage}` lands in the bucket (acme, outage) of the table (issue_type, organization). A ticket looks up
+the combinations of its own values in each table; the candidates are those buckets plus the rules that
+have no indexable condition, tried in file order. First match wins, exactly as a full scan would decide
+(`scan_first_match` is that full scan, kept for the benchmark and for tests that check both agree).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -34,30 +36,25 @@ _NUMBER_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
 _COLLECTIONS = (list, tuple, set, frozenset)
 
 
+_NUMBER_START = frozenset("+-0123456789")
+
+
 def normalize(value: Any) -> Hashable | None:
     """The comparison key of one scalar; None for an empty value."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, (int, float)):
-        return ("n", float(value))
+    kind = type(value)
+    if kind is not str:
+        if kind is bool:
+            return ("b", value)
+        if kind is int or kind is float or isinstance(value, (int, float)):
+            return ("n", float(value))
     text = str(value).strip()
     if not text:
         return None
-    if _NUMBER_RE.match(text):
+    if text[0] in _NUMBER_START and _NUMBER_RE.match(text):
         return ("n", float(text))
     return ("s", text.casefold())
-
-
-def as_number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return None if isinstance(value, float) and math.isnan(value) else float(value)
-    if isinstance(value, str) and _NUMBER_RE.match(value.strip()):
-        return float(value.strip())
-    return None
 
 
 @dataclass(frozen=True)
@@ -69,16 +66,39 @@ class AttributeValue:
     number: float | None  # for gte/gt/lte/lt; None for collections and non-numbers
 
 
+_UNSET = AttributeValue(None, frozenset(), None)
+
+
 def attribute_value(raw: Any) -> AttributeValue:
+    if raw is None:
+        return _UNSET
     if isinstance(raw, _COLLECTIONS):
         keys = frozenset(k for k in (normalize(v) for v in raw) if k is not None)
         return AttributeValue(raw, keys, None)
     key = normalize(raw)
-    return AttributeValue(raw, frozenset() if key is None else frozenset((key,)), as_number(raw))
+    if key is None:
+        return AttributeValue(raw, frozenset(), None)
+    return AttributeValue(raw, frozenset((key,)), key[1] if key[0] == "n" else None)
 
 
-def ticket_values(ticket: Ticket, names: Iterable[str]) -> dict[str, AttributeValue]:
-    return {name: attribute_value(ticket.attribute(name)) for name in names}
+class TicketValues(dict):
+    """Attribute name -> AttributeValue, computed on first use (most rules never look at most attributes)."""
+
+    __slots__ = ("ticket",)
+
+    def __init__(self, ticket: Ticket):  # noqa: D107 - dict.__init__ is not needed for an empty dict
+        self.ticket = ticket
+
+    def __missing__(self, name: str) -> AttributeValue:
+        value = self[name] = attribute_value(self.ticket.attribute(name))
+        return value
+
+
+def ticket_values(ticket: Ticket, names: Iterable[str] = ()) -> TicketValues:
+    values = TicketValues(ticket)
+    for name in names:
+        values[name]
+    return values
 
 
 # ------------------------------------------------------------------------------ compiled conditions
@@ -190,11 +210,16 @@ class RuleTrace:
     bypass: bool
 
 
+MAX_INDEX_ATTRIBUTES = 3  # a rule is filed under up to this many of its equality attributes at once
+MAX_INDEX_ENTRIES = 64  # per rule: beyond this many value combinations, fewer attributes are used
+
+
 @dataclass
 class RuleIndex:
     rules: tuple[CompiledRule, ...]
     attribute_names: tuple[str, ...]  # every attribute a rule looks at
-    buckets: dict[str, dict[Hashable, tuple[int, ...]]] = field(default_factory=dict)
+    # attribute names (sorted) -> value combination -> rule positions in file order
+    buckets: dict[tuple[str, ...], dict[tuple, tuple[int, ...]]] = field(default_factory=dict)
     unindexed: tuple[int, ...] = ()
 
     @classmethod
@@ -205,28 +230,41 @@ class RuleIndex:
         for rule in compiled:
             for attribute, keys in rule.index_options.items():
                 spread.setdefault(attribute, set()).update(keys)
-        buckets: dict[str, dict[Hashable, list[int]]] = {}
+        buckets: dict[tuple[str, ...], dict[tuple, list[int]]] = {}
         unindexed: list[int] = []
         for rule in compiled:
             if not rule.index_options:
                 unindexed.append(rule.position)
                 continue
-            # Most distinct values first; ties go to the attribute named first (alphabetically), so the
-            # choice is deterministic.
-            attribute = max(sorted(rule.index_options), key=lambda a: len(spread[a]))
-            for key in rule.index_options[attribute]:
-                buckets.setdefault(attribute, {}).setdefault(key, []).append(rule.position)
-        frozen = {a: {k: tuple(v) for k, v in b.items()} for a, b in buckets.items()}
+            # Most distinct values over all rules first (small buckets); ties by name, so deterministic.
+            chosen = sorted(rule.index_options, key=lambda a: (-len(spread[a]), a))[:MAX_INDEX_ATTRIBUTES]
+            while len(chosen) > 1 and math.prod(len(rule.index_options[a]) for a in chosen) > MAX_INDEX_ENTRIES:
+                chosen.remove(max(chosen, key=lambda a: (len(rule.index_options[a]), a)))
+            signature = tuple(sorted(chosen))
+            table = buckets.setdefault(signature, {})
+            for combination in itertools.product(*(rule.index_options[a] for a in signature)):
+                table.setdefault(combination, []).append(rule.position)
+        frozen = {sig: {k: tuple(v) for k, v in table.items()} for sig, table in buckets.items()}
         return cls(compiled, tuple(names), frozen, tuple(unindexed))
 
-    def values(self, ticket: Ticket) -> dict[str, AttributeValue]:
-        return ticket_values(ticket, self.attribute_names)
+    def values(self, ticket: Ticket) -> TicketValues:
+        return TicketValues(ticket)
 
     def candidates(self, values: dict[str, AttributeValue]) -> Sequence[int]:
+        """Positions of the rules that can match, in file order: a superset of the matching rules."""
         lists: list[tuple[int, ...]] = [self.unindexed] if self.unindexed else []
-        for attribute, buckets in self.buckets.items():
-            for key in values[attribute].keys:
-                bucket = buckets.get(key)
+        for signature, table in self.buckets.items():
+            if len(signature) == 1:
+                for key in values[signature[0]].keys:
+                    bucket = table.get((key,))
+                    if bucket:
+                        lists.append(bucket)
+                continue
+            key_sets = [values[a].keys for a in signature]
+            if not all(key_sets):
+                continue
+            for combination in itertools.product(*key_sets):
+                bucket = table.get(combination)
                 if bucket:
                     lists.append(bucket)
         if not lists:
