@@ -172,6 +172,16 @@ def _loadgen_process(port: int, path: str, rate: float | None, seconds: float, c
     return result
 
 
+def _flush_queue(queue_url: str) -> None:
+    """Drop the tasks the bench enqueued (nothing consumes them) from a queue outside the temp dir."""
+    try:
+        from integration.queue import build_huey
+
+        build_huey(queue_url).flush()
+    except Exception as exc:  # noqa: BLE001
+        print(f"(could not flush the bench's tasks from {queue_url}: {type(exc).__name__})")
+
+
 def _line(label: str, result: dict) -> str:
     return (f"  {label:<22} {result['rps']:8.1f} req/s  p50 {result['p50_ms']:6.2f} ms  "
             f"p99 {result['p99_ms']:6.2f} ms  max {result['max_ms']:7.2f} ms  n={result['requests']}  "
@@ -187,6 +197,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="client threads")
     parser.add_argument("--saturation-seconds", type=float, default=5.0, help="0 skips the closed-loop run")
     parser.add_argument("--sink", default="", choices=["", "events", "database", "memory"])
+    parser.add_argument("--queue-url", default="", help="default: a SqliteHuey file in the temp dir; "
+                        "e.g. redis://127.0.0.1:6379/13 (the bench's tasks are flushed from it afterwards)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
@@ -197,7 +209,7 @@ def main() -> int:
         env.update({
             "ZENDESK_WEBHOOK_SECRET": SECRET,
             "DATABASE_URL": f"sqlite:///{tmp}/escalation.db",
-            "QUEUE_URL": f"sqlite:///{tmp}/queue.db",
+            "QUEUE_URL": args.queue_url or f"sqlite:///{tmp}/queue.db",
             "DRY_RUN": "true",
             "BENCH_SINK": args.sink,
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "bench")]),
@@ -218,8 +230,9 @@ def main() -> int:
         try:
             _wait_ready(port, server)
             sinks = {_get_json(port, "/bench/sink")["sink"] for _ in range(4)}
+            queue = env["QUEUE_URL"] if args.queue_url else "SQLite file"
             print(f"gunicorn {args.workers} x {args.worker_class} workers on {HOST}:{port}; "
-                  f"sink: {', '.join(sorted(sinks))}; SQLite in {tmp}")
+                  f"sink: {', '.join(sorted(sinks))}; database: SQLite in {tmp}; queue: {queue}")
             # Warm both paths (imports, connections, SQLite pages) so neither pays first-request costs.
             _loadgen_process(port, "/bare", 50, 1, 4)
             _loadgen_process(port, "/webhooks/zendesk", 50, 1, 4)
@@ -243,6 +256,8 @@ def main() -> int:
                 print(_line("bare 204", bare_max))
                 print(_line("signed zendesk webhook", signed_max))
                 print(f"  capacity ratio signed/bare = {signed_max['rps'] / bare_max['rps']:.3f}")
+            load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+            print(f"machine: {os.cpu_count()} CPUs, load average {load} (other processes skew these numbers)")
             print("RESULT:", "goals met" if ok else "goals NOT met")
         finally:
             server.terminate()
@@ -250,6 +265,8 @@ def main() -> int:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
+            if args.queue_url:
+                _flush_queue(args.queue_url)
             log = Path(tmp, "gunicorn.log").read_text()
             if "Traceback" in log:
                 print("gunicorn log (errors):\n" + log[-3000:])
