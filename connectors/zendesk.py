@@ -54,6 +54,7 @@ VENDOR = "zendesk"
 _STATUS_FROM_ZENDESK = {"new": "new", "open": "open", "pending": "pending", "hold": "on_hold",
                         "on-hold": "on_hold", "on_hold": "on_hold", "solved": "solved", "closed": "closed"}
 _AGENT_ROLES = {"agent", "admin"}
+NOTE_CONFLICT_ROUNDS = 2  # re-sends of a decision's second (note-only) update after 409
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -654,18 +655,42 @@ class ZendeskConnector:
         updates = self.build_updates(ticket, decision)
         result = ApplyResult()
         stamp = ticket.version_token
-        for body in updates:
-            if stamp:
+        path = f"/api/v2/tickets/{ticket.id}"
+        for index, changes in enumerate(updates):
+            for attempt in range(NOTE_CONFLICT_ROUNDS + 1):
                 # Every write is guarded: a retried PUT after an ambiguous timeout gets 409 instead of
                 # posting its comment twice, and an agent's concurrent edit is never overwritten.
-                body = {**body, "safe_update": True, "updated_stamp": stamp}
-            path = f"/api/v2/tickets/{ticket.id}"
-            response = self.client.request("PUT", path, body={"ticket": body}) or {}
-            result.writes += 1
-            result.requests.append({"method": "PUT", "path": path, "status": 200,
-                                    "comment_public": (body.get("comment") or {}).get("public")})
-            stamp = (response.get("ticket") or {}).get("updated_at") or stamp
+                body = {**changes, "safe_update": True, "updated_stamp": stamp} if stamp else changes
+                try:
+                    response = self.client.request("PUT", path, body={"ticket": body}) or {}
+                except Conflict:
+                    # The first update raises: the pipeline re-fetches and re-decides. The second one is
+                    # the comment-only note of a decision whose reply and fields are already written:
+                    # it cannot overwrite an agent's edit, so it is re-sent on the fresh stamp (unless
+                    # an earlier, ambiguous attempt already posted it) instead of being lost.
+                    if index == 0 or attempt == NOTE_CONFLICT_ROUNDS:
+                        raise
+                    stamp, posted = self._stamp_and_posted(ticket.id, changes["comment"])
+                    if posted:
+                        break
+                    continue
+                result.writes += 1
+                result.requests.append({"method": "PUT", "path": path, "status": 200,
+                                        "comment_public": (changes.get("comment") or {}).get("public")})
+                stamp = (response.get("ticket") or {}).get("updated_at") or stamp
+                break
         return result
+
+    def _stamp_and_posted(self, ticket_id: str, comment: Mapping[str, Any]) -> tuple[str | None, bool]:
+        """The ticket's current updated_at, and whether `comment` is already among its latest comments
+        by the integration user."""
+        stamp = ((self.client.get(f"/api/v2/tickets/{ticket_id}") or {}).get("ticket") or {}).get("updated_at")
+        latest = (self.client.get(f"/api/v2/tickets/{ticket_id}/comments", sort="-created_at",
+                                  **{"page[size]": 10}) or {}).get("comments") or []
+        own = self.own_user_id()
+        posted = any(str(c.get("author_id")) == own and c.get("body") == comment["body"]
+                     and bool(c.get("public")) == bool(comment["public"]) for c in latest)
+        return stamp, posted
 
 
 # ------------------------------------------------------------------------------ construction

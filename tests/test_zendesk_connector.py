@@ -242,6 +242,40 @@ def test_stale_snapshot_raises_conflict_and_changes_nothing(connector, fake):
     assert connector.apply(fresh, decision(**ESCALATE_TO_L2)).writes == 1
 
 
+def agent_edit(fake, ticket_id="5158", stamp="2026-11-27T09:50:00Z"):
+    def edit():
+        fake.tickets[ticket_id]["updated_at"] = stamp
+        fake.tickets[ticket_id]["status"] = "pending"
+    return edit
+
+
+def test_note_after_the_reply_is_resent_on_a_fresh_stamp_after_409(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    fake.before_next("PUT", r"/api/v2/tickets/5158$", agent_edit(fake), skip=1)  # between our two updates
+    result = connector.apply(ticket, decision(**ESCALATE_TO_L2, public_reply="Reply.", internal_note="Note."))
+    assert result.writes == 2
+    first, second = fake.put_bodies()
+    assert second["ticket"]["updated_stamp"] == "2026-11-27T09:50:00Z"
+    assert fake.tickets["5158"]["status"] == "pending"  # the agent's edit stands
+    assert [c["body"] for c in fake.comments["5158"][-2:]] == ["Reply.", "Note."]
+
+
+def test_note_already_posted_by_an_ambiguous_attempt_is_not_duplicated(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    # The note's first attempt times out after Zendesk stored it; the retry then meets 409.
+    timed_out = []
+
+    def time_out_once(body):
+        if body["ticket"].get("comment", {}).get("body") == "Note." and not timed_out:
+            timed_out.append(True)
+            raise requests.ReadTimeout("read timed out")
+
+    fake.after_ticket_update = time_out_once
+    result = connector.apply(ticket, decision(**ESCALATE_TO_L2, public_reply="Reply.", internal_note="Note."))
+    assert result.writes == 1  # the reply; the note was stored by the attempt that timed out
+    assert [c["body"] for c in fake.comments["5158"]].count("Note.") == 1
+
+
 def test_429_waits_exactly_retry_after_then_succeeds(connector, fake, sleeps):
     ticket = connector.fetch_ticket("5158")
     fake.fail_next("PUT", r"/api/v2/tickets/5158$", 429, headers={"Retry-After": "7"},

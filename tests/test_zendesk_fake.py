@@ -40,6 +40,8 @@ class Failure:
     content_type: str = "application/json"
     times: int = 1
     error: Exception | None = None  # raised instead of answering (timeouts, connection resets)
+    skip: int = 0  # let this many matching calls through first
+    before: Any = None  # called instead of failing when set: e.g. an agent edit just before the call
 
 
 class FakeZendesk:
@@ -59,6 +61,7 @@ class FakeZendesk:
         self.incremental_pages = [load_fixture("incremental_page1.json"), load_fixture("incremental_page2.json")]
         self.failures: list[Failure] = []
         self.writes: list[tuple[str, str, Any]] = []  # (method, path, json body) of every accepted write
+        self.after_ticket_update = None  # called with the request body after Zendesk stored an update
         self._next_policy_id = 400000000001
         self._clock = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc)
         self._register()
@@ -70,9 +73,15 @@ class FakeZendesk:
         return ticket
 
     def fail_next(self, method: str, path_pattern: str, status: int, *, times: int = 1, headers=None,
-                  body: Any = None, content_type: str = "application/json", error: Exception | None = None) -> None:
+                  body: Any = None, content_type: str = "application/json", error: Exception | None = None,
+                  skip: int = 0) -> None:
         text = body if isinstance(body, str) else json.dumps(body if body is not None else {"error": "Failed"})
-        self.failures.append(Failure(method, path_pattern, status, dict(headers or {}), text, content_type, times, error))
+        self.failures.append(Failure(method, path_pattern, status, dict(headers or {}), text, content_type, times,
+                                     error, skip))
+
+    def before_next(self, method: str, path_pattern: str, action, *, skip: int = 0) -> None:
+        """Run `action()` (e.g. an agent's edit) just before the next matching call is handled."""
+        self.failures.append(Failure(method, path_pattern, 0, skip=skip, before=action))
 
     def calls(self, method: str | None = None, path_prefix: str = "") -> list:
         return [c for c in self.rsps.calls
@@ -106,7 +115,13 @@ class FakeZendesk:
             path = urlsplit(request.url).path
             for failure in self.failures:
                 if failure.method == method and re.search(failure.path_pattern, path) and failure.times > 0:
+                    if failure.skip > 0:
+                        failure.skip -= 1
+                        continue
                     failure.times -= 1
+                    if failure.before is not None:
+                        failure.before()
+                        break
                     if failure.error is not None:
                         raise failure.error
                     return failure.status, {"Content-Type": failure.content_type, **failure.headers}, failure.body
@@ -145,6 +160,8 @@ class FakeZendesk:
         if ticket_id not in self.tickets:
             return 404, {"error": "RecordNotFound", "description": "Not found"}
         comments = self.comments.get(ticket_id, [])
+        if query.get("sort") == "-created_at":
+            comments = list(reversed(comments))
         size = int(query.get("page[size]", 100))
         start = int(query.get("page[after]", "0") or 0)
         page = comments[start:start + size]
@@ -189,6 +206,10 @@ class FakeZendesk:
             })
         self._clock += timedelta(seconds=1)
         ticket["updated_at"] = _iso(self._clock)
+        if self.after_ticket_update is not None:
+            self.writes.append(("PUT", path, body))  # stored, whatever the client hears next
+            self.after_ticket_update(body)
+            self.writes.pop()
         return 200, {"ticket": ticket, "audit": {"id": 90000 + len(self.writes), "ticket_id": ticket["id"]}}
 
     def _ticket_fields(self, path, query, body):
