@@ -81,6 +81,8 @@ class JiraSettings(BaseSettings):
     # JQL without a zone is read in the API user's time zone; None = take it from `myself`.
     timezone_name: str | None = Field(None, alias="JIRA_TIMEZONE")
     timeout_seconds: float = Field(30.0, alias="JIRA_TIMEOUT_SECONDS", gt=0)
+    # Other bots/apps whose public comments must not count as an agent's acknowledgement (account ids).
+    non_agent_accounts_csv: str = Field("", alias="JIRA_NON_AGENT_ACCOUNTS")
     # JSM SLA metric names per matrix clock, when the project's differ from the defaults, e.g.
     # "acknowledge=Time to first response,resolve=Time to resolution" (see connectors.jira_sla).
     sla_metrics_csv: str = Field("", alias="JIRA_SLA_METRICS")
@@ -122,6 +124,7 @@ class NormalizeOptions:
     organization_field: str | None = None
     request_type_field: str | None = None
     own_account_id: str | None = None
+    non_agents: frozenset[str] = frozenset()  # account ids whose public comments are not agent replies
 
     @classmethod
     def from_settings(cls, settings: JiraSettings, own_account_id: str | None = None) -> "NormalizeOptions":
@@ -131,6 +134,7 @@ class NormalizeOptions:
             organization_field=settings.organization_field,
             request_type_field=settings.request_type_field,
             own_account_id=own_account_id or settings.account_id,
+            non_agents=frozenset(_split_list(settings.non_agent_accounts_csv)),
         )
 
 
@@ -295,26 +299,31 @@ def _person(user: Mapping[str, Any] | None) -> Person | None:
     return Person(id=user.get("accountId"), name=user.get("displayName"), email=user.get("emailAddress"))
 
 
-def is_agent_comment(comment: Mapping[str, Any], reporter_id: str | None, own_account_id: str | None) -> bool:
-    """A public reply counts as the agent's when its author is neither the customer nor the integration.
-    JSM portal-only customers have account ids starting with "qm:", so those never count either."""
+# Atlassian's "Automation for Jira" app user: its auto-replies are not an agent acknowledging the request.
+AUTOMATION_ACCOUNT_ID = "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077"
+
+
+def is_agent_comment(comment: Mapping[str, Any], reporter_id: str | None, own_account_id: str | None,
+                     non_agents: frozenset[str] = frozenset()) -> bool:
+    """A public reply counts as the agent's when its author is neither the customer nor the integration
+    nor an automation/bot account. JSM portal-only customers have account ids starting with "qm:"."""
     author = comment.get("author") or {}
     author_id = author.get("accountId")
     if not author_id:
         return False
-    if author_id == reporter_id or author_id == own_account_id or str(author_id).startswith("qm:"):
+    if author_id in (reporter_id, own_account_id, AUTOMATION_ACCOUNT_ID) or author_id in non_agents:
+        return False
+    if str(author_id).startswith("qm:"):
         return False
     return comment.get("public") is True
 
 
 def reply_times(
-    comments: Sequence[Mapping[str, Any]], reporter_id: str | None, own_account_id: str | None
+    comments: Sequence[Mapping[str, Any]], reporter_id: str | None, own_account_id: str | None,
+    non_agents: frozenset[str] = frozenset(),
 ) -> tuple[datetime | None, datetime | None]:
-    times = sorted(
-        t
-        for t in (parse_jira_time(c.get("created")) for c in comments if is_agent_comment(c, reporter_id, own_account_id))
-        if t is not None
-    )
+    agent_comments = (c for c in comments if is_agent_comment(c, reporter_id, own_account_id, non_agents))
+    times = sorted(t for t in (parse_jira_time(c.get("created")) for c in agent_comments) if t is not None)
     return (times[0], times[-1]) if times else (None, None)
 
 
@@ -351,7 +360,7 @@ def ticket_from_issue(
             organization = str(orgs)
 
     group_field = matrix.vendors.jira.group_field
-    first_reply, last_reply = reply_times(comments or [], reporter.id, options.own_account_id)
+    first_reply, last_reply = reply_times(comments or [], reporter.id, options.own_account_id, options.non_agents)
     key = str(issue.get("key") or issue.get("id"))
     return Ticket(
         vendor=VENDOR,

@@ -25,7 +25,7 @@ from webhooks.signatures import jira_signature  # noqa: E402
 WEBHOOKS = Path(__file__).resolve().parent / "fixtures" / "jira"
 MATRIX = Path(__file__).resolve().parent.parent / "matrix_config" / "examples" / "enterprise.yaml"
 SECRET = "jira-webhook-secret-for-tests"
-BOT_ACCOUNT = "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077"  # myself.json
+BOT_ACCOUNT = "712020:0e3c1b7a-2d4f-4a5b-9c8d-7e6f5a4b3c2d"  # myself.json
 NOW = datetime(2026, 11, 27, 9, 30, tzinfo=timezone.utc)
 
 

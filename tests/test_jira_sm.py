@@ -342,8 +342,8 @@ def test_connection_failure_is_transient_and_retried(http, connector, sleeps):
 # ------------------------------------------------------------------------------------ identity, catch-up
 def test_own_user_id_is_read_once_from_myself(http, connector):
     http.get(f"{SITE}/rest/api/3/myself", json=recorded("myself.json"))
-    assert connector.own_user_id() == "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077"
-    assert connector.own_user_id() == "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077"
+    assert connector.own_user_id() == "712020:0e3c1b7a-2d4f-4a5b-9c8d-7e6f5a4b3c2d"
+    assert connector.own_user_id() == "712020:0e3c1b7a-2d4f-4a5b-9c8d-7e6f5a4b3c2d"
     assert len(http.calls) == 1
 
 
@@ -535,3 +535,21 @@ def test_a_caller_supplied_session_gets_the_credentials_and_sends_once(http, sle
     assert len(http.calls) == 1
     assert http.calls[0].request.headers["Authorization"].startswith("Basic ")
     assert connector.client._session is session
+
+
+def test_bot_and_automation_replies_are_not_acknowledgements():
+    from connectors.jira_sm import AUTOMATION_ACCOUNT_ID, reply_times
+
+    def public(author, minute):
+        return {"public": True, "author": {"accountId": author},
+                "created": {"epochMillis": int(datetime(2026, 11, 27, 9, minute, tzinfo=timezone.utc).timestamp() * 1000)}}
+
+    comments = [public(AUTOMATION_ACCOUNT_ID, 1), public("chatbot-1", 2), public("agent-1", 3),
+                {**public("agent-2", 4), "public": False}]
+    first, last = reply_times(comments, "customer-1", "service-1", frozenset({"chatbot-1"}))
+    assert first == last == datetime(2026, 11, 27, 9, 3, tzinfo=timezone.utc)
+    assert make_settings(JIRA_NON_AGENT_ACCOUNTS="chatbot-1, bot-2").non_agent_accounts_csv
+    from connectors.jira_sm import NormalizeOptions
+
+    assert NormalizeOptions.from_settings(make_settings(JIRA_NON_AGENT_ACCOUNTS="chatbot-1, bot-2")).non_agents == {
+        "chatbot-1", "bot-2"}
