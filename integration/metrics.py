@@ -1,0 +1,109 @@
+"""The metrics the matrix exists for, as plain SQL over the pipeline's tables (SQLite and PostgreSQL).
+
+- time to acknowledge / diagnose / interim fix / resolve per level: `milestones.elapsed_seconds`
+  (wall-clock seconds from entering the level to the milestone), grouped by level (and issue type);
+- escalation frequency by level and issue type: `decisions` with `direction = 'up'`;
+- CSAT before and after escalation: `csat.escalated` says whether the ticket had been escalated above
+  its first level when the rating arrived.
+
+Dry-run decisions count by default (they are what the service would have done); pass
+`include_dry_run=False` for live numbers only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from integration.db import Database
+
+
+@dataclass(frozen=True)
+class MilestoneStat:
+    level: str
+    issue_type: str | None
+    clock: str
+    count: int
+    avg_seconds: float
+    min_seconds: float
+    max_seconds: float
+
+
+def time_to_milestone(db: Database, clock: str, *, by_issue_type: bool = False,
+                      since: datetime | None = None) -> list[MilestoneStat]:
+    group = "level, issue_type" if by_issue_type else "level"
+    select_issue = "issue_type" if by_issue_type else "NULL AS issue_type"
+    sql = f"""
+        SELECT level, {select_issue}, COUNT(*) AS n, AVG(elapsed_seconds), MIN(elapsed_seconds), MAX(elapsed_seconds)
+        FROM milestones
+        WHERE clock = :clock {"AND entered_level_at >= :since" if since else ""}
+        GROUP BY {group}
+        ORDER BY {group}
+    """
+    with db.engine.connect() as conn:
+        rows = conn.execute(text(sql), {"clock": clock, "since": _naive(since)}).all()
+    return [MilestoneStat(r[0], r[1], clock, int(r[2]), float(r[3]), float(r[4]), float(r[5])) for r in rows]
+
+
+def time_to_acknowledge(db: Database, **kwargs: Any) -> list[MilestoneStat]:
+    return time_to_milestone(db, "acknowledge", **kwargs)
+
+
+def time_to_diagnose(db: Database, **kwargs: Any) -> list[MilestoneStat]:
+    return time_to_milestone(db, "diagnose", **kwargs)
+
+
+@dataclass(frozen=True)
+class EscalationCount:
+    level: str
+    issue_type: str | None
+    escalations: int  # moves up into this level
+    tickets: int  # distinct tickets escalated into it
+
+
+def escalation_frequency(db: Database, *, include_dry_run: bool = True,
+                         since: datetime | None = None) -> list[EscalationCount]:
+    sql = f"""
+        SELECT to_level, issue_type, COUNT(*), COUNT(DISTINCT vendor || ':' || ticket_id)
+        FROM decisions
+        WHERE direction = 'up'
+          AND status IN ('applied', 'recovered', 'dry_run', 'noop')
+          {"" if include_dry_run else "AND dry_run = :false"}
+          {"AND decided_at >= :since" if since else ""}
+        GROUP BY to_level, issue_type
+        ORDER BY to_level, issue_type
+    """
+    with db.engine.connect() as conn:
+        rows = conn.execute(text(sql), {"false": False, "since": _naive(since)}).all()
+    return [EscalationCount(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+@dataclass(frozen=True)
+class CsatSplit:
+    escalated: bool
+    ratings: int
+    avg_score: float  # 0..1 (good = 1, bad = 0; 1..5 scaled)
+
+
+def csat_before_after_escalation(db: Database, *, since: datetime | None = None) -> list[CsatSplit]:
+    sql = f"""
+        SELECT escalated, COUNT(*), AVG(score)
+        FROM csat
+        {"WHERE rated_at >= :since" if since else ""}
+        GROUP BY escalated
+        ORDER BY escalated
+    """
+    with db.engine.connect() as conn:
+        rows = conn.execute(text(sql), {"since": _naive(since)}).all()
+    return [CsatSplit(bool(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    """Timestamps are stored as naive UTC (integration.db.UtcDateTime)."""
+    if value is None:
+        return None
+    from datetime import timezone
+
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
