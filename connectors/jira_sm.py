@@ -24,7 +24,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit
 
 import requests
 from jira.resilientsession import ResilientSession
