@@ -489,6 +489,9 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
                 f"({_reason_cause(entry_cause)}); matrix version {compiled.version}."
             )
         else:
+            if state is not None and state.pending_level == enter and state.data_requested:
+                arrived = ", ".join(compiled.label(name) for name in state.data_requested)
+                draft.notes.append(f"The required data arrived ({arrived}).")
             draft.notes.append(_cause_text(compiled, entry_cause, current, enter))
         unfilled = [compiled.label(role) for role in level.roles if is_empty_value(ticket.attribute(role))]
         if unfilled:

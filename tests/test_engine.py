@@ -156,6 +156,7 @@ def test_required_data_gate_holds_asks_once_and_proceeds(loaded):
     proceeds, ticket, state = run(loaded, ticket, state, NOW + timedelta(minutes=20))
     assert proceeds.to_level == "L2" and proceeds.rule_id == "breach:acknowledge"
     assert "breach of acknowledge" in proceeds.internal_note
+    assert "The required data arrived (Environment" in proceeds.internal_note
     assert (state.level, state.pending_level, state.data_requested) == ("L2", None, ())
 
 
