@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import requests
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from requests.adapters import HTTPAdapter
 
@@ -241,7 +241,13 @@ class ZendeskClient:
         return response
 
     def url(self, path: str) -> str:
-        return path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+        if not path.startswith(("http://", "https://")):
+            return f"{self.base_url}{path}"
+        # Pagination links come from response bodies: never send the credentials to another host.
+        given, ours = urlsplit(path), urlsplit(self.base_url)
+        if (given.scheme, given.netloc) != (ours.scheme, ours.netloc):
+            raise Permanent(f"Zendesk pagination link points to another host ({given.netloc}); not followed")
+        return path
 
     def _send_once(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any) -> Any:
         try:

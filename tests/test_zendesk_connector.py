@@ -133,12 +133,28 @@ def test_acknowledgement_ignores_requester_cc_internal_notes_and_own_replies(con
 
 
 def test_comment_pages_are_followed(connector, fake):
-    fake.comments["5158"] *= 1
     many = [dict(c, id=90000 + i, public=False) for i, c in enumerate(fake.comments["5158"] * 40)]
     fake.comments["5158"] = many + fake.comments["5158"][-1:]  # the only public agent reply is on page 3
     ticket = connector.fetch_ticket("5158")
     assert len(fake.calls("GET", "/api/v2/tickets/5158/comments")) == 3
     assert ticket.first_public_agent_reply_at == datetime(2026, 11, 27, 9, 30, 15, tzinfo=timezone.utc)
+
+
+def test_pagination_links_to_another_host_are_not_followed(connector, fake):
+    fake.comments["5158"] = [dict(c, id=91000 + i, public=False) for i, c in enumerate(fake.comments["5158"] * 20)]
+    original = fake._comments
+
+    def comments_linking_elsewhere(path, query, body):
+        status, payload = original(path, query, body)
+        if payload["links"]["next"]:
+            payload["links"]["next"] = payload["links"]["next"].replace(BASE, "https://evil.example")
+        return status, payload
+
+    fake._comments = comments_linking_elsewhere
+    fake.rsps.reset()
+    fake._register()
+    with pytest.raises(Permanent, match="another host"):
+        connector.fetch_ticket("5158")
 
 
 def test_lookups_are_cached_across_fetches(connector, fake):
