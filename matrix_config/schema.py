@@ -1,8 +1,9 @@
 """The escalation-matrix language: the typed shape of a matrix file.
 
 Every model forbids unknown keys, so a typo in the admin's YAML is an error and never a silent no-op.
-Cross-references (levels, groups, templates, fields) are checked by `Matrix`'s validators; the loader
-(`matrix_config.loader`) maps pydantic error locations back to `FILE:LINE:COL`.
+Shape errors come from these models; cross-references (levels, groups, issue types, templates, attributes,
+calendars, template placeholders) are checked by `matrix_config.loader`, semantic problems (shadowed rules,
+unreachable levels, ...) by `matrix_config.lint`, so each message can point at its own `FILE:LINE:COL`.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
-    field_validator,
     model_validator,
 )
 
