@@ -235,3 +235,82 @@ class FakeConnector:
 def from_env(vendor: str, settings: Any, matrix: Any) -> FakeConnector:
     """Factory for ESCALATION_TEST_CONNECTOR: a FileStore in ESCALATION_FAKE_VENDOR_DIR."""
     return FakeConnector(vendor=vendor, store=FileStore(os.environ["ESCALATION_FAKE_VENDOR_DIR"]))
+
+
+# ------------------------------------------------------------------ pipeline test environment
+class ManualClock:
+    """An injectable `now()` the tests move forward (lease expiry, backoff)."""
+
+    def __init__(self, start: datetime | None = None):
+        self.value = start or datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self.value = self.value + timedelta(seconds=seconds)
+
+
+def postgres_schema_url(base_url: str) -> tuple[str, Callable[[], None]]:
+    """A fresh schema on the test PostgreSQL database; returns (url, drop)."""
+    import uuid
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine, text
+
+    schema = f"esc_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    separator = "&" if "?" in base_url else "?"
+    url = f"{base_url}{separator}options={quote(f'-csearch_path={schema}')}"
+
+    def drop() -> None:
+        from integration.db import reset_databases
+
+        reset_databases()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+    return url, drop
+
+
+def make_settings(database_url: str, queue_url: str = "memory://", **overrides: Any) -> Any:
+    from integration.settings import Settings
+
+    values = {
+        "DATABASE_URL": database_url,
+        "QUEUE_URL": queue_url,
+        "MATRIX_PATH": str(Path(__file__).resolve().parents[2] / "matrix_config" / "examples" / "enterprise.yaml"),
+        "DRY_RUN": False,
+        "LEASE_SECONDS": 30,
+        "MAX_ATTEMPTS": 3,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def make_runtime(settings: Any, connector: Any, *, clock: Any = None, clocks: Any = "default", huey: Any = None) -> Any:
+    """A Runtime over `settings` whose every vendor is `connector` (a FakeConnector)."""
+    from integration.db import Database
+    from integration.tasks import Runtime
+
+    db = Database(settings.database_url)
+    db.migrate()
+    overrides: dict[str, Any] = {"backoff_base": 0.01}
+    if clock is not None:
+        overrides["now"] = clock
+    if clocks != "default":
+        overrides["clocks"] = clocks
+    return Runtime(settings, db=db, huey=huey, connector_factory=lambda vendor: connector, **overrides)
+
+
+def neutral_event(ticket_id: str, delivery_id: str | None, *, vendor: str = "zendesk", actor_id: str | None = None,
+                  event_type: str = "ticket.updated", handled: bool = True) -> Any:
+    from integration.model import NeutralEvent
+
+    return NeutralEvent(vendor=vendor, ticket_id=str(ticket_id), event_type=event_type, delivery_id=delivery_id,
+                        actor_id=actor_id, handled=handled)
