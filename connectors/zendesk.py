@@ -784,10 +784,17 @@ def check_remote(loaded_matrix: Any, *, connector: ZendeskConnector | None = Non
         if remote.get("active") is False:
             errors.append(f"fields.{name}.zendesk.custom_field: ticket field {zd.custom_field} is inactive in Zendesk")
         options = remote.get("custom_field_options")
-        if zd.values and options is not None:
-            known = {str(o.get("value")) for o in options}
-            for matrix_value, option in zd.values.items():
-                if str(option) not in known:
-                    errors.append(f"fields.{name}.zendesk.values.{matrix_value}: option {option!r} does not exist "
-                                  f"on ticket field {zd.custom_field} ({remote.get('title', '')})")
+        if options is None:
+            continue
+        known = {str(o.get("value")) for o in options}
+        for matrix_value, option in zd.values.items():
+            if str(option) not in known:
+                errors.append(f"fields.{name}.zendesk.values.{matrix_value}: option {option!r} does not exist "
+                              f"on ticket field {zd.custom_field} ({remote.get('title', '')})")
+        if name == LEVEL_ATTRIBUTE:
+            # The service writes every level id (through the values map) into this dropdown.
+            for level in matrix.levels:
+                if level.id not in {str(k) for k in zd.values} and str(level.id) not in known:
+                    errors.append(f"fields.level.zendesk: level {level.id} has no option on ticket field "
+                                  f"{zd.custom_field} ({remote.get('title', '')}); add it or map it under `values`")
     return errors

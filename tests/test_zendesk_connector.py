@@ -481,3 +481,18 @@ def test_check_remote_without_credentials_says_so(monkeypatch, matrix, tmp_path)
         monkeypatch.delenv(name, raising=False)
     [error] = check_remote(matrix)
     assert "no credentials" in error
+
+
+def test_check_remote_needs_an_option_for_every_level_on_a_level_dropdown(connector, fake):
+    data = load_matrix("matrix_config/examples/enterprise.yaml").matrix.model_dump(mode="json")
+    data["fields"]["level"]["zendesk"] = {"custom_field": 360000100009, "values": {"L1": "level_1"}}
+    fake.ticket_fields.append({"id": 360000100009, "type": "tagger", "title": "Escalation level", "active": True,
+                               "custom_field_options": [{"id": 1, "name": "Level 1", "value": "level_1"},
+                                                        {"id": 2, "name": "L2", "value": "L2"}]})
+    errors = check_remote(Matrix.model_validate(data), connector=connector)
+    assert [e for e in errors if e.startswith("fields.level")] == [
+        "fields.level.zendesk: level L3 has no option on ticket field 360000100009 (Escalation level); "
+        "add it or map it under `values`",
+        "fields.level.zendesk: level L4 has no option on ticket field 360000100009 (Escalation level); "
+        "add it or map it under `values`",
+    ]
