@@ -11,9 +11,10 @@ Semantics, in the order they apply
    A resolved ticket the service never placed is left alone. A ticket that is reopened after its
    resolve milestone restarts the level's resolve clock (the milestone is dropped by `next_state`).
 2. **Placement**: the first rule in file order whose `when` holds (see `integration.rules_index` for the
-   matching rules). No matching rule: the first level. A matching **bypass** rule: the ticket stays at
-   the first level and escalates neither by rule nor by SLA breach while the bypass rule is its first
-   match (it is re-evaluated each pass, so a ticket whose facts change is no longer bypassed). A new
+   matching rules). No matching rule: the first level. A matching **bypass** rule: a new ticket enters
+   the first level (a ticket already above it stays where it is: never down), and it escalates neither
+   by rule nor by SLA breach while the bypass rule is its first match (re-evaluated each pass, so a
+   ticket whose facts change is no longer bypassed; an agent can still set the level by hand). A new
    ticket (no state, or a state without a level) enters its placed level.
 3. **Breach**: each clock in `state.pending_breaches` escalates per the current level's `on_breach` map
    (ignored while bypassed). `next_state` always clears `pending_breaches`: decide has acted on them.

@@ -326,3 +326,19 @@ def test_template_that_fails_to_render_does_not_block_the_decision(loaded):
     decision = decide(make_ticket(issue_type="bug"), None, broken, NOW)
     assert decision.to_level == "L1" and decision.public_reply is None
     assert "Template 'l1_received' could not be rendered" in decision.internal_note
+
+
+def test_rule_note_template_is_added_to_the_internal_note(loaded):
+    rules = [r.model_copy(update={"note": "outage_note"}) if r.id == "enterprise-outage" else r
+             for r in loaded.matrix.rules]
+    templates = dict(loaded.matrix.templates, outage_note="Page the on-call SRE for {{ ticket.organization }}.")
+    matrix = loaded.matrix.model_copy(update={"rules": rules, "templates": templates})
+    ticket = make_ticket(issue_type="outage", customer_tier="enterprise", **FULL_DATA).with_(organization="Globex")
+    decision = decide(ticket, None, matrix, NOW)
+    assert decision.internal_note.endswith("Page the on-call SRE for Globex.")
+
+
+def test_level_field_cleared_by_an_agent_is_restored(loaded):
+    ticket = make_ticket(issue_type="bug", **FULL_DATA)
+    decision = decide(ticket, at_level("L2"), loaded.matrix, NOW, version=loaded.version)
+    assert decision.field_updates == {"level": "L2"} and decision.to_level is None
