@@ -26,8 +26,10 @@ def _remote_errors(vendor: str, loaded: LoadedMatrix) -> list[str]:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
-            raise
+            return [f"{loaded.path}: --remote {vendor}: {module_name} cannot be imported: {exc}"]
         return [f"{loaded.path}: --remote {vendor}: the {vendor} connector ({module_name}) is not installed"]
+    except Exception as exc:  # a broken connector module must read as a failed check, not a traceback
+        return [f"{loaded.path}: --remote {vendor}: {module_name} cannot be imported: {type(exc).__name__}: {exc}"]
     check = getattr(module, "check_remote", None)
     if check is None:
         return [f"{loaded.path}: --remote {vendor}: {module_name} has no check_remote(); "

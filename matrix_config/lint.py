@@ -59,6 +59,7 @@ def lint(loaded: LoadedMatrix) -> list[Finding]:
     _shadowed_rules(matrix, out)
     _template_renders(matrix, loaded.version, out)
     _owners(matrix, out)
+    _field_mappings(matrix, out)
     _sla_loosening(matrix, out)
     _reachability(matrix, out)
     _breaches(matrix, out)
@@ -361,6 +362,21 @@ def _owners(matrix: Matrix, out: _Collector) -> None:
                     out.add("warning", loc,
                             f"issue types {', '.join(issue_types)} at {level.id} go to group '{group_key}', which has "
                             f"no {vendor} id: on {_VENDOR_NAMES[vendor]} these tickets get no owner group")
+
+
+def _field_mappings(matrix: Matrix, out: _Collector) -> None:
+    vendors = _vendors_in_use(matrix)
+    for name, mapping in matrix.fields.items():
+        missing = [v for v in vendors if getattr(mapping, v) is None]
+        if not missing:
+            continue
+        if len(missing) == len(vendors):
+            message = (f"attribute '{name}' is not mapped to any helpdesk field: it is always empty, so rules on it "
+                       "never match and required data naming it is always missing")
+        else:
+            vendor = _VENDOR_NAMES[missing[0]]
+            message = f"attribute '{name}' has no {missing[0]} mapping: on {vendor} it is always empty"
+        out.add("warning", ("fields", name), message, at_key=True)
 
 
 # ------------------------------------------------------------------------------------ SLA targets

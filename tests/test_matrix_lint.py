@@ -179,3 +179,13 @@ def test_errors_come_before_warnings() -> None:
         "    level: L2\n\ntemplates:")
     severities = [f.severity for f in lint(load_matrix_text(text, "m.yaml"))]
     assert severities == ["error", "warning"]
+
+
+def test_attribute_without_helpdesk_mapping() -> None:
+    text = MINIMAL.replace("fields:\n", "fields:\n  account_id: {label: Account ID}\n  region:\n"
+                           "    zendesk: {custom_field: 1}\n")
+    assert findings(text) == [
+        "m.yaml:9:3: fields.account_id: warning: attribute 'account_id' is not mapped to any helpdesk field: it is "
+        "always empty, so rules on it never match and required data naming it is always missing",
+        "m.yaml:10:3: fields.region: warning: attribute 'region' has no jira mapping: on Jira it is always empty",
+    ]
