@@ -496,3 +496,30 @@ def test_check_remote_needs_an_option_for_every_level_on_a_level_dropdown(connec
         "fields.level.zendesk: level L4 has no option on ticket field 360000100009 (Escalation level); "
         "add it or map it under `values`",
     ]
+
+
+@pytest.mark.parametrize("status, headers, expected", [
+    (429, {"Retry-After": "30"}, RateLimited),
+    (503, {"Retry-After": "10"}, RateLimited),
+    (503, {}, Transient),
+    (500, {}, Transient),
+    (401, {}, Unauthorized),
+    (403, {}, Unauthorized),
+    (404, {}, NotFound),
+    (409, {}, Conflict),
+    (400, {}, Permanent),
+    (422, {}, Permanent),
+])
+def test_one_mapping_from_zendesk_status_to_error_type(status, headers, expected):
+    from connectors.zendesk import error_for_response
+
+    response = requests.Response()
+    response.status_code = status
+    response.headers.update({"Content-Type": "application/json", **headers})
+    response._content = b'{"error": "Something", "description": "Zendesk says no"}'
+    response.request = requests.Request("PUT", f"{BASE}/api/v2/tickets/1?secret=x").prepare()
+    error = error_for_response(response)
+    assert type(error) is expected
+    assert "secret=x" not in str(error)
+    if expected is RateLimited:
+        assert error.retry_after == float(headers["Retry-After"])
