@@ -552,6 +552,15 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
         except (ZoneInfoNotFoundError, ValueError):
             add(_Problem(("calendars", name, "timezone"),
                          f"unknown timezone '{calendar.timezone}': use an IANA name such as Europe/Berlin or UTC"))
+        if not any(calendar.hours.values()):
+            add(_Problem(("calendars", name, "hours"),
+                         f"calendar '{name}' has no opening hours: its SLA clocks would never run", at_key=True))
+        for day, spans in calendar.hours.items():
+            ordered = sorted(enumerate(spans), key=lambda item: item[1])
+            for (_, before), (index, span) in zip(ordered, ordered[1:]):
+                if span.split("-")[0] < before.split("-")[1]:
+                    add(_Problem(("calendars", name, "hours", day, index),
+                                 f"span '{span}' overlaps '{before}' on {day}"))
 
     for name, source in matrix.templates.items():
         loc = ("templates", name)

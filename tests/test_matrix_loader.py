@@ -156,3 +156,25 @@ def test_locate_maps_paths_back_to_the_file(tmp_path: Path) -> None:
     loaded = load_matrix(path)
     assert loaded.locate(("rules", 0, "level")) == (f"{path}:44:12", "rules[0].level")
     assert loaded.locate(("levels", 1, "sla", "acknowledge"), at_key=True) == (f"{path}:37:11", "levels[1].sla.acknowledge")
+
+
+CALENDAR = "clocks:\n  calendar: office\n\ncalendars:\n  office:\n    timezone: UTC\n    hours:\n{hours}\ntemplates:"
+
+
+@pytest.mark.parametrize(
+    ("hours", "expected"),
+    [
+        ("      mon: ['08:00-12:00', '11:30-17:00']",
+         "m.yaml:53:28: calendars.office.hours.mon[1]: span '11:30-17:00' overlaps '08:00-12:00' on mon"),
+        ("      mon: []", "m.yaml:52:5: calendars.office.hours: calendar 'office' has no opening hours: its SLA clocks "
+         "would never run"),
+        ("      sat: ['00:00-24:00']", None),
+        ("      mon: ['12:00-17:00', '08:00-12:00']", None),  # touching spans in any order are fine
+    ],
+)
+def test_calendar_hours(hours: str, expected: str | None) -> None:
+    text = MINIMAL.replace("templates:", CALENDAR.format(hours=hours), 1)
+    if expected is None:
+        load_matrix_text(text, "m.yaml")
+    else:
+        assert errors_of(text) == [expected]
