@@ -147,8 +147,11 @@ class Runtime:
             self.process_task(vendor, ticket_id)
 
     def enqueue_timer(self, timer_id: int, eta: datetime | None = None) -> None:
-        if eta is not None and eta > utcnow():
-            self.timer_task.schedule((timer_id,), eta=eta)
+        # Relative delay from the pipeline's clock (tests inject one); huey adds it to its own clock.
+        now = self._deps_overrides.get("now", utcnow)()
+        delay = (eta - now).total_seconds() if eta is not None else 0.0
+        if delay > 0:
+            self.timer_task.schedule((timer_id,), delay=delay)
         else:
             self.timer_task(timer_id)
 

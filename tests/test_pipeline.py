@@ -1,0 +1,453 @@
+"""The processing pass against a fake helpdesk: coalescing, loop prevention, dry run, conflicts,
+retries and dead letters, crash recovery without double writes, lease expiry, matrix pinning,
+timers firing exactly once, and the metrics the passes leave behind. SQLite, real engine + matrix."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from connectors.base import NotFound, RateLimited, Transient
+from connectors.registry import OfflineConnector, build_connector
+from integration import metrics
+from integration.db import DecisionRow, EventRow, TicketStateRow, TimerRow, acquire_lease
+from integration.events import DatabaseEventSink
+from integration.model import Decision
+from integration.pipeline import _claim, fire_timer, process_ticket, reconcile_once
+from integration.timers import TimerOutcome, TimerSpec
+from tests.support.fake_connector import (
+    BOT_USER_ID,
+    FakeConnector,
+    ManualClock,
+    make_runtime,
+    make_settings,
+    neutral_event,
+)
+
+START = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no except-Exception handler sees it."""
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(START)
+
+
+@pytest.fixture
+def fake():
+    connector = FakeConnector("zendesk")
+    connector.put("101")
+    return connector
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return make_settings(f"sqlite:///{tmp_path}/var/escalation.db")
+
+
+@pytest.fixture
+def runtime(settings, fake, clock):
+    return make_runtime(settings, fake, clock=clock)
+
+
+def accept(runtime, ticket_id="101", delivery="d1", *, actor=None, body=None, vendor="zendesk"):
+    sink = DatabaseEventSink(runtime.db, runtime.enqueue_ticket)
+    payload = body if body is not None else f'{{"delivery": "{delivery}"}}'.encode()
+    return sink.accept(neutral_event(ticket_id, delivery, actor_id=actor, vendor=vendor), payload, START)
+
+
+def drain(huey, limit=50):
+    """Run every task that is queued now (what a worker would do), without waiting for scheduled ones."""
+    ran = 0
+    while ran < limit:
+        task = huey.dequeue()
+        if task is None:
+            return ran
+        huey.execute(task)
+        ran += 1
+    raise AssertionError("queue did not drain")
+
+
+def rows(runtime, model, *where):
+    with runtime.db.session() as session:
+        return list(session.scalars(select(model).where(*where).order_by(model.id if hasattr(model, "id") else model.ticket_id)))
+
+
+def statuses(runtime):
+    return [e.status for e in rows(runtime, EventRow)]
+
+
+def decision_statuses(runtime):
+    return [d.status for d in rows(runtime, DecisionRow)]
+
+
+# ------------------------------------------------------------------------------------ coalescing
+def test_burst_of_five_events_is_one_fetch_one_decision_one_write(runtime, fake):
+    for i in range(5):
+        accept(runtime, delivery=f"d{i}")
+    assert runtime.huey.pending_count() == 5
+    drain(runtime.huey)
+    assert fake.fetch_count == 1
+    assert len(fake.writes()) == 1
+    assert fake.replies("101")[0].startswith("Hello Casey Customer")
+    assert decision_statuses(runtime) == ["applied"]
+    assert statuses(runtime) == ["done"] * 5
+    state = rows(runtime, TicketStateRow)[0]
+    assert (state.level, state.matrix_version) == ("L1", runtime.matrix().version)
+
+
+def test_a_later_event_that_changes_nothing_writes_nothing(runtime, fake):
+    accept(runtime, delivery="d1")
+    drain(runtime.huey)
+    accept(runtime, delivery="d2")
+    drain(runtime.huey)
+    assert fake.fetch_count == 2
+    assert len(fake.writes()) == 1
+    assert decision_statuses(runtime) == ["applied"]
+    assert statuses(runtime) == ["done", "done"]
+
+
+def test_own_echo_is_recorded_and_marked_done_without_a_pass(runtime, fake):
+    accept(runtime, delivery="echo", actor=BOT_USER_ID)
+    drain(runtime.huey)
+    assert fake.fetch_count == 0
+    assert statuses(runtime) == ["done"]
+    assert rows(runtime, DecisionRow) == []
+
+
+def test_dry_run_records_the_decision_and_writes_nothing(tmp_path, fake, clock):
+    runtime = make_runtime(make_settings(f"sqlite:///{tmp_path}/db.sqlite", DRY_RUN=True), fake, clock=clock)
+    accept(runtime)
+    drain(runtime.huey)
+    assert fake.writes() == []
+    (decision,) = rows(runtime, DecisionRow)
+    assert (decision.status, decision.dry_run, decision.to_level, decision.writes) == ("dry_run", True, "L1", 0)
+    assert decision.decision["public_reply"].startswith("Hello")
+    assert rows(runtime, TicketStateRow)[0].level == "L1"
+
+
+def test_without_credentials_the_offline_connector_decides_from_the_stored_webhook(tmp_path, monkeypatch, vendor_dir):
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
+                 "ESCALATION_TEST_CONNECTOR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = make_settings(f"sqlite:///{tmp_path}/db.sqlite", DRY_RUN=None)
+    from integration.db import Database
+    from integration.tasks import Runtime
+
+    db = Database(settings.database_url)
+    db.migrate()
+    runtime = Runtime(settings, db=db, huey=None)
+    assert isinstance(build_connector("zendesk", settings, runtime.matrix().matrix, db=db), OfflineConnector)
+    body = (vendor_dir / "samples" / "zendesk-event__captured__ticket.created.json").read_bytes()
+    import json
+
+    ticket_id = str(json.loads(body)["detail"]["id"])
+    accept(runtime, ticket_id, "inv-offline", body=body)
+    drain(runtime.huey)
+    (decision,) = rows(runtime, DecisionRow)
+    assert (decision.ticket_id, decision.status, decision.dry_run, decision.to_level) == (ticket_id, "dry_run", True, "L1")
+    assert statuses(runtime) == ["done"]
+
+
+# ------------------------------------------------------------------------------------ conflicts
+def test_conflict_refetches_and_redecides_then_writes_once(runtime, fake):
+    fake.concurrent_edits.append(lambda record: record["tags"].append("vip"))
+    accept(runtime)
+    drain(runtime.huey)
+    assert fake.fetch_count == 2
+    assert len(fake.writes()) == 1
+    assert decision_statuses(runtime) == ["conflict", "applied"]
+    assert statuses(runtime) == ["done"]
+
+
+def test_conflicts_that_persist_become_a_retry_with_backoff(runtime, fake, clock):
+    fake.concurrent_edits.extend([lambda r: r["tags"].append(f"edit{i}") for i in range(3)])
+    accept(runtime)
+    drain(runtime.huey)
+    assert fake.writes() == []
+    (event,) = rows(runtime, EventRow)
+    assert event.status == "pending" and "3 conflicts in a row" in event.last_error
+    assert event.next_attempt_at > clock()
+    assert runtime.huey.scheduled_count() == 1
+    clock.advance(60)
+    process_ticket("zendesk", "101", deps=runtime.deps())
+    assert len(fake.writes()) == 1
+    assert statuses(runtime) == ["done"]
+
+
+# ------------------------------------------------------------------------------------ retries / dead letters
+def test_rate_limit_waits_exactly_retry_after(runtime, fake, clock):
+    fake.fetch_failures.append(RateLimited("429 from vendor", retry_after=42))
+    accept(runtime)
+    drain(runtime.huey)
+    (event,) = rows(runtime, EventRow)
+    assert event.status == "pending"
+    assert event.next_attempt_at == clock() + timedelta(seconds=42)
+    process_ticket("zendesk", "101", deps=runtime.deps())  # too early: not claimed
+    assert fake.fetch_count == 1
+    clock.advance(42)
+    process_ticket("zendesk", "101", deps=runtime.deps())
+    assert statuses(runtime) == ["done"] and len(fake.writes()) == 1
+
+
+def test_transient_failures_end_as_dead_letter_and_the_cli_retries_them(runtime, fake, clock, settings, monkeypatch):
+    fake.fetch_failures.extend([Transient("vendor 503")] * 3)
+    accept(runtime)
+    for _ in range(3):
+        process_ticket("zendesk", "101", deps=runtime.deps())
+        clock.advance(3600)
+    (event,) = rows(runtime, EventRow)
+    assert (event.status, event.attempts) == ("dead", 3)
+    assert event.last_error == "gave up after 3 attempts: Transient: vendor 503"
+
+    from cli.main import cli
+
+    env = {"DATABASE_URL": settings.database_url, "QUEUE_URL": "memory://", "MATRIX_PATH": settings.matrix_path}
+    listed = CliRunner().invoke(cli, ["events", "list", "--status", "dead"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "dead" in listed.output and "gave up after 3 attempts: Transient: vendor 503" in listed.output
+    retried = CliRunner().invoke(cli, ["events", "retry", "--all-dead"], env=env)
+    assert retried.exit_code == 0 and "re-queued 1 ticket(s)" in retried.output
+    assert statuses(runtime) == ["pending"]
+    process_ticket("zendesk", "101", deps=runtime.deps())
+    assert statuses(runtime) == ["done"] and len(fake.writes()) == 1
+    nothing = CliRunner().invoke(cli, ["events", "retry", "--all-dead"], env=env)
+    assert nothing.exit_code == 1
+
+
+def test_permanent_error_is_a_dead_letter_at_once(runtime, fake):
+    accept(runtime, "404", "d-missing")
+    drain(runtime.huey)
+    (event,) = rows(runtime, EventRow)
+    assert (event.status, event.attempts, event.last_error) == ("dead", 1, "NotFound: ticket 404 not found")
+
+
+def test_unexpected_errors_are_retried_then_dead_lettered(runtime, fake, clock):
+    fake.fetch_failures.extend([KeyError("bug")] * 3)
+    accept(runtime)
+    for _ in range(3):
+        process_ticket("zendesk", "101", deps=runtime.deps())
+        clock.advance(3600)
+    assert rows(runtime, EventRow)[0].status == "dead"
+
+
+# ------------------------------------------------------------------------------------ crashes
+def test_crash_between_apply_and_commit_is_completed_without_writing_again(runtime, fake, clock):
+    def crash(entry):
+        raise Crash()
+
+    fake.after_write = crash
+    accept(runtime)
+    with pytest.raises(Crash):
+        drain(runtime.huey)
+    assert len(fake.writes()) == 1
+    assert decision_statuses(runtime) == ["applying"]
+    assert statuses(runtime) == ["processing"]
+    fake.after_write = None
+
+    report = reconcile_once(runtime.deps())
+    assert report.expired == 0  # the lease has not run out yet
+    clock.advance(runtime.settings.lease_seconds + 1)
+    report = reconcile_once(runtime.deps())
+    assert report.expired == 1
+    drain(runtime.huey)
+    assert len(fake.writes()) == 1  # the reply went out exactly once
+    assert decision_statuses(runtime) == ["recovered"]
+    assert statuses(runtime) == ["done"]
+    assert rows(runtime, TicketStateRow)[0].level == "L1"
+
+
+def test_write_that_never_reached_the_vendor_is_redone(runtime, fake, clock):
+    fake.apply_failures.append(Transient("read timeout"))  # outcome unknown to the pass
+    accept(runtime)
+    drain(runtime.huey)
+    assert decision_statuses(runtime) == ["applying"] and fake.writes() == []
+    clock.advance(60)
+    process_ticket("zendesk", "101", deps=runtime.deps())
+    assert decision_statuses(runtime) == ["abandoned", "applied"]
+    assert len(fake.writes()) == 1
+
+
+def test_events_of_a_worker_that_died_are_requeued_when_the_lease_expires(runtime, fake, clock):
+    accept(runtime, delivery="d1")
+    accept(runtime, delivery="d2")
+    runtime.huey.flush()  # the queue lost its tasks with the worker
+    claimed = _claim(runtime.deps(), "zendesk", "101", "dead-worker")
+    assert len(claimed) == 2
+    assert reconcile_once(runtime.deps()).expired == 0
+    clock.advance(runtime.settings.lease_seconds + 1)
+    assert reconcile_once(runtime.deps()).expired == 1
+    drain(runtime.huey)
+    assert statuses(runtime) == ["done", "done"] and len(fake.writes()) == 1
+
+
+def test_events_the_queue_forgot_are_enqueued_by_the_reconciler(runtime, fake, clock):
+    accept(runtime)
+    runtime.huey.flush()
+    clock.advance(3600)
+    report = reconcile_once(runtime.deps())
+    assert report.forgotten == 1
+    drain(runtime.huey)
+    assert statuses(runtime) == ["done"]
+
+
+def test_a_task_for_a_ticket_another_worker_holds_comes_back_later(runtime, fake, clock):
+    assert acquire_lease(runtime.db, "ticket:zendesk:101", "other-worker", 30, clock())
+    accept(runtime)
+    drain(runtime.huey)
+    assert fake.fetch_count == 0 and statuses(runtime) == ["pending"]
+    assert runtime.huey.scheduled_count() == 1
+
+
+# ------------------------------------------------------------------------------------ matrix pinning
+def test_ticket_in_flight_keeps_its_matrix_version(tmp_path, fake, clock, enterprise_matrix_path):
+    matrix_file = tmp_path / "matrix.yaml"
+    matrix_file.write_text(enterprise_matrix_path.read_text())
+    db_url = f"sqlite:///{tmp_path}/db.sqlite"
+    first = make_runtime(make_settings(db_url, MATRIX_PATH=str(matrix_file)), fake, clock=clock)
+    accept(first)
+    drain(first.huey)
+    v1 = first.matrix().version
+
+    matrix_file.write_text(enterprise_matrix_path.read_text().replace("acknowledge: 1h", "acknowledge: 2h", 1))
+    second = make_runtime(make_settings(db_url, MATRIX_PATH=str(matrix_file)), fake, clock=clock)
+    v2 = second.matrix().version
+    assert v1 != v2
+    fake.put("202")
+    fake.edit("101", lambda r: r.update(first_public_agent_reply_at=(START + timedelta(minutes=5)).isoformat()))
+    accept(second, "101", "d2")
+    accept(second, "202", "d3")
+    drain(second.huey)
+    states = {s.ticket_id: s.matrix_version for s in rows(second, TicketStateRow)}
+    assert states == {"101": v1, "202": v2}
+    versions = {(d.ticket_id, d.matrix_version) for d in rows(second, DecisionRow)}
+    assert ("101", v1) in versions and ("202", v2) in versions and ("101", v2) not in versions
+
+
+# ------------------------------------------------------------------------------------ timers
+class StubClocks:
+    """Plans one breach timer a minute after a ticket is placed; firing it adds one internal note."""
+
+    def __init__(self):
+        self.fired = 0
+
+    def track(self, state, ticket, matrix, now):
+        return state
+
+    def plan_timers(self, before, after, decision, ticket, matrix, now):
+        if decision is not None and decision.to_level:
+            return [TimerSpec(after.vendor, after.ticket_id, "breach", "acknowledge", now + timedelta(minutes=1),
+                              after.level, after.matrix_version, 1.0)]
+        return []
+
+    def on_timer(self, timer, ticket, state, matrix, now):
+        self.fired += 1
+        decision = Decision(vendor=state.vendor, ticket_id=state.ticket_id, matrix_version=state.matrix_version,
+                            decided_at=now, from_level=state.level, reason="breach acknowledge",
+                            internal_note=f"acknowledge breached at {state.level}")
+        return TimerOutcome(decision=decision, state=state)
+
+
+@pytest.fixture
+def timed(settings, fake, clock):
+    stub = StubClocks()
+    return make_runtime(settings, fake, clock=clock, clocks=stub), stub
+
+
+def test_timer_planned_by_a_pass_fires_once_even_when_its_task_runs_twice(timed, fake, clock):
+    runtime, stub = timed
+    accept(runtime)
+    drain(runtime.huey)
+    (timer,) = rows(runtime, TimerRow)
+    assert runtime.huey.scheduled_count() == 1  # the huey task waits for due_at
+    clock.advance(61)
+    assert fire_timer(timer.id, deps=runtime.deps()) == "fired"
+    assert fire_timer(timer.id, deps=runtime.deps()) == "skipped"
+    notes = [w["internal_note"] for w in fake.writes() if w["internal_note"] and "breached" in w["internal_note"]]
+    assert notes == ["acknowledge breached at L1"]
+    assert stub.fired == 1
+    assert rows(runtime, TimerRow)[0].status == "fired"
+
+
+def test_concurrent_firings_of_one_timer_write_once(timed, fake, clock):
+    runtime, stub = timed
+    accept(runtime)
+    drain(runtime.huey)
+    (timer,) = rows(runtime, TimerRow)
+    clock.advance(61)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fire_timer(timer.id, deps=runtime.deps())))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("fired") == 1
+    assert len([w for w in fake.writes() if "breached" in (w["internal_note"] or "")]) == 1
+
+
+def test_overdue_timer_whose_task_was_lost_is_fired_by_the_reconciler(timed, fake, clock):
+    runtime, stub = timed
+    accept(runtime)
+    drain(runtime.huey)
+    runtime.huey.flush()  # the scheduled task died with its worker
+    clock.advance(120)
+    assert reconcile_once(runtime.deps()).timers == 1
+    drain(runtime.huey)
+    assert stub.fired == 1 and rows(runtime, TimerRow)[0].status == "fired"
+    assert reconcile_once(runtime.deps()).timers == 0
+
+
+def test_timer_not_yet_due_is_put_back_on_the_schedule(timed, fake, clock):
+    runtime, stub = timed
+    accept(runtime)
+    drain(runtime.huey)
+    (timer,) = rows(runtime, TimerRow)
+    assert fire_timer(timer.id, deps=runtime.deps()) == "early"
+    assert stub.fired == 0 and rows(runtime, TimerRow)[0].status == "pending"
+
+
+def test_leaving_the_level_cancels_its_pending_timers(timed, fake, clock):
+    runtime, stub = timed
+    accept(runtime)
+    drain(runtime.huey)
+    fake.edit("101", lambda r: r.update(status="solved"))
+    accept(runtime, delivery="d-solved")
+    drain(runtime.huey)
+    assert [t.status for t in rows(runtime, TimerRow)] == ["cancelled"]
+
+
+# ------------------------------------------------------------------------------------ metrics from passes
+def test_passes_leave_the_rows_the_metrics_need(runtime, fake, clock):
+    fake.put("101", fields={"issue_type": "outage"})
+    accept(runtime, delivery="d1")
+    drain(runtime.huey)  # placed at L1
+    clock.advance(600)
+    escalate = {"issue_type": "outage", "affected_users": 250, "account_id": "A-1", "environment": "production",
+                "recent_changes": "none"}
+    fake.edit("101", lambda r: r.update(fields={**r["fields"], **escalate}))
+    accept(runtime, delivery="d2")
+    drain(runtime.huey)  # wide-outage rule -> L2
+    state = rows(runtime, TicketStateRow)[0]
+    assert state.level == "L2" and state.escalated
+    entered = state.entered_level_at
+    clock.advance(900)
+    fake.edit("101", lambda r: r.update(first_public_agent_reply_at=(entered + timedelta(minutes=12)).isoformat(),
+                                        last_public_agent_reply_at=(entered + timedelta(minutes=12)).isoformat()))
+    accept(runtime, delivery="d3")
+    drain(runtime.huey)
+    fake.edit("101", lambda r: r.update(satisfaction="good", status="solved"))
+    accept(runtime, delivery="d4")
+    drain(runtime.huey)
+
+    assert [(r.level, r.issue_type, r.escalations) for r in metrics.escalation_frequency(runtime.db)] == [("L2", "outage", 1)]
+    (ack,) = metrics.time_to_acknowledge(runtime.db)
+    assert (ack.level, ack.count, ack.avg_seconds) == ("L2", 1, 720.0)
+    (split,) = metrics.csat_before_after_escalation(runtime.db)
+    assert (split.escalated, split.ratings, split.avg_score) == (True, 1, 1.0)
