@@ -15,7 +15,8 @@ Semantics, in the order they apply
    the first level (a ticket already above it stays where it is: never down), and it escalates neither
    by rule nor by SLA breach while the bypass rule is its first match (re-evaluated each pass, so a
    ticket whose facts change is no longer bypassed; an agent can still set the level by hand). A new
-   ticket (no state, or a state without a level) enters its placed level.
+   ticket (no state, or a state without a level) enters its placed level; so does a ticket whose stored
+   level no longer exists in the matrix it is decided with.
 3. **Breach**: each clock in `state.pending_breaches` escalates per the current level's `on_breach` map
    (ignored while bypassed). `next_state` always clears `pending_breaches`: decide has acted on them.
 4. **Manual**: the ticket's level field (`fields.level`) differs from the state's level and names a level
@@ -554,7 +555,7 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
                 draft.public_reply, draft.reply_template = request, level.data_request
             draft.missing_data = tuple(missing)
             who = "set by hand" if cause == MANUAL else _reason_cause(cause or DEFAULT_PLACEMENT)
-            asked = "The customer was asked for it." if request else (
+            asked = "The customer was asked for this data." if request else (
                 f"Level {held} has no data_request template: please ask the customer.")
             draft.notes.append(f"Escalation to {held} ({who}) is on hold: missing {labels}. {asked}")
             reason_parts.append(f"held before {held}: missing {', '.join(missing)}")
