@@ -425,12 +425,18 @@ class _Problem:
     position: tuple[int, int] | None = None
 
 
+def _plural(word: str) -> str:
+    return word[:-1] + "ies" if word.endswith("y") else word + "s"
+
+
 def _unknown(what: str, value: Any, options: Iterable[str]) -> str:
     options = list(options)
     if not options:
-        return f"unknown {what} '{value}': no {what}s are declared"
+        return f"unknown {what} '{value}': no {_plural(what)} are declared"
     hint = _did_you_mean(value, options)
-    return f"unknown {what} '{value}'{hint}" if hint else f"unknown {what} '{value}': {what}s are {', '.join(options)}"
+    if hint:
+        return f"unknown {what} '{value}'{hint}"
+    return f"unknown {what} '{value}': {_plural(what)} are {', '.join(options)}"
 
 
 def _condition_values(condition: Any) -> Iterator[tuple[Loc, Any]]:
@@ -529,6 +535,7 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
                 "priority": ("priority", list(PRIORITIES)),
                 "status": ("status", list(STATUSES)),
                 "level": ("level", level_ids),
+                "group": ("group", groups),
             }.get(attribute)
             if allowed is None:
                 continue

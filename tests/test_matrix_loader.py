@@ -178,3 +178,24 @@ def test_calendar_hours(hours: str, expected: str | None) -> None:
         load_matrix_text(text, "m.yaml")
     else:
         assert errors_of(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("priority: critical", "m.yaml:43:44: rules[0].when.priority: unknown priority 'critical': priorities are "
+         "low, normal, high, urgent"),
+        ("level: [L1, L3]", "m.yaml:43:46: rules[0].when.level[1]: unknown level 'L3': levels are L1, L2"),
+        ("group: {none: [suport]}", "m.yaml:43:49: rules[0].when.group.none[0]: unknown group 'suport' "
+         "(did you mean 'support'?)"),
+        ("issue_type: {any: [Incident]}", None),  # values compare case-insensitively, as the engine matches them
+    ],
+)
+def test_rule_values_of_known_attributes_are_checked(condition: str, expected: str | None) -> None:
+    text = MINIMAL.replace("when: {issue_type: incident}", f"when: {{issue_type: incident, {condition}}}")
+    if condition.startswith("issue_type"):
+        text = MINIMAL.replace("when: {issue_type: incident}", f"when: {{{condition}}}")
+    if expected is None:
+        load_matrix_text(text, "m.yaml")
+    else:
+        assert errors_of(text) == [expected]
