@@ -1,0 +1,114 @@
+"""The huey queue for real: SQLite file, Redis (db 15) and PostgreSQL storage, with the database on
+SQLite or PostgreSQL. Tasks go through the real broker (serialized, dequeued, executed)."""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from connectors.base import RateLimited
+from integration.db import EventRow
+from integration.events import DatabaseEventSink
+from integration.queue import QueueConfigError, build_huey, describe
+from tests.support.fake_connector import (
+    FakeConnector,
+    make_runtime,
+    make_settings,
+    neutral_event,
+    postgres_schema_url,
+)
+
+BACKENDS = [
+    pytest.param(("sqlite", "sqlite"), id="sqlite-db+sqlite-queue"),
+    pytest.param(("sqlite", "redis"), id="sqlite-db+redis-queue", marks=pytest.mark.redis),
+    pytest.param(("postgres", "postgres"), id="postgres-db+postgres-queue", marks=pytest.mark.postgres),
+    pytest.param(("postgres", "redis"), id="postgres-db+redis-queue", marks=[pytest.mark.postgres, pytest.mark.redis]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def stack(request, tmp_path):
+    database, queue = request.param
+    cleanups = []
+    if database == "sqlite":
+        db_url = f"sqlite:///{tmp_path}/var/escalation.db"
+    else:
+        db_url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
+        cleanups.append(drop)
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    if queue == "sqlite":
+        huey = build_huey(f"sqlite:///{tmp_path}/var/queue.db", name=name)
+    elif queue == "redis":
+        huey = build_huey(request.getfixturevalue("redis_url"), name=name)
+    else:
+        queue_url, drop_queue = postgres_schema_url(request.getfixturevalue("postgres_url"))
+        huey = build_huey(queue_url, name=name)
+        cleanups.insert(0, drop_queue)
+    fake = FakeConnector("zendesk")
+    fake.put("101")
+    runtime = make_runtime(make_settings(db_url), fake, huey=huey)
+    yield runtime, fake
+    huey.flush()  # only this queue's keys/rows
+    huey.storage.close()
+    runtime.db.dispose()
+    for cleanup in cleanups:
+        cleanup()
+
+
+def drain(huey, limit=50):
+    ran = 0
+    while ran < limit:
+        task = huey.dequeue()
+        if task is None:
+            return ran
+        huey.execute(task)
+        ran += 1
+    raise AssertionError("queue did not drain")
+
+
+def test_burst_through_the_real_broker_is_one_pass(stack):
+    runtime, fake = stack
+    sink = DatabaseEventSink(runtime.db, runtime.enqueue_ticket)
+    for i in range(5):
+        sink.accept(neutral_event("101", f"d{i}"), f'{{"n": {i}}}'.encode(), runtime.deps().now())
+    assert runtime.huey.pending_count() == 5
+    drain(runtime.huey)  # five process tasks (and the timer tasks the pass planned, which go to the schedule)
+    assert fake.fetch_count == 1 and len(fake.writes()) == 1
+    with runtime.db.session() as session:
+        assert [e.status for e in session.scalars(select(EventRow))] == ["done"] * 5
+
+
+def test_retry_after_is_a_scheduled_task_in_the_broker(stack):
+    runtime, fake = stack
+    fake.fetch_failures.append(RateLimited("429", retry_after=1))
+    DatabaseEventSink(runtime.db, runtime.enqueue_ticket).accept(neutral_event("101", "d1"), b"{}", runtime.deps().now())
+    drain(runtime.huey)
+    assert runtime.huey.scheduled_count() == 1 and fake.writes() == []
+    time.sleep(1.1)
+    due = runtime.huey.read_schedule()  # what the consumer's scheduler does every second
+    assert len(due) == 1
+    for task in due:
+        runtime.huey.execute(task)
+    assert len(fake.writes()) == 1
+
+
+def test_timer_task_waits_in_the_schedule_until_due(stack):
+    runtime, fake = stack
+    runtime.enqueue_timer(12345, runtime.deps().now() + timedelta(minutes=5))
+    drain(runtime.huey)  # a task with an eta passes through the queue into the schedule
+    assert runtime.huey.scheduled_count() == 1 and runtime.huey.pending_count() == 0
+    assert runtime.huey.read_schedule() == []  # not due yet
+    runtime.enqueue_timer(12346, None)
+    assert runtime.huey.pending_count() == 1
+
+
+def test_queue_urls():
+    assert type(build_huey("memory://")).__name__ == "MemoryHuey"
+    with pytest.raises(QueueConfigError, match="not supported"):
+        build_huey("amqp://localhost")
+    with pytest.raises(QueueConfigError, match="needs a file path"):
+        build_huey("sqlite://")
+    assert "hunter2" not in describe("redis://:hunter2@cache:6379/0")
