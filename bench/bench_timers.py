@@ -90,6 +90,143 @@ clocks:
 """
 
 
+class TimerRig:
+    """A temporary deployment for timer tests: SQLite database and queue, the fake helpdesk in a directory
+    (tests/support/fake_connector.py), `escalation worker` processes, and timers seeded straight into the
+    timer host (state rows + `integration.timers.schedule`, so huey holds a task at each due time)."""
+
+    def __init__(self, workdir: Path, matrix_text: str, *, reconcile_interval: int = 5):
+        self.workdir = Path(workdir)
+        self.matrix_path = self.workdir / "matrix.yaml"
+        self.matrix_path.write_text(matrix_text)
+        self.vendor_dir = self.workdir / "vendor"
+        self.env = dict(os.environ)
+        self.env.update({
+            "DATABASE_URL": f"sqlite:///{self.workdir / 'escalation.db'}",
+            "QUEUE_URL": f"sqlite:///{self.workdir / 'queue.db'}",
+            "MATRIX_PATH": str(self.matrix_path),
+            "DRY_RUN": "false",
+            "ESCALATION_TEST_CONNECTOR": "tests.support.fake_connector:from_env",
+            "ESCALATION_FAKE_VENDOR_DIR": str(self.vendor_dir),
+            "RECONCILE_INTERVAL_SECONDS": str(reconcile_interval),
+            "SCAN_INTERVAL_SECONDS": "3600",
+            "WORKER_CONCURRENCY": self.env.get("BENCH_WORKER_CONCURRENCY", "4"),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + self.env.get("PYTHONPATH", ""),
+        })
+        self.expected: dict[int, tuple[str, datetime]] = {}  # timer id -> (ticket id, due_at)
+        self.logs: list[Path] = []
+
+    def _settings(self):
+        from integration.settings import Settings
+
+        return Settings(DATABASE_URL=self.env["DATABASE_URL"], QUEUE_URL=self.env["QUEUE_URL"],
+                        MATRIX_PATH=self.env["MATRIX_PATH"], DRY_RUN=False)
+
+    def seed(self, count: int, first_due: datetime, horizon: float) -> None:
+        """`count` tickets at the first level, each with its 50 % acknowledge warning due between
+        `first_due` and `first_due + horizon` (evenly spread)."""
+        from integration import timers as timer_host
+        from integration.clocks import WARNING, plan_timers
+        from integration.db import TicketStateRow, to_json
+        from integration.engine import decide, next_state
+        from integration.tasks import Runtime
+        from tests.support.fake_connector import FakeConnector, FileStore
+
+        runtime = Runtime(self._settings(), connector_factory=lambda vendor: None)
+        loaded = runtime.matrix()
+        matrix = loaded.matrix
+        fake = FakeConnector(vendor="zendesk", store=FileStore(self.vendor_dir))
+        target = matrix.levels[0].sla.acknowledge.total_seconds()
+        rows, specs = [], []
+        for i in range(count):
+            due = first_due + timedelta(seconds=horizon * i / max(count, 1))
+            entered = due - timedelta(seconds=target * 0.5)
+            ticket_id = str(700000 + i)
+            fake.put(ticket_id, fields={"issue_type": "bug"}, updated_at=entered.isoformat(),
+                     created_at=entered.isoformat())
+            ticket = fake.fetch_ticket(ticket_id)
+            decision = decide(ticket, None, matrix, entered, version=loaded.version)
+            state = next_state(None, ticket, decision)
+            rows.append(TicketStateRow(
+                vendor="zendesk", ticket_id=ticket_id, state=to_json(state), level=state.level,
+                entered_level_at=state.entered_level_at, matrix_version=loaded.version, rule_id=state.rule_id,
+                bypassed=False, data_requested=[], milestones={}, status=ticket.status, priority=ticket.priority,
+                first_seen_at=entered, updated_at=entered,
+            ))
+            specs += [s for s in plan_timers(None, state, decision, ticket, matrix, entered) if s.kind == WARNING]
+        with runtime.db.session() as session:
+            session.add_all(rows)
+            scheduled = timer_host.schedule_all(session, specs)
+            session.flush()
+            self.expected = {row.id: (row.ticket_id, row.due_at) for row in scheduled}
+        runtime.db.dispose()
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        log_path = self.workdir / f"worker-{name}.log"
+        self.logs.append(log_path)
+        handle = open(log_path, "ab")
+        return subprocess.Popen(_escalation_cmd() + ["worker"], env=self.env, cwd=REPO_ROOT, stdout=handle,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _rows(self) -> list:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.env["DATABASE_URL"])
+        try:
+            with engine.connect() as conn:
+                return list(conn.execute(text(
+                    "SELECT id, ticket_id, status, due_at, fired_at FROM timers WHERE kind = 'warning'")))
+        finally:
+            engine.dispose()
+
+    def fired_count(self) -> int:
+        return sum(1 for row in self._rows() if row.status == "fired")
+
+    def warning_notes(self) -> dict[str, int]:
+        from tests.support.fake_connector import FileStore
+
+        counts: dict[str, int] = {}
+        for write in FileStore(self.vendor_dir).writes():
+            if (write.get("internal_note") or "").startswith("SLA warning"):
+                counts[write["ticket_id"]] = counts.get(write["ticket_id"], 0) + 1
+        return counts
+
+    def decisions_per_timer(self) -> dict[str, int]:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.env["DATABASE_URL"])
+        try:
+            with engine.connect() as conn:
+                return {row[0]: row[1] for row in conn.execute(text(
+                    "SELECT trigger, COUNT(*) FROM decisions WHERE trigger LIKE 'timer:%' GROUP BY trigger"))}
+        finally:
+            engine.dispose()
+
+    def report(self) -> dict:
+        def parse(value):
+            if isinstance(value, datetime):
+                return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+            return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
+
+        rows = self._rows()
+        fired = [r for r in rows if r.status == "fired"]
+        lateness = [(parse(r.fired_at) - parse(r.due_at)).total_seconds() for r in fired]
+        notes = self.warning_notes()
+        decisions = self.decisions_per_timer()
+        return {
+            "expected": len(self.expected),
+            "fired": len(fired),
+            "failed": sum(1 for r in rows if r.status not in ("fired", "pending")),
+            "pending": sum(1 for r in rows if r.status == "pending"),
+            "notes": sum(notes.values()),
+            "tickets_noted": len(notes),
+            "duplicates": sum(n - 1 for n in notes.values() if n > 1) + sum(n - 1 for n in decisions.values() if n > 1),
+            "lateness": lateness,
+        }
+
+
+
 def _escalation_cmd() -> list[str]:
     exe = REPO_ROOT / ".venv" / "bin" / "escalation"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "cli.main"]
@@ -100,23 +237,21 @@ def worker_available() -> bool:
     return result.returncode == 0
 
 
-def bench_lateness(count: int, horizon: float, restart_at: float, lead: float = 8.0) -> dict:
-    from tests.support.timer_rig import TimerRig
-
+def bench_lateness(count: int, horizon: float, restart_at: float, lead: float = 8.0, down: float = 1.0) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-timers-"))
     try:
         rig = TimerRig(workdir, BENCH_MATRIX)
         first_due = datetime.now(timezone.utc) + timedelta(seconds=lead)
         rig.seed(count, first_due, horizon)
         print(f"lateness: {count} timers due {lead:.0f}..{lead + horizon:.0f} s from now; worker killed at "
-              f"{restart_at:.0f} s, restarted 3 s later")
+              f"{lead + restart_at:.0f} s, restarted {down:.0f} s later")
         started = time.monotonic()
         worker = rig.start_worker("w1")
         time.sleep(max(0.0, lead + restart_at - (time.monotonic() - started)))
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
         fired_before_kill = rig.fired_count()
-        time.sleep(3.0)
+        time.sleep(down)
         worker = rig.start_worker("w2")
         deadline = time.monotonic() + lead + horizon + 60
         while time.monotonic() < deadline and rig.fired_count() < count:
@@ -140,6 +275,7 @@ def main() -> int:
     parser.add_argument("--timers", type=int, default=int(os.environ.get("BENCH_TIMERS", 1000)))
     parser.add_argument("--horizon", type=float, default=float(os.environ.get("BENCH_TIMER_HORIZON", 60)))
     parser.add_argument("--restart-at", type=float, default=None, help="seconds into the horizon (default: 1/3)")
+    parser.add_argument("--down", type=float, default=1.0, help="seconds the worker stays dead")
     parser.add_argument("--compute-only", action="store_true")
     args = parser.parse_args()
     bench_compute()
@@ -149,7 +285,7 @@ def main() -> int:
         print("lateness: `escalation worker` is not available; only the compute part ran")
         return 0
     restart_at = args.restart_at if args.restart_at is not None else args.horizon / 3
-    result = bench_lateness(args.timers, args.horizon, restart_at)
+    result = bench_lateness(args.timers, args.horizon, restart_at, down=args.down)
     late = result["lateness"]
     print(f"lateness: fired {result['fired']}/{result['expected']} (before the kill: {result['fired_before_kill']}), "
           f"notes written {result['notes']}, duplicates {result['duplicates']}, failed {result['failed']}")
