@@ -128,6 +128,7 @@ class LevelInfo:
     calendar: str | None
     owners: dict[Any, str]  # normalised issue type -> group key
     context_base: dict[str, Any]  # template `level` dict without `owner`
+    clock_starts: tuple[ClockStart, ...]  # SLA clocks then the update cadence, started on entry
 
 
 @dataclass
@@ -158,11 +159,16 @@ class CompiledMatrix:
 def _compile(matrix: Matrix, version: str) -> CompiledMatrix:
     levels: dict[str, LevelInfo] = {}
     for position, level in enumerate(matrix.levels):
+        calendar = level.calendar or matrix.clocks.calendar
+        clock_starts = [ClockStart(clock, int(target.total_seconds()), calendar) for clock, target in level.sla.items()]
+        if level.update_cadence is not None:
+            clock_starts.append(
+                ClockStart(UPDATE_CADENCE_CLOCK, int(level.update_cadence.every.total_seconds()), calendar))
         levels[level.id] = LevelInfo(
             level=level,
             position=position,
             sla_seconds=tuple((clock, int(target.total_seconds())) for clock, target in level.sla.items()),
-            calendar=level.calendar or matrix.clocks.calendar,
+            calendar=calendar,
             owners={normalize(k): v for k, v in level.owner.by_issue_type.items()},
             context_base={
                 "id": level.id,
@@ -171,6 +177,7 @@ def _compile(matrix: Matrix, version: str) -> CompiledMatrix:
                 "sla": {clock: format_duration(target) for clock, target in level.sla.items()},
                 "update_every": format_duration(level.update_cadence.every) if level.update_cadence else None,
             },
+            clock_starts=tuple(clock_starts),
         )
     index = RuleIndex.build(matrix.rules)
     return CompiledMatrix(
@@ -506,13 +513,10 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
             )
         met = _detect_milestones(compiled, ticket, {}, None, now)
         draft.milestones.update(met)
-        for clock, seconds in info.sla_seconds:
-            if clock not in met:
-                draft.start_clocks.append(ClockStart(clock, seconds, info.calendar))
-        if level.update_cadence is not None:
-            draft.start_clocks.append(
-                ClockStart(UPDATE_CADENCE_CLOCK, int(level.update_cadence.every.total_seconds()), info.calendar)
-            )
+        if met:
+            draft.start_clocks.extend(c for c in info.clock_starts if c.clock not in met)
+        else:
+            draft.start_clocks.extend(info.clock_starts)
         if current is None:
             reason_parts.append(f"new ticket enters {enter}: {_reason_cause(entry_cause)}")
         else:

@@ -57,13 +57,19 @@ def normalize(value: Any) -> Hashable | None:
     return ("s", text.casefold())
 
 
-@dataclass(frozen=True)
 class AttributeValue:
-    """One ticket attribute, normalised once per decision."""
+    """One ticket attribute, normalised once per decision. (A slotted class: a frozen dataclass costs a
+    microsecond per instance, and there are several per decision.)"""
 
-    raw: Any
-    keys: frozenset  # normalised values; empty = unset
-    number: float | None  # for gte/gt/lte/lt; None for collections and non-numbers
+    __slots__ = ("raw", "keys", "number")
+
+    def __init__(self, raw: Any, keys: frozenset, number: float | None):
+        self.raw = raw
+        self.keys = keys  # normalised values; empty = unset
+        self.number = number  # for gte/gt/lte/lt; None for collections and non-numbers
+
+    def __repr__(self) -> str:
+        return f"AttributeValue({self.raw!r})"
 
 
 _UNSET = AttributeValue(None, frozenset(), None)
@@ -252,13 +258,19 @@ class RuleIndex:
 
     def candidates(self, values: dict[str, AttributeValue]) -> Sequence[int]:
         """Positions of the rules that can match, in file order: a superset of the matching rules."""
-        lists: list[tuple[int, ...]] = [self.unindexed] if self.unindexed else []
+        lists = self._buckets(values)
+        if self.unindexed:
+            lists.append(self.unindexed)
+        return sorted(set().union(*lists)) if lists else ()
+
+    def _buckets(self, values: dict[str, AttributeValue]) -> list[tuple[int, ...]]:
+        found: list[tuple[int, ...]] = []
         for signature, table in self.buckets.items():
             if len(signature) == 1:
                 for key in values[signature[0]].keys:
                     bucket = table.get((key,))
                     if bucket:
-                        lists.append(bucket)
+                        found.append(bucket)
                 continue
             key_sets = [values[a].keys for a in signature]
             if not all(key_sets):
@@ -266,22 +278,30 @@ class RuleIndex:
             for combination in itertools.product(*key_sets):
                 bucket = table.get(combination)
                 if bucket:
-                    lists.append(bucket)
-        if not lists:
-            return ()
-        if len(lists) == 1:
-            return lists[0]
-        return sorted(set().union(*lists))
+                    found.append(bucket)
+        return found
 
     def first_match(self, ticket: Ticket, values: dict[str, AttributeValue] | None = None) -> CompiledRule | None:
+        """The first rule in file order that matches. Each bucket (and the unindexed rules) is sorted, so
+        each is searched only up to the earliest match found so far; nothing is merged or sorted."""
         if values is None:
             values = self.values(ticket)
         rules = self.rules
-        for position in self.candidates(values):
-            rule = rules[position]
-            if rule.matches(values):
-                return rule
-        return None
+        best = len(rules)
+        for bucket in self._buckets(values):
+            for position in bucket:
+                if position >= best:
+                    break
+                if rules[position].matches(values):
+                    best = position
+                    break
+        for position in self.unindexed:
+            if position >= best:
+                break
+            if rules[position].matches(values):
+                best = position
+                break
+        return rules[best] if best < len(rules) else None
 
     def scan_first_match(self, ticket: Ticket) -> CompiledRule | None:
         """The same answer by trying every rule in order (benchmark baseline and test oracle)."""
