@@ -1,10 +1,11 @@
 """Alembic migrations, run programmatically (`Database.migrate()`, `escalation migrate`, worker startup).
 
 Several processes may start at once (N web + N worker): on PostgreSQL an advisory lock serializes the
-upgrade; on SQLite the first write transaction (BEGIN IMMEDIATE) does.
+upgrade; on SQLite a lock file beside the database does.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from alembic import command
@@ -22,8 +23,26 @@ def alembic_config(connection=None) -> Config:
     return config
 
 
+@contextlib.contextmanager
+def _sqlite_file_lock(engine: Engine):
+    """SQLite DDL is not transactional under Alembic: web and worker starting together on a fresh file
+    would both create the tables. A lock file beside the database serializes them."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate-lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.connect() as connection:
+    with _sqlite_file_lock(engine), engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(f"SELECT pg_advisory_lock({_ADVISORY_LOCK_ID})")
             connection.commit()

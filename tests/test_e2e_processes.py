@@ -1,0 +1,179 @@
+"""End to end with real processes, as the Procfile runs them: gunicorn (web) + `escalation worker`, on
+SQLite (database and queue files in a temp dir), with a fake helpdesk that records every write in a
+file. Signed Zendesk webhooks go in over HTTP; the worker is killed with SIGKILL in the middle of a
+pass (after its write reached the "vendor", before its final commit), restarted, and every event must
+end processed with exactly one customer reply per ticket."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.support.fake_connector import FakeConnector, FileStore
+
+pytestmark = pytest.mark.slow
+
+SECRET = "e2e-webhook-secret"
+TICKETS = ["7001", "7002", "7003", "7004"]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _signed_post(port: int, body: dict, invocation_id: str) -> int:
+    raw = json.dumps(body).encode()
+    timestamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signature = base64.b64encode(hmac.new(SECRET.encode(), timestamp.encode() + raw, hashlib.sha256).digest()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhooks/zendesk", data=raw, method="POST",
+        headers={"Content-Type": "application/json", "X-Zendesk-Webhook-Signature": signature,
+                 "X-Zendesk-Webhook-Signature-Timestamp": timestamp, "X-Zendesk-Webhook-Invocation-Id": invocation_id})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _event(ticket_id: str, event_type: str, n: int) -> dict:
+    return {
+        "account_id": 22129848,
+        "detail": {"actor_id": "900", "id": ticket_id, "priority": "NORMAL", "status": "OPEN",
+                   "subject": f"Ticket {ticket_id}", "tags": [], "requester_id": "900",
+                   "created_at": "2026-11-27T09:00:00Z", "updated_at": f"2026-11-27T09:00:0{n}Z"},
+        "event": {},
+        "id": f"evt-{ticket_id}-{n}",
+        "subject": f"zen:ticket:{ticket_id}",
+        "time": f"2026-11-27T09:00:0{n}Z",
+        "type": f"zen:event-type:{event_type}",
+        "zendesk_event_version": "2022-11-06",
+    }
+
+
+def _query(db_path: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db_path, timeout=10) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def environment(tmp_path, enterprise_matrix_path):
+    vendor_dir = tmp_path / "vendor"
+    fake = FakeConnector("zendesk", store=FileStore(vendor_dir))
+    for ticket_id in TICKETS:
+        fake.put(ticket_id)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/var/escalation.db",
+        "QUEUE_URL": f"sqlite:///{tmp_path}/var/queue.db",
+        "MATRIX_PATH": str(enterprise_matrix_path),
+        "ZENDESK_WEBHOOK_SECRET": SECRET,
+        "DRY_RUN": "false",
+        "ESCALATION_TEST_CONNECTOR": "tests.support.fake_connector:from_env",
+        "ESCALATION_FAKE_VENDOR_DIR": str(vendor_dir),
+        "ESCALATION_TEST_APPLY_DELAY": "1.0",  # a window between the vendor write and the final commit
+        "LEASE_SECONDS": "3",
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "WORKER_CONCURRENCY": "2",
+        "SHUTDOWN_TIMEOUT_SECONDS": "2",
+        "LOG_LEVEL": "INFO",
+    }
+    subprocess.run([str(BIN / "escalation"), "migrate"], env=env, cwd=tmp_path, check=True, capture_output=True)
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], log_name: str) -> subprocess.Popen:
+        log = open(tmp_path / log_name, "ab")
+        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    yield tmp_path, fake, start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_worker_killed_mid_pass_loses_nothing_and_writes_no_reply_twice(environment):
+    tmp_path, fake, start = environment
+    db_path = tmp_path / "var" / "escalation.db"
+    port = _free_port()
+    start([str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "webhooks.wsgi:app"], "web.log")
+    worker = start([str(BIN / "escalation"), "worker"], "worker-1.log")
+
+    def ready():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    _wait(ready, 30, "the web process to be ready", interval=0.2)
+
+    accepted = 0
+    for ticket_id in TICKETS:
+        assert _signed_post(port, _event(ticket_id, "ticket.created", 1), f"inv-{ticket_id}-1") == 202
+        assert _signed_post(port, _event(ticket_id, "ticket.priority_changed", 2), f"inv-{ticket_id}-2") == 202
+        accepted += 2
+    # A redelivery of the first webhook: acknowledged, not stored twice.
+    assert _signed_post(port, _event(TICKETS[0], "ticket.created", 1), f"inv-{TICKETS[0]}-1") == 200
+
+    # Kill the worker right after a write reached the vendor and before the pass committed.
+    in_window = _wait(
+        lambda: fake.writes() and _query(db_path, "SELECT ticket_id FROM decisions WHERE status = 'applying'"),
+        30, "a pass between its vendor write and its commit")
+    killed_ticket = in_window[0][0]
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    writes_at_kill = len(fake.writes())
+    assert _query(db_path, "SELECT COUNT(*) FROM events WHERE status = 'processing'")[0][0] >= 1
+
+    start([str(BIN / "escalation"), "worker"], "worker-2.log")
+    _wait(lambda: _query(db_path, "SELECT COUNT(*) FROM events WHERE status = 'done'")[0][0] == accepted,
+          45, "every event to be processed after the restart", interval=0.2)
+
+    assert _query(db_path, "SELECT COUNT(*) FROM events")[0][0] == accepted
+    replies: dict[str, int] = {}
+    for write in fake.writes():
+        if write["public_reply"]:
+            replies[write["ticket_id"]] = replies.get(write["ticket_id"], 0) + 1
+    assert replies == {ticket_id: 1 for ticket_id in TICKETS}, (replies, writes_at_kill)
+    statuses = dict(_query(db_path, f"SELECT status, COUNT(*) FROM decisions WHERE ticket_id = '{killed_ticket}' GROUP BY status"))
+    assert statuses == {"recovered": 1}
+    levels = dict(_query(db_path, "SELECT ticket_id, level FROM ticket_state"))
+    assert levels == {ticket_id: "L1" for ticket_id in TICKETS}
