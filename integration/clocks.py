@@ -99,6 +99,12 @@ class ClockBook:
     resumed_at: datetime | None = None  # end of the last pause
     alerts: frozenset[str] = frozenset()  # "acknowledge:0.75", "acknowledge:breach": already sent
     cadence_at: datetime | None = None  # last cadence message (public reply or reminder)
+    resolved_at: datetime | None = None  # resolved now (clocks stand still), since then
+    # clock -> active seconds already run when that clock restarted (resolve, on reopening)
+    offsets: tuple[tuple[str, float], ...] = ()
+
+    def offset(self, clock: str) -> float:
+        return dict(self.offsets).get(clock, 0.0)
 
     @classmethod
     def of(cls, state: TicketState) -> "ClockBook":
@@ -113,6 +119,8 @@ class ClockBook:
             resumed_at=_parse(data.get("resumed_at")),
             alerts=frozenset(data.get("alerts") or ()),
             cadence_at=_parse(data.get("cadence_at")),
+            resolved_at=_parse(data.get("resolved_at")),
+            offsets=tuple(sorted((str(k), float(v)) for k, v in (data.get("offsets") or {}).items())),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -129,6 +137,10 @@ class ClockBook:
             data["alerts"] = sorted(self.alerts)
         if self.cadence_at:
             data["cadence_at"] = _iso(self.cadence_at)
+        if self.resolved_at:
+            data["resolved_at"] = _iso(self.resolved_at)
+        if self.offsets:
+            data["offsets"] = dict(self.offsets)
         return data
 
     def store(self, state: TicketState) -> TicketState:
@@ -176,22 +188,38 @@ def _status_changed_at(ticket: Ticket, floor: datetime, now: datetime) -> dateti
 
 def track(state: TicketState, ticket: Ticket, matrix: Matrix, now: datetime) -> TicketState:
     """Update the pause accounting from the ticket's status; returns `state` itself when nothing changed.
-    Call once per processing pass, on the state about to be stored (after `next_state`)."""
+    Call once per processing pass, on the state about to be stored (after `next_state`).
+
+    A resolved ticket's clocks stand still like a paused one's. When it is reopened, the clocks that
+    were not met go on where they stopped, and the resolve clock starts again from zero."""
     if not state.level or state.entered_level_at is None:
         return state if not state.clock_state else state.with_(clock_state={})
     level = _level_of(matrix, state.level)
+    calendar = level_calendar(matrix, level) if level else None
     book = ClockBook.of(state)
-    paused = _is_paused(ticket, matrix) and not _is_resolved(ticket, state, matrix)
+    resolved = _is_resolved(ticket, state, matrix)
+    paused = resolved or _is_paused(ticket, matrix)
     if paused and book.paused_since is None:
         book = replace(book, paused_since=_status_changed_at(ticket, state.entered_level_at, now))
     elif not paused and book.paused_since is not None:
         resumed = _status_changed_at(ticket, book.paused_since, now)
-        calendar = level_calendar(matrix, level) if level else None
         book = replace(
             book,
             paused_seconds=book.paused_seconds + business_seconds_between(calendar, book.paused_since, resumed),
             paused_since=None,
             resumed_at=resumed,
+        )
+    if resolved and book.resolved_at is None:
+        book = replace(book, resolved_at=book.paused_since or now)
+    elif not resolved and book.resolved_at is not None:
+        reopened = _status_changed_at(ticket, book.resolved_at, now)
+        offsets = dict(book.offsets)
+        offsets["resolve"] = active_seconds(book, calendar, reopened)
+        book = replace(
+            book,
+            resolved_at=None,
+            offsets=tuple(sorted(offsets.items())),
+            alerts=frozenset(a for a in book.alerts if not a.startswith("resolve:")),
         )
     return book.store(state)
 
@@ -243,13 +271,14 @@ def _timers_for(state: TicketState, ticket: Ticket, matrix: Matrix, decision: De
     common = dict(vendor=state.vendor, ticket_id=state.ticket_id, level=level.id, matrix_version=version)
     specs: list[Any] = []
     for clock, target in _running_clocks(level, state, decision):
-        seconds = target.total_seconds()
+        seconds, offset = target.total_seconds(), book.offset(clock)
         if f"{clock}:breach" in book.alerts:
             continue
         for fraction in sorted(set(matrix.clocks.warn_at)):
             if f"{clock}:{fraction}" not in book.alerts:
-                specs.append(_spec(kind=WARNING, clock=clock, due_at=due_at(book, calendar, seconds * fraction), fraction=fraction, **common))
-        specs.append(_spec(kind=BREACH, clock=clock, due_at=due_at(book, calendar, seconds), fraction=1.0, **common))
+                due = due_at(book, calendar, seconds * fraction + offset)
+                specs.append(_spec(kind=WARNING, clock=clock, due_at=due, fraction=fraction, **common))
+        specs.append(_spec(kind=BREACH, clock=clock, due_at=due_at(book, calendar, seconds + offset), fraction=1.0, **common))
     cadence = cadence_due(book, calendar, level, ticket, state)
     if cadence is not None:
         specs.append(_spec(kind=CADENCE, clock=CADENCE_CLOCK, due_at=cadence, fraction=None, **common))
@@ -350,12 +379,13 @@ def on_timer(timer: Any, ticket: Ticket, state: TicketState, matrix: Matrix, now
         return _outcome(state=changed_state)
     target_seconds = target.total_seconds()
     fraction = 1.0 if timer.kind == BREACH else float(timer.fraction)
-    current_due = due_at(book, calendar, target_seconds * fraction)
+    offset = book.offset(clock)
+    current_due = due_at(book, calendar, target_seconds * fraction + offset)
     if timer.due_at < current_due - TOLERANCE:
         # A pause moved this clock; the timer planned on resume (re-offered here in case it was lost) acts.
         return _outcome(state=changed_state, schedule=[replace_due(timer, current_due)] if current_due > now else [])
     at = max(now, current_due)
-    elapsed = active_seconds(book, calendar, at)
+    elapsed = active_seconds(book, calendar, at) - offset
     if timer.kind == WARNING:
         return _on_warning(timer, ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version)
     return _on_breach(ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version)

@@ -416,3 +416,19 @@ def test_clock_state_resets_on_a_new_level(matrix_24x7):
     assert clocks.ClockBook.of(desk.state).alerts == frozenset()
     l2_half = desk.timer(WARNING, "acknowledge", 0.5, level="L2")
     assert "at L2 (Product specialists) is 50 % used" in desk.fire(l2_half, l2_half.due_at).decision.internal_note
+
+
+def test_reopened_ticket_restarts_resolve_and_continues_the_unmet_clocks(matrix_24x7):
+    desk = Desk(matrix_24x7, new_ticket())
+    start = berlin(2026, 11, 23, 9, 0)
+    desk.process(start)
+    desk.process(start + timedelta(hours=2), status="solved")  # diagnose has run 2h of its 8h
+    assert desk.process(start + timedelta(hours=3)) == []
+    reopened = start + timedelta(hours=6)
+    planned = desk.process(reopened, status="open")
+    breaches = {t.clock: t.due_at for t in planned if t.kind == BREACH}
+    assert breaches["resolve"] == reopened + timedelta(days=5)  # from zero
+    assert breaches["diagnose"] == reopened + timedelta(hours=6)  # the 6h it had left
+    half = [t for t in planned if t.kind == WARNING and t.clock == "resolve" and t.fraction == 0.5][0]
+    outcome = desk.fire(half, half.due_at)
+    assert "resolve clock at L1 (Frontline) is 50 % used: 2d12h elapsed of 5d" in outcome.decision.internal_note
