@@ -133,3 +133,35 @@ def test_simulate_reports_the_bad_line_of_a_jsonl_file(tmp_path):
     result = invoke("simulate", MATRIX, str(bad))
     assert result.exit_code == 1
     assert f"{bad}:2: status: 'waiting' is not one of new, open, pending, on_hold, solved, closed" in result.stderr
+
+
+def test_simulation_is_identical_across_processes_with_different_hash_seeds():
+    """Sets and dicts must not leak iteration order into decisions: two interpreters with different
+    string-hash seeds give byte-identical output."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from datetime import datetime\n"
+        "from integration.engine import decide\n"
+        "from integration.ticket_json import load_ticket_files\n"
+        "from matrix_config.loader import load_matrix\n"
+        "loaded = load_matrix(sys.argv[1])\n"
+        "now = datetime.fromisoformat(sys.argv[2])\n"
+        "for r in load_ticket_files(sys.argv[3:]):\n"
+        "    d = decide(r.ticket, r.state, loaded.matrix, now, version=loaded.version)\n"
+        "    print(json.dumps(d.to_dict(), sort_keys=False))\n"
+    )
+    files = sorted(str(p) for p in TICKETS.iterdir())
+    outputs = []
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        done = subprocess.run([sys.executable, "-c", script, MATRIX, NOW, *files],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    decisions = [json.loads(line) for line in outputs[0].splitlines()]
+    assert len(decisions) == 9 and all(d["internal_note"] for d in decisions)
