@@ -623,6 +623,10 @@ def fire_timer(timer_id: int, *, deps: PassDeps) -> str:
             deps.enqueue_timer(timer_id, now + timedelta(seconds=2))
         return "busy"
     try:
+        with deps.db.session() as session:
+            # Read again under the ticket lease: another run may have fired it since the first look.
+            if session.get(TimerRow, timer_id).status != "pending":
+                return "skipped"
         with _Heartbeat(deps, lease_name, owner):
             return _fire(deps, spec)
     finally:

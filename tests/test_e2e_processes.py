@@ -110,10 +110,10 @@ def environment(tmp_path, enterprise_matrix_path):
     subprocess.run([str(BIN / "escalation"), "migrate"], env=env, cwd=tmp_path, check=True, capture_output=True)
     procs: list[subprocess.Popen] = []
 
-    def start(args: list[str], log_name: str) -> subprocess.Popen:
+    def start(args: list[str], log_name: str, **env_overrides: str) -> subprocess.Popen:
         log = open(tmp_path / log_name, "ab")
-        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(args, env={**env, **env_overrides}, cwd=tmp_path, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
         return proc
 
@@ -177,3 +177,31 @@ def test_worker_killed_mid_pass_loses_nothing_and_writes_no_reply_twice(environm
     assert statuses == {"recovered": 1}
     levels = dict(_query(db_path, "SELECT ticket_id, level FROM ticket_state"))
     assert levels == {ticket_id: "L1" for ticket_id in TICKETS}
+
+
+
+def test_sigterm_hands_interrupted_work_back_without_waiting_for_the_lease(environment):
+    tmp_path, fake, start = environment
+    db_path = tmp_path / "var" / "escalation.db"
+    from integration.db import Database
+    from integration.events import DatabaseEventSink
+    from tests.support.fake_connector import neutral_event
+
+    database = Database(f"sqlite:///{db_path}")
+    sink = DatabaseEventSink(database, None)  # no queue: the worker's reconciler finds the rows
+    sink.accept(neutral_event(TICKETS[0], "term-1"), b'{"n": 1}', datetime.now(timezone.utc))
+    database.dispose()
+    # Passes slower than the shutdown grace, and a lease far longer than the test: only the SIGTERM
+    # hand-back can explain a quick recovery.
+    worker = start([str(BIN / "escalation"), "worker"], "worker-1.log",
+                   ESCALATION_TEST_PASS_DELAY="30", LEASE_SECONDS="600", ESCALATION_TEST_APPLY_DELAY="0")
+    _wait(lambda: _query(db_path, "SELECT COUNT(*) FROM events WHERE status = 'processing'")[0][0] == 1,
+          30, "the worker to claim the event", interval=0.1)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    assert _query(db_path, "SELECT status, lease_owner FROM events") == [("pending", None)]
+    assert _query(db_path, "SELECT COUNT(*) FROM leases WHERE name LIKE 'ticket:%'") == [(0,)]
+
+    start([str(BIN / "escalation"), "worker"], "worker-2.log", ESCALATION_TEST_APPLY_DELAY="0")
+    _wait(lambda: _query(db_path, "SELECT status FROM events") == [("done",)], 30, "the event to be processed")
+    assert fake.replies(TICKETS[0]) and len(fake.replies(TICKETS[0])) == 1

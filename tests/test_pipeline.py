@@ -25,6 +25,7 @@ from tests.support.fake_connector import (
     make_runtime,
     make_settings,
     neutral_event,
+    postgres_schema_url,
 )
 
 START = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
@@ -46,14 +47,21 @@ def fake():
     return connector
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return make_settings(f"sqlite:///{tmp_path}/var/escalation.db")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request, tmp_path):
+    if request.param == "sqlite":
+        yield make_settings(f"sqlite:///{tmp_path}/var/escalation.db")
+        return
+    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
+    yield make_settings(url)
+    drop()
 
 
 @pytest.fixture
 def runtime(settings, fake, clock):
-    return make_runtime(settings, fake, clock=clock)
+    runtime = make_runtime(settings, fake, clock=clock)
+    yield runtime
+    runtime.db.dispose()
 
 
 def accept(runtime, ticket_id="101", delivery="d1", *, actor=None, body=None, vendor="zendesk"):
@@ -357,7 +365,9 @@ class StubClocks:
 @pytest.fixture
 def timed(settings, fake, clock):
     stub = StubClocks()
-    return make_runtime(settings, fake, clock=clock, clocks=stub), stub
+    runtime = make_runtime(settings, fake, clock=clock, clocks=stub)
+    yield runtime, stub
+    runtime.db.dispose()
 
 
 def test_timer_planned_by_a_pass_fires_once_even_when_its_task_runs_twice(timed, fake, clock):
