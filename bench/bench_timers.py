@@ -203,6 +203,17 @@ class TimerRig:
         finally:
             engine.dispose()
 
+    def decision_statuses(self) -> dict[str, int]:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.env["DATABASE_URL"])
+        try:
+            with engine.connect() as conn:
+                return {row[0]: row[1] for row in conn.execute(text(
+                    "SELECT status, COUNT(*) FROM decisions WHERE trigger LIKE 'timer:%' GROUP BY status"))}
+        finally:
+            engine.dispose()
+
     def report(self) -> dict:
         def parse(value):
             if isinstance(value, datetime):
@@ -222,6 +233,7 @@ class TimerRig:
             "notes": sum(notes.values()),
             "tickets_noted": len(notes),
             "duplicates": sum(n - 1 for n in notes.values() if n > 1) + sum(n - 1 for n in decisions.values() if n > 1),
+            "decision_statuses": self.decision_statuses(),
             "lateness": lateness,
         }
 
