@@ -24,7 +24,7 @@ from huey.signals import SIGNAL_INTERRUPTED
 from connectors.base import Connector
 from connectors.registry import VENDOR_MODULES, build_connector, is_offline
 from integration import timers as timer_host
-from integration.db import Database, LeaseRow, WatermarkRow, acquire_lease, get_database, release_lease, utcnow
+from integration.db import Database, LeaseRow, acquire_lease, get_database, release_lease, utcnow
 from integration.events import add_hint, release_ticket_events
 from integration.matrix_store import load_current, store_version
 from integration.pipeline import PassDeps, ReconcileReport, fire_timer, process_ticket, reconcile_once
@@ -171,8 +171,22 @@ class Runtime:
                               fire_inline=inline)
 
     def catch_up_scan(self, *, inline: bool = False) -> int:
-        """Hint every ticket the vendor reports changed since the stored watermark (the normal pass then
-        runs on it). Returns the number of tickets hinted."""
+        """Hint every ticket the vendor reports changed since the stored watermark (integration.catchup);
+        the normal pass then runs on it. A hint is an event row committed before the watermark moves,
+        so a crash mid-scan loses nothing. Returns the number of tickets hinted."""
+        from integration.catchup import DatabaseWatermarks, catch_up
+
+        run = uuid.uuid4().hex[:12]
+        watermarks = DatabaseWatermarks(self.db)
+
+        def hint(vendor: str, ticket_id: str) -> None:
+            if add_hint(self.db, vendor, str(ticket_id), "scan", key=f"{ticket_id}@{run}") is None:
+                return
+            if inline:
+                process_ticket(vendor, str(ticket_id), deps=self.deps())
+            else:
+                self.enqueue_ticket(vendor, str(ticket_id))
+
         hinted = 0
         for vendor in VENDOR_MODULES:
             try:
@@ -182,37 +196,11 @@ class Runtime:
                 continue
             if is_offline(connector):
                 continue
-            name = f"scan:{vendor}"
-            with self.db.session() as session:
-                row = session.get(WatermarkRow, name)
-                watermark = row.value if row else None
-            latest = watermark
             try:
-                for count, (ticket_id, mark) in enumerate(connector.changed_since(watermark), start=1):
-                    if add_hint(self.db, vendor, str(ticket_id), "scan", key=f"{ticket_id}@{mark}") is not None:
-                        hinted += 1
-                        if inline:
-                            process_ticket(vendor, str(ticket_id), deps=self.deps())
-                        else:
-                            self.enqueue_ticket(vendor, str(ticket_id))
-                    latest = mark
-                    if count % 100 == 0:
-                        self._save_watermark(name, latest)
-                    if count >= SCAN_BATCH:
-                        break
+                hinted += catch_up(connector, watermarks, hint, limit=SCAN_BATCH)
             except Exception:  # noqa: BLE001 - the next scan starts from the last saved watermark
                 log.warning("catch-up scan of %s stopped early", vendor, exc_info=True)
-            if latest is not None and latest != watermark:
-                self._save_watermark(name, latest)
         return hinted
-
-    def _save_watermark(self, name: str, value: str) -> None:
-        with self.db.session() as session:
-            row = session.get(WatermarkRow, name)
-            if row is None:
-                session.add(WatermarkRow(name=name, value=value, updated_at=utcnow()))
-            else:
-                row.value, row.updated_at = value, utcnow()
 
 
 class PeriodicJobs:

@@ -461,3 +461,19 @@ def test_passes_leave_the_rows_the_metrics_need(runtime, fake, clock):
     assert (ack.level, ack.count, ack.avg_seconds) == ("L2", 1, 720.0)
     (split,) = metrics.csat_before_after_escalation(runtime.db)
     assert (split.escalated, split.ratings, split.avg_score) == (True, 1, 1.0)
+
+
+# ------------------------------------------------------------------------------------ catch-up scan
+def test_catch_up_scan_hints_changed_tickets_and_moves_the_watermark(runtime, fake):
+    fake.put("202")
+    fake.changed = [("101", "2026-11-27T10:00:00Z"), ("202", "2026-11-27T10:05:00Z")]
+    assert runtime.catch_up_scan() == 2
+    drain(runtime.huey)
+    assert {e.ticket_id: (e.event_type, e.status) for e in rows(runtime, EventRow)} == {
+        "101": ("scan", "done"), "202": ("scan", "done")}
+    assert sorted(fake.replies()) and len(fake.writes()) == 2
+    from integration.db import WatermarkRow
+
+    with runtime.db.session() as session:
+        assert session.get(WatermarkRow, "scan:zendesk").value == "2026-11-27T10:05:00Z"
+    assert runtime.catch_up_scan() == 0  # nothing changed since
