@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any, Callable, Iterator
 
-from connectors.base import ApplyResult, Connector
+from connectors.base import ApplyResult, Connector, Permanent
 from integration.model import Decision, Ticket
 from integration.settings import Settings
 
@@ -25,7 +25,7 @@ TEST_CONNECTOR_ENV = "ESCALATION_TEST_CONNECTOR"
 def _vendor_module(vendor: str) -> Any | None:
     name = VENDOR_MODULES.get(vendor)
     if name is None:
-        raise ValueError(f"unknown vendor {vendor!r}: expected one of {', '.join(VENDOR_MODULES)}")
+        raise Permanent(f"unknown vendor {vendor!r}: expected one of {', '.join(VENDOR_MODULES)}")
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:

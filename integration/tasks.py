@@ -247,7 +247,7 @@ class PeriodicJobs:
                     self._job("periodic:scan", scan_every, self.runtime.catch_up_scan)
             except Exception:  # noqa: BLE001 - keep ticking
                 log.warning("periodic job failed", exc_info=True)
-            self._stop.wait(min(max(next_reconcile, now) - time.monotonic(), 1.0) if next_reconcile else 1.0)
+            self._stop.wait(min(max(next_reconcile - time.monotonic(), 0.05), 1.0))
 
     def _reconcile(self) -> None:
         report = self.runtime.reconcile()

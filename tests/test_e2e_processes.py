@@ -205,3 +205,24 @@ def test_sigterm_hands_interrupted_work_back_without_waiting_for_the_lease(envir
     start([str(BIN / "escalation"), "worker"], "worker-2.log", ESCALATION_TEST_APPLY_DELAY="0")
     _wait(lambda: _query(db_path, "SELECT status FROM events") == [("done",)], 30, "the event to be processed")
     assert fake.replies(TICKETS[0]) and len(fake.replies(TICKETS[0])) == 1
+
+
+def test_serve_runs_web_and_worker_with_one_command(environment):
+    tmp_path, fake, start = environment
+    db_path = tmp_path / "var" / "escalation.db"
+    port = _free_port()
+    serve = start([str(BIN / "escalation"), "serve", "--port", str(port)], "serve.log", ESCALATION_TEST_APPLY_DELAY="0")
+
+    def ready():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    _wait(ready, 30, "serve's web process", interval=0.2)
+    assert _signed_post(port, _event(TICKETS[1], "ticket.created", 1), "serve-1") == 202
+    _wait(lambda: _query(db_path, "SELECT status FROM events") == [("done",)], 30, "serve's worker to process it")
+    assert len(fake.replies(TICKETS[1])) == 1
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(timeout=20) == 0
