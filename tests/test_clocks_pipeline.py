@@ -1,5 +1,6 @@
-"""SLA clocks through the real timer host and pipeline (SQLite, in process, injected clock, fake helpdesk):
-timer rows are planned by a pass, fire once, warn, breach into the next level, and stale rows stay quiet."""
+"""SLA clocks through the real timer host and pipeline (in process, injected clock, fake helpdesk; SQLite
+and PostgreSQL): timer rows are planned by a pass, fire once, warn, breach into the next level, and stale
+rows stay quiet."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -12,9 +13,7 @@ from integration.db import TicketStateRow, TimerRow, from_json
 from integration.events import add_hint
 from integration.model import TicketState
 from integration.pipeline import fire_timer, process_ticket
-from integration.settings import Settings
-from integration.tasks import Runtime
-from tests.support.fake_connector import FakeConnector
+from tests.support.fake_connector import FakeConnector, make_runtime, make_settings, postgres_schema_url
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MONDAY_9 = datetime(2026, 11, 23, 9, 0, tzinfo=BERLIN).astimezone(timezone.utc)
@@ -29,13 +28,22 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
+    yield url
+    drop()
+
+
 @pytest.fixture
-def rig(tmp_path, enterprise_matrix_path):
+def rig(database_url, enterprise_matrix_path):
     clock = Clock(MONDAY_9)
     fake = FakeConnector(vendor="zendesk")
-    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}", QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}",
-                        MATRIX_PATH=str(enterprise_matrix_path), DRY_RUN=False)
-    runtime = Runtime(settings, connector_factory=lambda vendor: fake, now=clock)
+    settings = make_settings(database_url, MATRIX_PATH=str(enterprise_matrix_path))
+    runtime = make_runtime(settings, fake, clock=clock)
     yield runtime, fake, clock
     runtime.db.dispose()
 
