@@ -115,3 +115,17 @@ def test_calendar_without_any_hours_is_an_error_not_a_hang():
 def test_naive_datetimes_are_utc():
     naive = datetime(2026, 11, 23, 8, 0)  # Monday 08:00 UTC = 09:00 Berlin
     assert add_business_time(WEEKDAYS_8_18, naive, HOUR) == berlin(2026, 11, 23, 10, 0)
+
+
+def test_span_across_the_skipped_hour_counts_the_real_duration():
+    calendar = Calendar(timezone="Europe/Berlin", hours={"sun": ["01:00-04:00"]})
+    day_start, day_end = berlin(2026, 3, 29, 0, 0), berlin(2026, 3, 30, 0, 0)
+    assert business_seconds_between(calendar, day_start, day_end) == 2 * HOUR  # 02:00-03:00 never happened
+    assert add_business_time(calendar, day_start, 90 * 60) == berlin(2026, 3, 29, 3, 30)
+
+
+def test_split_day_with_lunch_break():
+    calendar = Calendar(timezone="Europe/Berlin", hours={"tue": ["08:00-12:00", "13:00-18:00"]})
+    start = berlin(2026, 11, 24, 11, 0)
+    assert add_business_time(calendar, start, 2 * HOUR) == berlin(2026, 11, 24, 14, 0)
+    assert not is_open(calendar, berlin(2026, 11, 24, 12, 30))
