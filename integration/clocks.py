@@ -319,17 +319,11 @@ def _human(seconds: float) -> str:
     return format_duration(timedelta(seconds=seconds))
 
 
-def _group_label(matrix: Matrix, key: str | None) -> str | None:
-    if not key:
-        return None
-    group = matrix.groups.get(key)
-    return group.label if group and group.label else key
-
-
 def _owner(matrix: Matrix, level: Level, ticket: Ticket) -> str:
-    issue_type = ticket.fields.get("issue_type") if ticket.fields else None
-    key = level.owner.by_issue_type.get(str(issue_type), level.owner.default) if issue_type else level.owner.default
-    return _group_label(matrix, key) or key
+    """The owner group's label, chosen exactly as the engine chooses it (by issue type, else default)."""
+    from integration.engine import compile_matrix, template_context
+
+    return str(template_context(compile_matrix(matrix), ticket, level.id)["level"]["owner"])
 
 
 def _render(matrix: Matrix, name: str, level: Level, ticket: Ticket, clock: Mapping[str, Any], version: str) -> str:

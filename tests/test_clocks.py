@@ -432,3 +432,11 @@ def test_reopened_ticket_restarts_resolve_and_continues_the_unmet_clocks(matrix_
     half = [t for t in planned if t.kind == WARNING and t.clock == "resolve" and t.fraction == 0.5][0]
     outcome = desk.fire(half, half.due_at)
     assert "resolve clock at L1 (Frontline) is 50 % used: 2d12h elapsed of 5d" in outcome.decision.internal_note
+
+
+def test_warning_addresses_the_owner_for_the_issue_type(matrix_24x7):
+    desk = Desk(matrix_24x7, new_ticket(fields={"issue_type": "Billing"}))
+    start = berlin(2026, 11, 23, 9, 0)
+    desk.process(start)
+    outcome = desk.fire(desk.timer(WARNING, "acknowledge", 0.5), start + timedelta(minutes=30))
+    assert outcome.decision.internal_note.startswith("SLA warning for Billing desk: the acknowledge clock at L1")
