@@ -14,6 +14,7 @@ venv: $(VENV)/.installed
 
 run: venv
 	$(VENV)/bin/escalation validate $(MATRIX)
+	$(VENV)/bin/escalation simulate $(MATRIX) tests/fixtures/tickets/*.json
 	$(VENV)/bin/escalation serve --matrix $(MATRIX)
 
 test: venv

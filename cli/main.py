@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "cli.engine_commands",  # explain, simulate
     "cli.service_commands",  # serve, worker, events, reconcile
     "cli.sla_commands",  # sla plan/apply/check
+    "cli.admin_commands",  # history, metrics, send-test-webhook
 )
 
 

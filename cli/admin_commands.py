@@ -1,0 +1,224 @@
+"""Admin views over what the service stored: `escalation history`, `escalation metrics`, and
+`escalation send-test-webhook` to check a deployment's webhook wiring end to end."""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+
+def _settings():
+    from pydantic import ValidationError
+
+    from integration.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise click.ClickException(f"invalid configuration: {problems}") from None
+
+
+def _database():
+    from integration.db import get_database
+
+    return get_database(_settings().database_url)
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
+def _duration(seconds: float) -> str:
+    from datetime import timedelta
+
+    from matrix_config.schema import format_duration
+
+    return format_duration(timedelta(seconds=round(seconds / 60) * 60)) if seconds >= 60 else f"{seconds:.0f}s"
+
+
+def _changes(decision: dict) -> list[str]:
+    """What a recorded decision writes (or, in a dry run, would write), in an admin's words."""
+    changes = []
+    if decision.get("priority"):
+        changes.append(f"priority {decision['priority']}")
+    if decision.get("owner_group"):
+        changes.append(f"group {decision['owner_group']}")
+    for name, value in (decision.get("field_updates") or {}).items():
+        changes.append(f"{name} {value}")
+    if decision.get("add_tags"):
+        changes.append("add tags " + ", ".join(decision["add_tags"]))
+    if decision.get("remove_tags"):
+        changes.append("remove tags " + ", ".join(decision["remove_tags"]))
+    if decision.get("missing_data"):
+        changes.append("ask the customer for " + ", ".join(decision["missing_data"]))
+    elif decision.get("public_reply"):
+        changes.append("public reply" + (f" ({decision['reply_template']})" if decision.get("reply_template") else ""))
+    if decision.get("internal_note"):
+        changes.append("internal note")
+    return changes
+
+
+def ticket_history(db, vendor: str, ticket_id: str) -> dict:
+    from sqlalchemy import select
+
+    from integration.db import DecisionRow, TicketStateRow
+
+    with db.session() as session:
+        state = session.get(TicketStateRow, (vendor, ticket_id))
+        decisions = session.scalars(
+            select(DecisionRow)
+            .where(DecisionRow.vendor == vendor, DecisionRow.ticket_id == ticket_id)
+            .order_by(DecisionRow.decided_at, DecisionRow.id)
+        ).all()
+        return {
+            "vendor": vendor,
+            "ticket_id": ticket_id,
+            "state": None if state is None else {
+                "level": state.level,
+                "entered_level_at": _iso(state.entered_level_at),
+                "matrix_version": state.matrix_version,
+                "rule_id": state.rule_id,
+                "bypassed": state.bypassed,
+                "pending_level": state.pending_level,
+                "data_requested": list(state.data_requested or []),
+                "milestones": dict(state.milestones or {}),
+            },
+            "decisions": [
+                {
+                    "decided_at": _iso(row.decided_at),
+                    "trigger": row.trigger,
+                    "from_level": row.from_level,
+                    "to_level": row.to_level,
+                    "reason": row.reason,
+                    "rule_id": row.rule_id,
+                    "matrix_version": row.matrix_version,
+                    "status": row.status,
+                    "writes": row.writes,
+                    "dry_run": row.dry_run,
+                    "error": row.error,
+                    "changes": _changes(row.decision or {}),
+                }
+                for row in decisions
+            ],
+        }
+
+
+def register(group: click.Group) -> None:
+    @group.command("history")
+    @click.argument("vendor", type=click.Choice(["zendesk", "jira"]))
+    @click.argument("ticket_id")
+    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+    def history(vendor: str, ticket_id: str, fmt: str) -> None:
+        """What the service knows about one ticket and every decision it made, with the matrix version."""
+        data = ticket_history(_database(), vendor, ticket_id)
+        if data["state"] is None and not data["decisions"]:
+            raise click.ClickException(f"no record of {vendor} ticket {ticket_id}")
+        if fmt == "json":
+            click.echo(json.dumps(data, indent=2))
+            return
+        state = data["state"]
+        if state:
+            click.echo(f"{vendor} {ticket_id}: level {state['level'] or '-'} since {state['entered_level_at']}, "
+                       f"matrix version {state['matrix_version']}, placed by {state['rule_id'] or '-'}"
+                       + (", bypassed" if state["bypassed"] else ""))
+            if state["pending_level"]:
+                click.echo(f"  waiting to enter {state['pending_level']} for: {', '.join(state['data_requested'])}")
+            for clock, met_at in state["milestones"].items():
+                click.echo(f"  {clock} met at {met_at}")
+        for row in data["decisions"]:
+            move = f"{row['from_level'] or 'new'} -> {row['to_level']}" if row["to_level"] else "no move"
+            outcome = f"{row['status']}{' (dry run)' if row['dry_run'] else ''}, {row['writes']} write(s)"
+            click.echo(f"{row['decided_at']}  {move:<12} {row['reason']}  [matrix {row['matrix_version']}; {outcome}]")
+            if row["changes"]:
+                verb = "would write" if row["dry_run"] else "wrote"
+                click.echo(f"    {verb}: {'; '.join(row['changes'])}")
+            if row["error"]:
+                click.echo(f"    error: {row['error']}")
+
+    @group.command("metrics")
+    @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
+                  help="Only what happened from this UTC date/time on.")
+    @click.option("--live-only", is_flag=True, help="Leave out dry-run decisions.")
+    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+    def metrics(since: datetime | None, live_only: bool, fmt: str) -> None:
+        """Time to acknowledge and to diagnose per level, escalation frequency, CSAT before/after escalation."""
+        from dataclasses import asdict
+
+        from integration import metrics as queries
+
+        db = _database()
+        since_utc = since.replace(tzinfo=timezone.utc) if since else None
+        report = {
+            "time_to_acknowledge": [asdict(s) for s in queries.time_to_acknowledge(db, by_issue_type=True, since=since_utc)],
+            "time_to_diagnose": [asdict(s) for s in queries.time_to_diagnose(db, by_issue_type=True, since=since_utc)],
+            "escalation_frequency": [asdict(c) for c in queries.escalation_frequency(
+                db, include_dry_run=not live_only, since=since_utc)],
+            "csat": [asdict(c) for c in queries.csat_before_after_escalation(db, since=since_utc)],
+        }
+        if fmt == "json":
+            click.echo(json.dumps(report, indent=2))
+            return
+        for title, key in (("Time to acknowledge", "time_to_acknowledge"), ("Time to diagnose", "time_to_diagnose")):
+            click.echo(f"{title} (per level and issue type):")
+            for stat in report[key] or [None]:
+                if stat is None:
+                    click.echo("  no milestones recorded yet")
+                    continue
+                click.echo(f"  {stat['level']:<6} {stat['issue_type'] or '-':<14} n={stat['count']:<5} "
+                           f"avg {_duration(stat['avg_seconds'])}  min {_duration(stat['min_seconds'])}  "
+                           f"max {_duration(stat['max_seconds'])}")
+        click.echo("Escalations into each level:")
+        for count in report["escalation_frequency"] or [None]:
+            if count is None:
+                click.echo("  none yet")
+                continue
+            click.echo(f"  {count['level']:<6} {count['issue_type'] or '-':<14} {count['escalations']} escalation(s), "
+                       f"{count['tickets']} ticket(s)")
+        click.echo("CSAT (share of good ratings):")
+        for split in report["csat"] or [None]:
+            if split is None:
+                click.echo("  no ratings yet")
+                continue
+            label = "after escalation" if split["escalated"] else "never escalated"
+            click.echo(f"  {label:<17} {split['ratings']} rating(s), {split['avg_score']:.0%}")
+
+    @group.command("send-test-webhook")
+    @click.argument("vendor", type=click.Choice(["zendesk", "jira"]))
+    @click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--url", default=None, help="Default: http://127.0.0.1:$PORT/webhooks/VENDOR")
+    def send_test_webhook(vendor: str, payload: Path, url: str | None) -> None:
+        """Sign PAYLOAD with the configured webhook secret and POST it, as the helpdesk would."""
+        import uuid
+
+        import requests
+
+        from webhooks.signatures import jira_signature, zendesk_signature
+
+        settings = _settings()
+        body = payload.read_bytes()
+        url = url or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/webhooks/{vendor}"
+        headers = {"Content-Type": "application/json"}
+        if vendor == "zendesk":
+            if settings.zendesk_webhook_secret is None:
+                raise click.ClickException("ZENDESK_WEBHOOK_SECRET is not set")
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            headers["X-Zendesk-Webhook-Signature-Timestamp"] = stamp
+            headers["X-Zendesk-Webhook-Signature"] = zendesk_signature(
+                settings.zendesk_webhook_secret.get_secret_value(), stamp, body)
+            headers["X-Zendesk-Webhook-Invocation-Id"] = str(uuid.uuid4())
+        else:
+            if settings.jira_webhook_secret is None:
+                raise click.ClickException("JIRA_WEBHOOK_SECRET is not set")
+            headers["X-Hub-Signature"] = jira_signature(settings.jira_webhook_secret.get_secret_value(), body)
+            headers["X-Atlassian-Webhook-Identifier"] = str(uuid.uuid4())
+        try:
+            response = requests.post(url, data=body, headers=headers, timeout=10)
+        except requests.RequestException as exc:
+            raise click.ClickException(f"could not reach {url}: {type(exc).__name__}") from None
+        click.echo(f"{response.status_code} {response.text.strip()}")
+        if response.status_code >= 300:
+            raise SystemExit(1)
