@@ -75,7 +75,7 @@ from matrix_config.schema import (
     MilestoneSignal,
     format_duration,
 )
-from matrix_config.templates import TemplateRenderError, render_template
+from matrix_config.templates import PlainContext, TemplateRenderError, render_template
 
 UPDATE_CADENCE_CLOCK = "update_cadence"
 _PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
@@ -268,7 +268,7 @@ class _Texts:
         self.compiled = compiled
         self.failures: list[str] = []
 
-    def render(self, name: str | None, context: Mapping[str, Any]) -> str | None:
+    def render(self, name: str | None, context: Mapping[str, Any] | PlainContext) -> str | None:
         if not name:
             return None
         try:
@@ -484,11 +484,11 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
             draft.owner_group = owner
         if compiled.has_level_field and (marker_raw or "").strip().casefold() != enter.casefold():
             draft.field_updates[LEVEL_ATTRIBUTE] = enter
-        context = template_context(
+        context = PlainContext(template_context(  # made plain once for the reply, the note and the rule note
             compiled, ticket, enter, previous_level=current,
             rule_id=rule_obj.rule.id if rule_obj and not gated_entry else None,
             clock=_breach_clock(compiled, entry_cause, current),
-        )
+        ))
         draft.public_reply = texts.render(level.on_enter.reply, context)
         draft.reply_template = level.on_enter.reply if draft.public_reply else None
         draft.notes.append(texts.render(level.on_enter.note, context) or "")

@@ -181,6 +181,10 @@ class _CompiledTemplates:
         self.env = _new_environment()
         self.templates: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
+        # What `Template.new_context` would merge per render (the sandbox's globals, then every context name
+        # as None), built once: a render copies this dict and hands it to the context as is (`shared`).
+        self.globals: dict[str, Any] = dict(self.env.globals)
+        self.base_data: dict[str, Any] = {**self.globals, **{key: None for key in TEMPLATE_CONTEXT}}
         for name, source in matrix.templates.items():
             problems = check_template_source(source)
             if problems:
@@ -219,7 +223,43 @@ def _compiled(matrix: Matrix) -> _CompiledTemplates:
     return compiled
 
 
+# Exact types the fast path passes through; subclasses (a str enum, a bool-like int) take the general path.
+_PLAIN_SCALARS = frozenset({str, bool, int, float, datetime, date, type(None)})
+
+
+class _NotPlain(TypeError):
+    """Raised by `_plain_fast` for an object templates may not see; `_plain` then finds its path."""
+
+
+def _plain_fast(value: Any) -> Any:
+    """`_plain` without building a path string at each level: exact dict/list/str/number types are checked
+    with one `type()` lookup (no `typing.Mapping` instance check). Same result as `_plain`; refuses the
+    same objects, by raising `_NotPlain` (the caller re-walks with `_plain` for the error message)."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    if kind is dict:
+        return {
+            (k if type(k) is str else str(k)): (v if type(v) in _PLAIN_SCALARS else _plain_fast(v))
+            for k, v in value.items()
+        }
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN_SCALARS else _plain_fast(v) for v in value]
+    if isinstance(value, (str, bool, int, float, datetime, date)):
+        return value
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain_fast(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_fast(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_plain_fast(v) for v in value), key=str)
+    raise _NotPlain(type(value).__name__)
+
+
 def _plain(value: Any, where: str) -> Any:
+    """The reference conversion, naming the path of a refused object (`ticket.fields.x[2]`) in its error."""
     if value is None or isinstance(value, (str, bool, int, float, datetime, date)):
         return value
     if isinstance(value, timedelta):
@@ -233,24 +273,68 @@ def _plain(value: Any, where: str) -> Any:
     raise TypeError(f"{where} is a {type(value).__name__}; templates get plain data only (dicts, lists, text, numbers)")
 
 
-def render_template(matrix: Matrix, name: str, context: Mapping[str, Any]) -> str:
+def _plain_values(context: Mapping[str, Any]) -> dict[str, Any]:
+    """`context` with text keys and plain values. Raises TypeError naming the path of the first non-plain
+    value."""
+    try:
+        return {
+            (key if type(key) is str else str(key)): (value if type(value) in _PLAIN_SCALARS else _plain_fast(value))
+            for key, value in context.items()
+        }
+    except TypeError:
+        for key, value in context.items():
+            _plain(value, str(key))  # raises the error that names the path
+        raise
+
+
+class PlainContext:
+    """A template context made plain once, for rendering several templates with it (a decision's entry reply
+    and note share one context). Holds the plain data, or why the context was refused; `render_template`
+    raises that reason for every template rendered with it. The data is this object's own copy, and the
+    sandbox keeps templates from mutating it."""
+
+    __slots__ = ("data", "error")
+
+    def __init__(self, context: Mapping[str, Any]):
+        self.data: dict[str, Any] = {}
+        self.error: str | None = None
+        try:
+            self.data = _plain_values(context)
+        except TypeError as exc:
+            self.error = str(exc)
+
+
+def render_template(matrix: Matrix, name: str, context: Mapping[str, Any] | PlainContext) -> str:
     """Render the matrix template `name`. Raises TemplateRenderError for an unknown template, a template the
-    sandbox refuses, a missing placeholder (StrictUndefined), non-plain context data or oversized output."""
+    sandbox refuses, a missing placeholder (StrictUndefined), non-plain context data or oversized output.
+    `context` is plain data shaped like `TEMPLATE_CONTEXT` (names left out are None), or a `PlainContext`
+    made from it once for several renders."""
     compiled = _compiled(matrix)
     if name in compiled.errors:
         raise TemplateRenderError(name, compiled.errors[name])
     template = compiled.templates.get(name)
     if template is None:
         raise TemplateRenderError(name, "no such template in the matrix")
-    try:
-        data = {key: None for key in TEMPLATE_CONTEXT}
-        data.update({str(k): _plain(v, str(k)) for k, v in context.items()})
-    except TypeError as exc:
-        raise TemplateRenderError(name, str(exc)) from None
+    if isinstance(context, PlainContext):
+        if context.error is not None:
+            raise TemplateRenderError(name, context.error)
+        values = context.data
+    else:
+        try:
+            values = _plain_values(context)
+        except TypeError as exc:
+            raise TemplateRenderError(name, str(exc)) from None
+    data = dict(compiled.base_data)
+    data.update(values)
     pieces: list[str] = []
     size = 0
     try:
-        for piece in template.generate(data):
+        # `Template.generate` without its two dict copies and the merge of a ChainMap of globals per render;
+        # `data` is this render's own dict, so sharing it with the context leaks nothing between renders.
+        context_obj = template.environment.context_class(
+            template.environment, data, template.name, template.blocks, globals=compiled.globals
+        )
+        for piece in template.root_render_func(context_obj):
             size += len(piece)
             if size > MAX_OUTPUT_CHARS:
                 raise TemplateRenderError(name, f"rendered text exceeds {MAX_OUTPUT_CHARS} characters")

@@ -11,6 +11,7 @@ from matrix_config.schema import TEMPLATE_CONTEXT, Matrix
 from matrix_config.templates import (
     MAX_OUTPUT_CHARS,
     MAX_TEMPLATE_CHARS,
+    PlainContext,
     TemplateRenderError,
     check_template_source,
     render_template,
@@ -135,6 +136,44 @@ def test_context_must_be_plain_data() -> None:
     matrix = matrix_with(t="{{ ticket.id }}")
     with pytest.raises(TemplateRenderError, match="ticket is a VendorRecord; templates get plain data only"):
         render_template(matrix, "t", {"ticket": VendorRecord("1", "secret")})
+
+
+def test_a_non_plain_value_deep_in_the_context_is_named_by_its_path() -> None:
+    matrix = matrix_with(t="{{ ticket.id }}")
+    context = {"ticket": {"id": "1", "fields": {"linked": ["ok", VendorRecord("2", "secret")]}}}
+    with pytest.raises(TemplateRenderError) as caught:
+        render_template(matrix, "t", context)
+    assert caught.value.message == (
+        "ticket.fields.linked[1] is a VendorRecord; templates get plain data only (dicts, lists, text, numbers)"
+    )
+    assert "secret" not in str(caught.value)
+
+
+def test_a_plain_context_renders_several_templates_and_carries_a_refusal_to_each() -> None:
+    matrix = matrix_with(reply="Hi {{ ticket.requester.name }}", note="{{ ticket.id }} at {{ level.name }}")
+    shared = PlainContext(CONTEXT)
+    assert render_template(matrix, "reply", shared) == "Hi Ada"
+    assert render_template(matrix, "note", shared) == "42 at Support"
+    refused = PlainContext({"ticket": {"id": "1", "record": VendorRecord("1", "secret")}})
+    for name in ("reply", "note"):
+        with pytest.raises(TemplateRenderError, match=f"'{name}': ticket.record is a VendorRecord"):
+            render_template(matrix, name, refused)
+
+
+def test_subclassed_and_mapping_values_are_made_plain_like_dicts() -> None:
+    from collections import OrderedDict
+    from datetime import timedelta
+    from enum import Enum
+    from types import MappingProxyType
+
+    class Tier(str, Enum):
+        GOLD = "gold"
+
+    matrix = matrix_with(t="{{ ticket.fields.tier.value }} {{ ticket.fields.wait }} {{ ticket.fields.m.k }} "
+                           "{{ ticket.fields.o | list | join(',') }}")
+    fields = {"tier": Tier.GOLD, "wait": timedelta(hours=1, minutes=30), "m": MappingProxyType({"k": 1}),
+              "o": OrderedDict([("b", 1), ("a", 2)])}
+    assert render_template(matrix, "t", {"ticket": {"fields": fields}}) == "gold 1h30m 1 b,a"
 
 
 def test_sets_and_tuples_become_lists() -> None:
