@@ -39,6 +39,14 @@ MAX_NODES = 200_000  # after alias expansion; a YAML "billion laughs" file stops
 
 Loc = tuple[Any, ...]
 
+# Rule ids the engine uses for a cause that is not a rule (`integration.engine.MANUAL` / `DEFAULT_PLACEMENT`;
+# `Decision.rule_id` and `TicketState.rule_id` hold a rule id, one of these, or `breach:<clock>`, which no
+# identifier can spell). A rule with one of these ids would be reported and remembered as that cause.
+RESERVED_RULE_IDS = {
+    "manual": "a level an agent set by hand",
+    "default": "a ticket no rule matched",
+}
+
 
 class MatrixInvalid(Exception):
     """The matrix cannot be used. `errors` holds one `FILE:LINE:COL: path: message` line per problem."""
@@ -521,6 +529,9 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
         base = ("rules", i)
         if rule.id in seen_rules:
             add(_Problem(base + ("id",), f"duplicate rule id '{rule.id}' (also rules[{seen_rules[rule.id]}])"))
+        elif rule.id in RESERVED_RULE_IDS:
+            add(_Problem(base + ("id",), f"rule id '{rule.id}' is reserved: escalation notes and history use "
+                                         f"'{rule.id}' for {RESERVED_RULE_IDS[rule.id]}; choose another id"))
         seen_rules.setdefault(rule.id, i)
         if rule.level is not None and rule.level not in level_ids:
             add(_Problem(base + ("level",), _unknown("level", rule.level, level_ids)))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix_config.loader import LoadedMatrix, MatrixInvalid, load_matrix, load_matrix_text
+from matrix_config.loader import RESERVED_RULE_IDS, LoadedMatrix, MatrixInvalid, load_matrix, load_matrix_text
 from matrix_config.schema import Matcher
 from tests.conftest import EXAMPLES
 
@@ -199,3 +199,14 @@ def test_rule_values_of_known_attributes_are_checked(condition: str, expected: s
         load_matrix_text(text, "m.yaml")
     else:
         assert errors_of(text) == [expected]
+
+
+def test_rule_ids_the_engine_uses_for_other_causes_are_refused() -> None:
+    from integration.engine import DEFAULT_PLACEMENT, MANUAL
+
+    assert set(RESERVED_RULE_IDS) == {MANUAL, DEFAULT_PLACEMENT}
+    assert errors_of(MINIMAL.replace("  - id: incidents\n", "  - id: default\n", 1)) == [
+        "m.yaml:41:9: rules[0].id: rule id 'default' is reserved: escalation notes and history use 'default' for "
+        "a ticket no rule matched; choose another id"
+    ]
+    assert load_matrix_text(MINIMAL.replace("  - id: incidents\n", "  - id: default-incidents\n", 1))

@@ -49,6 +49,8 @@ EXPECTED = {
     "unknown_issue_type_owner.yaml": "35:51: levels[1].owner.by_issue_type.billing: unknown issue type 'billing': "
     "issue types are incident, question",
     "duplicate_rule_id.yaml": "45:9: rules[1].id: duplicate rule id 'incidents' (also rules[0])",
+    "reserved_rule_id.yaml": "45:9: rules[1].id: rule id 'manual' is reserved: escalation notes and history use "
+    "'manual' for a level an agent set by hand; choose another id",
     "duplicate_level_id.yaml": "39:9: levels[2].id: duplicate level id 'L2' (also levels[1])",
     "bad_priority.yaml": "34:15: levels[1].priority: invalid value 'critical': expected one of 'low', 'normal', "
     "'high' or 'urgent'",
