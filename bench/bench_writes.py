@@ -5,7 +5,7 @@ as if intake's de-duplication had missed them), no-op updates (subject edits, ec
 own writes), bursts of agent edits on one ticket, agent replies (acknowledgement), customers filling in
 required data, a manual escalation by an agent, an agent edit racing a write (409 -> re-fetch,
 re-decide), and solving. Every event gets a full pass: fetch (the API is the truth), `decide`, `apply`,
-`next_state`; the HTTP layer is `responses` with tests/test_zendesk_fake.FakeZendesk behind it.
+`next_state`; the HTTP layer is `responses` with tests/support/zendesk_fake.FakeZendesk behind it.
 
 Prints API writes per effective decision (goal <= 1.0, the minimum Zendesk allows is 1 per decision
 plus 1 when a decision carries both a customer reply and an internal note), and writes for no-op and
@@ -29,7 +29,7 @@ from connectors.retry import RetryPolicy  # noqa: E402
 from connectors.zendesk import ZendeskConnector, ZendeskSettings  # noqa: E402
 from integration.engine import decide, next_state  # noqa: E402
 from matrix_config.loader import load_matrix  # noqa: E402
-from tests.test_zendesk_fake import FakeZendesk  # noqa: E402
+from tests.support.zendesk_fake import FakeZendesk  # noqa: E402
 
 START = datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc)  # a Monday, inside business hours
 

@@ -12,7 +12,7 @@ import responses
 
 from connectors.jira_sm import JiraConnector
 from integration.settings import Settings
-from tests.test_jira_helpers import SITE, SleepRecorder, body_of, make_settings, recorded, validate_all
+from tests.support.jira_helpers import SITE, SleepRecorder, body_of, make_settings, recorded, validate_all
 
 pipeline = pytest.importorskip("integration.pipeline")
 events_module = pytest.importorskip("integration.events")

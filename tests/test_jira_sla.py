@@ -9,7 +9,7 @@ import responses
 from connectors.jira_sla import cli_check, cli_plan, drift, expected_goals, jsm_duration
 from integration.model import Ticket
 from matrix_config.schema import Matrix
-from tests.test_jira_helpers import ENV, SITE, enterprise_matrix, query_of, recorded, validate_all
+from tests.support.jira_helpers import ENV, SITE, enterprise_matrix, query_of, recorded, validate_all
 from datetime import timedelta
 
 

@@ -21,7 +21,7 @@ from connectors.jira_sm import (
 )
 from integration.model import Decision, Ticket
 from matrix_config.schema import Matrix
-from tests.test_jira_helpers import (
+from tests.support.jira_helpers import (
     EMAIL,
     ENV,
     SITE,

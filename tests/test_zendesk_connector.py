@@ -24,7 +24,7 @@ from integration.model import Decision, Ticket
 from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
 from tests.support.openapi_check import validate_prepared
-from tests.test_zendesk_fake import BASE, FakeZendesk
+from tests.support.zendesk_fake import BASE, FakeZendesk
 
 TOKEN = "zd-T0ken-9f8e7d6c5b4a"
 EMAIL = "escalation-bot@acme.example"

@@ -22,7 +22,7 @@ from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
 from tests.support.openapi_check import _resolve, _spec_dict
 from tests.test_zendesk_connector import validate_zendesk_calls
-from tests.test_zendesk_fake import FakeZendesk, load_fixture
+from tests.support.zendesk_fake import FakeZendesk, load_fixture
 
 EXAMPLE = "matrix_config/examples/enterprise.yaml"
 

@@ -15,7 +15,7 @@ from connectors.retry import RetryPolicy
 from matrix_config.loader import load_matrix
 from tests.support.openapi_check import validate_request
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "jira_api"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "jira_api"
 SITE = "https://acme.atlassian.net"
 EMAIL = "escalation-bot@acme.example"
 TOKEN = "ATATT3xFfGF0-not-a-real-token-7c1d"
@@ -42,7 +42,7 @@ def _load(name: str) -> Any:
 
 @lru_cache(maxsize=None)
 def enterprise_matrix():
-    return load_matrix(Path(__file__).resolve().parent.parent / "matrix_config" / "examples" / "enterprise.yaml").matrix
+    return load_matrix(Path(__file__).resolve().parents[2] / "matrix_config" / "examples" / "enterprise.yaml").matrix
 
 
 def make_settings(**overrides: Any) -> JiraSettings:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "zendesk_api"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "zendesk_api"
 BASE = "https://acme.zendesk.com"
 
 
