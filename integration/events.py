@@ -1,9 +1,21 @@
 """The durable EventSink the webhook edge hands deliveries to, and the event-row operations the
 workers, the reconciler and `escalation events` use.
 
-`accept` commits the event row before it returns (the edge answers 2xx only after that), then enqueues
-one processing task for the ticket. If the enqueue fails the row is still there: the reconciler
-enqueues pending rows the queue forgot.
+`accept` does exactly one durable commit per delivery: the event row (the edge answers 2xx only after
+it). It then enqueues a processing task for the ticket, unless the ticket already had a pending,
+unclaimed event when the row was committed: that event's task is queued (or, if its enqueue failed,
+the reconciler enqueues it) and a pass claims every pending event of its ticket, so a second task would
+only find nothing to do. Coalescing at the source keeps a burst of five deliveries for one ticket at
+one queue write.
+
+Why the skipped enqueue cannot strand an event (the race with a pass that is finishing):
+- the look for an earlier pending event runs in the insert's transaction; on SQLite write transactions
+  are serialized (BEGIN IMMEDIATE), on PostgreSQL the earlier row is read `FOR UPDATE`, which waits for
+  a claim in flight. So either the claim committed first (the earlier event is `processing`, not
+  pending: this delivery enqueues its own task) or this row committed before the claim completed;
+- a pass claims again after each round and, once it releases the ticket, looks once more for pending
+  events that are due and enqueues the ticket if it finds any (integration.pipeline.process_ticket).
+If an enqueue fails the row is still there: the reconciler enqueues pending rows the queue forgot.
 """
 from __future__ import annotations
 
@@ -67,13 +79,14 @@ class DatabaseEventSink:
                 session.add(row)
                 session.flush()
                 event_id = row.id
+                needs_task = event.handled and not _has_earlier_pending(session, row, received_at)
         except IntegrityError:
             # A redelivery (same delivery id or same body), or two copies racing: the first insert won.
             existing = self._find_duplicate(event, digest)
             if existing is None:
                 raise
             return AcceptResult(event_id=existing, duplicate=True)
-        if event.handled and self.enqueue is not None:
+        if needs_task and self.enqueue is not None:
             try:
                 self.enqueue(event.vendor, str(event.ticket_id))
             except Exception:  # noqa: BLE001 - the row is committed; the reconciler enqueues it later
@@ -96,6 +109,40 @@ class DatabaseEventSink:
         if self.matrix_health is not None:
             checks["matrix"] = self.matrix_health()
         return checks
+
+
+def _has_earlier_pending(session: Any, row: EventRow, now: datetime) -> bool:
+    """Whether the ticket already has an unclaimed pending event that is due now (its task is queued).
+    Events waiting for a retry backoff do not count: their task is scheduled for later."""
+    earlier = session.scalars(
+        select(EventRow.id)
+        .where(
+            EventRow.vendor == row.vendor,
+            EventRow.ticket_id == row.ticket_id,
+            EventRow.status == "pending",
+            EventRow.id < row.id,
+            or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now),
+        )
+        .order_by(EventRow.id)
+        .limit(1)
+        .with_for_update()  # PostgreSQL: wait for a claim in flight (see the module docstring)
+    ).first()
+    return earlier is not None
+
+
+def due_pending_exists(db: Database, vendor: str, ticket_id: str, now: datetime) -> bool:
+    """Pending events of the ticket that a pass could claim now."""
+    with db.session() as session:
+        return session.scalars(
+            select(EventRow.id)
+            .where(
+                EventRow.vendor == vendor,
+                EventRow.ticket_id == ticket_id,
+                EventRow.status == "pending",
+                or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now),
+            )
+            .limit(1)
+        ).first() is not None
 
 
 def build_event_sink(settings: Settings) -> DatabaseEventSink:

@@ -54,7 +54,7 @@ from integration.db import (
     to_json,
     utcnow,
 )
-from integration.events import requeue_expired, stale_pending
+from integration.events import due_pending_exists, requeue_expired, stale_pending
 from integration.matrix_store import load_version
 from integration.model import Decision, Ticket, TicketState
 from matrix_config.loader import LoadedMatrix
@@ -225,9 +225,25 @@ def process_ticket(vendor: str, ticket_id: str, *, deps: PassDeps) -> PassResult
                 result = _handle_claimed(deps, vendor, ticket_id, owner, claimed)
                 if result.status in ("retry", "dead"):
                     break
-            return result
     finally:
         release_lease(deps.db, lease_name, owner)
+    _enqueue_if_more_arrived(deps, vendor, ticket_id)
+    return result
+
+
+def _enqueue_if_more_arrived(deps: PassDeps, vendor: str, ticket_id: str) -> None:
+    """The webhook edge enqueues no task for an event that finds an earlier unclaimed one (coalescing
+    at the source, integration.events). Such an event can commit just after this pass's last claim, or
+    stay behind when the pass stopped early (retry, dead letter, MAX_ROUNDS_PER_TASK): look once more,
+    after the ticket lease is released, so its task is not left to the reconciler."""
+    if deps.enqueue_ticket is None:
+        return
+    try:
+        if due_pending_exists(deps.db, vendor, ticket_id, deps.now()):
+            deps.enqueue_ticket(vendor, ticket_id, None)
+    except Exception:  # noqa: BLE001 - the reconciler enqueues pending events no task is coming for
+        log.warning("could not re-enqueue %s:%s for events that arrived during its pass", vendor, ticket_id,
+                    exc_info=True)
 
 
 def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, claimed: list[_Claimed]) -> PassResult:

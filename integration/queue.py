@@ -1,6 +1,10 @@
 """The task queue (huey), chosen by QUEUE_URL.
 
-- `sqlite:///var/queue.db` (default): SqliteHuey, one file beside the database; one machine.
+- `sqlite:///var/queue.db` (default): SqliteHuey, one file beside the database; one machine. The queue
+  file runs with `synchronous=NORMAL` (WAL): a commit survives a killed process but is not fsynced.
+  huey's default (`FULL`) fsyncs every enqueue, which cost the webhook ~2-3 ms per delivery on top of
+  the event row's own durable commit; a task lost to a power cut is re-created by the reconciler from
+  the event rows, which are the durable part.
 - `redis://host:6379/0`: RedisHuey.
 - `postgresql://...` (or `postgresql+psycopg://`): huey's own PostgresHuey (huey >= 3.5 ships a
   psycopg 3 storage with LISTEN/NOTIFY wake-ups and `FOR UPDATE SKIP LOCKED` dequeue), in tables
@@ -15,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from huey import Huey, MemoryHuey, PostgresHuey, RedisHuey, SqliteHuey
+from huey.storage import SqliteStorage
 from sqlalchemy import make_url
 
 QUEUE_NAME = "escalation"
@@ -22,6 +27,19 @@ QUEUE_NAME = "escalation"
 
 class QueueConfigError(ValueError):
     pass
+
+
+class HintSqliteStorage(SqliteStorage):
+    """SqliteStorage without an fsync per commit (WAL + synchronous=NORMAL): the queue holds hints."""
+
+    def _create_connection(self):  # noqa: ANN202 - huey's signature
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=1")
+        return conn
+
+
+class HintSqliteHuey(SqliteHuey):
+    storage_class = HintSqliteStorage
 
 
 def build_huey(queue_url: str, *, name: str = QUEUE_NAME) -> Huey:
@@ -33,7 +51,7 @@ def build_huey(queue_url: str, *, name: str = QUEUE_NAME) -> Huey:
         if not database or database == ":memory:":
             raise QueueConfigError("QUEUE_URL sqlite:// needs a file path, e.g. sqlite:///var/queue.db")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey(name, filename=database, **common)
+        return HintSqliteHuey(name, filename=database, **common)
     if scheme in ("redis", "rediss", "unix"):
         return RedisHuey(name, url=queue_url, **common)
     if scheme.startswith("postgres"):

@@ -99,7 +99,7 @@ def decision_statuses(runtime):
 def test_burst_of_five_events_is_one_fetch_one_decision_one_write(runtime, fake):
     for i in range(5):
         accept(runtime, delivery=f"d{i}")
-    assert runtime.huey.pending_count() == 5
+    assert runtime.huey.pending_count() == 1  # coalesced at the source: the first event's task takes all
     drain(runtime.huey)
     assert fake.fetch_count == 1
     assert len(fake.writes()) == 1
@@ -108,6 +108,37 @@ def test_burst_of_five_events_is_one_fetch_one_decision_one_write(runtime, fake)
     assert statuses(runtime) == ["done"] * 5
     state = rows(runtime, TicketStateRow)[0]
     assert (state.level, state.matrix_version) == ("L1", runtime.matrix().version)
+
+
+def test_an_event_committed_just_after_the_last_claim_of_a_pass_is_not_stranded(runtime, fake, monkeypatch):
+    """The race coalescing at the source must survive: a delivery that found an earlier event still
+    pending (so enqueued no task) commits only after the pass that took that earlier event made its
+    last claim. The pass looks again after releasing the ticket and queues the ticket."""
+    import integration.pipeline as pipeline
+
+    real_claim = pipeline._claim
+    calls = []
+
+    def claim_then_late_commit(deps, vendor, ticket_id, owner):
+        claimed = real_claim(deps, vendor, ticket_id, owner)
+        calls.append(len(claimed))
+        if len(calls) == 2:  # the pass's re-check found nothing; the late delivery commits right now
+            with runtime.db.session() as session:
+                session.add(EventRow(vendor="zendesk", ticket_id="101", event_type="ticket.updated",
+                                     delivery_id="late", content_hash="late", received_at=START,
+                                     payload=b"{}", status="pending", attempts=0))
+        return claimed
+
+    monkeypatch.setattr(pipeline, "_claim", claim_then_late_commit)
+    accept(runtime, delivery="d1")
+    task = runtime.huey.dequeue()
+    runtime.huey.execute(task)
+    assert calls == [1, 0]
+    assert statuses(runtime) == ["done", "pending"]
+    queued = [(t.name, t.args) for t in runtime.huey.pending() if t.name == "process_ticket"]
+    assert queued == [("process_ticket", ("zendesk", "101"))]  # by the pass, not left for the reconciler
+    drain(runtime.huey)
+    assert statuses(runtime) == ["done", "done"]
 
 
 def test_a_later_event_that_changes_nothing_writes_nothing(runtime, fake):

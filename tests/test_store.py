@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, update
 
 from integration import metrics
 from integration import timers as timer_host
@@ -101,7 +101,37 @@ def test_identical_content_without_delivery_id_is_a_duplicate(db):
     different = sink.accept(neutral_event("7", None, vendor="jira"), b'{"issue": "SUP-7", "x": 1}', NOW)
     assert again.duplicate and again.event_id == first.event_id
     assert not different.duplicate
-    assert queue.calls == [("jira", "7"), ("jira", "7")]
+    # The second distinct event finds the first still pending: its task will take both.
+    assert queue.calls == [("jira", "7")]
+
+
+def test_events_for_a_ticket_with_a_queued_event_add_no_task(db):
+    queue = RecordingQueue()
+    sink = DatabaseEventSink(db, queue)
+    for i in range(5):
+        sink.accept(neutral_event("42", f"inv-{i}"), f'{{"n": {i}}}'.encode(), NOW)
+    sink.accept(neutral_event("43", "inv-other"), b'{"n": "other"}', NOW)
+    assert queue.calls == [("zendesk", "42"), ("zendesk", "43")]
+
+
+def test_an_event_arriving_after_the_earlier_ones_were_claimed_gets_its_own_task(db):
+    queue = RecordingQueue()
+    sink = DatabaseEventSink(db, queue)
+    sink.accept(neutral_event("42", "inv-1"), b'{"n": 1}', NOW)
+    with db.session() as session:  # a pass claims it and is still running
+        session.execute(update(EventRow).values(status="processing", lease_owner="w", lease_until=NOW))
+    sink.accept(neutral_event("42", "inv-2"), b'{"n": 2}', NOW)
+    assert queue.calls == [("zendesk", "42"), ("zendesk", "42")]
+
+
+def test_an_event_behind_one_waiting_for_a_retry_is_not_held_back(db):
+    queue = RecordingQueue()
+    sink = DatabaseEventSink(db, queue)
+    sink.accept(neutral_event("42", "inv-1"), b'{"n": 1}', NOW)
+    with db.session() as session:  # its pass failed; the retry task is scheduled an hour out
+        session.execute(update(EventRow).values(next_attempt_at=NOW + timedelta(hours=1)))
+    sink.accept(neutral_event("42", "inv-2"), b'{"n": 2}', NOW)
+    assert queue.calls == [("zendesk", "42"), ("zendesk", "42")]
 
 
 def test_same_delivery_id_from_another_vendor_is_not_a_duplicate(db):
