@@ -19,7 +19,7 @@ from integration.events import DatabaseEventSink  # noqa: E402
 from integration.pipeline import process_ticket  # noqa: E402
 from integration.settings import Settings  # noqa: E402
 from integration.tasks import Runtime  # noqa: E402
-from tests.test_zendesk_connector import validate_zendesk_calls  # noqa: E402
+from tests.support.openapi_check import validate_zendesk_calls  # noqa: E402
 from tests.support.zendesk_fake import FakeZendesk  # noqa: E402
 from webhooks.app import create_app  # noqa: E402
 from webhooks.signatures import zendesk_signature  # noqa: E402

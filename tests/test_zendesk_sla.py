@@ -20,8 +20,7 @@ from connectors.zendesk_sla import (
 )
 from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
-from tests.support.openapi_check import _resolve, _spec_dict
-from tests.test_zendesk_connector import validate_zendesk_calls
+from tests.support.openapi_check import validate_request, validate_zendesk_calls
 from tests.support.zendesk_fake import FakeZendesk, load_fixture
 
 EXAMPLE = "matrix_config/examples/enterprise.yaml"
@@ -33,32 +32,12 @@ def example(**sla_overrides) -> Matrix:
     return Matrix.model_validate(data)
 
 
-def check_policy_bodies(calls) -> None:
-    """Create/Update SLA Policy have no requestBody in the OAS: check our `sla_policy` against SLAPolicyObject
-    (declared keys only, required title and filter, no read-only keys)."""
-    schema = _resolve("zendesk", _spec_dict("zendesk")["components"]["schemas"]["SLAPolicyObject"])
-    writable = {k for k, v in schema["properties"].items() if not v.get("readOnly")}
-    metric_keys = set(_resolve("zendesk", schema["properties"]["policy_metrics"]["items"])["properties"])
-    for call in calls:
-        if call.request.method in ("POST", "PUT") and "/slas/policies" in call.request.url and call.request.body:
-            body = json.loads(call.request.body)
-            if "sla_policy" not in body:
-                assert set(body) == {"sla_policy_ids"}
-                continue
-            policy = body["sla_policy"]
-            assert set(policy) <= writable, set(policy) - writable
-            assert {"title", "filter"} <= set(policy)
-            for metric in policy["policy_metrics"]:
-                assert set(metric) <= metric_keys and isinstance(metric["target"], int)
-
-
 @pytest.fixture
 def fake():
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         zendesk = FakeZendesk(rsps)
         yield zendesk
         validate_zendesk_calls(rsps.calls)
-        check_policy_bodies(rsps.calls)
 
 
 @pytest.fixture
@@ -213,3 +192,33 @@ def test_sync_if_enabled(fake, client, monkeypatch):
     found = sync_if_enabled(matrix, client=client)
     assert [i.action for i in found.items] == ["create"] * 4 and len(fake.policies) == 4
     assert sync_if_enabled(matrix, client=client).empty
+
+
+# ------------------------------------------------------------------------- the spec check itself
+POLICY = {"title": "[matrix] L2", "filter": {"all": [{"field": "current_tags", "operator": "includes",
+                                                      "value": "esc_l2"}], "any": []},
+          "policy_metrics": [{"priority": "high", "metric": "first_reply_time", "target": 60, "business_hours": True}]}
+
+
+@pytest.mark.parametrize("policy, fragment", [
+    ({**POLICY, "id": 25}, "Tried to write read-only property"),
+    ({"title": "[matrix] L2"}, "'filter' is a required property"),
+    ({**POLICY, "titel": "x"}, "sla_policy.titel: not declared in the zendesk spec"),
+    ({**POLICY, "policy_metrics": [{**POLICY["policy_metrics"][0], "target": "60"}]}, "is not of type 'integer'"),
+    ({**POLICY, "policy_metrics": [{**POLICY["policy_metrics"][0], "busines_hours": True}]},
+     r"sla_policy.policy_metrics\[0\].busines_hours: not declared"),
+])
+def test_policy_bodies_are_checked_against_the_spec_policy_object(policy, fragment):
+    validate_request("zendesk", "POST", "/api/v2/slas/policies", {"sla_policy": POLICY})
+    validate_request("zendesk", "PUT", "/api/v2/slas/policies/25", {"sla_policy": POLICY})
+    for method, path in (("POST", "/api/v2/slas/policies"), ("PUT", "/api/v2/slas/policies/25")):
+        with pytest.raises(AssertionError, match=fragment):
+            validate_request("zendesk", method, path, {"sla_policy": policy})
+    with pytest.raises(AssertionError, match="'sla_policy' is a required property"):
+        validate_request("zendesk", "POST", "/api/v2/slas/policies", POLICY)
+
+
+def test_reorder_bodies_are_checked():
+    validate_request("zendesk", "PUT", "/api/v2/slas/policies/reorder", {"sla_policy_ids": [3, 1]})
+    with pytest.raises(AssertionError, match="is not of type 'integer'"):
+        validate_request("zendesk", "PUT", "/api/v2/slas/policies/reorder", {"sla_policy_ids": ["3"]})
