@@ -22,8 +22,8 @@ from connectors.zendesk import (
 from integration.model import Decision, Ticket
 from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
-from tests.support.openapi_check import validate_request, validate_zendesk_calls
-from tests.support.zendesk_fake import BASE, FakeZendesk
+from tests.support.openapi_check import validate_request
+from tests.support.zendesk_fake import BASE, validated_fake_zendesk
 
 TOKEN = "zd-T0ken-9f8e7d6c5b4a"
 EMAIL = "escalation-bot@acme.example"
@@ -46,10 +46,8 @@ def make_settings(**overrides) -> ZendeskSettings:
 
 @pytest.fixture
 def fake():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        zendesk = FakeZendesk(rsps)
+    with validated_fake_zendesk() as zendesk:
         yield zendesk
-        validate_zendesk_calls(rsps.calls)
 
 
 @pytest.fixture

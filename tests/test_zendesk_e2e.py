@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-import responses
 
 pytest.importorskip("integration.pipeline")
 
@@ -19,8 +18,7 @@ from integration.events import DatabaseEventSink  # noqa: E402
 from integration.pipeline import process_ticket  # noqa: E402
 from integration.settings import Settings  # noqa: E402
 from integration.tasks import Runtime  # noqa: E402
-from tests.support.openapi_check import validate_zendesk_calls  # noqa: E402
-from tests.support.zendesk_fake import FakeZendesk  # noqa: E402
+from tests.support.zendesk_fake import validated_fake_zendesk  # noqa: E402
 from webhooks.app import create_app  # noqa: E402
 from webhooks.signatures import zendesk_signature  # noqa: E402
 
@@ -41,8 +39,7 @@ def rig(tmp_path, enterprise_matrix_path):
     settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
                         QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}", MATRIX_PATH=str(enterprise_matrix_path),
                         DRY_RUN=False, ZENDESK_WEBHOOK_SECRET=SECRET)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        fake = FakeZendesk(rsps)
+    with validated_fake_zendesk() as fake:
         holder: dict = {}
 
         def connector_factory(vendor: str):
@@ -57,7 +54,6 @@ def rig(tmp_path, enterprise_matrix_path):
         app = create_app(settings, sink=DatabaseEventSink(runtime.db, None), clock=lambda: SIGNED_AT)
         yield runtime, app.test_client(), fake
         runtime.db.dispose()
-        validate_zendesk_calls(rsps.calls)
 
 
 def deliver(client, name: str, invocation: str, **detail_overrides) -> int:

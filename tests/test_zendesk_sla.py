@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import responses
 
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
@@ -20,8 +19,8 @@ from connectors.zendesk_sla import (
 )
 from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
-from tests.support.openapi_check import validate_request, validate_zendesk_calls
-from tests.support.zendesk_fake import FakeZendesk, load_fixture
+from tests.support.openapi_check import validate_request
+from tests.support.zendesk_fake import load_fixture, validated_fake_zendesk
 
 EXAMPLE = "matrix_config/examples/enterprise.yaml"
 
@@ -34,10 +33,8 @@ def example(**sla_overrides) -> Matrix:
 
 @pytest.fixture
 def fake():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        zendesk = FakeZendesk(rsps)
+    with validated_fake_zendesk() as zendesk:
         yield zendesk
-        validate_zendesk_calls(rsps.calls)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from flask import Request, Response, jsonify
+from flask import Blueprint, Request, Response, current_app, jsonify, request as current_request
 
 from integration.intake import EventSink
 from integration.model import NeutralEvent
@@ -33,6 +33,30 @@ class VendorRoute:
     authenticate: Callable[[Mapping[str, str], bytes], Any] | None
     not_configured_message: str
     parse: Callable[[dict[str, Any], str | None], NeutralEvent]
+
+
+def vendor_blueprint(vendor: str) -> Blueprint:
+    """The blueprint with `POST /webhooks/<vendor>` (endpoint `<vendor>_webhooks.receive`)."""
+    blueprint = Blueprint(f"{vendor}_webhooks", __name__)
+
+    @blueprint.post(f"/webhooks/{vendor}")
+    def receive() -> Response:
+        return receive_delivery(vendor)
+
+    return blueprint
+
+
+def receive_delivery(vendor: str) -> Response:
+    """The body of every vendor's webhook view: handle Flask's current request with `vendor`'s route and the
+    limits, sink and clock of the app's `webhooks.app.WebhookEdge`."""
+    edge = current_app.extensions["webhook_edge"]
+    return handle_delivery(
+        edge.routes[vendor],
+        current_request,
+        max_body_bytes=edge.settings.webhook_max_body_bytes,
+        get_sink=edge.get_sink,
+        clock=edge.clock,
+    )
 
 
 def handle_delivery(

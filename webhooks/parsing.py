@@ -3,9 +3,11 @@ fails with a message naming the dotted path of what is missing or malformed."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from integration.model import NeutralEvent
 from webhooks.errors import PayloadError, quote
 
 _MISSING = object()
@@ -98,3 +100,33 @@ def check_exact_keys(data: dict[str, Any], required: Iterable[str], what: str) -
     if unexpected:
         shown = ", ".join(quote(key, 40) for key in unexpected[:5])
         raise PayloadError(f"{what}: unexpected keys {shown} (use the documented body template)")
+
+
+@dataclass(frozen=True)
+class BodyKind:
+    """One kind of body a vendor endpoint takes, told apart from the others by a key only it has."""
+
+    marker: str
+    parse: Callable[[dict[str, Any], str | None], NeutralEvent]
+    description: str  # for the refusal, e.g. "an event-subscription body (type, detail)"
+
+
+def parse_body(payload: dict[str, Any], delivery_id: str | None, vendor_name: str,
+               kinds: Sequence[BodyKind]) -> NeutralEvent:
+    """Parse `payload` as the first of `kinds` whose marker key it has; refuse it, listing every kind, when
+    it has none."""
+    for kind in kinds:
+        if kind.marker in payload:
+            return kind.parse(payload, delivery_id)
+    raise PayloadError(
+        f"not a {vendor_name} webhook body: expected " + " or ".join(kind.description for kind in kinds)
+    )
+
+
+def template_event(payload: dict[str, Any], events: Mapping[str, str]) -> str:
+    """The event type a documented body template (Zendesk trigger, JSM automation) names in its `event`,
+    mapped to the vendor's webhook event vocabulary."""
+    event = payload["event"]
+    if event not in events:
+        raise PayloadError(f"event must be one of {', '.join(sorted(events))}, not {quote(event)}")
+    return events[event]

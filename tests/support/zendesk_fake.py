@@ -10,13 +10,16 @@ from __future__ import annotations
 import copy
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import responses
+
+from tests.support.openapi_check import validate_zendesk_calls
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "zendesk_api"
 BASE = "https://acme.zendesk.com"
@@ -24,6 +27,17 @@ BASE = "https://acme.zendesk.com"
 
 def load_fixture(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+@contextmanager
+def validated_fake_zendesk() -> Iterator[FakeZendesk]:
+    """A FakeZendesk behind its own `responses` mock, for a fixture (`with validated_fake_zendesk() as fake:
+    yield fake`): when the block ends, every request the test sent is validated against the Zendesk spec,
+    so an invalid request fails the test's teardown."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeZendesk(rsps)
+        yield fake
+        validate_zendesk_calls(rsps.calls)
 
 
 def _iso(moment: datetime) -> str:

@@ -16,12 +16,15 @@ from typing import Any, Callable
 from integration.model import NeutralEvent
 from webhooks.errors import PayloadError, quote
 from webhooks.parsing import (
+    BodyKind,
     check_exact_keys,
     get_path,
     optional_id,
+    parse_body,
     parse_epoch_millis,
     parse_iso_time,
     require_string,
+    template_event,
 )
 
 VENDOR = "jira"
@@ -61,14 +64,7 @@ EVENT_HANDLERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
 
 
 def parse_jira(payload: dict[str, Any], delivery_id: str | None) -> NeutralEvent:
-    if "webhookEvent" in payload:
-        return parse_admin_webhook(payload, delivery_id)
-    if "issueKey" in payload:
-        return parse_automation(payload, delivery_id)
-    raise PayloadError(
-        "not a Jira webhook body: expected an admin webhook body (webhookEvent, issue) "
-        "or the documented automation body (issueKey, event, actor, occurredAt)"
-    )
+    return parse_body(payload, delivery_id, "Jira", BODY_KINDS)
 
 
 def parse_admin_webhook(payload: dict[str, Any], delivery_id: str | None) -> NeutralEvent:
@@ -99,18 +95,22 @@ def parse_admin_webhook(payload: dict[str, Any], delivery_id: str | None) -> Neu
 
 def parse_automation(payload: dict[str, Any], delivery_id: str | None) -> NeutralEvent:
     check_exact_keys(payload, AUTOMATION_KEYS, "Jira automation body")
-    event = payload["event"]
-    if event not in AUTOMATION_EVENTS:
-        raise PayloadError(f"event must be one of {', '.join(sorted(AUTOMATION_EVENTS))}, not {quote(event)}")
+    event_type = template_event(payload, AUTOMATION_EVENTS)
     return NeutralEvent(
         vendor=VENDOR,
         ticket_id=_issue_key(payload["issueKey"], "issueKey"),
-        event_type=AUTOMATION_EVENTS[event],
+        event_type=event_type,
         delivery_id=delivery_id,
         actor_id=optional_id(payload, "actor"),
         occurred_at=parse_iso_time(payload["occurredAt"], "occurredAt"),
         handled=True,
     )
+
+
+BODY_KINDS = (
+    BodyKind("webhookEvent", parse_admin_webhook, "an admin webhook body (webhookEvent, issue)"),
+    BodyKind("issueKey", parse_automation, "the documented automation body (issueKey, event, actor, occurredAt)"),
+)
 
 
 def _issue_key(value: Any, path: str) -> str:

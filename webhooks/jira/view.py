@@ -3,17 +3,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from flask import Blueprint, Response, current_app, request
-
 from integration.settings import Settings
-from webhooks.delivery import VendorRoute, handle_delivery
+from webhooks.delivery import VendorRoute, vendor_blueprint
 from webhooks.jira.payloads import VENDOR, parse_jira
 from webhooks.signatures import JiraVerifier
 
 DELIVERY_HEADER = "X-Atlassian-Webhook-Identifier"
 NOT_CONFIGURED = "JIRA_WEBHOOK_SECRET or JIRA_SHARED_SECRET is not configured"
 
-blueprint = Blueprint("jira_webhooks", __name__)
+blueprint = vendor_blueprint(VENDOR)
 
 
 def build_route(settings: Settings) -> VendorRoute:
@@ -34,14 +32,3 @@ def build_route(settings: Settings) -> VendorRoute:
         parse=parse_jira,
     )
 
-
-@blueprint.post("/webhooks/jira")
-def receive() -> Response:
-    edge = current_app.extensions["webhook_edge"]
-    return handle_delivery(
-        edge.routes[VENDOR],
-        request,
-        max_body_bytes=edge.settings.webhook_max_body_bytes,
-        get_sink=edge.get_sink,
-        clock=edge.clock,
-    )

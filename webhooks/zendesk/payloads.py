@@ -20,12 +20,15 @@ from typing import Any, Callable
 from integration.model import NeutralEvent
 from webhooks.errors import PayloadError, quote
 from webhooks.parsing import (
+    BodyKind,
     check_exact_keys,
     get_path,
     optional_id,
+    parse_body,
     parse_iso_time,
     require_object,
     require_string,
+    template_event,
 )
 
 VENDOR = "zendesk"
@@ -73,14 +76,7 @@ EVENT_HANDLERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
 
 
 def parse_zendesk(payload: dict[str, Any], delivery_id: str | None) -> NeutralEvent:
-    if "type" in payload:
-        return parse_event_subscription(payload, delivery_id)
-    if "ticket_id" in payload:
-        return parse_trigger(payload, delivery_id)
-    raise PayloadError(
-        "not a Zendesk webhook body: expected an event-subscription body (type, detail) "
-        "or the documented trigger body (ticket_id, event, updated_at, current_user_id)"
-    )
+    return parse_body(payload, delivery_id, "Zendesk", BODY_KINDS)
 
 
 def parse_event_subscription(payload: dict[str, Any], delivery_id: str | None) -> NeutralEvent:
@@ -118,18 +114,23 @@ def parse_event_subscription(payload: dict[str, Any], delivery_id: str | None) -
 def parse_trigger(payload: dict[str, Any], delivery_id: str | None) -> NeutralEvent:
     check_exact_keys(payload, TRIGGER_KEYS, "Zendesk trigger body")
     ticket_id = _ticket_id(payload["ticket_id"], "ticket_id")
-    event = payload["event"]
-    if event not in TRIGGER_EVENTS:
-        raise PayloadError(f"event must be one of {', '.join(sorted(TRIGGER_EVENTS))}, not {quote(event)}")
+    event_type = template_event(payload, TRIGGER_EVENTS)
     return NeutralEvent(
         vendor=VENDOR,
         ticket_id=ticket_id,
-        event_type=TRIGGER_EVENTS[event],
+        event_type=event_type,
         delivery_id=delivery_id,
         actor_id=optional_id(payload, "current_user_id"),
         occurred_at=parse_iso_time(payload["updated_at"], "updated_at"),
         handled=True,
     )
+
+
+BODY_KINDS = (
+    BodyKind("type", parse_event_subscription, "an event-subscription body (type, detail)"),
+    BodyKind("ticket_id", parse_trigger,
+             "the documented trigger body (ticket_id, event, updated_at, current_user_id)"),
+)
 
 
 def _ticket_id(value: Any, path: str) -> str:
