@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from integration.db import Database, EventRow, utcnow
+from integration.db import Database, EventRow, UtcDateTime, utcnow
 from integration.intake import AcceptResult
 from integration.model import NeutralEvent
 from integration.settings import Settings
@@ -111,23 +111,27 @@ class DatabaseEventSink:
         return checks
 
 
+_EARLIER_PENDING_SQL = (
+    "SELECT id FROM events WHERE vendor = :vendor AND ticket_id = :ticket_id AND status = 'pending' "
+    "AND id < :id AND (next_attempt_at IS NULL OR next_attempt_at <= :now) ORDER BY id LIMIT 1"
+)
+# Plain SQL: this runs on every delivery, and building the ORM statement cost more than running it.
+_EARLIER_PENDING = {
+    for_update: text(_EARLIER_PENDING_SQL + (" FOR UPDATE" if for_update else "")).bindparams(
+        bindparam("now", type_=UtcDateTime()))
+    for for_update in (False, True)
+}
+
+
 def _has_earlier_pending(session: Any, row: EventRow, now: datetime) -> bool:
     """Whether the ticket already has an unclaimed pending event that is due now (its task is queued).
-    Events waiting for a retry backoff do not count: their task is scheduled for later."""
-    earlier = session.scalars(
-        select(EventRow.id)
-        .where(
-            EventRow.vendor == row.vendor,
-            EventRow.ticket_id == row.ticket_id,
-            EventRow.status == "pending",
-            EventRow.id < row.id,
-            or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now),
-        )
-        .order_by(EventRow.id)
-        .limit(1)
-        .with_for_update()  # PostgreSQL: wait for a claim in flight (see the module docstring)
+    Events waiting for a retry backoff do not count: their task is scheduled for later. On PostgreSQL
+    the row is read FOR UPDATE, which waits for a claim in flight (see the module docstring)."""
+    statement = _EARLIER_PENDING[session.get_bind().dialect.name == "postgresql"]
+    found = session.execute(
+        statement, {"vendor": row.vendor, "ticket_id": row.ticket_id, "id": row.id, "now": now}
     ).first()
-    return earlier is not None
+    return found is not None
 
 
 def due_pending_exists(db: Database, vendor: str, ticket_id: str, now: datetime) -> bool:

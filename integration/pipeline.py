@@ -21,8 +21,14 @@ pending, so there is one) re-fetches the ticket and checks whether the intent's 
 (priority, group, tags, fields: which the connectors write in the same request as the comment) are
 visible: if any is, the write happened -> the stored state is committed as `recovered` and the fresh
 decision (now empty) writes nothing; if none is, it did not happen -> `abandoned` and decided afresh.
-An intent that only adds a comment (reminders, cadence updates) cannot be checked and is taken as
-applied: at most once for a customer message, never twice.
+An intent that only adds a comment cannot be checked on the ticket:
+- an internal note only (pre-breach warning, cadence reminder with `mode: remind`, breach note without
+  other effects) is sent again: at least once, a duplicated note is acceptable, a lost warning is not;
+- a customer-visible reply (cadence `mode: send`) is taken as sent: at most once, never twice.
+
+Field and group mappings: a ticket pinned to an older matrix version is read and written through a
+connector built for that version (`PassDeps.connector_for_version`), so a mapping change cannot break
+it (see integration.tasks.mapping_matrix for which mapping wins).
 """
 from __future__ import annotations
 
@@ -77,7 +83,7 @@ class PassDeps:
     connector_for: Callable[[str], Connector]
     current_matrix: Callable[[], LoadedMatrix]
     dry_run_for: Callable[[str], bool]
-    lease_seconds: float = 60.0
+    lease_seconds: float = 30.0  # Settings.lease_seconds (LEASE_SECONDS) in a Runtime
     max_attempts: int = 8
     backoff_base: float = 2.0
     backoff_max: float = 600.0
@@ -88,6 +94,9 @@ class PassDeps:
     next_state: Callable[[TicketState | None, Ticket, Decision], TicketState] | None = None
     clocks: Any = field(default_factory=timer_host.clocks_module)
     sleep: Callable[[float], None] = time.sleep
+    # (vendor, matrix version) -> the connector whose field/group mappings serve tickets pinned to that
+    # version (integration.tasks.Runtime.connector_for_version). None: `connector_for` serves every ticket.
+    connector_for_version: Callable[[str, str], Connector] | None = None
 
     def engine_decide(self) -> Callable[..., Decision]:
         if self.decide is None:
@@ -341,6 +350,14 @@ def _pinned_matrix(deps: PassDeps, session: Any, state: TicketState | None, last
     return pinned
 
 
+def _stored_pin(deps: PassDeps, vendor: str, ticket_id: str) -> str | None:
+    with deps.db.session() as session:
+        return session.scalars(
+            select(TicketStateRow.matrix_version)
+            .where(TicketStateRow.vendor == vendor, TicketStateRow.ticket_id == ticket_id)
+        ).first()
+
+
 def _load(deps: PassDeps, vendor: str, ticket_id: str, ticket: Ticket):
     deps.current_matrix()  # may write the matrix version: never inside another open transaction (SQLite)
     with deps.db.session() as session:
@@ -361,11 +378,23 @@ def _load(deps: PassDeps, vendor: str, ticket_id: str, ticket: Ticket):
 def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str, *, trigger: str,
                decide_fn: DecideFn, event_ids: list[int] | None = None, owner: str | None = None,
                timer_id: int | None = None) -> PassResult:
+    pin = _stored_pin(deps, vendor, ticket_id) if deps.connector_for_version is not None else None
+    if pin:
+        connector = deps.connector_for_version(vendor, pin)
     ticket = connector.fetch_ticket(ticket_id)
     state, matrix, intents = _load(deps, vendor, ticket_id, ticket)
-    for intent in intents:
-        state = _recover(deps, intent, ticket, state, matrix)
+    if deps.connector_for_version is not None and pin and matrix.version != pin:
+        # Not decided with the pinned version after all (resolved and reopened, or the version is not
+        # stored): read the ticket again through the mappings of the version that decides it.
+        connector = deps.connector_for_version(vendor, matrix.version)
+        ticket = connector.fetch_ticket(ticket_id)
     dry_run = deps.dry_run_for(vendor)
+    for intent in intents:
+        state = _recover(deps, connector, intent, ticket, state, matrix, dry_run)
+    if intents and timer_id is not None:
+        with deps.db.session() as session:
+            if session.get(TimerRow, timer_id).status != "pending":
+                raise AlreadyFired(timer_id)  # the recovered intent was this very firing
     for _round in range(MAX_CONFLICT_ROUNDS):
         now = deps.now()
         decision, state_after, extra_timers, cancel_kinds = decide_fn(ticket, state, matrix, now)
@@ -450,6 +479,11 @@ def _close_intent(deps: PassDeps, intent_id: int, status: str, error: str | None
         )
 
 
+def _visible_checks(decision: Decision) -> int:
+    return (bool(decision.priority) + bool(decision.owner_group) + len(decision.add_tags)
+            + len(decision.remove_tags) + len(decision.field_updates or {}))
+
+
 def _visible(ticket: Ticket, decision: Decision) -> bool | None:
     """Whether the decision's structured effects show on the ticket: True if any does, False if none
     does, None if the decision has none to check (a comment only)."""
@@ -469,16 +503,38 @@ def _visible(ticket: Ticket, decision: Decision) -> bool | None:
     return any(checks)
 
 
-def _recover(deps: PassDeps, intent: DecisionRow, ticket: Ticket, state: TicketState | None,
-             matrix: LoadedMatrix) -> TicketState | None:
+def _internal_only(decision: Decision) -> bool:
+    """The decision's only write is an internal note (pre-breach warning, cadence reminder)."""
+    return bool(decision.internal_note) and not decision.public_reply and _visible_checks(decision) == 0
+
+
+def _recover(deps: PassDeps, connector: Connector, intent: DecisionRow, ticket: Ticket,
+             state: TicketState | None, matrix: LoadedMatrix, dry_run: bool) -> TicketState | None:
     decision = from_json(Decision, intent.decision)
     visible = _visible(ticket, decision)
     now = deps.now()
+    if visible is None and _internal_only(decision) and not dry_run:
+        # At least once for agents: the note cannot be looked up on the ticket, and a warning that was
+        # never sent is worse than one sent twice. An error here leaves the intent `applying`; the pass
+        # is retried and tries again.
+        result = connector.apply(ticket, decision)
+        log.warning("ticket %s:%s: unfinished decision %d wrote only an internal note; sent it again",
+                    ticket.vendor, ticket.id, intent.id)
+        return _complete_recovered(deps, intent, decision, ticket, state, matrix, now, api_result=result)
     if visible is False:
         _close_intent(deps, intent.id, "abandoned", "crashed before the write reached the vendor")
         log.warning("ticket %s:%s: unfinished decision %d was not applied; deciding afresh",
                     ticket.vendor, ticket.id, intent.id)
         return state
+    log.warning("ticket %s:%s: unfinished decision %d %s; completing it without writing again",
+                ticket.vendor, ticket.id, intent.id,
+                "was applied" if visible else "wrote only a comment (assumed sent: a customer reply goes out at most once)")
+    return _complete_recovered(deps, intent, decision, ticket, state, matrix, now, api_result=None)
+
+
+def _complete_recovered(deps: PassDeps, intent: DecisionRow, decision: Decision, ticket: Ticket,
+                        state: TicketState | None, matrix: LoadedMatrix, now: datetime,
+                        api_result: Any) -> TicketState | None:
     state_after = from_json(TicketState, intent.state_after) if intent.state_after else state
     timer_id = None
     if intent.trigger.startswith("timer:"):
@@ -486,14 +542,11 @@ def _recover(deps: PassDeps, intent: DecisionRow, ticket: Ticket, state: TicketS
             timer_id = int(intent.trigger.split(":", 1)[1])
         except ValueError:
             timer_id = None
-    log.warning("ticket %s:%s: unfinished decision %d %s; completing it without writing again",
-                ticket.vendor, ticket.id, intent.id,
-                "was applied" if visible else "wrote only a comment (assumed sent)")
     try:
         _finalize(deps, intent.id, "recovered", decision, ticket, state, state_after, matrix, now,
                   trigger=intent.trigger, event_ids=None, owner=None, timer_id=timer_id,
-                  extra_timers=None, cancel_kinds=(), dry_run=False, api_result=None,
-                  plan=timer_id is None)
+                  extra_timers=None, cancel_kinds=(), dry_run=False, api_result=api_result,
+                  plan=timer_id is None, resent=api_result is not None)
     except AlreadyFired:
         _close_intent(deps, intent.id, "recovered", None)
     return state_after
@@ -519,7 +572,7 @@ def _finalize(deps: PassDeps, intent_id: int | None, status: str, decision: Deci
               state_before: TicketState | None, state_after: TicketState, matrix: LoadedMatrix, now: datetime,
               *, trigger: str, event_ids: list[int] | None, owner: str | None, timer_id: int | None,
               extra_timers: list | None, cancel_kinds: tuple[str, ...], dry_run: bool,
-              api_result: Any = None, plan: bool = True) -> int | None:
+              api_result: Any = None, plan: bool = True, resent: bool = False) -> int | None:
     vendor, ticket_id = ticket.vendor, ticket.id
     with deps.db.session() as session:
         if timer_id is not None and not timer_host.mark_fired(session, timer_id, now):
@@ -533,6 +586,8 @@ def _finalize(deps: PassDeps, intent_id: int | None, status: str, decision: Deci
                 row.writes = api_result.writes
                 row.api_result = {"writes": api_result.writes, "requests": list(api_result.requests)[:50],
                                   "dry_run": api_result.dry_run}
+                if resent:
+                    row.api_result["resent_after_crash"] = True
         elif decision is not None and not decision.is_empty:
             row = _decision_row(decision, matrix, trigger, ticket, status, state_after, dry_run)
             row.finished_at = now

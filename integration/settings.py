@@ -26,9 +26,12 @@ class Settings(BaseSettings):
 
     # Workers and the durable pipeline (integration.tasks / integration.pipeline).
     worker_concurrency: int = Field(2, alias="WORKER_CONCURRENCY", gt=0)  # worker threads per `escalation worker`
-    lease_seconds: int = Field(60, alias="LEASE_SECONDS", gt=0)  # a pass whose worker stopped renewing its lease this long is re-run
+    # A pass renews its leases every LEASE_SECONDS/3 while it runs; one whose worker stopped renewing this
+    # long (killed) is run again, and a timer in flight during the kill waits at most this long.
+    lease_seconds: int = Field(30, alias="LEASE_SECONDS", gt=0)
     reconcile_interval_seconds: int = Field(30, alias="RECONCILE_INTERVAL_SECONDS", gt=0)
     scan_interval_seconds: int = Field(300, alias="SCAN_INTERVAL_SECONDS", gt=0)  # catch-up scan of changed tickets
+    sla_sync_interval_seconds: int = Field(3600, alias="SLA_SYNC_INTERVAL_SECONDS", gt=0)  # with SLA_SYNC=auto
     max_attempts: int = Field(8, alias="MAX_ATTEMPTS", gt=0)  # transient failures before an event is dead-lettered
     shutdown_timeout_seconds: int = Field(20, alias="SHUTDOWN_TIMEOUT_SECONDS", ge=0)  # SIGTERM: finish passes this long
     log_level: str = Field("INFO", alias="LOG_LEVEL")

@@ -6,9 +6,13 @@ Tasks (registered on the Runtime's huey instance):
   burst of five events is claimed by the first task; the other four find nothing and return).
 - `fire_timer(timer_id)`: one due timer.
 
-Periodic jobs (reconciler every RECONCILE_INTERVAL_SECONDS, catch-up scan every SCAN_INTERVAL_SECONDS)
-run in a ticker thread of each `escalation worker`; a lease row (`periodic:reconcile`,
-`periodic:scan`) makes exactly one consumer run each, and another takes over when that one stops.
+Periodic jobs (reconciler every RECONCILE_INTERVAL_SECONDS, catch-up scan every SCAN_INTERVAL_SECONDS,
+Zendesk SLA policy sync every SLA_SYNC_INTERVAL_SECONDS, which does nothing unless SLA_SYNC=auto) run in
+a ticker thread of each `escalation worker`; a lease row per job (`periodic:reconcile`, `periodic:scan`,
+`periodic:sla_sync`) makes exactly one consumer run each, and another takes over when that one stops.
+
+Connectors: one per vendor for the current matrix, plus one per (vendor, older matrix version) for
+tickets pinned to that version (`connector_for_version`), built from `mapping_matrix(pinned, current)`.
 """
 from __future__ import annotations
 
@@ -31,11 +35,30 @@ from integration.pipeline import PassDeps, ReconcileReport, fire_timer, process_
 from integration.queue import build_huey, ping
 from integration.settings import Settings
 from matrix_config.loader import LoadedMatrix
+from matrix_config.schema import Matrix
 
 log = logging.getLogger(__name__)
 
 BUSY_RETRY_SECONDS = 2.0
 SCAN_BATCH = 1000
+PERIODIC_JOBS = ("periodic:reconcile", "periodic:scan", "periodic:sla_sync")
+
+
+def mapping_matrix(pinned: Matrix, current: Matrix) -> Matrix:
+    """The matrix a connector for a ticket pinned to `pinned` is built from.
+
+    Pinning keeps the *policy* a ticket started with (levels, rules, targets, templates). Field, group
+    and vendor mappings instead describe the helpdesk as it is now, so the current matrix wins where
+    both define a key: an admin who fixes a group id or moves a field to a new custom field expects
+    every ticket to use the fix at once, and the old id may no longer exist. A key only the pinned
+    version has (a group renamed or dropped since) keeps its pinned mapping, so the pinned policy's
+    decisions (e.g. "assign to security_team") can still be carried out. Either way a mapping change
+    does not break tickets in flight."""
+    return pinned.model_copy(update={
+        "fields": {**pinned.fields, **current.fields},
+        "groups": {**pinned.groups, **current.groups},
+        "vendors": current.vendors,
+    })
 
 
 class Runtime:
@@ -54,6 +77,7 @@ class Runtime:
         self.huey = huey or build_huey(settings.queue_url)
         self._connector_factory = connector_factory
         self._connectors: dict[str, Connector] = {}
+        self._pinned_connectors: dict[tuple[str, str], Connector] = {}
         self._matrix: LoadedMatrix | None = None
         self._lock = threading.Lock()
         self._deps_overrides = deps_overrides
@@ -82,6 +106,26 @@ class Runtime:
                 connector = self._connectors.setdefault(vendor, connector)
         return connector
 
+    def connector_for_version(self, vendor: str, version: str) -> Connector:
+        """The connector for tickets pinned to matrix `version` (cached per vendor and version)."""
+        current = self.matrix()
+        if version == current.version or self._connector_factory is not None:
+            return self.connector(vendor)
+        key = (vendor, version)
+        with self._lock:
+            connector = self._pinned_connectors.get(key)
+        if connector is not None:
+            return connector
+        from integration.matrix_store import load_version
+
+        with self.db.session() as session:
+            pinned = load_version(session, version)
+        if pinned is None:
+            return self.connector(vendor)  # the pass decides with the current matrix then, too
+        connector = build_connector(vendor, self.settings, mapping_matrix(pinned.matrix, current.matrix), db=self.db)
+        with self._lock:
+            return self._pinned_connectors.setdefault(key, connector)
+
     def dry_run(self, vendor: str) -> bool:
         connector = self.connector(vendor)
         if is_offline(connector):
@@ -94,6 +138,7 @@ class Runtime:
         values = dict(
             db=self.db,
             connector_for=self.connector,
+            connector_for_version=self.connector_for_version,
             current_matrix=self.matrix,
             dry_run_for=self.dry_run,
             lease_seconds=float(self.settings.lease_seconds),
@@ -203,12 +248,29 @@ class Runtime:
         return hinted
 
 
+    def sla_sync(self) -> None:
+        """Zendesk SLA policies from the matrix (connectors.zendesk_sla.sync_if_enabled: does nothing
+        unless SLA_SYNC=auto and Zendesk credentials are set)."""
+        import importlib
+
+        try:
+            module = importlib.import_module("connectors.zendesk_sla")
+        except ModuleNotFoundError as exc:
+            if exc.name != "connectors.zendesk_sla":
+                raise
+            return
+        found = module.sync_if_enabled(self.matrix().matrix)
+        if found is not None and not found.empty:
+            log.info("SLA sync: Zendesk SLA policies updated from the matrix")
+
+
 class PeriodicJobs:
     """The ticker thread of one worker process. Each job runs only while this process holds its lease."""
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.owner = f"{uuid.uuid4().hex[:12]}"
+        self._next: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="periodic", daemon=True)
 
@@ -218,36 +280,43 @@ class PeriodicJobs:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        for name in ("periodic:reconcile", "periodic:scan"):
+        for name in PERIODIC_JOBS:
             try:
                 release_lease(self.runtime.db, name, self.owner)
             except Exception:  # noqa: BLE001 - expires on its own
                 pass
 
-    def _job(self, name: str, interval: float, job: Any) -> None:
-        if acquire_lease(self.runtime.db, name, self.owner, interval * 3):
-            job()
+    def jobs(self) -> list[tuple[str, float, Any]]:
+        settings = self.runtime.settings
+        return [
+            ("periodic:reconcile", float(settings.reconcile_interval_seconds), self._reconcile),
+            ("periodic:scan", float(settings.scan_interval_seconds), self.runtime.catch_up_scan),
+            ("periodic:sla_sync", float(settings.sla_sync_interval_seconds), self.runtime.sla_sync),
+        ]
+
+    def tick(self, now: float) -> list[str]:
+        """Run every job that is due at monotonic time `now` and whose lease this process holds (or
+        takes); returns the names of the jobs run. One job failing does not stop the others."""
+        ran = []
+        for name, interval, job in self.jobs():
+            if now < self._next.get(name, 0.0):
+                continue
+            self._next[name] = now + interval
+            try:
+                if acquire_lease(self.runtime.db, name, self.owner, interval * 3):
+                    ran.append(name)
+                    job()
+            except Exception:  # noqa: BLE001 - keep ticking
+                log.warning("periodic job %s failed", name, exc_info=True)
+        return ran
 
     def _run(self) -> None:
-        settings = self.runtime.settings
-        reconcile_every = float(settings.reconcile_interval_seconds)
-        scan_every = float(settings.scan_interval_seconds)
-        next_reconcile = 0.0
-        next_scan = 0.0
         import time
 
         while not self._stop.is_set():
-            now = time.monotonic()
-            try:
-                if now >= next_reconcile:
-                    next_reconcile = now + reconcile_every
-                    self._job("periodic:reconcile", reconcile_every, self._reconcile)
-                if now >= next_scan:
-                    next_scan = now + scan_every
-                    self._job("periodic:scan", scan_every, self.runtime.catch_up_scan)
-            except Exception:  # noqa: BLE001 - keep ticking
-                log.warning("periodic job failed", exc_info=True)
-            self._stop.wait(min(max(next_reconcile - time.monotonic(), 0.05), 1.0))
+            self.tick(time.monotonic())
+            next_due = min(self._next.values(), default=0.0)
+            self._stop.wait(min(max(next_due - time.monotonic(), 0.05), 1.0))
 
     def _reconcile(self) -> None:
         report = self.runtime.reconcile()

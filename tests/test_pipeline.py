@@ -207,6 +207,7 @@ def test_conflict_refetches_and_redecides_then_writes_once(runtime, fake):
 
 def test_conflicts_that_persist_become_a_retry_with_backoff(runtime, fake, clock):
     fake.concurrent_edits.extend([lambda r: r["tags"].append(f"edit{i}") for i in range(3)])
+    runtime._deps_overrides["backoff_base"] = 5.0  # the retry task must still be waiting when drain() looks
     accept(runtime)
     drain(runtime.huey)
     assert fake.writes() == []
