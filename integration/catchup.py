@@ -10,7 +10,9 @@ last processed ticket next time (at-least-once; the pass is idempotent). The con
 ticket, the watermark that is safe once that ticket is processed (Zendesk: the previous cursor for all
 but the last ticket of an export page).
 
-The periodic scan task and `escalation reconcile` call `catch_up(connector, store, process)`.
+The periodic scan task and `escalation reconcile` go through `integration.tasks.Runtime.catch_up_scan`,
+which calls `catch_up(connector, DatabaseWatermarks(db), process, limit=SCAN_BATCH)` per vendor with a
+`process` that commits a hint event (durable before the watermark moves) and enqueues the ticket.
 """
 from __future__ import annotations
 
@@ -77,7 +79,8 @@ class DatabaseWatermarks:
 
 
 def watermark_name(vendor: str) -> str:
-    # Same row as integration.tasks.Runtime.catch_up_scan uses, so either path continues the other's scan.
+    # One row per vendor: the periodic scan and `escalation reconcile` (both Runtime.catch_up_scan, which
+    # calls catch_up with DatabaseWatermarks) continue each other's scan.
     return f"scan:{vendor}"
 
 

@@ -279,7 +279,8 @@ class PeriodicJobs:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
         for name in PERIODIC_JOBS:
             try:
                 release_lease(self.runtime.db, name, self.owner)

@@ -509,3 +509,217 @@ def test_catch_up_scan_hints_changed_tickets_and_moves_the_watermark(runtime, fa
     with runtime.db.session() as session:
         assert session.get(WatermarkRow, "scan:zendesk").value == "2026-11-27T10:05:00Z"
     assert runtime.catch_up_scan() == 0  # nothing changed since
+
+
+# ------------------------------------------------------------------------------------ internal notes vs replies
+def breach_notes(fake):
+    return [w["internal_note"] for w in fake.writes() if "breached" in (w["internal_note"] or "")]
+
+
+def crash_while_firing(runtime, fake, clock, *, before_write: bool):
+    accept(runtime)
+    drain(runtime.huey)
+    (timer,) = rows(runtime, TimerRow)
+    clock.advance(61)
+    if before_write:
+        fake.apply_failures.append(Crash())
+    else:
+        def crash(entry):
+            raise Crash()
+
+        fake.after_write = crash
+    with pytest.raises(Crash):
+        fire_timer(timer.id, deps=runtime.deps())
+    fake.after_write = None
+    assert decision_statuses(runtime)[-1] == "applying"
+    assert rows(runtime, TimerRow)[0].status == "pending"
+    clock.advance(runtime.settings.lease_seconds + 1)
+    reconcile_once(runtime.deps(), fire_inline=True)  # a worker restarts; the overdue timer fires
+    return timer
+
+
+def test_warning_lost_in_a_crash_before_the_vendor_call_is_sent_on_recovery(timed, fake, clock):
+    runtime, stub = timed
+    crash_while_firing(runtime, fake, clock, before_write=True)
+    assert breach_notes(fake) == ["acknowledge breached at L1"]
+    assert decision_statuses(runtime) == ["applied", "recovered"]
+    assert rows(runtime, TimerRow)[0].status == "fired"
+    assert stub.fired == 1  # the stored intent was re-sent, not decided again
+    assert reconcile_once(runtime.deps(), fire_inline=True).timers == 0
+    assert breach_notes(fake) == ["acknowledge breached at L1"]
+
+
+def test_warning_sent_just_before_a_crash_may_be_sent_twice_never_lost(timed, fake, clock):
+    runtime, stub = timed
+    crash_while_firing(runtime, fake, clock, before_write=False)
+    assert breach_notes(fake) == ["acknowledge breached at L1"] * 2  # at least once: duplicate accepted
+    assert rows(runtime, TimerRow)[0].status == "fired"
+
+
+class CadenceSendClocks(StubClocks):
+    """Firing the timer posts a status update to the customer (cadence `mode: send`)."""
+
+    def on_timer(self, timer, ticket, state, matrix, now):
+        self.fired += 1
+        decision = Decision(vendor=state.vendor, ticket_id=state.ticket_id, matrix_version=state.matrix_version,
+                            decided_at=now, from_level=state.level, reason="cadence",
+                            public_reply="Status update: still working on it")
+        return TimerOutcome(decision=decision, state=state)
+
+
+def test_customer_update_sent_just_before_a_crash_is_not_sent_again(settings, fake, clock):
+    runtime = make_runtime(settings, fake, clock=clock, clocks=CadenceSendClocks())
+    crash_while_firing(runtime, fake, clock, before_write=False)
+    assert fake.replies("101").count("Status update: still working on it") == 1
+    assert rows(runtime, TimerRow)[0].status == "fired"
+    runtime.db.dispose()
+
+
+# ------------------------------------------------------------------------------------ mappings of pinned tickets
+def test_mapping_matrix_takes_current_ids_and_keeps_keys_only_the_pinned_version_has(enterprise_matrix_path, tmp_path):
+    from integration.tasks import mapping_matrix
+    from matrix_config.loader import load_matrix
+
+    v1 = load_matrix(enterprise_matrix_path).matrix
+    changed = tmp_path / "v2.yaml"
+    changed.write_text(_matrix_v2(enterprise_matrix_path.read_text()))
+    v2 = load_matrix(changed).matrix
+    merged = mapping_matrix(v1, v2)
+    assert merged.groups["frontline"].zendesk == 360000200011  # fixed id: applies at once
+    assert merged.groups["security_team"].zendesk == 360000200004  # renamed since: pinned mapping kept
+    assert merged.groups["secops"].zendesk == 360000200099
+    assert [level.id for level in merged.levels] == [level.id for level in v1.levels]
+
+
+def _matrix_v2(text: str) -> str:
+    """The admin recreated the frontline group in Zendesk (new id) and renamed security_team to secops."""
+    text = text.replace("frontline: {label: Frontline support, zendesk: 360000200001",
+                        "frontline: {label: Frontline support, zendesk: 360000200011")
+    text = text.replace("security_team: {label: Security response, zendesk: 360000200004, jira: security-response}",
+                        "secops: {label: Security operations, zendesk: 360000200099, jira: secops}")
+    assert "360000200011" in text and "secops:" in text
+    return text.replace("security_team", "secops")
+
+
+def test_ticket_in_flight_is_written_through_its_pinned_versions_mappings(tmp_path, clock, enterprise_matrix_path,
+                                                                          monkeypatch):
+    """An admin renames a group in the matrix while a ticket is in flight: the ticket, still decided with
+    the version it started with, escalates into the group that version names instead of failing."""
+    from dataclasses import dataclass, field as dc_field
+
+    import integration.tasks as tasks
+    from connectors.base import Permanent
+    from integration.db import Database
+
+    written_groups: list[tuple[str, int]] = []
+    store = FakeConnector("zendesk").store
+
+    @dataclass
+    class MappingFake(FakeConnector):
+        """Writes the vendor group id the matrix it was built from maps the decision's group to."""
+        matrix: object = None
+        built_for: list = dc_field(default_factory=list)
+
+        def apply(self, ticket, decision):
+            if decision.owner_group:
+                mapping = self.matrix.groups.get(decision.owner_group)
+                if mapping is None or mapping.zendesk is None:
+                    raise Permanent(f"group {decision.owner_group!r} has no Zendesk id in this matrix")
+                written_groups.append((ticket.id, mapping.zendesk))
+            return super().apply(ticket, decision)
+
+    monkeypatch.setattr(tasks, "build_connector",
+                        lambda vendor, settings, matrix, db=None: MappingFake(vendor, store=store, matrix=matrix))
+    matrix_file = tmp_path / "matrix.yaml"
+    matrix_file.write_text(enterprise_matrix_path.read_text())
+    db_url = f"sqlite:///{tmp_path}/db.sqlite"
+
+    def runtime_for_current_file():
+        db = Database(db_url)
+        db.migrate()
+        return tasks.Runtime(make_settings(db_url, MATRIX_PATH=str(matrix_file)), db=db, now=clock, backoff_base=0.01)
+
+    fake = MappingFake("zendesk", store=store)
+    fake.put("101", fields={"issue_type": "bug"})
+    first = runtime_for_current_file()
+    accept(first, "101", "d1")
+    drain(first.huey)
+    assert written_groups == [("101", 360000200001)]  # frontline under v1
+
+    matrix_file.write_text(_matrix_v2(enterprise_matrix_path.read_text()))
+    second = runtime_for_current_file()
+    required = {"account_id": "A-1", "environment": "production", "recent_changes": "none"}
+    fake.edit("101", lambda r: r["fields"].update(issue_type="security", **required))
+    fake.put("202", fields={"issue_type": "security", **required})
+    accept(second, "101", "d2")
+    accept(second, "202", "d3")
+    drain(second.huey)
+    assert statuses(second) == ["done", "done", "done"]
+    assert ("101", 360000200004) in written_groups  # v1's security_team, which v2 no longer has
+    assert ("202", 360000200099) in written_groups  # a new ticket: v2's secops
+    levels = {s.ticket_id: (s.level, s.matrix_version) for s in rows(second, TicketStateRow)}
+    assert levels == {"101": ("L2", first.matrix().version), "202": ("L2", second.matrix().version)}
+    for runtime in (first, second):
+        runtime.db.dispose()
+
+
+# ------------------------------------------------------------------------------------ tickets repin (CLI)
+def test_cli_repin_moves_a_ticket_to_another_stored_version_and_queues_a_pass(tmp_path, fake, clock,
+                                                                               enterprise_matrix_path):
+    from cli.main import cli
+    from integration.tasks import get_runtime
+
+    matrix_file = tmp_path / "matrix.yaml"
+    matrix_file.write_text(enterprise_matrix_path.read_text())
+    db_url = f"sqlite:///{tmp_path}/db.sqlite"
+    first = make_runtime(make_settings(db_url, MATRIX_PATH=str(matrix_file)), fake, clock=clock)
+    accept(first)
+    drain(first.huey)
+    v1 = first.matrix().version
+    matrix_file.write_text(enterprise_matrix_path.read_text().replace("acknowledge: 1h", "acknowledge: 2h", 1))
+    env = {"DATABASE_URL": db_url, "QUEUE_URL": "memory://", "MATRIX_PATH": str(matrix_file)}
+
+    moved = CliRunner().invoke(cli, ["tickets", "repin", "zendesk", "101"], env=env)
+    assert moved.exit_code == 0, moved.output
+    v2 = get_runtime(make_settings(db_url, MATRIX_PATH=str(matrix_file))).matrix().version
+    assert v2 != v1 and f"zendesk 101 pinned to matrix {v2}" in moved.output
+    (state,) = rows(first, TicketStateRow)
+    assert state.matrix_version == v2 and state.state["matrix_version"] == v2
+    hint = rows(first, EventRow)[-1]
+    assert (hint.event_type, hint.status) == ("repin", "pending")  # a pass re-decides with v2
+    queued = get_runtime(make_settings(db_url, MATRIX_PATH=str(matrix_file))).huey.pending()
+    assert [(t.name, t.args) for t in queued] == [("process_ticket", ("zendesk", "101"))]
+
+    back = CliRunner().invoke(cli, ["tickets", "repin", "zendesk", "101", v1], env=env)
+    assert back.exit_code == 0 and rows(first, TicketStateRow)[0].matrix_version == v1
+
+    unknown = CliRunner().invoke(cli, ["tickets", "repin", "zendesk", "101", "0123456789ab"], env=env)
+    assert unknown.exit_code == 1 and "matrix version 0123456789ab is not stored" in unknown.output
+    missing = CliRunner().invoke(cli, ["tickets", "repin", "zendesk", "999"], env=env)
+    assert missing.exit_code == 1 and "no state for zendesk ticket 999" in missing.output
+    assert rows(first, TicketStateRow)[0].matrix_version == v1
+    first.db.dispose()
+
+
+# ------------------------------------------------------------------------------------ periodic jobs
+def test_zendesk_sla_sync_runs_periodically_on_exactly_one_worker(runtime, monkeypatch):
+    import connectors.zendesk_sla as zendesk_sla
+    from integration.tasks import PeriodicJobs
+
+    synced = []
+    monkeypatch.setattr(zendesk_sla, "sync_if_enabled", lambda matrix, **kw: synced.append(matrix.name))
+    every = float(runtime.settings.sla_sync_interval_seconds)
+    worker_a, worker_b = PeriodicJobs(runtime), PeriodicJobs(runtime)
+
+    assert "periodic:sla_sync" in worker_a.tick(0.0)
+    assert worker_b.tick(0.0) == []  # every job's lease is held by worker a
+    assert synced == [runtime.matrix().matrix.name]
+    assert "periodic:sla_sync" not in worker_a.tick(every / 2)  # not due yet
+    assert "periodic:sla_sync" in worker_a.tick(every)
+    assert "periodic:sla_sync" not in worker_b.tick(every)
+    assert len(synced) == 2
+
+    worker_a.stop()  # worker a shuts down; b takes the job over at its next turn
+    assert "periodic:sla_sync" in worker_b.tick(2 * every)
+    assert len(synced) == 3
+
