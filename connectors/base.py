@@ -12,6 +12,12 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 from integration.model import Decision, Ticket
 
 
+class ConfigurationError(Exception):
+    """A connector's settings are incomplete or contradictory (e.g. ZENDESK_EMAIL without ZENDESK_API_TOKEN).
+    Raised at start-up so the process fails fast instead of silently running as a dry run. The message
+    names settings, never their values."""
+
+
 class ConnectorError(Exception):
     """Base for every error a connector raises. Messages never contain secrets."""
 
