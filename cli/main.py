@@ -5,7 +5,7 @@ import importlib
 
 import click
 
-# Modules that define a `register(group: click.Group)` function. A module that is not written yet is skipped.
+# Modules that define a `register(group: click.Group)` function.
 COMMAND_MODULES = (
     "cli.matrix_commands",  # validate
     "cli.engine_commands",  # explain, simulate
@@ -21,13 +21,7 @@ def cli() -> None:
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != _name:
-            raise
-        continue
-    _module.register(cli)
+    importlib.import_module(_name).register(cli)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -24,7 +25,9 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def _require(service: str, host: str, port: int) -> None:
+def _require(service: str, url: str, default_port: int) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
     if _reachable(host, port):
         return
     reason = f"{service} not reachable at {host}:{port}"
@@ -35,13 +38,13 @@ def _require(service: str, host: str, port: int) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    _require("PostgreSQL", "127.0.0.1", 5432)
+    _require("PostgreSQL", POSTGRES_URL, 5432)
     return POSTGRES_URL
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    _require("Redis", "127.0.0.1", 6379)
+    _require("Redis", REDIS_URL, 6379)
     return REDIS_URL
 
 
