@@ -417,9 +417,11 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
 
     # 3 + 5. the target level and what caused it
     manual = current is not None and marker is not None and marker != current
+    # A level that waits for data stays pending until the data arrives, also when the agent set it by hand:
+    # while it waits the level field shows the current level again (see the held branch below), so a field
+    # that reads the current level is the service's own reset, not a withdrawal. Setting another level by
+    # hand replaces the pending one (that is a manual move of its own).
     pending = state.pending_level if current and state.pending_level in levels else None
-    if pending and state.pending_cause == MANUAL and marker != pending:
-        pending = None  # the agent withdrew the hand-set level before the data arrived
     if current is None:
         if bypass_now:
             target, cause = first_level, matched.rule.id
@@ -544,7 +546,11 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
             else:
                 draft.notes.append("No bypass rule matches any more: the escalation rules apply again.")
                 reason_parts.append("bypass ended")
-        if compiled.has_level_field and marker_raw is None and not held:
+        if compiled.has_level_field and marker is not None and marker != current:
+            # A hand-set level the gate holds: the field shows the level the ticket is really at, so that
+            # helpdesk rules keyed on it (a tag-based Zendesk SLA policy) keep treating it as that level.
+            draft.field_updates[LEVEL_ATTRIBUTE] = current
+        elif compiled.has_level_field and marker_raw is None:
             draft.field_updates[LEVEL_ATTRIBUTE] = current  # the level field was cleared: show the level
 
     # 6 (continued). the data request
@@ -561,7 +567,12 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
             who = "set by hand" if cause == MANUAL else _reason_cause(cause or DEFAULT_PLACEMENT)
             asked = "The customer was asked for this data." if request else (
                 f"Level {held} has no data_request template: please ask the customer.")
-            draft.notes.append(f"Escalation to {held} ({who}) is on hold: missing {labels}. {asked}")
+            shown = enter or current
+            when = f"The ticket stays at {shown} and moves to {held} when the data arrives."
+            if cause == MANUAL and compiled.has_level_field and shown:
+                when = (f"The level field is set back to {shown} until then; the ticket moves to {held} "
+                        f"when the data arrives.")
+            draft.notes.append(f"Escalation to {held} ({who}) is on hold: missing {labels}. {asked} {when}")
             reason_parts.append(f"held before {held}: missing {', '.join(missing)}")
         else:
             reason_parts.append(f"waiting for data before {held}: {', '.join(missing)}")

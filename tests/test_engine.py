@@ -237,13 +237,45 @@ def test_manual_level_that_is_not_a_level_is_noted_once(loaded):
     assert run(loaded, ticket2, state)[0].is_empty
 
 
-def test_withdrawn_manual_escalation_is_dropped(loaded):
+def test_manual_move_held_by_the_gate_shows_the_current_level_and_waits_for_the_data(loaded):
     ticket = make_ticket(issue_type="bug", level="L3", account_id="A-1")
     held, ticket, state = run(loaded, ticket, at_level("L1"))
-    assert held.held_level == "L3"
-    ticket = ticket.with_(fields={**ticket.fields, **FULL_DATA, "level": "L1"})
+    assert held.held_level == "L3" and held.to_level is None and state.level == "L1"
+    # The level field goes back to L1: a tag-based level marker (esc_l3) would otherwise put the L3 SLA
+    # policy on a ticket that is still at L1.
+    assert held.field_updates == {"level": "L1"} and ticket.fields["level"] == "L1"
+    assert held.missing_data == ("environment", "recent_changes", "affected_users")
+    assert "Escalation to L3 (set by hand) is on hold: missing Environment" in held.internal_note
+    assert "set back to L1 until then; the ticket moves to L3 when the data arrives" in held.internal_note
+    assert held.public_reply and "Number of affected users" in held.public_reply
+    assert (state.pending_level, state.pending_cause) == ("L3", "manual")
+
+    # Idempotent, and the data request is sent once.
+    again, ticket, state = run(loaded, ticket, state)
+    assert again.is_empty and again.public_reply is None
+    # A pass that still sees the agent's L3 (the reset not yet visible) resets again but asks nobody.
+    stale = decide(ticket.with_(fields={**ticket.fields, "level": "L3"}), state, loaded.matrix, NOW,
+                   version=loaded.version)
+    assert stale.field_updates == {"level": "L1"} and stale.public_reply is None and stale.internal_note is None
+
+    # The data arrives: the hand-set move happens.
+    ticket = ticket.with_(fields={**ticket.fields, **FULL_DATA})
+    moved, ticket, state = run(loaded, ticket, state)
+    assert (moved.to_level, moved.rule_id) == ("L3", "manual")
+    assert moved.field_updates == {"level": "L3"}
+    assert "The required data arrived" in moved.internal_note
+    assert state.level == "L3" and state.pending_level is None
+    assert run(loaded, ticket, state)[0].is_empty
+
+
+def test_another_hand_set_level_replaces_a_held_one(loaded):
+    ticket = make_ticket(issue_type="bug", level="L3", account_id="A-1")
+    _, ticket, state = run(loaded, ticket, at_level("L1"))
+    ticket = ticket.with_(fields={**ticket.fields, "environment": "production", "recent_changes": "none",
+                                  "level": "L2"})
     decision, ticket, state = run(loaded, ticket, state)
-    assert decision.to_level is None and state.pending_level is None
+    assert (decision.to_level, decision.rule_id) == ("L2", "manual")
+    assert state.level == "L2" and state.pending_level is None
 
 
 # ------------------------------------------------------------------------------ milestones
