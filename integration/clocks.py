@@ -415,7 +415,7 @@ def _on_warning(timer: Any, ticket: Ticket, state: TicketState, changed_state: T
 
 def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix, level: Level, book: ClockBook, clock: str,
                target_seconds: float, elapsed: float, now: datetime, version: str) -> Any:
-    from integration.engine import decide, next_state
+    from integration.engine import compile_matrix, decide, is_empty_value, next_state
 
     key = f"{clock}:breach"
     if key in book.alerts:
@@ -429,8 +429,22 @@ def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | 
     consequence = ""
     if decision.to_level:
         consequence = f" Escalated to {decision.to_level}."
-    elif decision.missing_data:
-        consequence = f" Escalation to {target_level} waits for: {', '.join(decision.missing_data)}."
+    elif decision.held_level:
+        held = decision.held_level
+        if decision.missing_data:
+            # This pass asks the customer; the engine's note below lists the data and says so.
+            consequence = f" The escalation to {held} is on hold for missing data."
+        else:
+            # The customer was asked in an earlier pass (not again: one data request per level); the owner
+            # group still hears of this breach and of what the escalation waits for.
+            compiled = compile_matrix(matrix, version)
+            missing = [name for name in matrix.level(held).required_data
+                       if is_empty_value(ticket.attribute(name))]
+            labels = ", ".join(compiled.label(name) for name in missing)
+            asked = ("the customer was already asked for it" if matrix.level(held).data_request
+                     else f"level {held} has no data_request template: please ask the customer")
+            consequence = (f" The escalation to {held} is on hold for missing data ({labels}); {asked}. "
+                           f"The ticket moves to {held} when the data arrives.")
     elif target_level:
         consequence = f" The breach policy points to {target_level}."
     breach_note = (

@@ -265,12 +265,34 @@ def test_breach_waits_for_required_data(matrix_24x7):
     assert decision.to_level is None
     assert decision.missing_data == ("account_id", "environment", "recent_changes")
     assert decision.public_reply and "Account ID" in decision.public_reply  # the data request
-    assert "overdue by 0s. Escalation to L2 waits for: account_id, environment, recent_changes." in decision.internal_note
+    note = decision.internal_note
+    assert note.startswith("SLA breach: the acknowledge clock at L1 (Frontline) ran out. Target 1h, elapsed 1h, "
+                           "overdue by 0s. The escalation to L2 is on hold for missing data.")
+    assert ("Escalation to L2 (breach of acknowledge) is on hold: missing Account ID, Environment "
+            "(production, staging, ...), Recent changes (deploys, config, upgrades). "
+            "The customer was asked for this data.") in note
     assert desk.state.level == "L1" and desk.state.pending_level == "L2"
     assert outcome.schedule == []
     # when the data arrives, the held escalation proceeds in the normal pass
     desk.process(start + timedelta(hours=2), fields=FULL_DATA)
     assert desk.state.level == "L2"
+
+
+def test_second_breach_while_held_tells_the_owner_and_does_not_ask_the_customer_again(matrix_24x7):
+    desk = Desk(matrix_24x7, new_ticket(fields={"issue_type": "bug", "account_id": "A-1"}))
+    start = berlin(2026, 11, 23, 9, 0)
+    desk.process(start)
+    first = desk.fire(desk.timer(BREACH, "acknowledge"), start + timedelta(hours=1)).decision
+    assert first.public_reply and first.missing_data == ("environment", "recent_changes")
+    # diagnose (8h at L1) breaches too, also pointing at L2, while the data is still missing
+    second = desk.fire(desk.timer(BREACH, "diagnose"), start + timedelta(hours=8, minutes=2)).decision
+    assert second.public_reply is None and second.missing_data == ()
+    assert second.internal_note == (
+        "SLA breach: the diagnose clock at L1 (Frontline) ran out. Target 8h, elapsed 8h2m, overdue by 2m. "
+        "The escalation to L2 is on hold for missing data (Environment (production, staging, ...), "
+        "Recent changes (deploys, config, upgrades)); the customer was already asked for it. "
+        "The ticket moves to L2 when the data arrives.")
+    assert desk.state.level == "L1" and desk.state.pending_level == "L2"
 
 
 def test_breach_without_a_policy_is_a_note_only(matrix_24x7):
