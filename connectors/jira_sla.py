@@ -332,12 +332,16 @@ def check_open_requests(connector: Any, matrix: Matrix, max_tickets: int = 500) 
 
 
 def cli_check(matrix_path: str, fmt: str = "text") -> int:
-    from connectors.base import ConnectorError
+    from connectors.base import ConfigurationError, ConnectorError
     from connectors.jira_sm import build_from_env
     from matrix_config.loader import load_matrix
 
     loaded = load_matrix(matrix_path)
-    connector = build_from_env(loaded.matrix)
+    try:
+        connector = build_from_env(loaded.matrix)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if connector is None:
         print("error: set JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN to read SLAs from JSM", file=sys.stderr)
         return 2

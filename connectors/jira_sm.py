@@ -20,10 +20,12 @@ What goes through which door, and why:
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import requests
 from jira.resilientsession import ResilientSession
@@ -32,6 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.base import (
     ApplyResult,
+    ConfigurationError,
     Conflict,
     ConnectorError,
     NotFound,
@@ -57,9 +60,16 @@ def _split_list(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+def _given(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return bool(value and str(value).strip())
+
+
 class JiraSettings(BaseSettings):
     """Jira/JSM API settings. URL, email and token are optional here so the settings always load;
-    `build_from_env` returns None (dry run) when they are missing."""
+    `build_from_env` returns None (dry run) when none of them is set and raises ConfigurationError when
+    only some are."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
@@ -92,7 +102,40 @@ class JiraSettings(BaseSettings):
 
     @property
     def has_credentials(self) -> bool:
-        return bool(self.url and self.email and self.api_token and self.api_token.get_secret_value())
+        return not self.missing_settings()
+
+    def credential_settings_given(self) -> list[str]:
+        """Names of the JIRA_* credential settings that are set (names only, never values)."""
+        values = {"JIRA_URL": self.url, "JIRA_EMAIL": self.email, "JIRA_API_TOKEN": self.api_token}
+        return [name for name, value in values.items() if _given(value)]
+
+    def missing_settings(self) -> list[str]:
+        given = self.credential_settings_given()
+        return [name for name in ("JIRA_URL", "JIRA_EMAIL", "JIRA_API_TOKEN") if name not in given]
+
+    def check_complete(self) -> bool:
+        """True when the credentials are complete, False when none is set (dry run). Raises
+        ConfigurationError when some are set but not all: a typo must not silently turn into a dry run."""
+        given = self.credential_settings_given()
+        if not given:
+            return False
+        missing = self.missing_settings()
+        if missing:
+            raise ConfigurationError(
+                f"Jira settings incomplete: {', '.join(given)} set, but missing {', '.join(missing)}. "
+                "Set the missing settings, or unset every JIRA_* credential to run as a dry run.")
+        return True
+
+    def describe(self) -> str:
+        """One line for the start-up banner: mode, identity and site; never the token."""
+        if not self.credential_settings_given():
+            return "dry run (no JIRA_* credentials): issues are read from webhooks, nothing is written"
+        missing = self.missing_settings()
+        if missing:
+            return f"incomplete settings (missing {', '.join(missing)})"
+        parts = urlsplit(str(self.url))
+        where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return f"live as {self.email} on {where}"
 
     @property
     def sla_metric_names(self) -> dict[str, str]:
@@ -435,7 +478,7 @@ def _jira_error_text(response: requests.Response | None) -> str:
         return ""
     try:
         data = response.json()
-    except ValueError:
+    except (requests.JSONDecodeError, json.JSONDecodeError):
         text = (response.text or "").strip()
         return text[:300]
     if not isinstance(data, dict):
@@ -506,9 +549,9 @@ def _translate_exception(method: str, path: str, error: BaseException, redact: C
         return Transient(f"jira {method} {path}: connection failed")
     if isinstance(error, requests.RequestException):
         return Transient(f"jira {method} {path}: {type(error).__name__}")
-    if isinstance(error, ValueError):  # a 2xx whose body is not JSON
+    if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):  # a 2xx whose body is not JSON
         return Transient(f"jira {method} {path}: unreadable response")
-    raise error
+    raise error  # anything else is our own bug: it propagates as itself, never retried as a vendor error
 
 
 def _safe_to_repeat(method: str, error: ConnectorError, cause: BaseException | None) -> bool:
@@ -618,7 +661,7 @@ class JiraConnector:
         response = self._request("GET", path, params=params)
         try:
             return response.json()
-        except ValueError:
+        except (requests.JSONDecodeError, json.JSONDecodeError):
             raise Transient(f"jira GET {path}: unreadable response") from None
 
     # ---- identity ---------------------------------------------------------------------------------
@@ -829,10 +872,13 @@ def _jql_quote(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ factories
-def build_from_env(matrix: Any, **kwargs: Any) -> JiraConnector | None:
-    """The connector from JIRA_* environment variables, or None (dry run) without credentials."""
+def build_from_env(matrix: Any, *, database_url: str | None = None, **kwargs: Any) -> JiraConnector | None:
+    """The connector from JIRA_* environment variables, or None (dry run) when none of JIRA_URL,
+    JIRA_EMAIL, JIRA_API_TOKEN is set. Raises ConfigurationError when only some are. `database_url` is
+    accepted for symmetry with the Zendesk factory and unused: Jira Cloud's limits are cost-based and
+    answered with 429 + Retry-After, so there is no client-side budget to share."""
     settings = JiraSettings()
-    if not settings.has_credentials:
+    if not settings.check_complete():
         return None
     return JiraConnector(settings, matrix, **kwargs)
 
@@ -954,7 +1000,10 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
 def check_remote(loaded_matrix: Any, *, connector: JiraConnector | None = None) -> list[str]:
     """`escalation validate --remote jira`: one error line per missing priority, field, option, group or team."""
     matrix: Matrix = getattr(loaded_matrix, "matrix", loaded_matrix)
-    connector = connector or build_from_env(matrix)
+    try:
+        connector = connector or build_from_env(matrix)
+    except ConfigurationError as exc:
+        return [f"jira: {exc}"]
     if connector is None:
         return ["jira: set JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN to validate against Jira"]
     try:

@@ -8,14 +8,25 @@ a long wait re-queues the task instead of blocking a worker.
 - `RedisWindowLimiter`: a fixed one-minute window counter in Redis (INCR + EXPIRE), shared by all
   processes and hosts that use the same Redis and key. A fixed window may let up to 2x the budget through
   across a window edge in the worst case; the default budget (400 of Enterprise's 700/min) leaves room.
+- `SqlWindowLimiter`: the same fixed window as one row per account and minute in the service's own
+  PostgreSQL (`INSERT ... ON CONFLICT DO UPDATE ... RETURNING count`: one atomic round trip), for
+  deployments that scale workers out on PostgreSQL without Redis. Its table is created on first use
+  (CREATE TABLE IF NOT EXISTS), outside the Alembic migrations: it holds only disposable counters.
+
+`limiter_for` picks Redis when a redis:// URL is configured, else PostgreSQL when the database is
+PostgreSQL, else the in-process bucket (one process, or SQLite: a single host).
 """
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter(Protocol):
@@ -74,6 +85,76 @@ class RedisWindowLimiter:
         return max(0.01, (window + 1) * 60 - now)
 
 
+SQL_TABLE = "escalation_rate_windows"
+_SQL_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class SqlWindowLimiter:
+    """One budget per account and minute, counted in a SQL table shared by every worker process.
+
+    `engine` is a SQLAlchemy engine (PostgreSQL in production; SQLite >= 3.35 understands the same
+    statement, which the tests use too). A database error fails open (the request goes ahead, a warning
+    is logged): the budget is a courtesy to the account's other integrations, and Zendesk's own 429 with
+    Retry-After still stops us."""
+
+    def __init__(self, engine: Any, key: str, requests_per_minute: int, *, table: str = SQL_TABLE,
+                 clock: Callable[[], float] = time.time):
+        if requests_per_minute <= 0:
+            raise ValueError("requests_per_minute must be positive")
+        if not _SQL_IDENTIFIER.fullmatch(table):
+            raise ValueError(f"invalid table name {table!r}")
+        self.engine = engine
+        self.key = key
+        self.limit = requests_per_minute
+        self.table = table
+        self._clock = clock
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    def _ensure_table(self) -> None:
+        if self._ready:
+            return
+        from sqlalchemy import text
+
+        with self._ready_lock:
+            if self._ready:
+                return
+            with self.engine.begin() as connection:
+                connection.execute(text(
+                    f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                    " account_key VARCHAR(255) NOT NULL,"
+                    " window_start BIGINT NOT NULL,"
+                    " request_count INTEGER NOT NULL,"
+                    " PRIMARY KEY (account_key, window_start))"))
+            self._ready = True
+
+    def try_acquire(self) -> float:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        now = self._clock()
+        window = int(now // 60)
+        try:
+            self._ensure_table()
+            with self.engine.begin() as connection:
+                count = connection.execute(text(
+                    f"INSERT INTO {self.table} (account_key, window_start, request_count) VALUES (:key, :window, 1) "
+                    f"ON CONFLICT (account_key, window_start) "
+                    f"DO UPDATE SET request_count = {self.table}.request_count + 1 "
+                    f"RETURNING request_count"), {"key": self.key, "window": window}).scalar_one()
+                if count == 1:
+                    # The first request of a minute sweeps this account's finished windows.
+                    connection.execute(text(f"DELETE FROM {self.table} WHERE account_key = :key AND window_start < :old"),
+                                       {"key": self.key, "old": window - 1})
+        except SQLAlchemyError as error:
+            log.warning("shared request budget unavailable (%s); sending without it", type(error).__name__)
+            return 0.0
+        if int(count) <= self.limit:
+            return 0.0
+        return max(0.01, (window + 1) * 60 - now)
+
+
+_sql_engines: dict[str, Any] = {}
 _local_buckets: dict[str, TokenBucket] = {}
 _local_lock = threading.Lock()
 
@@ -86,16 +167,39 @@ def shared_redis_url() -> str | None:
     return None
 
 
-def limiter_for(account_key: str, requests_per_minute: int, *, redis_url: str | None = None) -> RateLimiter:
+def is_postgres_url(url: str | None) -> bool:
+    return bool(url) and str(url).split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def _sql_engine(database_url: str) -> Any:
+    with _local_lock:
+        engine = _sql_engines.get(database_url)
+        if engine is None:
+            from sqlalchemy import create_engine
+
+            url = database_url
+            if url.startswith(("postgresql://", "postgres://")):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            engine = _sql_engines[database_url] = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        return engine
+
+
+def limiter_for(account_key: str, requests_per_minute: int, *, redis_url: str | None = None,
+                database_url: str | None = None) -> RateLimiter:
     """The limiter for one vendor account (`account_key`, e.g. "zendesk:acme.zendesk.com").
 
-    Redis when `redis_url` (or REDIS_URL / QUEUE_URL from the environment) is redis://, so scaled-out
-    workers share one budget; otherwise one in-process bucket per account for this process."""
+    1. Redis when `redis_url` (or REDIS_URL / QUEUE_URL from the environment) is redis://;
+    2. else PostgreSQL when `database_url` (or DATABASE_URL from the environment) is postgresql://,
+       so scaled-out workers share one budget either way;
+    3. otherwise one in-process bucket per account for this process."""
     redis_url = redis_url or shared_redis_url()
     if redis_url:
         import redis
 
         return RedisWindowLimiter(redis.Redis.from_url(redis_url), f"escalation:ratelimit:{account_key}", requests_per_minute)
+    database_url = database_url or os.environ.get("DATABASE_URL")
+    if is_postgres_url(database_url):
+        return SqlWindowLimiter(_sql_engine(str(database_url)), f"escalation:ratelimit:{account_key}", requests_per_minute)
     with _local_lock:
         bucket = _local_buckets.get(account_key)
         if bucket is None or bucket.capacity != requests_per_minute:

@@ -3,6 +3,11 @@
 Retries `Transient` errors (which include `RateLimited`); waits exactly `Retry-After` when the vendor
 sent one, otherwise exponential backoff with jitter. `Conflict` is not retried here: the processing
 pass re-fetches and re-decides instead. After the last attempt the original error is raised.
+
+Every wait here happens inside a worker thread (the embedded worker has two), so it stalls all other
+tickets and the timers meanwhile. The bounds are therefore short: a Retry-After above `max_retry_after`
+is not slept through at all - `RateLimited` leaves the connector at once and the pipeline re-queues the
+ticket with that eta - and no call keeps retrying longer than `max_total_seconds`.
 """
 from __future__ import annotations
 
@@ -21,10 +26,10 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 5
-    max_total_seconds: float = 300.0  # never keep one worker task busier than this
+    max_total_seconds: float = 60.0  # never keep one worker task busier than this
     backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    max_retry_after: float = 120.0  # a longer Retry-After is not slept through: the task is re-queued instead
+    backoff_max: float = 15.0
+    max_retry_after: float = 10.0  # a longer Retry-After is not slept through: the task is re-queued instead
     sleep: Callable[[float], None] = field(default=time.sleep)
 
 

@@ -18,6 +18,7 @@ the neutral model needs the raw sideloads (users, organizations) anyway.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from requests.adapters import HTTPAdapter
 
 from connectors.base import (
     ApplyResult,
+    ConfigurationError,
     Conflict,
     ConnectorError,
     NotFound,
@@ -58,6 +60,12 @@ NOTE_CONFLICT_ROUNDS = 2  # re-sends of a decision's second (note-only) update a
 
 
 # ------------------------------------------------------------------------------------------ settings
+def _given(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return bool(value and str(value).strip())
+
+
 class ZendeskSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
@@ -82,8 +90,57 @@ class ZendeskSettings(BaseSettings):
 
     @property
     def has_credentials(self) -> bool:
-        has_auth = bool(self.oauth_token) or bool(self.email and self.api_token)
-        return bool(self.api_base) and has_auth
+        return bool(self.api_base) and self._has_auth
+
+    @property
+    def _has_auth(self) -> bool:
+        return _given(self.oauth_token) or (_given(self.email) and _given(self.api_token))
+
+    def credential_settings_given(self) -> list[str]:
+        """Names of the ZENDESK_* credential settings that are set (names only, never values)."""
+        values = {"ZENDESK_SUBDOMAIN": self.subdomain, "ZENDESK_BASE_URL": self.base_url,
+                  "ZENDESK_EMAIL": self.email, "ZENDESK_API_TOKEN": self.api_token,
+                  "ZENDESK_OAUTH_TOKEN": self.oauth_token}
+        return [name for name, value in values.items() if _given(value)]
+
+    def missing_settings(self) -> list[str]:
+        """What is still needed for a live connector; [] when complete. Each item names settings only."""
+        missing: list[str] = []
+        if not self.api_base:
+            missing.append("ZENDESK_SUBDOMAIN or ZENDESK_BASE_URL")
+        if not self._has_auth:
+            if _given(self.api_token):
+                missing.append("ZENDESK_EMAIL (an API token authenticates together with the agent's email)")
+            elif _given(self.email):
+                missing.append("ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN")
+            else:
+                missing.append("ZENDESK_EMAIL + ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN")
+        return missing
+
+    def check_complete(self) -> bool:
+        """True when the credentials are complete, False when none is set (dry run). Raises
+        ConfigurationError when some are set but not all: a typo must not silently turn into a dry run."""
+        given = self.credential_settings_given()
+        if not given:
+            return False
+        missing = self.missing_settings()
+        if missing:
+            raise ConfigurationError(
+                f"Zendesk settings incomplete: {', '.join(given)} set, but missing {'; '.join(missing)}. "
+                "Set the missing settings, or unset every ZENDESK_* credential to run as a dry run.")
+        return True
+
+    def describe(self) -> str:
+        """One line for the start-up banner: mode, identity and account; never a token."""
+        if not self.credential_settings_given():
+            return "dry run (no ZENDESK_* credentials): tickets are read from webhooks, nothing is written"
+        missing = self.missing_settings()
+        if missing:
+            return f"incomplete settings (missing {'; '.join(missing)})"
+        parts = urlsplit(self.api_base or "")
+        where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        who = "with an OAuth token" if _given(self.oauth_token) else f"as {self.email}"
+        return f"live {who} on {where}"
 
     def secrets(self) -> list[str]:
         """Strings that must never appear in a message."""
@@ -111,7 +168,7 @@ def _zendesk_description(response: requests.Response) -> str:
         return "non-JSON error page" if response.text.lstrip().startswith("<") else response.text[:200]
     try:
         body = response.json()
-    except ValueError:
+    except (requests.JSONDecodeError, json.JSONDecodeError):
         return response.text[:200]
     if not isinstance(body, dict):
         return str(body)[:300]
@@ -179,7 +236,9 @@ def error_for_exception(error: BaseException, secrets: list[str] = ()) -> Connec
         return mapped or Permanent(_redact(f"Zendesk API error: {error}", list(secrets))[:500])
     if isinstance(error, ZenpyException):
         return Permanent(_redact(f"zenpy: {error}", list(secrets))[:500])
-    if isinstance(error, ValueError):  # a 2xx body that is not JSON: a proxy's HTML page
+    if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):
+        # A 2xx body that is not JSON (a proxy's page). Any other exception is our own bug: it propagates
+        # as itself instead of being retried as a vendor error.
         return Transient(f"Zendesk answered with an unreadable body ({name})")
     raise error
 
@@ -210,6 +269,7 @@ class ZendeskClient:
         session: requests.Session | None = None,
         retry_policy: RetryPolicy = DEFAULT_POLICY,
         rate_limiter: RateLimiter | None = None,
+        database_url: str | None = None,
     ):
         base = settings.api_base
         if not base:
@@ -219,7 +279,7 @@ class ZendeskClient:
         self.retry_policy = retry_policy
         self._secrets = settings.secrets()
         self.limiter = rate_limiter if rate_limiter is not None else limiter_for(
-            f"zendesk:{urlsplit(base).netloc}", settings.requests_per_minute
+            f"zendesk:{urlsplit(base).hostname or base}", settings.requests_per_minute, database_url=database_url
         )
         self.session = session or requests.Session()
         adapter = _BudgetedAdapter(self.limiter)
@@ -473,10 +533,14 @@ class ZendeskConnector:
         retry_policy: RetryPolicy = DEFAULT_POLICY,
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        database_url: str | None = None,
     ):
         self.settings = settings
         self.matrix = matrix
-        self.client = ZendeskClient(settings, session=session, retry_policy=retry_policy, rate_limiter=rate_limiter)
+        # database_url: where the shared request budget lives when no Redis is configured (see
+        # connectors.ratelimit.limiter_for); None = the DATABASE_URL environment variable.
+        self.client = ZendeskClient(settings, session=session, retry_policy=retry_policy, rate_limiter=rate_limiter,
+                                    database_url=database_url)
         self._lookups = _Lookups(own_user_id=settings.user_id)
         self._clock = clock
 
@@ -701,9 +765,11 @@ class ZendeskConnector:
 
 # ------------------------------------------------------------------------------ construction
 def build_from_env(matrix: Matrix, **kwargs: Any) -> ZendeskConnector | None:
-    """The connector configured by ZENDESK_* variables, or None without credentials. No network call."""
+    """The connector configured by ZENDESK_* variables, or None when none of the credential settings is
+    set (dry run). Raises ConfigurationError when some are set but the set is incomplete. No network call.
+    `kwargs` go to ZendeskConnector (e.g. `database_url=` for the shared request budget)."""
     settings = ZendeskSettings()
-    if not settings.has_credentials:
+    if not settings.check_complete():
         return None
     return ZendeskConnector(settings, matrix, **kwargs)
 
@@ -759,7 +825,10 @@ def check_remote(loaded_matrix: Any, *, connector: ZendeskConnector | None = Non
     matrix names must exist in the account. One message per missing item; [] when all exist."""
     matrix: Matrix = getattr(loaded_matrix, "matrix", loaded_matrix)
     if connector is None:
-        connector = build_from_env(matrix)
+        try:
+            connector = build_from_env(matrix)
+        except ConfigurationError as error:
+            return [f"zendesk: {error}"]
         if connector is None:
             return ["zendesk: no credentials (set ZENDESK_SUBDOMAIN or ZENDESK_BASE_URL, and ZENDESK_EMAIL + "
                     "ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN) - cannot check the account"]

@@ -4,9 +4,19 @@ re-read to confirm), and the `escalation sla plan|apply` hooks.
 Per level one policy titled `{title_prefix}{level.id} {level.name}` whose filter matches the level marker
 (`current_tags includes esc_l2` for a tag-prefix marker, `custom_fields_<id> is <option>` for a field
 marker) and whose `policy_metrics` carry the level's targets in minutes for every priority:
-acknowledge -> first_reply_time, update cadence -> periodic_update_time | next_reply_time,
-resolve -> requester_wait_time | total_resolution_time. `diagnose` and `interim_fix` have no Zendesk
-metric: the service's own clocks enforce them.
+acknowledge -> first_reply_time (only where it can measure agents, see below), update cadence ->
+periodic_update_time | next_reply_time, resolve -> requester_wait_time | total_resolution_time.
+`diagnose` and `interim_fix` have no Zendesk metric: the service's own clocks enforce them.
+
+first_reply_time is once per ticket, from creation to the first public comment by any agent, and the
+service's API user is an agent. Whenever the service itself may post the ticket's first public comment
+its own reply fulfils the metric, which then measures nothing. So a level gets first_reply_time only when
+  * no level the ticket may have passed on the way up (this one and every level before it) posts a
+    public comment on its own: no `on_enter.reply`, no update cadence in `send` mode; and
+  * no level anywhere sends a data request (`data_request` with `required_data`): a request is posted
+    while the ticket waits at a lower level, before it enters the gated one.
+Everywhere else the acknowledge target is enforced by the service's own clocks only, and the plan's
+notes say so.
 
 Managed policies are the ones whose title starts with the prefix; any other policy is never changed,
 deleted or moved relative to its unmanaged peers. Zendesk applies a policy only on the ticket's next
@@ -20,16 +30,23 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from connectors.base import ConnectorError
+from connectors.base import ConfigurationError, ConnectorError
 from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Level, Matrix
 
 POLICIES_PATH = "/api/v2/slas/policies"
 DESCRIPTION = "Managed by escalation-matrix from the matrix file; edit the matrix, not this policy."
 UNENFORCED_NOTE = ("diagnose and interim_fix have no Zendesk SLA metric; the service's own clocks enforce them "
                    "(warnings, breach escalation).")
-FIRST_REPLY_NOTE = ("first_reply_time is met by the first public agent comment on the ticket, whenever it was made "
-                    "(and by a public reply the service posts as its API user); the matrix's acknowledge clock "
-                    "restarts at each level, so the service's clock is the authority for acknowledge breaches.")
+FIRST_REPLY_NOTE = ("first_reply_time is once per ticket: met by the first public agent comment on the ticket, "
+                    "whenever it was made; the matrix's acknowledge clock restarts at each level, so the service's "
+                    "clock is the authority for acknowledge breaches.")
+FIRST_REPLY_OMITTED_NOTE = (
+    "first_reply_time is left out of {levels}: acknowledgement is enforced by the service's own clocks, because "
+    "the service's own public {sources} would satisfy Zendesk's first reply (its API user is an agent).")
+BUSINESS_HOURS_NOTE = (
+    "business_hours: true makes Zendesk count the Zendesk account's business-hours schedule (Admin Center > "
+    "Objects and rules > Schedules), not the matrix calendars: the admin must mirror the matrix calendar there, "
+    "or Zendesk's SLA badges and the service's clocks will disagree.")
 
 
 class SlaConfigError(Exception):
@@ -104,10 +121,40 @@ def _minutes(delta) -> int:
     return max(1, int(delta.total_seconds() // 60))
 
 
-def desired_policy(matrix: Matrix, level: Level) -> dict[str, Any]:
+def _speaks_on_its_own(level: Level) -> list[str]:
+    """The public comments the service may post at this level before any agent has replied."""
+    sources = []
+    if level.on_enter.reply:
+        sources.append("entry reply (on_enter.reply)")
+    if level.update_cadence is not None and level.update_cadence.mode == "send":
+        sources.append("status update (update_cadence mode send)")
+    return sources
+
+
+def _sends_data_request(level: Level) -> bool:
+    return bool(level.data_request and level.required_data)
+
+
+def first_reply_blockers(matrix: Matrix) -> dict[str, list[str]]:
+    """Per level id: why first_reply_time would not measure agents there ([] = it does). See the module doc."""
+    data_requests = ["data request (data_request)"] if any(_sends_data_request(lv) for lv in matrix.levels) else []
+    blockers: dict[str, list[str]] = {}
+    seen: list[str] = []
+    for level in matrix.levels:
+        for source in _speaks_on_its_own(level):
+            if source not in seen:
+                seen.append(source)
+        blockers[level.id] = seen + data_requests
+    return blockers
+
+
+def desired_policy(matrix: Matrix, level: Level, *, first_reply: bool | None = None) -> dict[str, Any]:
+    """`first_reply`: whether to include first_reply_time; None = decide by `first_reply_blockers`."""
     settings = matrix.vendors.zendesk.sla
+    if first_reply is None:
+        first_reply = not first_reply_blockers(matrix)[level.id]
     targets: list[tuple[str, int]] = []
-    if level.sla.acknowledge is not None:
+    if level.sla.acknowledge is not None and first_reply:
         targets.append(("first_reply_time", _minutes(level.sla.acknowledge)))
     if level.update_cadence is not None:
         targets.append((settings.update_metric, _minutes(level.update_cadence.every)))
@@ -150,15 +197,35 @@ def _display(policy: dict[str, Any], name: str) -> Any:
     return policy.get(name)
 
 
+def plan_notes(matrix: Matrix) -> tuple[str, ...]:
+    notes = [UNENFORCED_NOTE]
+    blockers = first_reply_blockers(matrix)
+    with_ack = [level for level in matrix.levels if level.sla.acknowledge is not None]
+    omitted = [level for level in with_ack if blockers[level.id]]
+    if len(omitted) < len(with_ack):
+        notes.append(FIRST_REPLY_NOTE)
+    if omitted:
+        sources = list(dict.fromkeys(source for level in omitted for source in blockers[level.id]))
+        levels = ", ".join(level.id for level in omitted)
+        notes.append(FIRST_REPLY_OMITTED_NOTE.format(
+            levels=f"level {levels}" if len(omitted) == 1 else f"levels {levels}",
+            sources=" / ".join(sources)))
+    if matrix.vendors.zendesk.sla.business_hours:
+        notes.append(BUSINESS_HOURS_NOTE)
+    return tuple(notes)
+
+
 def plan(matrix: Matrix, existing_policies: list[dict[str, Any]]) -> SlaPlan:
     """What to change so the account's managed SLA policies match the matrix. Pure: no I/O."""
     settings = matrix.vendors.zendesk.sla
-    desired = [desired_policy(matrix, level) for level in matrix.levels]
-    return plan_policies(desired, existing_policies, title_prefix=settings.title_prefix, position=settings.position)
+    blockers = first_reply_blockers(matrix)
+    desired = [desired_policy(matrix, level, first_reply=not blockers[level.id]) for level in matrix.levels]
+    return plan_policies(desired, existing_policies, title_prefix=settings.title_prefix, position=settings.position,
+                         notes=plan_notes(matrix))
 
 
 def plan_policies(desired: list[dict[str, Any]], existing_policies: list[dict[str, Any]], *,
-                  title_prefix: str, position: str) -> SlaPlan:
+                  title_prefix: str, position: str, notes: tuple[str, ...] | None = None) -> SlaPlan:
     prefix = title_prefix
     existing = sorted(existing_policies, key=lambda p: (p.get("position") or 0, p.get("id") or 0))
     managed = {p["title"]: p for p in existing if str(p.get("title", "")).startswith(prefix)}
@@ -185,7 +252,8 @@ def plan_policies(desired: list[dict[str, Any]], existing_policies: list[dict[st
     expected = [p["title"] for p in existing if p["title"] in order] + created
     if expected != order:
         items.append(PlanItem("reorder", "", order=tuple(order)))
-    return SlaPlan(items=tuple(items), desired=tuple(desired), title_prefix=prefix, position=position)
+    extra = {} if notes is None else {"notes": notes}
+    return SlaPlan(items=tuple(items), desired=tuple(desired), title_prefix=prefix, position=position, **extra)
 
 
 # --------------------------------------------------------------------------------------- apply
@@ -219,7 +287,8 @@ def apply_plan(client, plan_: SlaPlan) -> SlaApplyResult:
             client.request("DELETE", f"{POLICIES_PATH}/{item.policy_id}")
             writes += 1
     def replan(current: list[dict[str, Any]]) -> SlaPlan:
-        return plan_policies(list(plan_.desired), current, title_prefix=plan_.title_prefix, position=plan_.position)
+        return plan_policies(list(plan_.desired), current, title_prefix=plan_.title_prefix, position=plan_.position,
+                             notes=plan_.notes)
 
     if any(item.action == "reorder" for item in plan_.items):
         current = list_policies(client)
@@ -266,9 +335,20 @@ def _load(matrix_path: str) -> Matrix:
     return load_matrix(matrix_path).matrix
 
 
+def _client_or_error(matrix: Matrix) -> tuple[Any, bool]:
+    """(client or None, ok); prints the error and answers ok=False for incomplete credentials."""
+    try:
+        return _client_from_env(matrix), True
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None, False
+
+
 def cli_plan(matrix_path: str, fmt: str = "text") -> int:
     matrix = _load(matrix_path)
-    client = _client_from_env(matrix)
+    client, ok = _client_or_error(matrix)
+    if not ok:
+        return 2
     try:
         existing = list_policies(client) if client is not None else []
         result = plan(matrix, existing)
@@ -285,7 +365,9 @@ def cli_plan(matrix_path: str, fmt: str = "text") -> int:
 
 def cli_apply(matrix_path: str) -> int:
     matrix = _load(matrix_path)
-    client = _client_from_env(matrix)
+    client, ok = _client_or_error(matrix)
+    if not ok:
+        return 2
     if client is None:
         print("error: Zendesk credentials missing: set ZENDESK_SUBDOMAIN (or ZENDESK_BASE_URL), ZENDESK_EMAIL and "
               "ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN)", file=sys.stderr)

@@ -187,3 +187,12 @@ def test_cli_check_without_credentials_exits_2(enterprise_matrix_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert cli_check(str(enterprise_matrix_path), "text") == 2
     assert "JIRA_URL" in capsys.readouterr().err
+
+
+def test_cli_check_with_partial_credentials_names_what_is_missing(enterprise_matrix_path, monkeypatch, capsys, tmp_path):
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JIRA_URL", "https://acme.atlassian.net")
+    assert cli_check(str(enterprise_matrix_path), "text") == 2
+    assert "missing JIRA_EMAIL, JIRA_API_TOKEN" in capsys.readouterr().err

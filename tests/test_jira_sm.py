@@ -9,9 +9,19 @@ from pathlib import Path
 import pytest
 import responses
 
-from connectors.base import Conflict, Connector, NotFound, Permanent, RateLimited, Transient, Unauthorized
+from connectors.base import (
+    ConfigurationError,
+    Conflict,
+    Connector,
+    NotFound,
+    Permanent,
+    RateLimited,
+    Transient,
+    Unauthorized,
+)
 from connectors.jira_sm import (
     JiraConnector,
+    JiraSettings,
     StatusConfig,
     build_from_env,
     check_remote,
@@ -104,6 +114,36 @@ def test_build_from_env_without_credentials_is_dry_run(monkeypatch):
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     assert isinstance(build_from_env(enterprise_matrix()), JiraConnector)
+    assert make_settings().describe() == f"live as {EMAIL} on {SITE}"
+
+
+@pytest.mark.parametrize("given, missing", [
+    ({"JIRA_URL": SITE}, "JIRA_EMAIL, JIRA_API_TOKEN"),
+    ({"JIRA_URL": SITE, "JIRA_EMAIL": EMAIL}, "JIRA_API_TOKEN"),
+    ({"JIRA_API_TOKEN": TOKEN}, "JIRA_URL, JIRA_EMAIL"),
+    ({"JIRA_EMAIL": EMAIL, "JIRA_API_TOKEN": TOKEN}, "JIRA_URL"),
+    ({"JIRA_URL": SITE, "JIRA_EMAIL": EMAIL, "JIRA_API_TOKEN": "  "}, "JIRA_API_TOKEN"),
+])
+def test_partial_credentials_fail_fast_naming_settings_not_values(monkeypatch, given, missing):
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(Path(__file__).parent)
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as raised:
+        build_from_env(enterprise_matrix())
+    message = str(raised.value)
+    assert f"missing {missing}." in message
+    assert TOKEN not in message and EMAIL not in message and SITE not in message
+    [line] = check_remote(enterprise_matrix())
+    assert line.startswith("jira: Jira settings incomplete") and TOKEN not in line
+
+
+def test_describe_never_shows_the_token():
+    assert TOKEN not in make_settings().describe()
+    assert JiraSettings(_env_file=None).describe().startswith("dry run")
+    assert JiraSettings(_env_file=None, JIRA_URL=SITE).describe() == \
+        "incomplete settings (missing JIRA_EMAIL, JIRA_API_TOKEN)"
 
 
 # ------------------------------------------------------------------------------------ fetch
@@ -397,10 +437,10 @@ def test_snapshot_needs_an_issue():
     assert snapshot_from_webhook({"issueKey": "SUP-7", "event": "issue_updated"}, enterprise_matrix()) is None
 
 
-@pytest.mark.skipif(not (JIRA_WEBHOOK_FIXTURES / "issue_updated_priority.json").exists(),
-                    reason="webhook fixtures not written yet")
 def test_snapshot_from_the_team_webhook_fixtures():
-    for path in sorted(JIRA_WEBHOOK_FIXTURES.glob("issue_*.json")):
+    paths = sorted(JIRA_WEBHOOK_FIXTURES.glob("issue_*.json"))
+    assert paths, f"no webhook fixtures in {JIRA_WEBHOOK_FIXTURES}"
+    for path in paths:
         payload = json.loads(path.read_text())
         ticket = snapshot_from_webhook(payload, enterprise_matrix())
         if isinstance(payload.get("issue"), dict) and payload["issue"].get("fields"):

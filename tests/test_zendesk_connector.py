@@ -9,7 +9,16 @@ import pytest
 import requests
 import responses
 
-from connectors.base import Conflict, Connector, NotFound, Permanent, RateLimited, Transient, Unauthorized
+from connectors.base import (
+    ConfigurationError,
+    Conflict,
+    Connector,
+    NotFound,
+    Permanent,
+    RateLimited,
+    Transient,
+    Unauthorized,
+)
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk import (
@@ -365,14 +374,49 @@ def test_changed_since_resumes_from_a_cursor(connector, fake):
 
 
 # ---------------------------------------------------------------------------------------- misc API
-def test_build_from_env_without_credentials_is_none(monkeypatch, matrix, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
+CREDENTIAL_SETTINGS = ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN",
+                       "ZENDESK_OAUTH_TOKEN")
+
+
+@pytest.fixture
+def no_zendesk_env(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env to pick credentials up from
+    for name in CREDENTIAL_SETTINGS:
         monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_build_from_env_without_any_credential_is_none(no_zendesk_env, matrix):
     assert build_from_env(matrix) is None
-    monkeypatch.setenv("ZENDESK_SUBDOMAIN", "acme")
-    monkeypatch.setenv("ZENDESK_EMAIL", EMAIL)
-    assert build_from_env(matrix) is None  # no token
+    assert ZendeskSettings().describe().startswith("dry run")
+
+
+@pytest.mark.parametrize("given, missing", [
+    ({"ZENDESK_SUBDOMAIN": "acme", "ZENDESK_EMAIL": EMAIL}, "ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN"),
+    ({"ZENDESK_SUBDOMAIN": "acme"}, "ZENDESK_EMAIL + ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN"),
+    ({"ZENDESK_SUBDOMAIN": "acme", "ZENDESK_API_TOKEN": TOKEN}, "ZENDESK_EMAIL"),
+    ({"ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": TOKEN}, "ZENDESK_SUBDOMAIN or ZENDESK_BASE_URL"),
+    ({"ZENDESK_OAUTH_TOKEN": TOKEN}, "ZENDESK_SUBDOMAIN or ZENDESK_BASE_URL"),
+    ({"ZENDESK_SUBDOMAIN": "acme", "ZENDESK_EMAIL": EMAIL, "ZENDESK_API_TOKEN": " "}, "ZENDESK_API_TOKEN"),
+])
+def test_partial_credentials_fail_fast_naming_settings_not_values(no_zendesk_env, matrix, given, missing):
+    for name, value in given.items():
+        no_zendesk_env.setenv(name, value)
+    with pytest.raises(ConfigurationError) as raised:
+        build_from_env(matrix)
+    message = str(raised.value)
+    assert "Zendesk settings incomplete" in message and missing in message
+    assert TOKEN not in message and EMAIL not in message
+    [line] = check_remote(matrix)
+    assert "Zendesk settings incomplete" in line and TOKEN not in line
+
+
+def test_describe_for_the_start_up_banner(matrix):
+    assert make_settings().describe() == f"live as {EMAIL} on https://acme.zendesk.com"
+    oauth = make_settings(email=None, api_token=None, oauth_token=TOKEN, subdomain=None,
+                          base_url="https://acme-sandbox.zendesk.com/")
+    assert oauth.describe() == "live with an OAuth token on https://acme-sandbox.zendesk.com"
+    assert TOKEN not in make_settings().describe() and TOKEN not in oauth.describe()
 
 
 def test_build_from_env_makes_no_network_call(monkeypatch, matrix, tmp_path):
@@ -399,10 +443,7 @@ def test_base_url_with_port_works_for_users_me(matrix):
 def _webhook(name: str) -> dict:
     from pathlib import Path
 
-    path = Path(__file__).parent / "fixtures" / "zendesk" / name
-    if not path.exists():
-        pytest.skip(f"webhook fixture {name} not written yet")
-    return json.loads(path.read_text())
+    return json.loads((Path(__file__).parent / "fixtures" / "zendesk" / name).read_text())
 
 
 def test_snapshot_from_event_subscription_payload(matrix, vendor_dir):
@@ -447,10 +488,7 @@ def test_check_remote_names_each_missing_group_field_and_option(connector, fake,
     ]
 
 
-def test_check_remote_without_credentials_says_so(monkeypatch, matrix, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+def test_check_remote_without_credentials_says_so(no_zendesk_env, matrix):
     [error] = check_remote(matrix)
     assert "no credentials" in error
 

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("integration.pipeline")
-
 from connectors.ratelimit import TokenBucket  # noqa: E402
 from connectors.retry import RetryPolicy  # noqa: E402
 from connectors.zendesk import ZendeskConnector, ZendeskSettings  # noqa: E402
@@ -84,7 +82,7 @@ def test_signed_webhook_to_exactly_the_expected_puts(rig):
     }}
     assert set(note["ticket"]) == {"comment", "safe_update", "updated_stamp"}
     assert note["ticket"]["comment"]["public"] is False
-    assert "to L3" in note["ticket"]["comment"]["body"]
+    assert "L3" in note["ticket"]["comment"]["body"] and "enterprise-outage" in note["ticket"]["comment"]["body"]
     posted = fake.comments["5158"][-2:]
     assert "critical incident" in posted[0]["body"] and posted[0]["public"] is True
     assert "esc_l3" in fake.tickets["5158"]["tags"] and "esc_l1" not in fake.tickets["5158"]["tags"]

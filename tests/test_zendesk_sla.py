@@ -31,6 +31,23 @@ def example(**sla_overrides) -> Matrix:
     return Matrix.model_validate(data)
 
 
+def quiet_data() -> dict:
+    """The example matrix without anything the service posts publicly on its own: no entry replies, no
+    data requests, update cadences as internal reminders. Only agents can make the first public reply."""
+    data = load_matrix(EXAMPLE).matrix.model_dump(mode="json")
+    for level in data["levels"]:
+        level["on_enter"]["reply"] = None
+        level["data_request"] = None
+        level["required_data"] = []
+        if level.get("update_cadence"):
+            level["update_cadence"]["mode"] = "remind"
+    return data
+
+
+def metrics_by_level(found) -> dict[str, set[str]]:
+    return {policy["title"].split()[1]: {m["metric"] for m in policy["policy_metrics"]} for policy in found.desired}
+
+
 @pytest.fixture
 def fake():
     with validated_fake_zendesk() as zendesk:
@@ -55,21 +72,58 @@ def test_plan_from_the_example_matrix():
     assert l2["title"] == "[matrix] L2 Product specialists"
     assert l2["filter"] == {"all": [{"field": "current_tags", "operator": "includes", "value": "esc_l2"}], "any": []}
     by_metric = {(m["priority"], m["metric"]): m["target"] for m in l2["policy_metrics"]}
+    # Every example level posts an entry reply: no first_reply_time anywhere (it would measure the service).
     assert by_metric == {
-        **{(p, "first_reply_time"): 30 for p in ("low", "normal", "high", "urgent")},
         **{(p, "periodic_update_time"): 480 for p in ("low", "normal", "high", "urgent")},  # every 8h
         **{(p, "requester_wait_time"): 3 * 24 * 60 for p in ("low", "normal", "high", "urgent")},  # 3d
     }
     assert all(m["business_hours"] is True for m in l2["policy_metrics"])
     assert any("diagnose and interim_fix" in note for note in result.notes)
+    [omitted] = [note for note in result.notes if "first_reply_time is left out" in note]
+    assert "levels L1, L2, L3, L4" in omitted and "entry reply" in omitted and "service's own clocks" in omitted
+    [hours] = [note for note in result.notes if "business_hours" in note]
+    assert "account's business-hours schedule" in hours and "mirror the matrix calendar" in hours
 
 
 def test_plan_honours_metric_choices():
     result = plan(example(update_metric="next_reply_time", resolve_metric="total_resolution_time",
                           business_hours=False), [])
     metrics = {m["metric"] for m in result.items[0].policy["policy_metrics"]}
-    assert metrics == {"first_reply_time", "next_reply_time", "total_resolution_time"}
+    assert metrics == {"next_reply_time", "total_resolution_time"}
     assert not any(m["business_hours"] for m in result.items[0].policy["policy_metrics"])
+    assert not any("business_hours" in note for note in result.notes)
+
+
+def test_first_reply_time_only_where_agents_reply_first():
+    data = quiet_data()
+    found = plan(Matrix.model_validate(data), [])
+    assert all("first_reply_time" in metrics for metrics in metrics_by_level(found).values())
+    l2 = {(m["priority"], m["metric"]): m["target"] for m in found.desired[1]["policy_metrics"]}
+    assert l2[("urgent", "first_reply_time")] == 30
+    assert any(note.startswith("first_reply_time is once per ticket") for note in found.notes)
+    assert not any("left out" in note for note in found.notes)
+
+    # An entry reply at L3: a ticket at L3 or above may already carry the service's public comment.
+    data["levels"][2]["on_enter"]["reply"] = "l3_incident"
+    by_level = metrics_by_level(plan(Matrix.model_validate(data), []))
+    assert ["first_reply_time" in by_level[level] for level in ("L1", "L2", "L3", "L4")] == [True, True, False, False]
+
+    # A status update sent at L1 precedes everything above it.
+    data["levels"][2]["on_enter"]["reply"] = None
+    data["levels"][0]["update_cadence"]["mode"] = "send"
+    data["levels"][0]["update_cadence"]["template"] = "status_update"
+    assert not any("first_reply_time" in m for m in metrics_by_level(plan(Matrix.model_validate(data), [])).values())
+
+    # A data request is posted while the ticket still waits below the gated level: no level measures agents.
+    data = quiet_data()
+    data["levels"][3]["required_data"] = ["account_id"]
+    data["levels"][3]["data_request"] = "data_request"
+    found = plan(Matrix.model_validate(data), [])
+    assert not any("first_reply_time" in m for m in metrics_by_level(found).values())
+    assert any("data request" in note and "left out" in note for note in found.notes)
+    # A data_request template without required_data is never sent.
+    data["levels"][3]["required_data"] = []
+    assert all("first_reply_time" in m for m in metrics_by_level(plan(Matrix.model_validate(data), [])).values())
 
 
 def test_plan_needs_a_level_marker():
@@ -81,7 +135,7 @@ def test_plan_needs_a_level_marker():
 
 def test_plan_json_and_text_render(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     from pathlib import Path
 
@@ -149,15 +203,47 @@ def test_agent_reordering_is_put_back(fake, client):
 def test_a_changed_target_is_exactly_one_update(fake, client):
     apply_plan(client, plan(example(), list_policies(client)))
     data = load_matrix(EXAMPLE).matrix.model_dump(mode="json")
-    data["levels"][1]["sla"]["acknowledge"] = "20m"
+    data["levels"][1]["sla"]["resolve"] = "2d"
     changed = Matrix.model_validate(data)
     found = plan(changed, list_policies(client))
     assert [(i.action, i.title) for i in found.items] == [("update", "[matrix] L2 Product specialists")]
     assert list(found.items[0].diff) == ["policy_metrics"]
-    assert "first_reply_time=20m" in found.render()
+    assert "requester_wait_time=2880m" in found.render()
     before = len(fake.writes)
     assert apply_plan(client, found).confirmed
     assert len(fake.writes) == before + 1 and fake.writes[-1][0] == "PUT"
+
+
+def test_acknowledge_target_of_a_level_with_an_entry_reply_changes_nothing_in_zendesk(fake, client):
+    apply_plan(client, plan(example(), list_policies(client)))
+    data = load_matrix(EXAMPLE).matrix.model_dump(mode="json")
+    data["levels"][1]["sla"]["acknowledge"] = "20m"
+    assert plan(Matrix.model_validate(data), list_policies(client)).empty
+
+
+def test_quiet_matrix_round_trip_and_acknowledge_change_is_one_update(fake, client):
+    data = quiet_data()
+    assert apply_plan(client, plan(Matrix.model_validate(data), list_policies(client))).confirmed
+    assert all(any(m["metric"] == "first_reply_time" for m in p["policy_metrics"]) for p in fake.policies)
+    assert plan(Matrix.model_validate(data), list_policies(client)).empty
+    data["levels"][1]["sla"]["acknowledge"] = "20m"
+    found = plan(Matrix.model_validate(data), list_policies(client))
+    assert [(i.action, i.title) for i in found.items] == [("update", "[matrix] L2 Product specialists")]
+    assert "first_reply_time=20m" in found.render()
+    before = len(fake.writes)
+    assert apply_plan(client, found).confirmed and len(fake.writes) == before + 1
+
+
+def test_adding_an_entry_reply_takes_first_reply_time_off_those_levels(fake, client):
+    data = quiet_data()
+    apply_plan(client, plan(Matrix.model_validate(data), list_policies(client)))
+    data["levels"][2]["on_enter"]["reply"] = "l3_incident"
+    found = plan(Matrix.model_validate(data), list_policies(client))
+    assert [(i.action, i.title) for i in found.items] == [
+        ("update", "[matrix] L3 Senior engineering"), ("update", "[matrix] L4 Leadership")]
+    assert all("first_reply_time" not in str(i.diff["policy_metrics"]["to"]) for i in found.items)
+    assert apply_plan(client, found).confirmed
+    assert plan(Matrix.model_validate(data), list_policies(client)).empty
 
 
 def test_removed_level_deletes_only_its_managed_policy(fake, client):
@@ -219,3 +305,18 @@ def test_reorder_bodies_are_checked():
     validate_request("zendesk", "PUT", "/api/v2/slas/policies/reorder", {"sla_policy_ids": [3, 1]})
     with pytest.raises(AssertionError, match="is not of type 'integer'"):
         validate_request("zendesk", "PUT", "/api/v2/slas/policies/reorder", {"sla_policy_ids": ["3"]})
+
+
+def test_plan_and_apply_refuse_incomplete_credentials(capsys, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("ZENDESK_BASE_URL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ZENDESK_SUBDOMAIN", "acme")
+    monkeypatch.setenv("ZENDESK_EMAIL", "bot@acme.example")
+    matrix_path = str(Path(__file__).resolve().parent.parent / EXAMPLE)
+    assert cli_plan(matrix_path, "text") == 2
+    assert "missing ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN" in capsys.readouterr().err
+    assert cli_apply(matrix_path) == 2
+    assert "Zendesk settings incomplete" in capsys.readouterr().err
