@@ -238,6 +238,13 @@ def template_context(
     info = compiled.levels[level_id]
     level_dict = dict(info.context_base)
     level_dict["owner"] = compiled.group_label(_owner_group(compiled, info, ticket))
+    level_dict["required_data"] = [
+        {"name": name, "label": compiled.label(name), "value": ticket.attribute(name)}
+        for name in info.level.required_data
+    ]
+    level_dict["roles"] = [
+        {"name": name, "label": compiled.label(name), "value": ticket.attribute(name)} for name in info.level.roles
+    ]
     previous = compiled.levels.get(previous_level) if previous_level else None
     rule = compiled.rules_by_id.get(rule_id) if rule_id else None
     return {

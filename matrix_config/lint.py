@@ -3,7 +3,8 @@
 Errors (the matrix must not be used): a rule no ticket can ever reach because an earlier rule already
 matches everything it matches; a template that fails to render with sample data.
 Warnings (worth a look, the matrix still works): owner groups missing on a vendor the matrix uses, SLA
-targets that loosen as the level rises, levels nothing reaches, groups without vendor ids, unused templates
+targets that loosen as the level rises, a template that prints an optional value (requester name,
+organization) without a fallback, levels nothing reaches, groups without vendor ids, unused templates
 and groups, breach escalations that cannot happen.
 
 Rule shadowing follows the matching semantics of `integration.rules_index` (duplicated here on purpose:
@@ -21,7 +22,12 @@ from typing import Any, Hashable, Iterable, Literal
 
 from matrix_config.loader import LoadedMatrix
 from matrix_config.schema import CLOCKS, Level, Matcher, Matrix, Rule, format_duration
-from matrix_config.templates import TemplateRenderError, render_template, sample_context
+from matrix_config.templates import (
+    TemplateRenderError,
+    prints_empty_optional_value,
+    render_template,
+    sample_context,
+)
 
 Severity = Literal["error", "warning"]
 
@@ -315,6 +321,7 @@ def _template_renders(matrix: Matrix, version: str, out: _Collector) -> None:
         tried = uses.get(name) or [
             _Use(matrix.levels[0], "sample data", sample_context(matrix, matrix.levels[0], version=version))
         ]
+        failed = False
         for use in tried:
             try:
                 render_template(matrix, name, use.context)
@@ -322,7 +329,16 @@ def _template_renders(matrix: Matrix, version: str, out: _Collector) -> None:
                 out.add("error", ("templates", name),
                         f"template '{name}' fails to render at {use.level.id} for {use.description}: {exc.message}",
                         at_key=True)
+                failed = True
                 break
+        if failed:
+            continue
+        empty = prints_empty_optional_value(matrix, name, tried[0].context)
+        if empty is not None:
+            out.add("warning", ("templates", name),
+                    f"template '{name}' prints nothing where {empty} is empty (the helpdesk may leave it unset): "
+                    f"give a fallback, e.g. {{{{ {empty} or \"there\" }}}}, or guard it with {{% if {empty} %}}",
+                    at_key=True)
 
 
 # ------------------------------------------------------------------------------------ owners

@@ -318,7 +318,8 @@ TEMPLATE_CONTEXT: dict[str, dict[str, Any] | None] = {
         "id": None, "subject": None, "status": None, "priority": None, "organization": None,
         "requester": {"name": None, "email": None}, "fields": None, "tags": None, "url": None,
     },
-    "level": {"id": None, "name": None, "priority": None, "owner": None, "sla": None, "update_every": None},
+    "level": {"id": None, "name": None, "priority": None, "owner": None, "sla": None, "update_every": None,
+              "required_data": None, "roles": None},  # the last two: lists of {"name", "label", "value"} dicts
     "previous_level": {"id": None, "name": None},
     "missing": None,  # list of {"name", "label"} dicts
     "rule": {"id": None, "description": None},

@@ -6,6 +6,10 @@ Decisions (see the matrix language reference in the README):
 - `StrictUndefined`: a misspelled placeholder fails the render instead of sending the customer an empty gap.
   `render_template` fills every top-level name of `TEMPLATE_CONTEXT` the caller did not give with None, so
   `{% if previous_level %}` works for a first placement, while `{{ previous_level.id }}` still fails there.
+- A value that is None prints as nothing (`finalize`): the helpdesk leaves optional values empty (a requester
+  without a name), and "Hello None," must never reach a customer. Templates should still guard such values
+  (`{{ ticket.requester.name or "there" }}`); `escalation validate` warns about a template that prints one of
+  `OPTIONAL_VALUES` unguarded (`prints_empty_optional_value`).
 - Autoescape is off: replies and notes are plain text, and HTML entities in a ticket comment would be visible.
 - `*` and `**` are refused (string repetition and huge powers are the cheap ways to blow up output or CPU),
   both when a matrix is loaded (`check_template_source`) and at render time (`intercepted_binops`).
@@ -58,12 +62,30 @@ class _MatrixSandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
-def _new_environment() -> _MatrixSandbox:
+def _none_as_empty(value: Any) -> Any:
+    """`{{ x }}` of a value that is None prints nothing: an optional value the helpdesk left empty (a requester
+    without a name) must not reach a customer as "Hello None,". Undefined names are not None: StrictUndefined
+    still fails them."""
+    return "" if value is None else value
+
+
+class PrintsNone(Exception):
+    """Raised by the lint sandbox when a template prints a value that is None."""
+
+
+def _refuse_none(value: Any) -> Any:
+    if value is None:
+        raise PrintsNone()
+    return value
+
+
+def _new_environment(finalize: Any = _none_as_empty) -> _MatrixSandbox:
     env = _MatrixSandbox(
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
         trim_blocks=False,
+        finalize=finalize,
     )
     for name in list(env.globals):
         if name not in ALLOWED_GLOBALS:
@@ -353,6 +375,59 @@ def render_template(matrix: Matrix, name: str, context: Mapping[str, Any] | Plai
     return "".join(pieces).strip("\n")
 
 
+# ------------------------------------------------------------------------------ empty optional values
+# Values a helpdesk may leave empty on any ticket; the sample render of `escalation validate` also tries each of
+# them as None, to catch a template that would print nothing there ("Hello ,").
+OPTIONAL_VALUES: tuple[tuple[str, ...], ...] = (
+    ("ticket", "requester", "name"),
+    ("ticket", "organization"),
+)
+_NONE_CHECKER: _MatrixSandbox | None = None
+_none_checker_lock = threading.Lock()
+
+
+def _none_checker() -> _MatrixSandbox:
+    global _NONE_CHECKER
+    with _none_checker_lock:
+        if _NONE_CHECKER is None:
+            _NONE_CHECKER = _new_environment(finalize=_refuse_none)
+        return _NONE_CHECKER
+
+
+def prints_empty_optional_value(matrix: Matrix, name: str, context: Mapping[str, Any]) -> str | None:
+    """The dotted optional value (see OPTIONAL_VALUES) that template `name` prints as nothing when that value is
+    None in `context`, or None when the template guards every one of them (`{{ x or "there" }}`,
+    `{% if x %}`). For the linter: rendering is cheap, each optional value is tried on its own."""
+    source = matrix.templates.get(name)
+    if source is None or check_template_source(source):
+        return None
+    template = _none_checker().from_string(source)
+    try:
+        base = _plain_values(context)
+    except TypeError:
+        return None
+    for path in OPTIONAL_VALUES:
+        data = {key: None for key in TEMPLATE_CONTEXT}
+        data.update(base)
+        holder: Any = data
+        for key in path[:-1]:
+            if not isinstance(holder.get(key), dict):
+                holder = None
+                break
+            holder[key] = dict(holder[key])
+            holder = holder[key]
+        if holder is None:
+            continue
+        holder[path[-1]] = None
+        try:
+            template.render(data)
+        except PrintsNone:
+            return ".".join(path)
+        except Exception:  # any other failure is the ordinary render check's business
+            continue
+    return None
+
+
 # ------------------------------------------------------------------------------------ sample data
 def _sample_value(name: str) -> Any:
     if name == "affected_users":
@@ -369,7 +444,15 @@ def _level_context(matrix: Matrix, level: Level) -> dict[str, Any]:
         "owner": (group.label if group and group.label else level.owner.default),
         "sla": {clock: format_duration(target) for clock, target in level.sla.items()},
         "update_every": format_duration(level.update_cadence.every) if level.update_cadence else None,
+        "required_data": [{"name": name, "label": _label(matrix, name), "value": _sample_value(name)}
+                          for name in level.required_data],
+        "roles": [{"name": name, "label": _label(matrix, name), "value": _sample_value(name)} for name in level.roles],
     }
+
+
+def _label(matrix: Matrix, name: str) -> str:
+    mapping = matrix.fields.get(name)
+    return mapping.label if mapping is not None and mapping.label else name.replace("_", " ")
 
 
 def sample_context(matrix: Matrix, level: Level, *, previous: Level | None = None, rule_id: str | None = None,

@@ -374,3 +374,25 @@ def test_level_field_cleared_by_an_agent_is_restored(loaded):
     ticket = make_ticket(issue_type="bug", **FULL_DATA)
     decision = decide(ticket, at_level("L2"), loaded.matrix, NOW, version=loaded.version)
     assert decision.field_updates == {"level": "L2"} and decision.to_level is None
+
+
+# ------------------------------------------------------------------------------ texts
+def test_a_requester_without_a_name_is_greeted_without_none(loaded):
+    ticket = make_ticket(issue_type="bug").with_(requester=Person(name=None, email="x@example.com"))
+    decision = decide(ticket, None, loaded.matrix, NOW, version=loaded.version)
+    assert decision.public_reply.startswith("Hello there,")
+    assert "None" not in decision.public_reply
+
+
+def test_entry_note_says_why_once_and_what_the_level_needs(loaded):
+    ticket = make_ticket(issue_type="outage", customer_tier="enterprise", **FULL_DATA)
+    note = decide(ticket, None, loaded.matrix, NOW, version=loaded.version).internal_note
+    assert note.count("enterprise-outage") == 1
+    assert f"Placed at L3 by rule enterprise-outage of matrix version {loaded.version}." in note
+    assert "owner group Senior engineering" in note
+    assert "Acknowledge within 15m, diagnose within 2h, interim fix within 8h, resolve within 2d." in note
+    assert "Account ID: A-1" in note and "Roles: Incident commander, Customer contact." in note
+
+    plain = decide(make_ticket(issue_type="bug"), None, loaded.matrix, NOW, version=loaded.version).internal_note
+    assert "Escalated" not in plain
+    assert "Placed at L1: no rule matched, entry level" in plain

@@ -189,3 +189,18 @@ def test_attribute_without_helpdesk_mapping() -> None:
         "always empty, so rules on it never match and required data naming it is always missing",
         "m.yaml:10:3: fields.region: warning: attribute 'region' has no jira mapping: on Jira it is always empty",
     ]
+
+
+def test_template_printing_an_empty_requester_name_is_a_warning() -> None:
+    text = MINIMAL.replace('{{ ticket.requester.name or "there" }}', "{{ ticket.requester.name }}")
+    assert findings(text) == [
+        "m.yaml:47:3: templates.received: warning: template 'received' prints nothing where ticket.requester.name "
+        "is empty (the helpdesk may leave it unset): give a fallback, e.g. {{ ticket.requester.name or \"there\" }}, "
+        "or guard it with {% if ticket.requester.name %}"
+    ]
+
+
+def test_example_matrices_greet_a_nameless_requester_safely() -> None:
+    for name in ("enterprise.yaml", "minimal.yaml"):
+        text = (EXAMPLES / name).read_text()
+        assert [f for f in findings(text) if "prints nothing" in f] == [], name

@@ -14,6 +14,7 @@ from matrix_config.templates import (
     PlainContext,
     TemplateRenderError,
     check_template_source,
+    prints_empty_optional_value,
     render_template,
     sample_context,
     template_placeholders,
@@ -54,6 +55,28 @@ def test_strict_undefined_fails_instead_of_leaving_a_gap() -> None:
         render_template(matrix, "t", CONTEXT)
     assert err.value.name == "t"
     assert "nickname" in err.value.message
+
+
+def test_a_value_that_is_none_prints_nothing_but_undefined_names_still_fail() -> None:
+    matrix = matrix_with(hello="Hello {{ ticket.requester.name }},", fallback='Hello {{ ticket.requester.name or "there" }},',
+                         typo="Hello {{ ticket.requester.nmae }},")
+    nameless = {"ticket": {"id": "42", "requester": {"name": None, "email": "x@example.com"}}}
+    assert render_template(matrix, "hello", nameless) == "Hello ,"  # never "Hello None,"
+    assert render_template(matrix, "fallback", nameless) == "Hello there,"
+    with pytest.raises(TemplateRenderError):
+        render_template(matrix, "typo", nameless)
+
+
+def test_prints_empty_optional_value_names_the_unguarded_value() -> None:
+    matrix = matrix_with(bare="Hello {{ ticket.requester.name }} of {{ ticket.organization }}",
+                         org="Hello {{ ticket.requester.name or 'there' }} of {{ ticket.organization }}",
+                         guarded="Hello{% if ticket.requester.name %} {{ ticket.requester.name }}{% endif %}, "
+                                 "{{ ticket.organization or 'your team' }}")
+    context = sample_context(matrix, matrix.levels[0])
+    assert prints_empty_optional_value(matrix, "bare", context) == "ticket.requester.name"
+    assert prints_empty_optional_value(matrix, "org", context) == "ticket.organization"
+    assert prints_empty_optional_value(matrix, "guarded", context) is None
+    assert context["ticket"]["requester"]["name"] == "Ada Example"  # the caller's context is left alone
 
 
 def test_none_previous_level_attribute_fails() -> None:
@@ -201,7 +224,7 @@ def test_placeholders_and_their_check() -> None:
     assert [p.message for p in problems] == [
         "unknown placeholder 'tickt' (did you mean 'ticket'?): templates may use clock, level, matrix, missing, "
         "previous_level, rule, ticket",
-        "unknown placeholder 'level.colour': level has id, name, owner, priority, sla, update_every",
+        "unknown placeholder 'level.colour': level has id, name, owner, priority, required_data, roles, sla, update_every",
     ]
 
 
@@ -236,5 +259,18 @@ def test_example_templates_render() -> None:
     text = render_template(matrix, "data_request", sample_context(matrix, matrix.level("L2")))
     assert "- Account ID\n" in text
     assert text.startswith("Hello Ada Example,")
-    note = render_template(matrix, "escalation_note", sample_context(matrix, matrix.level("L2")))
-    assert note == f"Escalated from L1 to L2 (Product specialists) by rule wide-outage, matrix version {loaded.version}."
+    nameless = sample_context(matrix, matrix.level("L2"))
+    nameless["ticket"]["requester"]["name"] = None
+    for name in ("l1_received", "l2_engaged", "l3_incident", "l4_leadership", "data_request"):
+        assert render_template(matrix, name, nameless).startswith("Hello there,"), name
+    # The note says what the owner group needs at the level; why the ticket is there is the engine's line.
+    note = render_template(matrix, "escalation_note", sample_context(matrix, matrix.level("L3")))
+    assert note == (
+        "L3 (Senior engineering): owner group Senior engineering.\n"
+        "SLA: Acknowledge within 15m, diagnose within 2h, interim fix within 8h, resolve within 2d. "
+        "Update the customer at least every 2h.\n"
+        "Required data: Account ID: sample account id; Environment (production, staging, ...): sample environment; "
+        "Recent changes (deploys, config, upgrades): sample recent changes; Number of affected users: 250.\n"
+        "Roles: Incident commander (sample incident commander), Customer contact (sample customer contact)."
+    )
+    assert "Escalated" not in note and "matrix version" not in note
