@@ -128,6 +128,15 @@ def test_known_unhandled_zendesk_event_is_recorded_as_ignored(client, sink):
     assert sink.queued == []
 
 
+@pytest.mark.parametrize("fixture", ["ticket_requester_changed", "ticket_form_changed", "ticket_merged",
+                                     "ticket_soft_deleted", "ticket_permanently_deleted", "ticket_undeleted"])
+def test_zendesk_events_that_can_change_the_escalation_queue_a_pass(client, sink, fixture):
+    body = fixture_bytes("zendesk", fixture)
+    response = client.post("/webhooks/zendesk", data=body, headers=zendesk_headers(body))
+    assert (response.status_code, response.json) == (202, {"status": "accepted", "event_id": 1})
+    assert sink.queued == [1]
+
+
 def test_signed_jira_issue_update_is_accepted(client, sink):
     body = fixture_bytes("jira", "issue_updated_priority")
     response = client.post("/webhooks/jira", data=body, headers=jira_headers(body, identifier="wh-9"))
@@ -459,3 +468,22 @@ def test_wsgi_entry_builds_the_app(tmp_path):
     ]
     assert "jira webhooks are refused with 503" in result.stderr
     assert "s3cr3t-value" not in result.stderr + result.stdout
+
+
+def test_building_the_sink_quiets_alembic_info_lines(monkeypatch):
+    import integration.events
+
+    built = InMemoryEventSink()
+    monkeypatch.setattr(integration.events, "build_event_sink", lambda settings: built)
+    alembic_logger, root = logging.getLogger("alembic"), logging.getLogger()
+    before, root_before = alembic_logger.level, root.level
+    alembic_logger.setLevel(logging.NOTSET)
+    root.setLevel(logging.INFO)  # as webhooks.wsgi configures it
+    try:
+        app = create_app(make_settings(), clock=lambda: NOW)
+        assert app.extensions["webhook_edge"].get_sink() is built
+        assert not logging.getLogger("alembic.runtime.migration").isEnabledFor(logging.INFO)
+        assert alembic_logger.isEnabledFor(logging.WARNING)
+    finally:
+        alembic_logger.setLevel(before)
+        root.setLevel(root_before)

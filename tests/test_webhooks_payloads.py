@@ -54,7 +54,13 @@ ZENDESK_EXPECTED = {
     "ticket_subject_changed": _zd(
         "5158", "ticket.subject_changed", "8447388090494", _at(2025, 1, 8, 15, 30), handled=False
     ),
-    "ticket_soft_deleted": _zd("5158", "ticket.soft_deleted", "8447388090494", _at(2025, 1, 9, 9), handled=False),
+    # A pass on a deleted ticket finds nothing (NotFound, dead-lettered); undeleted resumes the escalation.
+    "ticket_soft_deleted": _zd("5158", "ticket.soft_deleted", "8447388090494", _at(2025, 1, 9, 9)),
+    "ticket_permanently_deleted": _zd("5158", "ticket.permanently_deleted", "8447388090494", _at(2025, 1, 9, 10, 20)),
+    "ticket_undeleted": _zd("5158", "ticket.undeleted", "8447388090494", _at(2025, 1, 9, 10, 15)),
+    "ticket_requester_changed": _zd("5158", "ticket.requester_changed", "8447388090494", _at(2025, 1, 9, 10)),
+    "ticket_form_changed": _zd("5158", "ticket.form_changed", "8447388090494", _at(2025, 1, 9, 10, 5)),
+    "ticket_merged": _zd("5158", "ticket.merged", "8447388090494", _at(2025, 1, 9, 10, 10)),
     "trigger_ticket_updated": _zd("5158", "ticket.updated", "8447388090494", _at(2025, 1, 8, 11, 30)),
     "trigger_ticket_created": _zd("7", "ticket.created", "361234567890", _at(2025, 2, 3, 19, 59)),
     "trigger_ticket_updated_by_automation": _zd("5158", "ticket.updated", None, _at(2025, 1, 9, 8)),

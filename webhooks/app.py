@@ -60,6 +60,9 @@ class WebhookEdge:
                 if self._sink is None:
                     from integration.events import build_event_sink
 
+                    # Building the sink migrates the database; alembic's INFO lines ("Context impl ...",
+                    # "Will assume transactional DDL") would otherwise show in every web worker's log.
+                    logging.getLogger("alembic").setLevel(logging.WARNING)
                     self._sink = build_event_sink(self.settings)
         return self._sink
 

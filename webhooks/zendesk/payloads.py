@@ -72,6 +72,17 @@ EVENT_HANDLERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "ticket.custom_field_changed": _actor_from_detail,
     "ticket.type_changed": _actor_from_detail,
     "ticket.organization_changed": _actor_from_detail,
+    # The requester's organization and the form can decide placement (organization, mapped fields).
+    "ticket.requester_changed": _actor_from_detail,
+    "ticket.form_changed": _actor_from_detail,
+    # A merged-away ticket is closed by Zendesk: the pass records the resolve milestone and stops its clocks.
+    "ticket.merged": _actor_from_detail,
+    # Deleted and restored tickets: a pass on a deleted ticket fetches nothing (NotFound), which the pipeline
+    # dead-letters; a restored ticket gets its pass so escalation resumes. Zendesk's names, from its webhook
+    # ticket-event reference (zen:event-type:ticket.soft_deleted, .permanently_deleted, .undeleted).
+    "ticket.soft_deleted": _actor_from_detail,
+    "ticket.permanently_deleted": _actor_from_detail,
+    "ticket.undeleted": _actor_from_detail,
 }
 
 
