@@ -543,14 +543,14 @@ def _translate_exception(method: str, path: str, error: BaseException, redact: C
             return Transient(f"jira {method} {path}: HTTP {error.status_code}") if error.status_code >= 500 else \
                 Permanent(f"jira {method} {path}: HTTP {error.status_code}")
         return Transient(f"jira {method} {path}: {redact(str(error.text or 'no response'))}")
+    if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):  # a 2xx whose body is not JSON
+        return Transient(f"jira {method} {path}: unreadable response")
     if isinstance(error, requests.Timeout):
         return Transient(f"jira {method} {path}: timed out")
     if isinstance(error, requests.ConnectionError):
         return Transient(f"jira {method} {path}: connection failed")
     if isinstance(error, requests.RequestException):
         return Transient(f"jira {method} {path}: {type(error).__name__}")
-    if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):  # a 2xx whose body is not JSON
-        return Transient(f"jira {method} {path}: unreadable response")
     raise error  # anything else is our own bug: it propagates as itself, never retried as a vendor error
 
 
@@ -883,15 +883,49 @@ def build_from_env(matrix: Any, *, database_url: str | None = None, **kwargs: An
     return JiraConnector(settings, matrix, **kwargs)
 
 
-def snapshot_from_webhook(payload: dict[str, Any], matrix: Any) -> Ticket | None:
-    """Best-effort Ticket from a `jira:issue_*` webhook's `issue` object (no API call). The pass still
-    re-reads the issue from the API; this is for logging and early filtering only. Comment-derived facts
-    (acknowledgement) are never in it."""
-    issue = payload.get("issue") if isinstance(payload, dict) else None
-    if not isinstance(issue, dict) or not issue.get("key") or not isinstance(issue.get("fields"), dict):
-        return None
+def snapshot_from_webhook(payload: dict[str, Any], matrix: Any, *, previous: Ticket | None = None) -> Ticket | None:
+    """Best-effort Ticket from a webhook (no API call), for dry runs without credentials and for logging.
+
+    `jira:issue_*` payloads carry the issue. A `comment_created`/`comment_updated` payload that is public
+    to the customer (`comment.jsdPublic`) and written by an agent (see `is_agent_comment`: not the
+    reporter, the integration, a portal customer or an automation account) is an acknowledgement and sets
+    the reply facts. Its `issue` has only a few fields (no labels, reporter or custom fields), so with
+    `previous` the ticket's attributes come from `previous` and only the reply facts change.
+
+    One payload only knows its own comment, so the offline connector folds the stored payloads oldest
+    first: `ticket = snapshot_from_webhook(payload, matrix, previous=ticket)`. With `previous` (the same
+    issue from earlier payloads) the earliest first reply and the latest reply survive, and a payload that
+    says nothing usable returns `previous` unchanged."""
+    if not isinstance(payload, dict):
+        return previous
+    matrix = getattr(matrix, "matrix", matrix)
+    issue = payload.get("issue")
+    issue_key = str(issue.get("key")) if isinstance(issue, dict) and issue.get("key") else None
+    if previous is not None and (previous.vendor != VENDOR or (issue_key and previous.id != issue_key)):
+        previous = None  # another issue's facts never mix in
+    if not issue_key or not isinstance(issue.get("fields"), dict):
+        return previous
     settings = JiraSettings()
-    return ticket_from_issue(issue, getattr(matrix, "matrix", matrix), NormalizeOptions.from_settings(settings))
+    options = NormalizeOptions.from_settings(settings)
+    comment = payload.get("comment")
+    is_comment_event = str(payload.get("webhookEvent") or "").startswith("comment_") and isinstance(comment, dict)
+    if is_comment_event and previous is not None:
+        ticket = previous  # the comment payload's issue is partial: keep what earlier payloads said
+    else:
+        ticket = ticket_from_issue(issue, matrix, options)
+        if previous is not None and ticket.requester.id is None and previous.requester.id is not None:
+            ticket = ticket.with_(requester=previous.requester)
+    reply_at = None
+    if is_comment_event:
+        as_jsm = {"author": comment.get("author"), "public": comment.get("jsdPublic") is True,
+                  "created": comment.get("created")}
+        if is_agent_comment(as_jsm, ticket.requester.id, options.own_account_id, options.non_agents):
+            reply_at = parse_jira_time(comment.get("created")) or parse_jira_time(
+                {"epochMillis": payload["timestamp"]} if payload.get("timestamp") else None)
+    firsts = [t for t in (previous.first_public_agent_reply_at if previous else None, reply_at) if t is not None]
+    lasts = [t for t in (previous.last_public_agent_reply_at if previous else None, reply_at) if t is not None]
+    return ticket.with_(first_public_agent_reply_at=min(firsts) if firsts else None,
+                        last_public_agent_reply_at=max(lasts) if lasts else None)
 
 
 # ------------------------------------------------------------------------------------------ remote validation

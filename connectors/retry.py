@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
 
 from connectors.base import RateLimited, Transient
@@ -61,7 +61,8 @@ def retrying(policy: RetryPolicy = DEFAULT_POLICY) -> Retrying:
     return Retrying(
         retry=retry_if_exception(_retryable(policy)),
         wait=_wait(policy),
-        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_total_seconds),
+        # stop_before_delay: no sleep that would end past the bound is started at all.
+        stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.max_total_seconds),
         sleep=policy.sleep,
         reraise=True,
     )

@@ -220,6 +220,10 @@ def error_for_exception(error: BaseException, secrets: list[str] = ()) -> Connec
     if isinstance(error, ConnectorError):
         return error
     name = type(error).__name__
+    if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):
+        # A 2xx body that is not JSON (a proxy's page). Any exception this function does not know is our
+        # own bug: it propagates as itself instead of being retried as a vendor error.
+        return Transient(f"Zendesk answered with an unreadable body ({name})")
     if isinstance(error, (requests.Timeout, requests.ConnectionError)):
         return Transient(f"Zendesk unreachable ({name})")
     if isinstance(error, requests.RequestException):
@@ -236,10 +240,6 @@ def error_for_exception(error: BaseException, secrets: list[str] = ()) -> Connec
         return mapped or Permanent(_redact(f"Zendesk API error: {error}", list(secrets))[:500])
     if isinstance(error, ZenpyException):
         return Permanent(_redact(f"zenpy: {error}", list(secrets))[:500])
-    if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):
-        # A 2xx body that is not JSON (a proxy's page). Any other exception is our own bug: it propagates
-        # as itself instead of being retried as a vendor error.
-        return Transient(f"Zendesk answered with an unreadable body ({name})")
     raise error
 
 
@@ -392,7 +392,12 @@ class ZendeskClient:
                     raise
                 except Exception as error:  # noqa: BLE001
                     raise error_for_exception(error, self._secrets) from None
-                return user.to_dict() if hasattr(user, "to_dict") else dict(user)
+                if hasattr(user, "to_dict"):
+                    return user.to_dict()
+                if isinstance(user, Mapping):
+                    return dict(user)
+                # zenpy hands back the raw response when its body is not JSON (a proxy's page).
+                raise Transient("Zendesk answered users/me with an unreadable body")
 
             return call_with_retry(call, policy=self.retry_policy)
         return (self.get("/api/v2/users/me") or {}).get("user") or {}
@@ -774,15 +779,32 @@ def build_from_env(matrix: Matrix, **kwargs: Any) -> ZendeskConnector | None:
     return ZendeskConnector(settings, matrix, **kwargs)
 
 
-def snapshot_from_webhook(payload: Mapping[str, Any], matrix: Matrix) -> Ticket | None:
+def snapshot_from_webhook(payload: Mapping[str, Any], matrix: Matrix, *, previous: Ticket | None = None) -> Ticket | None:
     """Best-effort Ticket from a webhook body, for dry runs without API credentials.
 
     Event subscriptions (`type: zen:event-type:ticket.*`) put the ticket in `detail` with string ids and
     UPPER-case enums; trigger webhooks carry whatever JSON the admin wrote (the conventional keys
     `ticket_id`, `ticket_status`, `ticket_priority`, `tags` as a space-separated string are understood).
-    Custom fields are not part of either payload, so only tag-based fields are filled."""
-    if not isinstance(payload, Mapping):
-        return None
+    Custom fields are not part of either payload, so only tag-based fields are filled.
+
+    A `ticket.comment_added` event that is public and written by an agent (`author.is_staff` or an
+    agent/admin role; never the requester) is an acknowledgement: it sets the reply facts. One payload
+    only knows its own comment, so the offline connector folds the stored payloads oldest first:
+    `ticket = snapshot_from_webhook(payload, matrix, previous=ticket)`. With `previous` (the same ticket
+    from earlier payloads) the earliest first reply and the latest reply survive, and a payload that says
+    nothing usable returns `previous` unchanged."""
+    ticket = _ticket_from_payload(payload, matrix) if isinstance(payload, Mapping) else None
+    if previous is not None and (previous.vendor != VENDOR or (ticket is not None and ticket.id != previous.id)):
+        previous = None  # another ticket's facts never mix in
+    if ticket is None:
+        return previous
+    if previous is not None and ticket.requester.id is None and previous.requester.id is not None:
+        ticket = ticket.with_(requester=previous.requester)
+    reply_at = _agent_reply_time(payload, ticket.requester.id)
+    return _fold_replies(ticket, previous, reply_at)
+
+
+def _ticket_from_payload(payload: Mapping[str, Any], matrix: Matrix) -> Ticket | None:
     detail = payload.get("detail")
     if isinstance(detail, Mapping) and detail.get("id") is not None:
         tags = frozenset(str(t).lower() for t in detail.get("tags") or [])
@@ -817,6 +839,45 @@ def snapshot_from_webhook(payload: Mapping[str, Any], matrix: Matrix) -> Ticket 
         tags=tags,
         fields=_fields_from(matrix, tags, {}),
     )
+
+
+def _event_time(value: Any) -> datetime | None:
+    """Event times carry nanoseconds ("2025-01-08T14:25:30.123456789Z"); datetime takes microseconds."""
+    if not value:
+        return None
+    text = str(value).replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}" if digits else head + rest
+    return _parse_time(text)
+
+
+def _agent_reply_time(payload: Mapping[str, Any], requester_id: str | None) -> datetime | None:
+    """When the payload is a public comment by an agent: the comment's time; else None."""
+    if not str(payload.get("type") or "").endswith("ticket.comment_added"):
+        return None
+    event = payload.get("event")
+    comment = event.get("comment") if isinstance(event, Mapping) else None
+    if not isinstance(comment, Mapping) or comment.get("is_public", comment.get("public")) is not True:
+        return None
+    author = comment.get("author") if isinstance(comment.get("author"), Mapping) else {}
+    author_id = str(author.get("id")) if author.get("id") is not None else None
+    if author_id is not None and author_id == requester_id:
+        return None
+    role = str(author.get("role") or "").lower()
+    if author.get("is_staff") is not True and role not in _AGENT_ROLES:
+        return None
+    detail = payload.get("detail") if isinstance(payload.get("detail"), Mapping) else {}
+    return (_event_time(comment.get("created_at")) or _event_time(payload.get("time"))
+            or _event_time(detail.get("updated_at")))
+
+
+def _fold_replies(ticket: Ticket, previous: Ticket | None, reply_at: datetime | None) -> Ticket:
+    firsts = [t for t in (previous.first_public_agent_reply_at if previous else None, reply_at) if t is not None]
+    lasts = [t for t in (previous.last_public_agent_reply_at if previous else None, reply_at) if t is not None]
+    return ticket.with_(first_public_agent_reply_at=min(firsts) if firsts else ticket.first_public_agent_reply_at,
+                        last_public_agent_reply_at=max(lasts) if lasts else ticket.last_public_agent_reply_at)
 
 
 # ------------------------------------------------------------------------------ remote validation

@@ -312,6 +312,31 @@ def test_429_waits_retry_after_then_succeeds(http, connector, sleeps):
     assert len(http.calls) == 2 and result.writes == 1
 
 
+def test_a_long_retry_after_leaves_the_connector_at_once_without_sleeping(http, connector, sleeps):
+    # A worker thread must not sleep through 30 s: the pipeline re-queues the ticket with that eta instead.
+    http.put(ISSUE_URL, status=429, headers={"Retry-After": "30"}, json={"errorMessages": ["Rate limit exceeded"]})
+    with pytest.raises(RateLimited) as caught:
+        connector.apply(snapshot(), decision(priority="high"))
+    assert caught.value.retry_after == 30.0 and sleeps.waits == [] and len(http.calls) == 1
+
+
+def test_our_own_bug_propagates_instead_of_being_retried_as_transient(connector, sleeps, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("a bug of ours, not a Jira answer")
+
+    monkeypatch.setattr(connector.session, "request", broken)
+    with pytest.raises(ValueError, match="a bug of ours"):
+        connector.apply(snapshot(), decision(priority="high"))
+    assert sleeps.waits == []
+
+
+def test_a_2xx_body_that_is_not_json_is_transient(http, sleeps):
+    connector = JiraConnector(make_settings(), enterprise_matrix(), retry_policy=sleeps.policy(attempts=2))
+    http.get(COMMENT_URL, body="<html>maintenance</html>", content_type="application/json")
+    with pytest.raises(Transient, match="unreadable response"):
+        connector.public_comments("SUP-7")
+
+
 def test_a_rate_limited_reply_is_retried_because_jira_did_not_post_it(http, connector, sleeps):
     http.post(COMMENT_URL, status=429, headers={"Retry-After": "3"})
     http.post(COMMENT_URL, status=201, json={"id": "1"})
@@ -593,3 +618,55 @@ def test_bot_and_automation_replies_are_not_acknowledgements():
 
     assert NormalizeOptions.from_settings(make_settings(JIRA_NON_AGENT_ACCOUNTS="chatbot-1, bot-2")).non_agents == {
         "chatbot-1", "bot-2"}
+
+
+# ------------------------------------------------------------------- dry run: acknowledgements from webhooks
+AGENT = "5b10ac8d82e05b22cc7d4ef5"
+
+
+def _comment_webhook(author=AGENT, public=True, created="2019-02-15T19:11:18.321-0800"):
+    payload = json.loads((JIRA_WEBHOOK_FIXTURES / "comment_created.json").read_text())
+    payload["comment"]["author"]["accountId"] = author
+    payload["comment"]["jsdPublic"] = public
+    payload["comment"]["created"] = created
+    return payload
+
+
+def test_a_public_agent_comment_webhook_is_an_acknowledgement():
+    ticket = snapshot_from_webhook(_comment_webhook(), enterprise_matrix())
+    at = datetime(2019, 2, 16, 3, 11, 18, 321000, tzinfo=timezone.utc)
+    assert (ticket.id, ticket.first_public_agent_reply_at, ticket.last_public_agent_reply_at) == ("TES-41", at, at)
+
+
+@pytest.mark.parametrize("change", [
+    dict(public=False),  # an internal comment
+    dict(author="qm:a713c8ea-1075-4e30-9d96-891a7d181739:5ad6d3581db05e2a66fa80b"),  # a portal customer
+    dict(author="557058:f58131cb-b67d-43c7-b30d-6b58d40bd077"),  # Automation for Jira
+])
+def test_comment_webhooks_that_do_not_acknowledge(change):
+    ticket = snapshot_from_webhook(_comment_webhook(**change), enterprise_matrix())
+    assert ticket.first_public_agent_reply_at is None
+
+
+def test_stored_webhooks_fold_into_first_and_last_reply_keeping_the_issue_attributes():
+    issue_event = json.loads((JIRA_WEBHOOK_FIXTURES / "issue_updated_priority.json").read_text())  # TES-41
+    reporter = issue_event["issue"]["fields"]["reporter"]["accountId"]
+    payloads = [
+        issue_event,
+        _comment_webhook(created="2026-11-27T09:00:00.000+0000"),
+        _comment_webhook(author=reporter, created="2026-11-27T09:30:00.000+0000"),  # the reporter is the customer
+        _comment_webhook(public=False, created="2026-11-27T09:45:00.000+0000"),
+        _comment_webhook(created="2026-11-27T10:00:00.000+0000"),
+        json.loads((JIRA_WEBHOOK_FIXTURES / "automation_comment_created.json").read_text()),  # no issue: nothing new
+    ]
+    ticket = None
+    for payload in payloads:
+        ticket = snapshot_from_webhook(payload, enterprise_matrix(), previous=ticket)
+    assert ticket.first_public_agent_reply_at == datetime(2026, 11, 27, 9, tzinfo=timezone.utc)
+    assert ticket.last_public_agent_reply_at == datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+    # The comment payloads' partial issue does not wipe the labels and reporter the issue event gave.
+    assert ticket.tags == {"sad", "test-label"} and ticket.requester.id == reporter
+    # The next issue event keeps the reply facts.
+    again = snapshot_from_webhook(issue_event, enterprise_matrix(), previous=ticket)
+    assert again.first_public_agent_reply_at == ticket.first_public_agent_reply_at
+    assert again.last_public_agent_reply_at == ticket.last_public_agent_reply_at

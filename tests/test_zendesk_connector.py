@@ -282,6 +282,38 @@ def test_429_waits_exactly_retry_after_then_succeeds(connector, fake, sleeps):
     assert result.writes == 1 and len(fake.put_bodies()) == 1
 
 
+def test_a_long_retry_after_leaves_the_connector_at_once_without_sleeping(fake, matrix, sleeps):
+    # A worker thread must not sleep through 30 s: the pipeline re-queues the ticket with that eta instead.
+    connector = ZendeskConnector(make_settings(), matrix, retry_policy=RetryPolicy(sleep=sleeps.append),
+                                 rate_limiter=TokenBucket(10_000))
+    ticket = connector.fetch_ticket("5158")
+    fake.fail_next("PUT", r"/api/v2/tickets/5158$", 429, headers={"Retry-After": "30"})
+    with pytest.raises(RateLimited) as raised:
+        connector.apply(ticket, decision(**ESCALATE_TO_L2))
+    assert raised.value.retry_after == 30.0
+    assert sleeps == [] and len(fake.calls("PUT", "/api/v2/tickets/5158")) == 1 and fake.put_bodies() == []
+
+
+class BrokenLimiter:
+    def try_acquire(self) -> float:
+        raise ValueError("a bug of ours, not a Zendesk answer")
+
+
+def test_our_own_bug_propagates_instead_of_being_retried_as_transient(fake, matrix, sleeps):
+    connector = ZendeskConnector(make_settings(user_id="9000"), matrix, rate_limiter=BrokenLimiter(),
+                                 retry_policy=RetryPolicy(attempts=3, sleep=sleeps.append))
+    with pytest.raises(ValueError, match="a bug of ours"):
+        connector.fetch_ticket("5158")
+    assert sleeps == []
+
+
+def test_a_2xx_body_that_is_not_json_is_transient(connector, fake, sleeps):
+    fake.fail_next("GET", r"/api/v2/tickets/5158$", 200, times=3, body="<html>maintenance</html>")
+    with pytest.raises(Transient, match="unreadable body"):
+        connector.fetch_ticket("5158")
+    assert len(sleeps) == 2
+
+
 def test_zenpy_never_sleeps_on_429(connector, fake, sleeps, monkeypatch):
     import zenpy.lib.api
 
@@ -541,3 +573,52 @@ def test_list_groups_requests_are_still_checked_against_the_spec():
     validate_request("zendesk", "GET", "/api/v2/groups", query={"exclude_deleted": "true"})
     with pytest.raises(AssertionError, match="exclude_deleted"):
         validate_request("zendesk", "GET", "/api/v2/groups", query={"exclude_deleted": "sometimes"})
+
+
+# ------------------------------------------------------------------- dry run: acknowledgements from webhooks
+def _comment_event(public=True, author_id="8447388090495", is_staff=True, time="2025-01-08T14:25:30.123456789Z"):
+    payload = _webhook("ticket_comment_added.json")
+    payload["event"]["comment"]["is_public"] = public
+    payload["event"]["comment"]["author"].update(id=author_id, is_staff=is_staff)
+    payload["time"] = time
+    return payload
+
+
+def test_a_public_agent_comment_event_is_an_acknowledgement(matrix):
+    ticket = snapshot_from_webhook(_comment_event(), matrix)
+    at = datetime(2025, 1, 8, 14, 25, 30, 123456, tzinfo=timezone.utc)
+    assert (ticket.id, ticket.first_public_agent_reply_at, ticket.last_public_agent_reply_at) == ("5158", at, at)
+
+
+@pytest.mark.parametrize("change", [
+    dict(public=False),  # an internal note is not an answer to the customer
+    dict(author_id="8447388090494"),  # the requester
+    dict(is_staff=False),  # an end user (e.g. a CC)
+])
+def test_comments_that_do_not_acknowledge(matrix, change):
+    ticket = snapshot_from_webhook(_comment_event(**change), matrix)
+    assert ticket.first_public_agent_reply_at is None and ticket.last_public_agent_reply_at is None
+    assert snapshot_from_webhook(_webhook("ticket_comment_added_internal.json"), matrix).last_public_agent_reply_at is None
+
+
+def test_stored_payloads_fold_into_first_and_last_reply(matrix):
+    payloads = [
+        _webhook("ticket_created.json"),
+        _comment_event(time="2025-01-08T11:00:00Z"),
+        _webhook("ticket_comment_added_internal.json"),
+        _comment_event(author_id="8447388090494", time="2025-01-08T12:00:00Z"),  # the customer answers
+        _comment_event(time="2025-01-08T13:00:00.5Z"),
+        _webhook("ticket_status_changed.json"),
+    ]
+    ticket = None
+    for payload in payloads:
+        ticket = snapshot_from_webhook(payload, matrix, previous=ticket)
+    assert ticket.first_public_agent_reply_at == datetime(2025, 1, 8, 11, tzinfo=timezone.utc)
+    assert ticket.last_public_agent_reply_at == datetime(2025, 1, 8, 13, 0, 0, 500000, tzinfo=timezone.utc)
+    # Everything else comes from the latest payload.
+    assert ticket.status == snapshot_from_webhook(payloads[-1], matrix).status
+    assert snapshot_from_webhook({"unrelated": True}, matrix, previous=ticket) is ticket
+    assert snapshot_from_webhook({"unrelated": True}, matrix) is None
+    other = _comment_event()
+    other["detail"]["id"] = "9999"
+    assert snapshot_from_webhook(other, matrix, previous=ticket).first_public_agent_reply_at.hour == 14

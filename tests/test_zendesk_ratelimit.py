@@ -1,11 +1,28 @@
-"""Client-side request budget (connectors.ratelimit): in-process bucket and the Redis-shared window."""
+"""Client-side request budget (connectors.ratelimit): in-process bucket, the Redis- and the SQL-shared
+window; and how the one retry layer (connectors.retry) treats the waits they and Zendesk ask for."""
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
 
-from connectors.ratelimit import RedisWindowLimiter, TokenBucket, limiter_for, shared_redis_url
+from connectors.base import RateLimited
+from connectors.ratelimit import (
+    RedisWindowLimiter,
+    SqlWindowLimiter,
+    TokenBucket,
+    limiter_for,
+    shared_redis_url,
+)
+from connectors.retry import RetryPolicy, call_with_retry
+
+
+@pytest.fixture
+def no_shared_store(monkeypatch):
+    for name in ("REDIS_URL", "QUEUE_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
 
 
 def test_bucket_allows_a_burst_of_the_budget_then_asks_to_wait():
@@ -25,16 +42,14 @@ def test_bucket_refills_no_higher_than_its_capacity():
     assert sum(bucket.try_acquire() == 0.0 for _ in range(100)) == 60
 
 
-def test_local_limiter_is_shared_per_account(monkeypatch):
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.delenv("QUEUE_URL", raising=False)
+def test_local_limiter_is_shared_per_account(no_shared_store):
     key = f"zendesk:{uuid.uuid4()}.zendesk.com"
     assert limiter_for(key, 100) is limiter_for(key, 100)
     assert limiter_for(key, 100) is not limiter_for(key + "x", 100)
 
 
-def test_redis_is_chosen_from_queue_url(monkeypatch):
-    monkeypatch.delenv("REDIS_URL", raising=False)
+def test_redis_is_chosen_from_queue_url(no_shared_store):
+    monkeypatch = no_shared_store
     monkeypatch.setenv("QUEUE_URL", "sqlite:///var/queue.db")
     assert shared_redis_url() is None
     monkeypatch.setenv("QUEUE_URL", "redis://queue.internal:6379/2")
@@ -57,3 +72,98 @@ def test_redis_window_is_one_budget_for_all_workers(redis_url):
     assert workers[2].try_acquire() == 0.0
     assert 0 < client.ttl(f"{key}:{int(now[0] // 60)}") <= 120
     client.delete(*client.keys(f"{key}:*"))
+
+
+# ------------------------------------------------------------------------------ SQL-shared window
+def test_postgres_is_chosen_without_redis_and_redis_still_wins(no_shared_store):
+    monkeypatch = no_shared_store
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///var/escalation.db")
+    assert isinstance(limiter_for(f"zendesk:{uuid.uuid4()}", 10), TokenBucket)  # SQLite: one host, one process
+    pg = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    assert isinstance(limiter_for("zendesk:acme", 10, database_url=pg), SqlWindowLimiter)  # no connection yet
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@db.internal/escalation")
+    assert isinstance(limiter_for("zendesk:acme", 10), SqlWindowLimiter)
+    monkeypatch.setenv("REDIS_URL", "redis://cache.internal:6379/0")
+    assert isinstance(limiter_for("zendesk:acme", 10, database_url=pg), RedisWindowLimiter)
+
+
+def _sql_window_is_one_budget_for_all_workers(engine, table):
+    now = [6000.0 + 10]  # 10 s into a window
+    key = f"zendesk:{uuid.uuid4()}"
+    workers = [SqlWindowLimiter(engine, key, 5, table=table, clock=lambda: now[0]) for _ in range(3)]
+    granted = [workers[i % 3].try_acquire() for i in range(9)]
+    assert granted[:5] == [0.0] * 5
+    assert granted[5:] == [pytest.approx(50.0)] * 4  # everyone waits for the next window
+    other = SqlWindowLimiter(engine, key + "-other", 5, table=table, clock=lambda: now[0])
+    assert other.try_acquire() == 0.0  # another account has its own budget
+    now[0] += 50
+    assert workers[2].try_acquire() == 0.0
+
+
+def test_sql_window_on_sqlite(tmp_path):
+    from sqlalchemy import create_engine
+
+    _sql_window_is_one_budget_for_all_workers(create_engine(f"sqlite:///{tmp_path / 'budget.db'}"), "rate_windows")
+
+
+@pytest.mark.postgres
+def test_sql_window_on_postgres_is_one_atomic_budget_across_threads(postgres_url):
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_url)
+    table = f"test_rate_windows_{uuid.uuid4().hex[:12]}"
+    try:
+        _sql_window_is_one_budget_for_all_workers(engine, table)
+        # Concurrent workers: exactly the budget is granted in one window, no lost updates.
+        key = f"zendesk:{uuid.uuid4()}"
+        limiters = [SqlWindowLimiter(engine, key, 40, table=table, clock=lambda: 9000.0) for _ in range(4)]
+        results: list[float] = []
+        lock = threading.Lock()
+
+        def worker(limiter):
+            for _ in range(25):
+                wait = limiter.try_acquire()
+                with lock:
+                    results.append(wait)
+
+        threads = [threading.Thread(target=worker, args=(limiter,)) for limiter in limiters]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == 100 and results.count(0.0) == 40
+        with engine.connect() as connection:
+            windows = connection.execute(text(f"SELECT count(*) FROM {table} WHERE account_key = :k"), {"k": key})
+            assert windows.scalar_one() == 1
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+
+
+def test_sql_window_fails_open_when_the_database_is_unreachable(tmp_path, caplog):
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'budget.db'}")
+    assert SqlWindowLimiter(engine, "zendesk:acme", 1).try_acquire() == 0.0
+    assert "shared request budget unavailable" in caplog.text
+
+
+# ----------------------------------------------------------------------- retry layer and long waits
+def test_a_long_retry_after_is_raised_at_once_and_a_short_one_is_slept():
+    sleeps: list[float] = []
+    policy = RetryPolicy(sleep=sleeps.append)
+    calls = []
+
+    def rate_limited(seconds):
+        calls.append(seconds)
+        if len(calls) == 1:
+            raise RateLimited("429", retry_after=seconds)
+        return "done"
+
+    with pytest.raises(RateLimited) as raised:
+        call_with_retry(rate_limited, 30.0, policy=policy)
+    assert raised.value.retry_after == 30.0 and calls == [30.0] and sleeps == []
+    calls.clear()
+    assert call_with_retry(rate_limited, 7.0, policy=policy) == "done"
+    assert calls == [7.0, 7.0] and sleeps == [7.0]
