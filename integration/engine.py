@@ -33,7 +33,10 @@ Semantics, in the order they apply
    (rendered with `missing`), the internal note tells the agent; `held_level` names the level and
    `next_state` remembers it (`pending_level`, `data_requested`) so the same request is not sent twice.
    When the data arrives the escalation proceeds, even if the breach that caused it was a past pass.
-   The gate applies to manual moves too. A new ticket whose placed level is gated enters the first level
+   The gate applies to manual moves too: while a hand-set level waits, the level field is set back to the
+   current level (a tag-keyed helpdesk SLA must not treat the ticket as the higher level) and the pending
+   level stays until the data arrives or the agent sets another level. A new ticket whose placed level is
+   gated enters the first level
    (the entry level is never gated: every ticket must sit somewhere), and the data request replaces
    the first level's welcome reply.
 7. **Entering a level**: priority = the rule's `priority` (when a rule caused the move) or the level's,
