@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, ClassVar, Iterator, Protocol, runtime_checkable
 
 from integration.model import Decision, Ticket
 
@@ -16,6 +16,35 @@ class ConfigurationError(Exception):
     """A connector's settings are incomplete or contradictory (e.g. ZENDESK_EMAIL without ZENDESK_API_TOKEN).
     Raised at start-up so the process fails fast instead of silently running as a dry run. The message
     names settings, never their values."""
+
+
+class AllOrNothingCredentials:
+    """Mixin for a vendor's settings class: its credential settings are all set (live) or none (dry run).
+    Subclasses name the vendor and list what is set and what is missing."""
+
+    vendor_label: ClassVar[str] = "vendor"
+    env_prefix_label: ClassVar[str] = "VENDOR_"
+    missing_separator: ClassVar[str] = "; "
+
+    def credential_settings_given(self) -> list[str]:
+        raise NotImplementedError
+
+    def missing_settings(self) -> list[str]:
+        raise NotImplementedError
+
+    def check_complete(self) -> bool:
+        """True when the credentials are complete, False when none is set (dry run). Raises
+        ConfigurationError when some are set but not all: a typo must not silently turn into a dry run."""
+        given = self.credential_settings_given()
+        if not given:
+            return False
+        missing = self.missing_settings()
+        if missing:
+            raise ConfigurationError(
+                f"{self.vendor_label} settings incomplete: {', '.join(given)} set, but missing "
+                f"{self.missing_separator.join(missing)}. Set the missing settings, or unset every {self.env_prefix_label}* "
+                "credential to run as a dry run.")
+        return True
 
 
 class ConnectorError(Exception):

@@ -24,7 +24,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
@@ -33,6 +33,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.base import (
+    AllOrNothingCredentials,
     ApplyResult,
     ConfigurationError,
     Conflict,
@@ -66,7 +67,11 @@ def _given(value: Any) -> bool:
     return bool(value and str(value).strip())
 
 
-class JiraSettings(BaseSettings):
+class JiraSettings(AllOrNothingCredentials, BaseSettings):
+    vendor_label: ClassVar[str] = "Jira"
+    env_prefix_label: ClassVar[str] = "JIRA_"
+    missing_separator: ClassVar[str] = ", "
+
     """Jira/JSM API settings. URL, email and token are optional here so the settings always load;
     `build_from_env` returns None (dry run) when none of them is set and raises ConfigurationError when
     only some are."""
@@ -112,19 +117,6 @@ class JiraSettings(BaseSettings):
     def missing_settings(self) -> list[str]:
         given = self.credential_settings_given()
         return [name for name in ("JIRA_URL", "JIRA_EMAIL", "JIRA_API_TOKEN") if name not in given]
-
-    def check_complete(self) -> bool:
-        """True when the credentials are complete, False when none is set (dry run). Raises
-        ConfigurationError when some are set but not all: a typo must not silently turn into a dry run."""
-        given = self.credential_settings_given()
-        if not given:
-            return False
-        missing = self.missing_settings()
-        if missing:
-            raise ConfigurationError(
-                f"Jira settings incomplete: {', '.join(given)} set, but missing {', '.join(missing)}. "
-                "Set the missing settings, or unset every JIRA_* credential to run as a dry run.")
-        return True
 
     def describe(self) -> str:
         """One line for the start-up banner: mode, identity and site; never the token."""

@@ -23,7 +23,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from requests.adapters import HTTPAdapter
 
 from connectors.base import (
+    AllOrNothingCredentials,
     ApplyResult,
     ConfigurationError,
     Conflict,
@@ -66,7 +67,10 @@ def _given(value: Any) -> bool:
     return bool(value and str(value).strip())
 
 
-class ZendeskSettings(BaseSettings):
+class ZendeskSettings(AllOrNothingCredentials, BaseSettings):
+    vendor_label: ClassVar[str] = "Zendesk"
+    env_prefix_label: ClassVar[str] = "ZENDESK_"
+
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
     subdomain: str | None = Field(None, alias="ZENDESK_SUBDOMAIN")
@@ -116,19 +120,6 @@ class ZendeskSettings(BaseSettings):
             else:
                 missing.append("ZENDESK_EMAIL + ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN")
         return missing
-
-    def check_complete(self) -> bool:
-        """True when the credentials are complete, False when none is set (dry run). Raises
-        ConfigurationError when some are set but not all: a typo must not silently turn into a dry run."""
-        given = self.credential_settings_given()
-        if not given:
-            return False
-        missing = self.missing_settings()
-        if missing:
-            raise ConfigurationError(
-                f"Zendesk settings incomplete: {', '.join(given)} set, but missing {'; '.join(missing)}. "
-                "Set the missing settings, or unset every ZENDESK_* credential to run as a dry run.")
-        return True
 
     def describe(self) -> str:
         """One line for the start-up banner: mode, identity and account; never a token."""
