@@ -1,4 +1,4 @@
-"""`escalation serve | worker | migrate | reconcile | events list|retry | tickets repin`."""
+"""`escalation serve | worker | migrate | reconcile | events list|retry | tickets repin|list-versions`."""
 from __future__ import annotations
 
 import json
@@ -34,15 +34,69 @@ def _settings(matrix: str | None = None):
     return settings
 
 
-def _runtime(settings):
+def _runtime(settings, *, matrix: bool = True):
+    """The process Runtime. `matrix=False` for read-only commands (events, tickets list-versions): they
+    work on the database alone, even when MATRIX_PATH is missing or invalid."""
+    from integration.db import DatabaseConfigError
+    from integration.queue import QueueConfigError
     from integration.tasks import get_runtime
 
     try:
         runtime = get_runtime(settings)
-        runtime.matrix()  # fail fast on a missing or invalid matrix
+        if matrix:
+            runtime.matrix()  # fail fast on a missing or invalid matrix
     except FileNotFoundError as exc:
         raise click.ClickException(f"matrix file not found: {exc.filename}") from None
+    except (DatabaseConfigError, QueueConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
     return runtime
+
+
+# Which settings name a vendor's webhook secret: a vendor that sends webhooks is meant to be served.
+_WEBHOOK_SECRETS = {
+    "zendesk": (("zendesk_webhook_secret", "ZENDESK_WEBHOOK_SECRET"),),
+    "jira": (("jira_webhook_secret", "JIRA_WEBHOOK_SECRET"), ("jira_shared_secret", "JIRA_SHARED_SECRET")),
+}
+
+
+def _vendor_settings_line(vendor: str) -> str:
+    from connectors.registry import VENDOR_MODULES
+
+    import importlib
+
+    module = importlib.import_module(VENDOR_MODULES[vendor])
+    settings_class = getattr(module, "ZendeskSettings" if vendor == "zendesk" else "JiraSettings", None)
+    return settings_class().describe() if settings_class is not None else "no connector module"
+
+
+def start_connectors(runtime, settings) -> list[str]:
+    """Build every vendor's connector once, at process start, and return the start-up banner (one line
+    per vendor). Incomplete credentials, or DRY_RUN=false with a configured webhook secret and no API
+    credentials, stop the process with a ClickException naming the settings (never their values)."""
+    from connectors.base import ConfigurationError
+    from connectors.registry import VENDOR_MODULES, is_offline, test_factory_spec
+
+    lines = []
+    for vendor in VENDOR_MODULES:
+        try:
+            connector = runtime.connector(vendor)
+        except ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+        if test_factory_spec():
+            description = f"test connector ({test_factory_spec()}; ESCALATION_TESTING=1)"
+        else:
+            description = _vendor_settings_line(vendor)
+        if is_offline(connector):
+            secrets = [env for attr, env in _WEBHOOK_SECRETS.get(vendor, ()) if getattr(settings, attr, None)]
+            if settings.dry_run is False and secrets:
+                raise click.ClickException(
+                    f"DRY_RUN=false, but {vendor} has no API credentials while {' and '.join(secrets)} is set: "
+                    f"its webhooks would be accepted and nothing written. Set the {vendor} API credentials, "
+                    f"or unset DRY_RUN to run {vendor} as a dry run.")
+        elif settings.dry_run:
+            description += " (DRY_RUN=true: decisions are recorded, nothing is written)"
+        lines.append(f"{vendor}: {description}")
+    return lines
 
 
 def _escalation_command() -> list[str]:
@@ -58,6 +112,9 @@ def run_worker(settings, concurrency: int | None = None) -> None:
 
     runtime = _runtime(settings)
     log = logging.getLogger("escalation.worker")
+    for line in start_connectors(runtime, settings):
+        log.info("%s", line)
+    log.info("database %s, queue %s", settings.describe_database(), settings.describe_queue())
     report = runtime.reconcile()
     log.info("startup reconcile: %s", report)
     periodic = PeriodicJobs(runtime)
@@ -107,7 +164,8 @@ def register(group: click.Group) -> None:
     def serve(matrix: str | None, host: str, port: int, web_concurrency: int) -> None:
         """Run the webhook server (gunicorn) and one worker together: one command for one machine."""
         settings = _settings(matrix)
-        _runtime(settings)  # migrate and validate before starting children
+        runtime = _runtime(settings)  # migrate and validate before starting children
+        banner = start_connectors(runtime, settings)
         env = dict(os.environ)
         procs = {
             "web": subprocess.Popen(
@@ -116,7 +174,7 @@ def register(group: click.Group) -> None:
             "worker": subprocess.Popen(_escalation_command() + ["worker"], env=env),
         }
         click.echo(f"escalation: web on http://{host}:{port} (pid {procs['web'].pid}), "
-                   f"worker pid {procs['worker'].pid}; dry run: {settings.dry_run if settings.dry_run is not None else 'unless credentials are set'}")
+                   f"worker pid {procs['worker'].pid}; " + "; ".join(banner))
 
         def forward(signum, _frame):
             for proc in procs.values():
@@ -152,7 +210,7 @@ def register(group: click.Group) -> None:
     @click.option("--inline", is_flag=True, help="Process here and now instead of enqueueing for workers.")
     def reconcile(scan: bool, inline: bool) -> None:
         """One reconciler pass now: re-enqueue events whose worker died, forgotten events, overdue timers."""
-        runtime = _runtime(_settings())
+        runtime = _runtime(_settings(), matrix=scan or inline)  # only enqueueing needs no matrix
         report = runtime.reconcile(inline=inline)
         click.echo(f"reconcile: {report}")
         if scan:
@@ -170,7 +228,7 @@ def register(group: click.Group) -> None:
         """Newest events first (dead letters with their reason)."""
         from integration.events import count_by_status, list_events
 
-        runtime = _runtime(_settings())
+        runtime = _runtime(_settings(), matrix=False)
         rows = list_events(runtime.db, status=status, limit=limit)
         if fmt == "json":
             click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
@@ -193,7 +251,7 @@ def register(group: click.Group) -> None:
 
         if not ids and not all_dead:
             raise click.UsageError("give event ids or --all-dead")
-        runtime = _runtime(_settings())
+        runtime = _runtime(_settings(), matrix=False)
         tickets = retry_dead(runtime.db, None if all_dead else ids)
         for vendor, ticket_id in tickets:
             runtime.enqueue_ticket(vendor, ticket_id)
@@ -206,23 +264,64 @@ def register(group: click.Group) -> None:
         """Per-ticket state kept by the service."""
 
     @tickets.command("repin")
-    @click.argument("vendor", type=click.Choice(["zendesk", "jira"]))
-    @click.argument("ticket_id")
+    @click.argument("vendor", type=click.Choice(["zendesk", "jira"]), required=False)
+    @click.argument("ticket_id", required=False)
     @click.argument("version", required=False)
-    def tickets_repin(vendor: str, ticket_id: str, version: str | None) -> None:
-        """Decide TICKET_ID with matrix VERSION from now on (default: the current matrix)."""
-        from integration.pipeline import repin
+    @click.option("--all", "all_open", is_flag=True, help="Every open (not solved/closed) ticket.")
+    @click.option("--from", "from_version", default=None, help="With --all: only tickets on this matrix version.")
+    @click.option("--to", "to_version", default=None, help="With --all: the target version (default: the current matrix).")
+    def tickets_repin(vendor: str | None, ticket_id: str | None, version: str | None, all_open: bool,
+                      from_version: str | None, to_version: str | None) -> None:
+        """Decide TICKET_ID with matrix VERSION from now on (default: the current matrix); with --all,
+        every open ticket (a matrix hotfix reaches tickets in flight). Each moved ticket gets a pass."""
+        import uuid
 
-        runtime = _runtime(_settings())
+        from integration.events import add_hint
+        from integration.pipeline import repin, repin_open
+
+        if all_open:
+            if vendor or ticket_id or version:
+                raise click.UsageError("--all takes no VENDOR/TICKET_ID/VERSION (use --from/--to)")
+            runtime = _runtime(_settings(), matrix=to_version is None)
+            target = to_version or runtime.matrix().version
+            try:
+                moved = repin_open(runtime.db, target, from_version=from_version)
+            except KeyError as exc:
+                raise click.ClickException(str(exc.args[0])) from None
+            run = uuid.uuid4().hex
+            for moved_vendor, moved_id in moved:
+                add_hint(runtime.db, moved_vendor, moved_id, "repin", key=f"{moved_id}@{run}")
+                runtime.enqueue_ticket(moved_vendor, moved_id)
+            scope = f" from matrix {from_version}" if from_version else ""
+            click.echo(f"{len(moved)} open ticket(s){scope} pinned to matrix {target}")
+            return
+        if from_version or to_version:
+            raise click.UsageError("--from/--to go with --all")
+        if not vendor or not ticket_id:
+            raise click.UsageError("give VENDOR TICKET_ID [VERSION], or --all")
+        runtime = _runtime(_settings(), matrix=version is None)
         target = version or runtime.matrix().version
         try:
             repin(runtime.db, vendor, ticket_id, target)
         except KeyError as exc:
             raise click.ClickException(str(exc.args[0])) from None
-        import uuid
-
-        from integration.events import add_hint
-
         add_hint(runtime.db, vendor, ticket_id, "repin", key=uuid.uuid4().hex)  # a pass re-decides with it
         runtime.enqueue_ticket(vendor, ticket_id)
         click.echo(f"{vendor} {ticket_id} pinned to matrix {target}")
+
+    @tickets.command("list-versions")
+    @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+    def tickets_list_versions(fmt: str) -> None:
+        """How many open (not solved/closed) tickets are pinned to each matrix version."""
+        from integration.pipeline import open_tickets_by_version
+
+        runtime = _runtime(_settings(), matrix=False)
+        counts = open_tickets_by_version(runtime.db)
+        if fmt == "json":
+            click.echo(json.dumps(counts, indent=2, sort_keys=True))
+            return
+        if not counts:
+            click.echo("no open tickets")
+            return
+        for version, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            click.echo(f"{version:<20} {count} open ticket(s)")

@@ -51,6 +51,11 @@ class ConnectorError(Exception):
     """Base for every error a connector raises. Messages never contain secrets."""
 
     retryable = False
+    # Whether the failed call may have written anything. False: certainly nothing of it reached the
+    # vendor (refused before sending, connect timeout, 429/4xx on the only request) - set it on the
+    # instance only then; an `apply` that already made a write must leave it None. None: unknown (a read
+    # timeout after sending). The pipeline abandons an intent whose apply raised with sent=False.
+    sent: bool | None = None
 
 
 class Transient(ConnectorError):

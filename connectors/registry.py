@@ -1,8 +1,13 @@
 """Which connector serves a vendor: the real one when its credentials are configured, otherwise an
 offline stand-in that reads the ticket from the latest stored webhook and writes nothing (dry run).
 
-`ESCALATION_TEST_CONNECTOR=module:factory` replaces both (tests, the end-to-end process test): the
-factory is called as `factory(vendor, settings, matrix)` and must return a Connector.
+TEST-ONLY: `ESCALATION_TEST_CONNECTOR=module:factory` replaces both (the end-to-end process tests): the
+factory is called as `factory(vendor, settings, matrix)` and must return a Connector. It is honoured only
+together with `ESCALATION_TESTING=1`, so a stray variable cannot make a production process import and run
+arbitrary code in place of the vendor connector.
+
+Incomplete vendor credentials raise connectors.base.ConfigurationError (from the connector module's
+`build_from_env`): call `build_connector` at process start so the process stops with that message.
 """
 from __future__ import annotations
 
@@ -19,7 +24,20 @@ from integration.settings import Settings
 log = logging.getLogger(__name__)
 
 VENDOR_MODULES = {"zendesk": "connectors.zendesk", "jira": "connectors.jira_sm"}
-TEST_CONNECTOR_ENV = "ESCALATION_TEST_CONNECTOR"
+TEST_CONNECTOR_ENV = "ESCALATION_TEST_CONNECTOR"  # TEST-ONLY
+TESTING_ENV = "ESCALATION_TESTING"  # must be "1" for any test hook to be honoured
+OFFLINE_PAYLOAD_WINDOW = 500  # stored payloads folded into one offline snapshot (newest N, read oldest first)
+
+
+def test_factory_spec() -> str | None:
+    """The TEST-ONLY connector factory named in the environment, if test hooks are switched on."""
+    spec = os.environ.get(TEST_CONNECTOR_ENV)
+    if not spec:
+        return None
+    if os.environ.get(TESTING_ENV) != "1":
+        log.warning("%s is set but %s=1 is not: ignored (a test-only hook)", TEST_CONNECTOR_ENV, TESTING_ENV)
+        return None
+    return spec
 
 
 def _vendor_module(vendor: str) -> Any | None:
@@ -43,14 +61,16 @@ def _load_factory(spec: str) -> Callable[..., Connector]:
 
 def build_connector(vendor: str, settings: Settings, matrix: Any, *, db: Any = None) -> Connector:
     """The connector for `vendor`. `matrix` is the current matrix_config.schema.Matrix; `db` (an
-    integration.db.Database) lets the offline connector read stored webhooks."""
-    test_factory = os.environ.get(TEST_CONNECTOR_ENV)
+    integration.db.Database) lets the offline connector read stored webhooks. Raises
+    connectors.base.ConfigurationError when the vendor's credentials are set only in part."""
+    test_factory = test_factory_spec()
     if test_factory:
         return _load_factory(test_factory)(vendor, settings, matrix)
     module = _vendor_module(vendor)
     build = getattr(module, "build_from_env", None) if module is not None else None
     if build is not None:
-        connector = build(matrix)
+        # The shared request budget lives in this database when no Redis is configured (Jira ignores it).
+        connector = build(matrix, database_url=settings.database_url)
         if connector is not None:
             return connector
     snapshot = getattr(module, "snapshot_from_webhook", None) if module is not None else None
@@ -62,7 +82,11 @@ def is_offline(connector: Connector) -> bool:
 
 
 class OfflineConnector:
-    """No vendor credentials: tickets come from the latest stored webhook payload, nothing is written."""
+    """No vendor credentials: tickets come from the stored webhook payloads, nothing is written.
+
+    One payload only knows its own event (a comment webhook carries the reply, not the ticket's
+    history), so the ticket is folded from the stored payloads oldest first:
+    `ticket = snapshot(payload, matrix, previous=ticket)`; an early first reply is not lost."""
 
     def __init__(self, vendor: str, db: Any, matrix: Any, snapshot: Callable[[dict, Any], Ticket | None] | None):
         self.vendor = vendor
@@ -71,39 +95,42 @@ class OfflineConnector:
         self.snapshot = snapshot
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
-        payload = self._latest_payload(ticket_id)
-        if payload is not None and self.snapshot is not None:
-            try:
-                ticket = self.snapshot(payload, self.matrix)
-            except Exception:  # noqa: BLE001 - a best-effort snapshot; fall back to the bare ticket
-                log.warning("could not build a %s ticket from its webhook payload", self.vendor, exc_info=True)
-                ticket = None
-            if ticket is not None:
-                return ticket
-        return Ticket(vendor=self.vendor, id=str(ticket_id))
+        ticket: Ticket | None = None
+        if self.snapshot is not None:
+            for payload in self._payloads_oldest_first(ticket_id):
+                try:
+                    folded = self.snapshot(payload, self.matrix, previous=ticket)
+                except Exception:  # noqa: BLE001 - a best-effort snapshot; keep what earlier payloads gave
+                    log.warning("could not build a %s ticket from one of its webhook payloads", self.vendor,
+                                exc_info=True)
+                    continue
+                if folded is not None:
+                    ticket = folded
+        return ticket if ticket is not None else Ticket(vendor=self.vendor, id=str(ticket_id))
 
-    def _latest_payload(self, ticket_id: str) -> dict | None:
+    def _payloads_oldest_first(self, ticket_id: str) -> list[dict]:
         if self.db is None:
-            return None
+            return []
         from sqlalchemy import select
 
         from integration.db import EventRow
 
         with self.db.session() as session:
-            payloads = session.scalars(
+            raws = list(session.scalars(
                 select(EventRow.payload)
                 .where(EventRow.vendor == self.vendor, EventRow.ticket_id == str(ticket_id))
                 .order_by(EventRow.id.desc())
-                .limit(20)
-            )
-            for raw in payloads:
-                try:
-                    data = json.loads(raw)
-                except (ValueError, TypeError):
-                    continue
-                if isinstance(data, dict) and "hint" not in data:
-                    return data
-        return None
+                .limit(OFFLINE_PAYLOAD_WINDOW)
+            ))
+        payloads = []
+        for raw in reversed(raws):
+            try:
+                data = json.loads(raw)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(data, dict) and "hint" not in data:  # catch-up/repin hints carry no ticket facts
+                payloads.append(data)
+        return payloads
 
     def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
         return ApplyResult(writes=0, dry_run=True)

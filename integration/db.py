@@ -287,13 +287,29 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
+class DatabaseConfigError(ValueError):
+    """DATABASE_URL cannot be used; the message shows the URL redacted."""
+
+
 class Database:
-    """One engine + session factory per URL and process."""
+    """One engine + session factory per URL and process. `url` may hold a password: show `describe()`."""
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = make_engine(url)
+        try:
+            self.engine = make_engine(url)
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy/driver messages may quote the URL
+            raise DatabaseConfigError(
+                f"DATABASE_URL {self.describe()} cannot be used ({type(exc).__name__})") from None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def describe(self) -> str:
+        from integration.settings import redact_url
+
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Database({self.describe()!r})"
 
     @property
     def dialect(self) -> str:

@@ -72,7 +72,9 @@ MAX_ROUNDS_PER_TASK = 3  # events that arrive during a pass are taken in the sam
 RESOLVED = frozenset({"solved", "closed"})
 PERMANENT_ERRORS = (NotFound, Unauthorized, Permanent)
 
-# Test-only hooks (the end-to-end test kills a worker inside these windows).
+# TEST-ONLY hooks (the end-to-end test kills a worker inside these windows). Honoured only when
+# ESCALATION_TESTING=1 is set too, so a stray variable in production cannot slow every pass down.
+TESTING_ENV = "ESCALATION_TESTING"
 TEST_PASS_DELAY_ENV = "ESCALATION_TEST_PASS_DELAY"  # seconds to sleep after claiming events
 TEST_APPLY_DELAY_ENV = "ESCALATION_TEST_APPLY_DELAY"  # seconds to sleep between apply and the final commit
 
@@ -160,6 +162,9 @@ class _Heartbeat:
 
 
 def _test_delay(env: str) -> None:
+    """TEST-ONLY: sleep for the seconds in `env`, when ESCALATION_TESTING=1."""
+    if os.environ.get(TESTING_ENV) != "1":
+        return
     value = os.environ.get(env)
     if value:
         time.sleep(float(value))
@@ -408,13 +413,39 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
         intent_id = _write_intent(deps, decision, state_after, matrix, trigger, ticket)
         try:
             result = connector.apply(ticket, decision)
-        except Conflict as exc:
+        except (Conflict, *PERMANENT_ERRORS) as exc:
+            fresh = None
+            if not _certainly_not_sent(exc) and _visible_checks(decision):
+                # A refusal does not prove that nothing was written: the retry layer may have re-sent a
+                # request whose first attempt timed out after the vendor stored it (Zendesk then answers
+                # the guarded retry with 409), or a later call of the same apply failed after the field
+                # update went through (JSM: PUT fields ok, comment POST 404). Deciding again would send
+                # the customer reply twice and read our own level field as a manual move, so look first.
+                # An error while looking leaves the intent `applying`: the next pass's recovery looks.
+                fresh = connector.fetch_ticket(ticket_id)
+                if _visible(fresh, decision):
+                    log.warning("ticket %s:%s: decision %d is visible on the ticket although the vendor call "
+                                "failed (%s); completing it without writing again", vendor, ticket_id,
+                                intent_id, _short(exc))
+                    decision_id = _finalize(
+                        deps, intent_id, "recovered", decision, fresh, state, state_after, matrix, now,
+                        trigger=trigger, event_ids=event_ids, owner=owner, timer_id=timer_id,
+                        extra_timers=extra_timers, cancel_kinds=cancel_kinds, dry_run=False,
+                        note=f"written, then the vendor call failed: {_short(exc)}")
+                    return PassResult("done", decision_id=decision_id)
+            if not isinstance(exc, Conflict):
+                _close_intent(deps, intent_id, "failed", _short(exc))
+                raise
             _close_intent(deps, intent_id, "conflict", _short(exc))
             log.info("ticket %s:%s changed under us (%s); re-fetching", vendor, ticket_id, exc)
-            ticket = connector.fetch_ticket(ticket_id)
+            ticket = fresh if fresh is not None else connector.fetch_ticket(ticket_id)
             continue
-        except PERMANENT_ERRORS as exc:
-            _close_intent(deps, intent_id, "failed", _short(exc))
+        except Exception as exc:
+            if _certainly_not_sent(exc):
+                # The connector knows nothing reached the vendor (refused before sending, 429): a
+                # comment-only intent left `applying` would be taken as sent by the recovery, and a
+                # data request the customer never got would hold the ticket for good.
+                _close_intent(deps, intent_id, "abandoned", f"not sent: {_short(exc)}")
             raise
         # Any other error leaves the intent `applying`: the write may or may not have reached the vendor,
         # and the next pass finds out from the ticket itself.
@@ -477,6 +508,12 @@ def _close_intent(deps: PassDeps, intent_id: int, status: str, error: str | None
             update(DecisionRow).where(DecisionRow.id == intent_id)
             .values(status=status, error=error, finished_at=deps.now())
         )
+
+
+def _certainly_not_sent(error: BaseException) -> bool:
+    """The connector says the failed apply wrote nothing (`ConnectorError.sent is False`). Unknown
+    (None, the default) is never read as "not sent": a timeout may follow a stored write."""
+    return getattr(error, "sent", None) is False
 
 
 def _visible_checks(decision: Decision) -> int:
@@ -572,7 +609,8 @@ def _finalize(deps: PassDeps, intent_id: int | None, status: str, decision: Deci
               state_before: TicketState | None, state_after: TicketState, matrix: LoadedMatrix, now: datetime,
               *, trigger: str, event_ids: list[int] | None, owner: str | None, timer_id: int | None,
               extra_timers: list | None, cancel_kinds: tuple[str, ...], dry_run: bool,
-              api_result: Any = None, plan: bool = True, resent: bool = False) -> int | None:
+              api_result: Any = None, plan: bool = True, resent: bool = False,
+              note: str | None = None) -> int | None:
     vendor, ticket_id = ticket.vendor, ticket.id
     with deps.db.session() as session:
         if timer_id is not None and not timer_host.mark_fired(session, timer_id, now):
@@ -588,6 +626,8 @@ def _finalize(deps: PassDeps, intent_id: int | None, status: str, decision: Deci
                                   "dry_run": api_result.dry_run}
                 if resent:
                     row.api_result["resent_after_crash"] = True
+            if note is not None:
+                row.error = note[:500]
         elif decision is not None and not decision.is_empty:
             row = _decision_row(decision, matrix, trigger, ticket, status, state_after, dry_run)
             row.finished_at = now
@@ -790,3 +830,41 @@ def repin(db: Database, vendor: str, ticket_id: str, version: str) -> None:
         state = from_json(TicketState, row.state).with_(matrix_version=version)
         row.state = to_json(state)
         row.matrix_version = version
+
+
+def _open_ticket_filter() -> Any:
+    return TicketStateRow.status.is_(None) | TicketStateRow.status.not_in(sorted(RESOLVED))
+
+
+def repin_open(db: Database, version: str, *, from_version: str | None = None) -> list[tuple[str, str]]:
+    """Admin: move every open (not solved/closed) ticket to matrix `version` (e.g. a matrix hotfix that
+    must reach tickets in flight); only those on `from_version` when given. Returns the tickets moved
+    (those already on `version` are left alone). The caller queues a pass for each, so it re-decides."""
+    with db.session() as session:
+        if load_version(session, version) is None:
+            raise KeyError(f"matrix version {version} is not stored; load it once (escalation migrate / worker)")
+        query = select(TicketStateRow).where(_open_ticket_filter())
+        if from_version is not None:
+            query = query.where(TicketStateRow.matrix_version == from_version)
+        moved: list[tuple[str, str]] = []
+        for row in session.scalars(query):
+            if row.matrix_version == version:
+                continue
+            state = from_json(TicketState, row.state).with_(matrix_version=version)
+            row.state = to_json(state)
+            row.matrix_version = version
+            moved.append((row.vendor, row.ticket_id))
+    return moved
+
+
+def open_tickets_by_version(db: Database) -> dict[str, int]:
+    """How many open (not solved/closed) tickets are pinned to each matrix version."""
+    from sqlalchemy import func
+
+    with db.session() as session:
+        rows = session.execute(
+            select(TicketStateRow.matrix_version, func.count())
+            .where(_open_ticket_filter())
+            .group_by(TicketStateRow.matrix_version)
+        ).all()
+    return {str(version or "(none)"): int(count) for version, count in rows}

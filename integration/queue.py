@@ -22,6 +22,8 @@ from huey import Huey, MemoryHuey, PostgresHuey, RedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 from sqlalchemy import make_url
 
+from integration.settings import redact_url
+
 QUEUE_NAME = "escalation"
 
 
@@ -47,7 +49,10 @@ def build_huey(queue_url: str, *, name: str = QUEUE_NAME) -> Huey:
     # Results are never read: the database records every outcome.
     common = {"results": False, "utc": True}
     if scheme == "sqlite":
-        database = make_url(queue_url).database
+        try:
+            database = make_url(queue_url).database
+        except Exception:  # noqa: BLE001 - sqlalchemy's message quotes the whole URL
+            raise QueueConfigError(f"QUEUE_URL {describe(queue_url)} is not a valid sqlite URL") from None
         if not database or database == ":memory:":
             raise QueueConfigError("QUEUE_URL sqlite:// needs a file path, e.g. sqlite:///var/queue.db")
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -60,17 +65,14 @@ def build_huey(queue_url: str, *, name: str = QUEUE_NAME) -> Huey:
     if scheme == "memory":
         return MemoryHuey(name, **common)
     raise QueueConfigError(
-        f"QUEUE_URL scheme {scheme or queue_url!r} is not supported: use sqlite:///path, redis://host:port/db "
+        f"QUEUE_URL {describe(queue_url)!r}: scheme {scheme or '(none)'!r} is not supported: use sqlite:///path, redis://host:port/db "
         "or postgresql://user@host/db"
     )
 
 
 def describe(queue_url: str) -> str:
-    """The queue URL without credentials, for logs and health output."""
-    try:
-        return make_url(queue_url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a description must never fail or leak
-        return queue_url.split("://", 1)[0] + "://…"
+    """The queue URL without credentials (`scheme://user:***@host/db`), for errors, logs and health."""
+    return redact_url(queue_url)
 
 
 def ping(huey: Huey) -> str:

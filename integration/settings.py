@@ -3,14 +3,50 @@ print, log or reach the database. Vendor API settings live with their connectors
 (connectors.zendesk.ZendeskSettings, connectors.jira_sm.JiraSettings)."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def redact_url(url: str | None) -> str:
+    """A DATABASE_URL / QUEUE_URL fit for logs, errors and reprs: `scheme://user:***@host/db`, with
+    password-like query parameters (`?password=`, `sslpassword=`) masked too. Never raises."""
+    if not url:
+        return ""
+    try:
+        from sqlalchemy import make_url
+
+        parsed = make_url(url)
+        if parsed.query:
+            query = {k: ("***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in parsed.query.items()}
+            parsed = parsed.set(query=query)
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except Exception:  # noqa: BLE001 - a description must never fail or leak
+        scheme, sep, rest = str(url).partition("://")
+        if not sep:
+            return "***"
+        # Keep what cannot hold a secret: the host part after the last "@", without a query.
+        host = rest.rsplit("@", 1)[-1].split("?", 1)[0]
+        return f"{scheme}://***@{host}" if "@" in rest else f"{scheme}://{host}"
+
+
+def default_matrix_path() -> str:
+    """The packaged example matrix, found from the installed package (any working directory)."""
+    import matrix_config
+
+    return str(Path(matrix_config.__file__).resolve().parent / "examples" / "enterprise.yaml")
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    matrix_path: str = Field("matrix_config/examples/enterprise.yaml", alias="MATRIX_PATH")
+    matrix_path: str = Field(default_factory=default_matrix_path, alias="MATRIX_PATH")
     database_url: str = Field("sqlite:///var/escalation.db", alias="DATABASE_URL")
     queue_url: str = Field("sqlite:///var/queue.db", alias="QUEUE_URL")
     dry_run: bool | None = Field(None, alias="DRY_RUN")  # None: dry run unless vendor credentials are set
@@ -35,3 +71,15 @@ class Settings(BaseSettings):
     max_attempts: int = Field(8, alias="MAX_ATTEMPTS", gt=0)  # transient failures before an event is dead-lettered
     shutdown_timeout_seconds: int = Field(20, alias="SHUTDOWN_TIMEOUT_SECONDS", ge=0)  # SIGTERM: finish passes this long
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+    # DATABASE_URL and QUEUE_URL may hold passwords: whatever prints settings shows them redacted.
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name in ("database_url", "queue_url") else value)
+
+    def describe_database(self) -> str:
+        return redact_url(self.database_url)
+
+    def describe_queue(self) -> str:
+        return redact_url(self.queue_url)
+

@@ -98,6 +98,7 @@ def environment(tmp_path, enterprise_matrix_path):
         "MATRIX_PATH": str(enterprise_matrix_path),
         "ZENDESK_WEBHOOK_SECRET": SECRET,
         "DRY_RUN": "false",
+        "ESCALATION_TESTING": "1",  # switches the test-only hooks below on
         "ESCALATION_TEST_CONNECTOR": "tests.support.fake_connector:from_env",
         "ESCALATION_FAKE_VENDOR_DIR": str(vendor_dir),
         "ESCALATION_TEST_APPLY_DELAY": "1.0",  # a window between the vendor write and the final commit
