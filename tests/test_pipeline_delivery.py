@@ -8,6 +8,7 @@ certainly did not send anything:
   request the customer never got is sent on the next pass instead of being taken as delivered."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -21,7 +22,8 @@ from integration.events import DatabaseEventSink
 from integration.model import Decision, TicketState
 from integration.pipeline import process_ticket
 from tests.support.fake_connector import FakeConnector, ManualClock, make_runtime, make_settings, neutral_event
-from tests.test_zendesk_e2e import deliver, rig  # noqa: F401 - `rig` is a fixture
+from tests.test_jira_e2e import world  # noqa: F401 - a fixture
+from tests.test_zendesk_e2e import deliver, rig  # noqa: F401 - a fixture
 
 START = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)
 
@@ -204,3 +206,41 @@ def test_a_data_request_whose_fate_is_unknown_is_not_sent_twice(tmp_path, clock)
 
     assert fake.replies("101") == ["Please attach the logs."]
     assert [d.status for d in rows(runtime, DecisionRow)] == ["recovered"]
+
+
+def test_jira_fields_written_then_comment_refused_completes_as_recovered(world):
+    """JSM: the field PUT goes through, then the comment POST answers 404 (the issue is not a JSM
+    request). The fields are on the issue: the decision is recovered and the state advances, instead of
+    a dead letter with the fields written and the state left behind."""
+    import responses
+
+    from integration.db import DecisionRow as Decisions
+    from tests.support.jira_helpers import SITE
+    from tests.test_jira_e2e import WEBHOOKS, issue_as, register_reads
+    from tests.test_jira_e2e import deliver as deliver_jira
+
+    payload = json.loads((WEBHOOKS / "issue_updated_priority.json").read_text())
+    key = payload["issue"]["key"]
+    assert deliver_jira(world["client"], payload, "wh-refused-1").status_code in (200, 202)
+    settled = issue_as(key, priority={"name": "Highest", "id": "1"}, customfield_10001={"name": "eng-senior"},
+                       customfield_10108={"value": "L3", "id": "10303"})
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
+        register_reads(http, key, issue_as(key))
+        http.get(f"{SITE}/rest/api/3/issue/{key}", json=settled)  # the re-fetch after the refusal
+        http.put(f"{SITE}/rest/api/3/issue/{key}", status=204)
+        http.post(f"{SITE}/rest/servicedeskapi/request/{key}/comment", status=404,
+                  json={"errorMessage": "The request could not be found", "i18nErrorMessage": {}})
+
+        result = process_ticket("jira", key, deps=world["deps"])
+
+        writes = [c.request.method for c in http.calls if c.request.method != "GET"]
+    assert result.status == "done", result.error
+    assert writes == ["PUT", "POST"]  # no second field PUT, no retried reply
+    with world["db"].session() as session:
+        decisions = list(session.scalars(select(Decisions)))
+        state = session.get(TicketStateRow, ("jira", key))
+        events = [e.status for e in session.scalars(select(EventRow))]
+    assert [(d.status, d.to_level) for d in decisions] == [("recovered", "L3")]
+    assert "NotFound" in decisions[0].error
+    assert state.level == "L3"
+    assert events == ["done"]
