@@ -13,7 +13,12 @@ Exactly-once writes on top of at-least-once delivery (the write-ahead intent):
 1. decide on a fresh snapshot; if the decision writes to the ticket, first COMMIT a `decisions` row
    with status `applying` holding the decision and the state it leads to;
 2. call `connector.apply` (Zendesk refuses stale snapshots with 409 -> Conflict -> re-fetch, re-decide,
-   at most 3 times);
+   at most 3 times). A refusal does not prove nothing was written: the retry layer may re-send a PUT
+   whose first attempt timed out after Zendesk stored it (the guarded retry then gets 409), and JSM
+   may take the field PUT and then refuse the comment POST (404). So on Conflict and on permanent
+   errors the ticket is re-fetched first: if any structured effect of the decision shows, the intent
+   completes as `recovered` (state advanced, no second write, the error kept on the row); only
+   otherwise is it closed (`conflict` -> decide again, or `failed` -> dead letter);
 3. COMMIT in one transaction: the decision row -> `applied` with the API result, the ticket state,
    milestones/CSAT rows, timers, and the events -> `done`.
 A crash between 1 and 3 leaves an `applying` row. The next pass for the ticket (the events are still
@@ -24,7 +29,10 @@ decision (now empty) writes nothing; if none is, it did not happen -> `abandoned
 An intent that only adds a comment cannot be checked on the ticket:
 - an internal note only (pre-breach warning, cadence reminder with `mode: remind`, breach note without
   other effects) is sent again: at least once, a duplicated note is acceptable, a lost warning is not;
-- a customer-visible reply (cadence `mode: send`) is taken as sent: at most once, never twice.
+- a customer-visible reply (cadence `mode: send`, data request, status digest) is taken as sent: at
+  most once, never twice - unless the connector said the call certainly did not reach the vendor
+  (`ConnectorError.sent is False`: refused before sending, connect timeout, 429): such an intent is
+  closed as `abandoned` at once and the next pass decides (and sends) again.
 
 Field and group mappings: a ticket pinned to an older matrix version is read and written through a
 connector built for that version (`PassDeps.connector_for_version`), so a mapping change cannot break
