@@ -143,8 +143,13 @@ def register(group: click.Group) -> None:
         from integration.db import Database
         from integration.migrations import current_revision
 
+        from integration.db import DatabaseConfigError
+
         settings = _settings()
-        db = Database(settings.database_url)
+        try:
+            db = Database(settings.database_url)
+        except DatabaseConfigError as exc:
+            raise click.ClickException(str(exc)) from None
         db.migrate()
         click.echo(f"database at revision {current_revision(db.engine)}")
 
