@@ -106,6 +106,7 @@ class TimerRig:
             "QUEUE_URL": f"sqlite:///{self.workdir / 'queue.db'}",
             "MATRIX_PATH": str(self.matrix_path),
             "DRY_RUN": "false",
+            "ESCALATION_TESTING": "1",  # the fake connector below is a test-only hook
             "ESCALATION_TEST_CONNECTOR": "tests.support.fake_connector:from_env",
             "ESCALATION_FAKE_VENDOR_DIR": str(self.vendor_dir),
             "RECONCILE_INTERVAL_SECONDS": str(reconcile_interval),

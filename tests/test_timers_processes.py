@@ -41,7 +41,7 @@ def test_every_timer_fires_exactly_once_across_a_sigkilled_worker(tmp_path):
     if not bench.worker_available():
         pytest.fail("`escalation worker` is not available")
     rig = bench.TimerRig(tmp_path, bench.BENCH_MATRIX)
-    rig.env["ESCALATION_TESTING"] = "1"  # the rig's ESCALATION_TEST_CONNECTOR is a test-only hook
+
     first_due = datetime.now(timezone.utc) + timedelta(seconds=8)
     rig.seed(TIMERS, first_due, horizon=4)
     last_due = max(due for _, due in rig.expected.values())
