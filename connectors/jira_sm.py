@@ -45,7 +45,7 @@ from connectors.base import (
     Unauthorized,
     parse_retry_after,
 )
-from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
 from integration.model import Decision, Person, Ticket
 from matrix_config.schema import LEVEL_ATTRIBUTE, JiraField, Matrix
 
@@ -500,26 +500,38 @@ class _Redactor:
         return text
 
 
+def _not_sent(error: ConnectorError) -> ConnectorError:
+    error.sent = False
+    return error
+
+
 def _translate_http_error(method: str, path: str, response: requests.Response, redact: Callable[[str], str]) -> ConnectorError:
-    """THE mapping from a Jira/JSM HTTP error response to our error types."""
+    """THE mapping from a Jira/JSM HTTP error response to our error types.
+
+    `sent=False` (this request wrote nothing) for 429 and every 4xx but 409: Jira rejects a field edit
+    as a whole (400 names the offending fields, nothing is stored) and a refused comment is not
+    posted. 409 and 5xx (also 503 with Retry-After: a proxy may answer it after Jira acted) stay
+    unknown."""
     status = response.status_code
     detail = redact(_jira_error_text(response))
     message = f"jira {method} {path}: HTTP {status}" + (f": {detail}" if detail else "")
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    if status == 429 or (status == 503 and retry_after is not None):
+    if status == 429:
+        return _not_sent(RateLimited(message, retry_after=retry_after))
+    if status == 503 and retry_after is not None:
         return RateLimited(message, retry_after=retry_after)
     if status in (401, 403):
         # Never the request's headers; Jira's own text only after the email and token are redacted from it.
-        return Unauthorized(f"jira {method} {path}: HTTP {status}: credentials rejected or not permitted "
-                            "(check JIRA_EMAIL / JIRA_API_TOKEN and the API user's project permissions)"
-                            + (f": {detail}" if detail else ""))
+        return _not_sent(Unauthorized(f"jira {method} {path}: HTTP {status}: credentials rejected or not permitted "
+                                      "(check JIRA_EMAIL / JIRA_API_TOKEN and the API user's project permissions)"
+                                      + (f": {detail}" if detail else "")))
     if status == 404:
-        return NotFound(message)
+        return _not_sent(NotFound(message))
     if status == 409:
         return Conflict(message)
     if status >= 500:
         return Transient(message)
-    return Permanent(message)
+    return _not_sent(Permanent(message)) if 400 <= status < 500 else Permanent(message)
 
 
 def _translate_exception(method: str, path: str, error: BaseException, redact: Callable[[str], str]) -> ConnectorError:
@@ -537,6 +549,10 @@ def _translate_exception(method: str, path: str, error: BaseException, redact: C
         return Transient(f"jira {method} {path}: {redact(str(error.text or 'no response'))}")
     if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):  # a 2xx whose body is not JSON
         return Transient(f"jira {method} {path}: unreadable response")
+    if request_never_sent(error):
+        # Connect timeout, refused, unresolvable host: nothing left this process. A reset or "Connection
+        # aborted" is also a ConnectionError but may come after Jira read (and acted on) the request.
+        return _not_sent(Transient(f"jira {method} {path}: could not connect ({type(error).__name__})"))
     if isinstance(error, requests.Timeout):
         return Transient(f"jira {method} {path}: timed out")
     if isinstance(error, requests.ConnectionError):
@@ -548,12 +564,13 @@ def _translate_exception(method: str, path: str, error: BaseException, redact: C
 
 def _safe_to_repeat(method: str, error: ConnectorError, cause: BaseException | None) -> bool:
     """GET/PUT are idempotent. A POST (a comment) is repeated only when Jira certainly did not act on it:
-    it answered 429/503 with Retry-After, or the connection was never established."""
+    it answered 429/503 with Retry-After, or the connection was never established (connect timeout,
+    refused, unresolvable: `sent is False`)."""
     if method in ("GET", "PUT", "HEAD"):
         return True
     if isinstance(error, RateLimited):
         return True
-    return isinstance(cause, requests.ConnectTimeout)
+    return error.sent is False or isinstance(cause, requests.ConnectTimeout)
 
 
 # ------------------------------------------------------------------------------------------ connector
@@ -803,13 +820,29 @@ class JiraConnector:
 
     def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
         """One field edit (when anything changes), then the public reply, then the internal note.
-        Zero requests when the decision changes nothing on the ticket."""
+        Zero requests when the decision changes nothing on the ticket.
+
+        `sent` of a raised error: once an earlier write of this apply succeeded (or failed with an
+        unknown outcome), every error raised says `sent=None`: something may be on the ticket already."""
         result = ApplyResult()
         key = ticket.id
         body = self.edit_body(ticket, decision)
+        maybe_written = False
+
+        def write(method: str, path: str, payload: dict[str, Any]) -> requests.Response:
+            nonlocal maybe_written
+            try:
+                response = self._request(method, path, json=payload)
+            except ConnectorError as error:
+                if maybe_written:
+                    error.sent = None
+                raise
+            maybe_written = True
+            return response
+
         if body:
             path = self._platform(f"issue/{key}")
-            response = self._request("PUT", path, json=body)
+            response = write("PUT", path, body)
             result.writes += 1
             result.requests.append({"method": "PUT", "path": path, "status": response.status_code})
         # JSM comment bodies are plain text (wiki markup), also on API v3 where platform comments need ADF.
@@ -817,7 +850,7 @@ class JiraConnector:
             if not text:
                 continue
             path = f"{JSM_API}/request/{key}/comment"
-            response = self._request("POST", path, json={"body": text, "public": public})
+            response = write("POST", path, {"body": text, "public": public})
             result.writes += 1
             result.requests.append({"method": "POST", "path": path, "status": response.status_code,
                                     "public": public})

@@ -45,7 +45,7 @@ from connectors.base import (
     parse_retry_after,
 )
 from connectors.ratelimit import RateLimiter, limiter_for
-from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
 from integration.model import Decision, Person, Ticket
 from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Matrix, ZendeskField
 
@@ -180,9 +180,19 @@ def _zendesk_description(response: requests.Response) -> str:
     return "; ".join(parts)[:500] or f"HTTP {response.status_code}"
 
 
+def _not_sent(error: ConnectorError) -> ConnectorError:
+    error.sent = False
+    return error
+
+
 def error_for_response(response: requests.Response, secrets: list[str] = ()) -> ConnectorError | None:
     """Map one Zendesk answer to our error type (None for 2xx). The message names method, path and
-    Zendesk's description: never the URL's query, headers or credentials."""
+    Zendesk's description: never the URL's query, headers or credentials.
+
+    `sent=False` (this request wrote nothing) for 429 and every 4xx but 409: Zendesk validates a ticket
+    update as a whole and stores none of it (fields, tags, comment) when it answers 4xx. 409 stays
+    unknown: it is also the answer to a guarded retry whose first attempt was stored. 5xx stays unknown
+    (a gateway may time out after Zendesk stored the update)."""
     status = response.status_code
     if 200 <= status < 300:
         return None
@@ -193,18 +203,20 @@ def error_for_response(response: requests.Response, secrets: list[str] = ()) -> 
     description = _redact(_zendesk_description(response), list(secrets))
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return RateLimited(f"{where}: rate limited (Retry-After {response.headers.get('Retry-After')})", retry_after)
+        return _not_sent(RateLimited(
+            f"{where}: rate limited (Retry-After {response.headers.get('Retry-After')})", retry_after))
     if status in (401, 403):
-        return Unauthorized(f"{where}: credentials rejected or not allowed ({description})")
+        return _not_sent(Unauthorized(f"{where}: credentials rejected or not allowed ({description})"))
     if status == 404:
-        return NotFound(f"{where}: not found")
+        return _not_sent(NotFound(f"{where}: not found"))
     if status == 409:
         return Conflict(f"{where}: the ticket changed since it was read ({description})")
     if status == 503 and response.headers.get("Retry-After"):
         return RateLimited(f"{where}: unavailable", parse_retry_after(response.headers.get("Retry-After")))
     if status >= 500:
         return Transient(f"{where}: {description}")
-    return Permanent(f"{where}: {description}")
+    error = Permanent(f"{where}: {description}")
+    return _not_sent(error) if 400 <= status < 500 else error
 
 
 def error_for_exception(error: BaseException, secrets: list[str] = ()) -> ConnectorError:
@@ -215,6 +227,10 @@ def error_for_exception(error: BaseException, secrets: list[str] = ()) -> Connec
         # A 2xx body that is not JSON (a proxy's page). Any exception this function does not know is our
         # own bug: it propagates as itself instead of being retried as a vendor error.
         return Transient(f"Zendesk answered with an unreadable body ({name})")
+    if request_never_sent(error):
+        # Connect timeout, refused, unresolvable host: the request never left this process. A reset or
+        # "Connection aborted" is also a ConnectionError but may come after Zendesk read the request.
+        return _not_sent(Transient(f"Zendesk unreachable ({name})"))
     if isinstance(error, (requests.Timeout, requests.ConnectionError)):
         return Transient(f"Zendesk unreachable ({name})")
     if isinstance(error, requests.RequestException):
@@ -246,7 +262,7 @@ class _BudgetedAdapter(HTTPAdapter):
         if self.limiter is not None:
             wait = self.limiter.try_acquire()
             if wait > 0:
-                raise RateLimited("client-side Zendesk request budget exhausted", retry_after=wait)
+                raise _not_sent(RateLimited("client-side Zendesk request budget exhausted", retry_after=wait))
         return super().send(request, *args, **kwargs)
 
 
@@ -718,44 +734,87 @@ class ZendeskConnector:
         return updates
 
     def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
+        """Send `build_updates` in order, each under safe_update.
+
+        `sent` of a raised error: once any PUT of this apply may have been stored (it succeeded, or it
+        failed with an unknown outcome, or met 409), every error raised says `sent=None`; `sent=False`
+        comes through only when nothing of this apply can have reached Zendesk."""
         updates = self.build_updates(ticket, decision)
         result = ApplyResult()
         stamp = ticket.version_token
+        # Our own comments from this apply are newer than the snapshot the decision was made from; an
+        # identical comment from an earlier cycle (the same data request sent last week) is not.
+        since = ticket.updated_at or _parse_time(ticket.version_token)
         path = f"/api/v2/tickets/{ticket.id}"
-        for index, changes in enumerate(updates):
-            for attempt in range(NOTE_CONFLICT_ROUNDS + 1):
-                # Every write is guarded: a retried PUT after an ambiguous timeout gets 409 instead of
-                # posting its comment twice, and an agent's concurrent edit is never overwritten.
-                body = {**changes, "safe_update": True, "updated_stamp": stamp} if stamp else changes
-                try:
-                    response = self.client.request("PUT", path, body={"ticket": body}) or {}
-                except Conflict:
-                    # The first update raises: the pipeline re-fetches and re-decides. The second one is
-                    # the comment-only note of a decision whose reply and fields are already written:
-                    # it cannot overwrite an agent's edit, so it is re-sent on the fresh stamp (unless
-                    # an earlier, ambiguous attempt already posted it) instead of being lost.
-                    if index == 0 or attempt == NOTE_CONFLICT_ROUNDS:
+        maybe_written = False
+        try:
+            for index, changes in enumerate(updates):
+                for attempt in range(NOTE_CONFLICT_ROUNDS + 1):
+                    # Every write is guarded: a retried PUT after an ambiguous timeout gets 409 instead of
+                    # posting its comment twice, and an agent's concurrent edit is never overwritten.
+                    body = {**changes, "safe_update": True, "updated_stamp": stamp} if stamp else changes
+                    try:
+                        response = self.client.request("PUT", path, body={"ticket": body}) or {}
+                    except Conflict:
+                        # 409 after an attempt that timed out may mean that attempt was stored.
+                        maybe_written = True
+                        comment = changes.get("comment")
+                        if comment is None:
+                            raise  # fields only: the pipeline re-fetches and sees whether they are there
+                        stamp, posted = self._stamp_and_posted(ticket.id, comment, since)
+                        if posted:
+                            # An earlier, ambiguous attempt stored this update (Zendesk stores a ticket
+                            # update atomically: its fields came with the comment). Sending it again would
+                            # repeat the comment; raising Conflict would let the pipeline decide again
+                            # and repeat a customer reply. Not counted in `writes` (no call of ours
+                            # was confirmed); the request list records it.
+                            result.requests.append({"method": "PUT", "path": path, "status": 409,
+                                                    "already_stored": True, "comment_public": comment.get("public")})
+                            break
+                        # The first update raises: the pipeline re-fetches and re-decides. A later one is
+                        # the comment-only note of a decision whose reply and fields are already written:
+                        # it cannot overwrite an agent's edit, so it is re-sent on the fresh stamp.
+                        if index == 0 or attempt == NOTE_CONFLICT_ROUNDS:
+                            raise
+                        continue
+                    except ConnectorError as error:
+                        if error.sent is not False:
+                            maybe_written = True
                         raise
-                    stamp, posted = self._stamp_and_posted(ticket.id, changes["comment"])
-                    if posted:
-                        break
-                    continue
-                result.writes += 1
-                result.requests.append({"method": "PUT", "path": path, "status": 200,
-                                        "comment_public": (changes.get("comment") or {}).get("public")})
-                stamp = (response.get("ticket") or {}).get("updated_at") or stamp
-                break
+                    maybe_written = True
+                    result.writes += 1
+                    result.requests.append({"method": "PUT", "path": path, "status": 200,
+                                            "comment_public": (changes.get("comment") or {}).get("public")})
+                    stamp = (response.get("ticket") or {}).get("updated_at") or stamp
+                    break
+        except ConnectorError as error:
+            if maybe_written:
+                error.sent = None
+            raise
         return result
 
-    def _stamp_and_posted(self, ticket_id: str, comment: Mapping[str, Any]) -> tuple[str | None, bool]:
-        """The ticket's current updated_at, and whether `comment` is already among its latest comments
-        by the integration user."""
+    def _stamp_and_posted(self, ticket_id: str, comment: Mapping[str, Any],
+                          since: datetime | None) -> tuple[str | None, bool]:
+        """The ticket's current updated_at, and whether `comment` is among its latest comments by the
+        integration user, created after `since` (the snapshot's updated_at). Without `since` nothing
+        counts as posted: a duplicate is better than a lost comment."""
         stamp = ((self.client.get(f"/api/v2/tickets/{ticket_id}") or {}).get("ticket") or {}).get("updated_at")
+        if since is None:
+            return stamp, False
         latest = (self.client.get(f"/api/v2/tickets/{ticket_id}/comments", sort="-created_at",
                                   **{"page[size]": 10}) or {}).get("comments") or []
         own = self.own_user_id()
+
+        def ours_since(c: Mapping[str, Any]) -> bool:
+            created = _parse_time(c.get("created_at"))
+            # Strictly newer: a comment from the snapshot's very second may be an earlier cycle's (its
+            # write set that updated_at). Missing our own same-second comment costs a duplicate at
+            # worst; counting an old one would silently drop this comment.
+            return created is not None and created > since
+
         posted = any(str(c.get("author_id")) == own and c.get("body") == comment["body"]
-                     and bool(c.get("public")) == bool(comment["public"]) for c in latest)
+                     and bool(c.get("public")) == bool(comment.get("public", True)) and ours_since(c)
+                     for c in latest)
         return stamp, posted
 
 
