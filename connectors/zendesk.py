@@ -759,8 +759,10 @@ class ZendeskConnector:
                         # 409 after an attempt that timed out may mean that attempt was stored.
                         maybe_written = True
                         comment = changes.get("comment")
-                        if comment is None:
-                            raise  # fields only: the pipeline re-fetches and sees whether they are there
+                        if comment is None or (index == 0 and len(changes) > 1):
+                            # A first update with field changes: the pipeline re-fetches and sees whether
+                            # they are on the ticket (then the update was stored: `recovered`, no resend).
+                            raise
                         stamp, posted = self._stamp_and_posted(ticket.id, comment, since)
                         if posted:
                             # An earlier, ambiguous attempt stored this update (Zendesk stores a ticket

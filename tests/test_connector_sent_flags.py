@@ -276,6 +276,18 @@ def test_zendesk_comment_only_reply_stored_by_a_timed_out_attempt_is_not_repeate
         {"method": "PUT", "path": "/api/v2/tickets/5158", "status": 409, "already_stored": True, "comment_public": True}]
 
 
+def test_zendesk_first_update_with_fields_stored_by_a_timed_out_attempt_is_left_to_the_pipeline(zendesk, fake):
+    # Its fields are on the ticket: the pipeline sees them after Conflict and completes the intent
+    # as recovered without writing again; the connector does not look at comments for it.
+    ticket = zendesk.fetch_ticket("5158")
+    time_out_after_storing(fake, DATA_REQUEST)
+    reads_before = len(fake.calls("GET"))
+    with pytest.raises(Conflict) as raised:
+        zendesk.apply(ticket, zd_decision(**ESCALATE, public_reply=DATA_REQUEST))
+    assert raised.value.sent is None
+    assert fake.tickets["5158"]["priority"] == "high" and len(fake.calls("GET")) == reads_before
+
+
 def test_zendesk_stored_first_update_then_note_goes_out_on_the_fresh_stamp(zendesk, fake):
     ticket = zendesk.fetch_ticket("5158")
     time_out_after_storing(fake, DATA_REQUEST)
