@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
@@ -25,6 +25,7 @@ from integration.model import Decision, Ticket
 from matrix_config.loader import load_matrix
 from tests.support.jira_helpers import SITE, SleepRecorder, enterprise_matrix, make_settings, validate_all
 from tests.support.zendesk_fake import validated_fake_zendesk
+from tests.test_zendesk_e2e import rig  # noqa: F401 - a fixture (webhook edge + pipeline + fake Zendesk)
 
 PUT_5158 = r"/api/v2/tickets/5158$"
 ISSUE_URL = f"{SITE}/rest/api/3/issue/SUP-7"
@@ -437,3 +438,64 @@ def test_jira_note_refused_after_the_reply_is_unknown(http, jira):
     with pytest.raises(Permanent) as raised:
         jira.apply(jira_snapshot(), jira_decision(public_reply=DATA_REQUEST, internal_note="note"))
     assert raised.value.sent is None
+
+
+# ------------------------------------------------------- end to end: pipeline + the real Zendesk connector
+def data_request_deps(runtime, **overrides):
+    """Asks the customer for logs once (a comment-only decision, as for a held ticket)."""
+    from dataclasses import replace
+
+    from integration.model import TicketState
+
+    def decide(ticket, state, matrix, now, version):
+        asked = state is not None and "logs" in state.data_requested
+        return Decision(vendor=ticket.vendor, ticket_id=ticket.id, matrix_version=version, decided_at=now,
+                        reason="data request", public_reply=None if asked else DATA_REQUEST,
+                        missing_data=() if asked else ("logs",))
+
+    def next_state(state, ticket, decision):
+        state = state or TicketState(vendor=ticket.vendor, ticket_id=ticket.id)
+        return state.with_(data_requested=tuple(sorted(set(state.data_requested) | set(decision.missing_data))))
+
+    return replace(runtime.deps(), decide=decide, next_state=next_state, clocks=None, **overrides)
+
+
+def decision_statuses(runtime) -> list[str]:
+    from sqlalchemy import select
+
+    from integration.db import DecisionRow
+
+    with runtime.db.session() as session:
+        return [row.status for row in session.scalars(select(DecisionRow).order_by(DecisionRow.id))]
+
+
+def test_e2e_data_request_that_could_not_connect_is_sent_on_the_next_pass(rig):
+    from integration.pipeline import process_ticket
+    from tests.test_zendesk_e2e import deliver
+
+    runtime, client, fake = rig
+    fake.fail_next("PUT", PUT_5158, 0, times=5, error=requests.ConnectTimeout("connect timed out"))
+    assert deliver(client, "ticket_created.json", "inv-created") in (200, 202)
+
+    assert process_ticket("zendesk", "5158", deps=data_request_deps(runtime)).status == "retry"
+    assert decision_statuses(runtime) == ["abandoned"] and fake.put_bodies() == []
+    later = datetime.now(timezone.utc) + timedelta(hours=1)  # past the re-queued event's eta
+    assert process_ticket("zendesk", "5158", deps=data_request_deps(runtime, now=lambda: later)).status == "done"
+
+    assert [c["body"] for c in fake.comments["5158"]].count(DATA_REQUEST) == 1
+    assert decision_statuses(runtime) == ["abandoned", "applied"]
+
+
+def test_e2e_data_request_stored_by_a_timed_out_put_goes_out_once(rig):
+    from integration.pipeline import process_ticket
+    from tests.test_zendesk_e2e import deliver
+
+    runtime, client, fake = rig
+    timed_out = time_out_after_storing(fake, DATA_REQUEST)
+    assert deliver(client, "ticket_created.json", "inv-created") in (200, 202)
+
+    assert process_ticket("zendesk", "5158", deps=data_request_deps(runtime)).status == "done"
+
+    assert timed_out == [True]
+    assert [c["body"] for c in fake.comments["5158"]].count(DATA_REQUEST) == 1
+    assert decision_statuses(runtime) == ["applied"]
