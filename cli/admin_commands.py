@@ -131,7 +131,8 @@ def register(group: click.Group) -> None:
                 click.echo(f"  {clock} met at {met_at}")
         for row in data["decisions"]:
             move = f"{row['from_level'] or 'new'} -> {row['to_level']}" if row["to_level"] else "no move"
-            outcome = f"{row['status']}{' (dry run)' if row['dry_run'] else ''}, {row['writes']} write(s)"
+            dry_run_note = " (dry run)" if row["dry_run"] and row["status"] != "dry_run" else ""
+            outcome = f"{row['status']}{dry_run_note}, {row['writes']} write(s)"
             click.echo(f"{row['decided_at']}  {move:<12} {row['reason']}  [matrix {row['matrix_version']}; {outcome}]")
             if row["changes"]:
                 verb = "would write" if row["dry_run"] else "wrote"
@@ -191,7 +192,10 @@ def register(group: click.Group) -> None:
     @click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--url", default=None, help="Default: http://127.0.0.1:$PORT/webhooks/VENDOR")
     def send_test_webhook(vendor: str, payload: Path, url: str | None) -> None:
-        """Sign PAYLOAD with the configured webhook secret and POST it, as the helpdesk would."""
+        """Sign PAYLOAD with the configured webhook secret and POST it, as the helpdesk would.
+
+        Jira: signed with JIRA_WEBHOOK_SECRET, or else sent with the JSM automation's shared-secret header.
+        Sending the same file twice is answered as a duplicate (identical bodies are deduplicated)."""
         import uuid
 
         import requests
@@ -210,11 +214,13 @@ def register(group: click.Group) -> None:
             headers["X-Zendesk-Webhook-Signature"] = zendesk_signature(
                 settings.zendesk_webhook_secret.get_secret_value(), stamp, body)
             headers["X-Zendesk-Webhook-Invocation-Id"] = str(uuid.uuid4())
-        else:
-            if settings.jira_webhook_secret is None:
-                raise click.ClickException("JIRA_WEBHOOK_SECRET is not set")
+        elif settings.jira_webhook_secret is not None:
             headers["X-Hub-Signature"] = jira_signature(settings.jira_webhook_secret.get_secret_value(), body)
             headers["X-Atlassian-Webhook-Identifier"] = str(uuid.uuid4())
+        elif settings.jira_shared_secret is not None:
+            headers[settings.jira_shared_secret_header] = settings.jira_shared_secret.get_secret_value()
+        else:
+            raise click.ClickException("neither JIRA_WEBHOOK_SECRET nor JIRA_SHARED_SECRET is set")
         try:
             response = requests.post(url, data=body, headers=headers, timeout=10)
         except requests.RequestException as exc:

@@ -88,3 +88,20 @@ def test_send_test_webhook_signs_the_body_as_zendesk_does(monkeypatch, tmp_path)
     ZendeskSignatureVerifier("wiring-check-secret").verify(sent.headers, sent.body)
     with pytest.raises(Exception):
         ZendeskSignatureVerifier("another-secret").verify(sent.headers, sent.body)
+
+
+def test_send_test_webhook_uses_the_automation_header_when_jira_has_only_a_shared_secret(monkeypatch, tmp_path):
+    import responses
+
+    monkeypatch.delenv("JIRA_WEBHOOK_SECRET", raising=False)
+    monkeypatch.setenv("JIRA_SHARED_SECRET", "automation-token")
+    payload = tmp_path / "automation.json"
+    payload.write_bytes(b'{"issueKey": "SUP-1", "event": "issue_updated"}')
+    with responses.RequestsMock() as mock:
+        mock.post("http://127.0.0.1:9999/webhooks/jira", status=202, json={"status": "accepted"})
+        result = CliRunner().invoke(cli, ["send-test-webhook", "jira", str(payload),
+                                          "--url", "http://127.0.0.1:9999/webhooks/jira"])
+        sent = mock.calls[0].request
+    assert result.exit_code == 0, result.output
+    assert sent.headers["X-Escalation-Token"] == "automation-token"
+    assert "X-Hub-Signature" not in sent.headers
