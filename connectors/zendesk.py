@@ -765,11 +765,11 @@ class ZendeskConnector:
                             raise
                         stamp, posted = self._stamp_and_posted(ticket.id, comment, since)
                         if posted:
-                            # An earlier, ambiguous attempt stored this update (Zendesk stores a ticket
-                            # update atomically: its fields came with the comment). Sending it again would
-                            # repeat the comment; raising Conflict would let the pipeline decide again
-                            # and repeat a customer reply. Not counted in `writes` (no call of ours
-                            # was confirmed); the request list records it.
+                            # An earlier, ambiguous attempt stored this comment-only update. Sending it
+                            # again would repeat the comment; raising Conflict would let the pipeline
+                            # decide again and repeat a customer reply (it cannot see a comment on the
+                            # ticket's fields). Not counted in `writes` (no call of ours was confirmed);
+                            # the request list records it.
                             result.requests.append({"method": "PUT", "path": path, "status": 409,
                                                     "already_stored": True, "comment_public": comment.get("public")})
                             break
