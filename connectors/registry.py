@@ -86,7 +86,14 @@ class OfflineConnector:
 
     One payload only knows its own event (a comment webhook carries the reply, not the ticket's
     history), so the ticket is folded from the stored payloads oldest first:
-    `ticket = snapshot(payload, matrix, previous=ticket)`; an early first reply is not lost."""
+    `ticket = snapshot(payload, matrix, previous=ticket)`; an early first reply is not lost.
+
+    The vendor never receives a dry run's writes, so every later payload still shows the ticket without
+    them (no level tag, old priority). The ticket's recorded dry-run decisions are therefore carried out
+    on the folded snapshot, oldest first (`integration.engine.apply_to_ticket`): the snapshot is the
+    ticket as it would be had the service written, and a later pass does not propose the same write
+    again. Decision: an agent's manual change to a field a dry-run decision set is masked by that
+    decision in this simulation (the payloads cannot tell the two apart)."""
 
     def __init__(self, vendor: str, db: Any, matrix: Any, snapshot: Callable[[dict, Any], Ticket | None] | None):
         self.vendor = vendor
@@ -106,7 +113,31 @@ class OfflineConnector:
                     continue
                 if folded is not None:
                     ticket = folded
-        return ticket if ticket is not None else Ticket(vendor=self.vendor, id=str(ticket_id))
+        ticket = ticket if ticket is not None else Ticket(vendor=self.vendor, id=str(ticket_id))
+        return self._with_dry_run_writes(ticket)
+
+    def _with_dry_run_writes(self, ticket: Ticket) -> Ticket:
+        if self.db is None:
+            return ticket
+        from sqlalchemy import select
+
+        from integration.db import DecisionRow, from_json
+        from integration.engine import apply_to_ticket
+
+        with self.db.session() as session:
+            stored = list(session.scalars(
+                select(DecisionRow.decision)
+                .where(DecisionRow.vendor == self.vendor, DecisionRow.ticket_id == ticket.id,
+                       DecisionRow.dry_run.is_(True))
+                .order_by(DecisionRow.id)
+            ))
+        for data in stored:
+            try:
+                ticket = apply_to_ticket(ticket, from_json(Decision, data))
+            except Exception:  # noqa: BLE001 - a decision stored by an older release; the rest still apply
+                log.warning("could not replay a stored dry-run decision on %s ticket %s", self.vendor, ticket.id,
+                            exc_info=True)
+        return ticket
 
     def _payloads_oldest_first(self, ticket_id: str) -> list[dict]:
         if self.db is None:

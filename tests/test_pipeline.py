@@ -194,6 +194,43 @@ def test_without_credentials_the_offline_connector_decides_from_the_stored_webho
     assert statuses(runtime) == ["done"]
 
 
+def _offline_runtime(tmp_path, monkeypatch):
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
+                 "ESCALATION_TEST_CONNECTOR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = make_settings(f"sqlite:///{tmp_path}/db.sqlite", DRY_RUN=None)
+    from integration.db import Database
+    from integration.tasks import Runtime
+
+    db = Database(settings.database_url)
+    db.migrate()
+    return Runtime(settings, db=db, huey=None)
+
+
+def test_offline_dry_run_does_not_propose_the_same_write_on_every_later_webhook(tmp_path, monkeypatch, vendor_dir):
+    """The vendor never gets a dry run's writes, so the second webhook's payload still lacks the level
+    tag the first pass would have written; the offline snapshot carries the first decision out, and the
+    second pass finds nothing to do instead of recording "would write: level L1" again."""
+    import json
+
+    runtime = _offline_runtime(tmp_path, monkeypatch)
+    created = json.loads((vendor_dir / "samples" / "zendesk-event__captured__ticket.created.json").read_bytes())
+    ticket_id = str(created["detail"]["id"])
+    accept(runtime, ticket_id, "inv-1", body=json.dumps(created).encode())
+    drain(runtime.huey)
+    (first,) = rows(runtime, DecisionRow)
+    assert (first.status, first.to_level) == ("dry_run", "L1")
+    assert first.decision["add_tags"] or first.decision["field_updates"]  # the level it would have written
+
+    updated = {**created, "id": "second-delivery", "type": "zen:event-type:ticket.priority_changed",
+               "detail": {**created["detail"], "updated_at": "2025-01-08T10:20:00Z"}}
+    accept(runtime, ticket_id, "inv-2", body=json.dumps(updated).encode())
+    drain(runtime.huey)
+    assert [d.id for d in rows(runtime, DecisionRow)] == [first.id]  # the second pass decided nothing
+    assert statuses(runtime) == ["done", "done"]
+    assert rows(runtime, TicketStateRow)[0].level == "L1"
+
+
 # ------------------------------------------------------------------------------------ conflicts
 def test_conflict_refetches_and_redecides_then_writes_once(runtime, fake):
     fake.concurrent_edits.append(lambda record: record["tags"].append("vip"))
