@@ -82,7 +82,6 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
     email: str | None = Field(None, alias="JIRA_EMAIL")  # the API user's login email (basic auth with the token)
     api_token: SecretStr | None = Field(None, alias="JIRA_API_TOKEN")
     project_keys_csv: str = Field("", alias="JIRA_PROJECT_KEYS")  # comma-separated, e.g. "SUP,OPS"
-    service_desk_id: str | None = Field(None, alias="JIRA_SERVICE_DESK_ID")
     api_version: int = Field(3, alias="JIRA_API_VERSION", ge=2, le=3)  # platform REST API version
     account_id: str | None = Field(None, alias="JIRA_ACCOUNT_ID")  # skip the `myself` lookup when set
     # Site-specific custom field ids of JSM's own fields (Jira admin > Issues > Custom fields).
@@ -562,15 +561,11 @@ def _translate_exception(method: str, path: str, error: BaseException, redact: C
     raise error  # anything else is our own bug: it propagates as itself, never retried as a vendor error
 
 
-def _safe_to_repeat(method: str, error: ConnectorError, cause: BaseException | None) -> bool:
-    """GET/PUT are idempotent. A POST (a comment) is repeated only when Jira certainly did not act on it:
-    it answered 429/503 with Retry-After, or the connection was never established (connect timeout,
-    refused, unresolvable: `sent is False`)."""
-    if method in ("GET", "PUT", "HEAD"):
-        return True
-    if isinstance(error, RateLimited):
-        return True
-    return error.sent is False or isinstance(cause, requests.ConnectTimeout)
+def _safe_to_repeat(method: str, error: ConnectorError) -> bool:
+    """GET/PUT are idempotent. A POST (a comment) is repeated only when Jira certainly did not act on it
+    (`sent is False`: a 429, or a connection never established). A 503 with Retry-After is not repeated:
+    a proxy may answer it after Jira stored the comment, and a second POST would reply twice."""
+    return method in ("GET", "PUT", "HEAD") or error.sent is False
 
 
 # ------------------------------------------------------------------------------------------ connector
@@ -637,12 +632,12 @@ class JiraConnector:
             raise
         except Exception as exc:  # translated once, here
             error = _translate_exception(method, path, exc, self._redact)
-            if isinstance(error, Transient) and not _safe_to_repeat(method, error, exc):
+            if isinstance(error, Transient) and not _safe_to_repeat(method, error):
                 raise _DoNotRepeat(error) from None
             raise error from None
         if isinstance(result, requests.Response) and not result.ok:
             error = _translate_http_error(method, path, result, self._redact)
-            if isinstance(error, Transient) and not _safe_to_repeat(method, error, None):
+            if isinstance(error, Transient) and not _safe_to_repeat(method, error):
                 raise _DoNotRepeat(error)
             raise error
         return result

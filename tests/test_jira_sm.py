@@ -670,3 +670,12 @@ def test_stored_webhooks_fold_into_first_and_last_reply_keeping_the_issue_attrib
     again = snapshot_from_webhook(issue_event, enterprise_matrix(), previous=ticket)
     assert again.first_public_agent_reply_at == ticket.first_public_agent_reply_at
     assert again.last_public_agent_reply_at == ticket.last_public_agent_reply_at
+
+
+def test_a_reply_answered_503_with_retry_after_is_not_repeated_in_process(http, connector, sleeps):
+    # A proxy may answer 503 after Jira stored the comment; repeating the POST could reply twice.
+    http.post(COMMENT_URL, status=503, headers={"Retry-After": "3"})
+    with pytest.raises(RateLimited) as caught:
+        connector.apply(snapshot(), decision(public_reply="hello"))
+    assert caught.value.sent is None
+    assert len(http.calls) == 1 and sleeps.waits == []
