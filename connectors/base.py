@@ -18,6 +18,13 @@ class ConfigurationError(Exception):
     names settings, never their values."""
 
 
+def credential_given(value: Any) -> bool:
+    """Whether a credential setting is set: a non-blank string or SecretStr (its value is never shown)."""
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    return bool(value and str(value).strip())
+
+
 class AllOrNothingCredentials:
     """Mixin for a vendor's settings class: its credential settings are all set (live) or none (dry run).
     Subclasses name the vendor and list what is set and what is missing."""
@@ -48,9 +55,9 @@ class AllOrNothingCredentials:
 
 
 class ConnectorError(Exception):
-    """Base for every error a connector raises. Messages never contain secrets."""
+    """Base for every error a connector raises. Messages never contain secrets. What is retried is
+    decided by type in `connectors.retry` (Transient, RateLimited), not by the error itself."""
 
-    retryable = False
     # Whether the failed call may have written anything. False: certainly nothing of it reached the
     # vendor (refused before sending, connect timeout, 429/4xx on the only request) - set it on the
     # instance only then; an `apply` that already made a write must leave it None. None: unknown (a read
@@ -58,10 +65,14 @@ class ConnectorError(Exception):
     sent: bool | None = None
 
 
+def not_sent(error: ConnectorError) -> ConnectorError:
+    """`error`, marked as certainly not having reached the vendor (`sent=False`)."""
+    error.sent = False
+    return error
+
+
 class Transient(ConnectorError):
     """Network failure, timeout, 5xx: try again later."""
-
-    retryable = True
 
 
 class RateLimited(Transient):
@@ -73,9 +84,8 @@ class RateLimited(Transient):
 
 
 class Conflict(ConnectorError):
-    """The ticket changed under us (Zendesk safe_update 409): re-fetch, re-decide, retry."""
-
-    retryable = True
+    """The ticket changed under us (Zendesk safe_update 409). Not retried by `connectors.retry`: the
+    processing pass re-fetches and re-decides."""
 
 
 class NotFound(ConnectorError):

@@ -43,6 +43,8 @@ from connectors.base import (
     RateLimited,
     Transient,
     Unauthorized,
+    credential_given,
+    not_sent,
     parse_retry_after,
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
@@ -59,12 +61,6 @@ PAGE_SIZE = 100
 # ------------------------------------------------------------------------------------------ settings
 def _split_list(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
-
-
-def _given(value: Any) -> bool:
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    return bool(value and str(value).strip())
 
 
 class JiraSettings(AllOrNothingCredentials, BaseSettings):
@@ -111,7 +107,7 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
     def credential_settings_given(self) -> list[str]:
         """Names of the JIRA_* credential settings that are set (names only, never values)."""
         values = {"JIRA_URL": self.url, "JIRA_EMAIL": self.email, "JIRA_API_TOKEN": self.api_token}
-        return [name for name, value in values.items() if _given(value)]
+        return [name for name, value in values.items() if credential_given(value)]
 
     def missing_settings(self) -> list[str]:
         given = self.credential_settings_given()
@@ -499,11 +495,6 @@ class _Redactor:
         return text
 
 
-def _not_sent(error: ConnectorError) -> ConnectorError:
-    error.sent = False
-    return error
-
-
 def _translate_http_error(method: str, path: str, response: requests.Response, redact: Callable[[str], str]) -> ConnectorError:
     """THE mapping from a Jira/JSM HTTP error response to our error types.
 
@@ -516,21 +507,21 @@ def _translate_http_error(method: str, path: str, response: requests.Response, r
     message = f"jira {method} {path}: HTTP {status}" + (f": {detail}" if detail else "")
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429:
-        return _not_sent(RateLimited(message, retry_after=retry_after))
+        return not_sent(RateLimited(message, retry_after=retry_after))
     if status == 503 and retry_after is not None:
         return RateLimited(message, retry_after=retry_after)
     if status in (401, 403):
         # Never the request's headers; Jira's own text only after the email and token are redacted from it.
-        return _not_sent(Unauthorized(f"jira {method} {path}: HTTP {status}: credentials rejected or not permitted "
+        return not_sent(Unauthorized(f"jira {method} {path}: HTTP {status}: credentials rejected or not permitted "
                                       "(check JIRA_EMAIL / JIRA_API_TOKEN and the API user's project permissions)"
                                       + (f": {detail}" if detail else "")))
     if status == 404:
-        return _not_sent(NotFound(message))
+        return not_sent(NotFound(message))
     if status == 409:
         return Conflict(message)
     if status >= 500:
         return Transient(message)
-    return _not_sent(Permanent(message)) if 400 <= status < 500 else Permanent(message)
+    return not_sent(Permanent(message)) if 400 <= status < 500 else Permanent(message)
 
 
 def _translate_exception(method: str, path: str, error: BaseException, redact: Callable[[str], str]) -> ConnectorError:
@@ -551,7 +542,7 @@ def _translate_exception(method: str, path: str, error: BaseException, redact: C
     if request_never_sent(error):
         # Connect timeout, refused, unresolvable host: nothing left this process. A reset or "Connection
         # aborted" is also a ConnectionError but may come after Jira read (and acted on) the request.
-        return _not_sent(Transient(f"jira {method} {path}: could not connect ({type(error).__name__})"))
+        return not_sent(Transient(f"jira {method} {path}: could not connect ({type(error).__name__})"))
     if isinstance(error, requests.Timeout):
         return Transient(f"jira {method} {path}: timed out")
     if isinstance(error, requests.ConnectionError):

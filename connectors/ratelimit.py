@@ -24,7 +24,6 @@ import re
 import threading
 import time
 from typing import Any, Callable, Protocol
-from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +204,3 @@ def limiter_for(account_key: str, requests_per_minute: int, *, redis_url: str | 
         if bucket is None or bucket.capacity != requests_per_minute:
             bucket = _local_buckets[account_key] = TokenBucket(requests_per_minute)
         return bucket
-
-
-def host_of(url: str) -> str:
-    return urlsplit(url).netloc or url

@@ -42,6 +42,8 @@ from connectors.base import (
     RateLimited,
     Transient,
     Unauthorized,
+    credential_given,
+    not_sent,
     parse_retry_after,
 )
 from connectors.ratelimit import RateLimiter, limiter_for
@@ -61,12 +63,6 @@ NOTE_CONFLICT_ROUNDS = 2  # re-sends of a decision's second (note-only) update a
 
 
 # ------------------------------------------------------------------------------------------ settings
-def _given(value: Any) -> bool:
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    return bool(value and str(value).strip())
-
-
 class ZendeskSettings(AllOrNothingCredentials, BaseSettings):
     vendor_label: ClassVar[str] = "Zendesk"
     env_prefix_label: ClassVar[str] = "ZENDESK_"
@@ -98,14 +94,14 @@ class ZendeskSettings(AllOrNothingCredentials, BaseSettings):
 
     @property
     def _has_auth(self) -> bool:
-        return _given(self.oauth_token) or (_given(self.email) and _given(self.api_token))
+        return credential_given(self.oauth_token) or (credential_given(self.email) and credential_given(self.api_token))
 
     def credential_settings_given(self) -> list[str]:
         """Names of the ZENDESK_* credential settings that are set (names only, never values)."""
         values = {"ZENDESK_SUBDOMAIN": self.subdomain, "ZENDESK_BASE_URL": self.base_url,
                   "ZENDESK_EMAIL": self.email, "ZENDESK_API_TOKEN": self.api_token,
                   "ZENDESK_OAUTH_TOKEN": self.oauth_token}
-        return [name for name, value in values.items() if _given(value)]
+        return [name for name, value in values.items() if credential_given(value)]
 
     def missing_settings(self) -> list[str]:
         """What is still needed for a live connector; [] when complete. Each item names settings only."""
@@ -113,9 +109,9 @@ class ZendeskSettings(AllOrNothingCredentials, BaseSettings):
         if not self.api_base:
             missing.append("ZENDESK_SUBDOMAIN or ZENDESK_BASE_URL")
         if not self._has_auth:
-            if _given(self.api_token):
+            if credential_given(self.api_token):
                 missing.append("ZENDESK_EMAIL (an API token authenticates together with the agent's email)")
-            elif _given(self.email):
+            elif credential_given(self.email):
                 missing.append("ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN")
             else:
                 missing.append("ZENDESK_EMAIL + ZENDESK_API_TOKEN, or ZENDESK_OAUTH_TOKEN")
@@ -130,7 +126,7 @@ class ZendeskSettings(AllOrNothingCredentials, BaseSettings):
             return f"incomplete settings (missing {'; '.join(missing)})"
         parts = urlsplit(self.api_base or "")
         where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        who = "with an OAuth token" if _given(self.oauth_token) else f"as {self.email}"
+        who = "with an OAuth token" if credential_given(self.oauth_token) else f"as {self.email}"
         return f"live {who} on {where}"
 
     def secrets(self) -> list[str]:
@@ -180,11 +176,6 @@ def _zendesk_description(response: requests.Response) -> str:
     return "; ".join(parts)[:500] or f"HTTP {response.status_code}"
 
 
-def _not_sent(error: ConnectorError) -> ConnectorError:
-    error.sent = False
-    return error
-
-
 def error_for_response(response: requests.Response, secrets: list[str] = ()) -> ConnectorError | None:
     """Map one Zendesk answer to our error type (None for 2xx). The message names method, path and
     Zendesk's description: never the URL's query, headers or credentials.
@@ -203,12 +194,12 @@ def error_for_response(response: requests.Response, secrets: list[str] = ()) -> 
     description = _redact(_zendesk_description(response), list(secrets))
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return _not_sent(RateLimited(
+        return not_sent(RateLimited(
             f"{where}: rate limited (Retry-After {response.headers.get('Retry-After')})", retry_after))
     if status in (401, 403):
-        return _not_sent(Unauthorized(f"{where}: credentials rejected or not allowed ({description})"))
+        return not_sent(Unauthorized(f"{where}: credentials rejected or not allowed ({description})"))
     if status == 404:
-        return _not_sent(NotFound(f"{where}: not found"))
+        return not_sent(NotFound(f"{where}: not found"))
     if status == 409:
         return Conflict(f"{where}: the ticket changed since it was read ({description})")
     if status == 503 and response.headers.get("Retry-After"):
@@ -216,7 +207,7 @@ def error_for_response(response: requests.Response, secrets: list[str] = ()) -> 
     if status >= 500:
         return Transient(f"{where}: {description}")
     error = Permanent(f"{where}: {description}")
-    return _not_sent(error) if 400 <= status < 500 else error
+    return not_sent(error) if 400 <= status < 500 else error
 
 
 def error_for_exception(error: BaseException, secrets: list[str] = ()) -> ConnectorError:
@@ -230,7 +221,7 @@ def error_for_exception(error: BaseException, secrets: list[str] = ()) -> Connec
     if request_never_sent(error):
         # Connect timeout, refused, unresolvable host: the request never left this process. A reset or
         # "Connection aborted" is also a ConnectionError but may come after Zendesk read the request.
-        return _not_sent(Transient(f"Zendesk unreachable ({name})"))
+        return not_sent(Transient(f"Zendesk unreachable ({name})"))
     if isinstance(error, (requests.Timeout, requests.ConnectionError)):
         return Transient(f"Zendesk unreachable ({name})")
     if isinstance(error, requests.RequestException):
@@ -262,7 +253,7 @@ class _BudgetedAdapter(HTTPAdapter):
         if self.limiter is not None:
             wait = self.limiter.try_acquire()
             if wait > 0:
-                raise _not_sent(RateLimited("client-side Zendesk request budget exhausted", retry_after=wait))
+                raise not_sent(RateLimited("client-side Zendesk request budget exhausted", retry_after=wait))
         return super().send(request, *args, **kwargs)
 
 
@@ -432,14 +423,6 @@ def _matrix_value(mapping: ZendeskField, vendor_value: Any) -> Any:
         if str(mapped).lower() == str(vendor_value).lower():
             return matrix_value
     return vendor_value
-
-
-def level_tag(matrix: Matrix, level_id: str) -> str | None:
-    """The tag that marks a ticket as being at `level_id` (e.g. `esc_l2`), when the level marker is a tag."""
-    mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
-    if mapping is None or mapping.zendesk is None or mapping.zendesk.tag_prefix is None:
-        return None
-    return _tag(mapping.zendesk.tag_prefix, _zendesk_value(mapping.zendesk, level_id))
 
 
 def _canonical_level(matrix: Matrix, value: Any) -> Any:
