@@ -272,7 +272,7 @@ def register(group: click.Group) -> None:
     @click.argument("vendor", type=click.Choice(["zendesk", "jira"]), required=False)
     @click.argument("ticket_id", required=False)
     @click.argument("version", required=False)
-    @click.option("--all", "all_open", is_flag=True, help="Every open (not solved/closed) ticket.")
+    @click.option("--all", "all_open", is_flag=True, help="Every open (not solved/closed/deleted) ticket.")
     @click.option("--from", "from_version", default=None, help="With --all: only tickets on this matrix version.")
     @click.option("--to", "to_version", default=None, help="With --all: the target version (default: the current matrix).")
     def tickets_repin(vendor: str | None, ticket_id: str | None, version: str | None, all_open: bool,
@@ -317,7 +317,7 @@ def register(group: click.Group) -> None:
     @tickets.command("list-versions")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
     def tickets_list_versions(fmt: str) -> None:
-        """How many open (not solved/closed) tickets are pinned to each matrix version."""
+        """How many open (not solved/closed/deleted) tickets are pinned to each matrix version."""
         from integration.pipeline import open_tickets_by_version
 
         runtime = _runtime(_settings(), matrix=False)

@@ -78,6 +78,13 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_ROUNDS = 3
 MAX_ROUNDS_PER_TASK = 3  # events that arrive during a pass are taken in the same task, a few times over
 RESOLVED = frozenset({"solved", "closed"})
+# A pass that gets NotFound while one of these events is pending closes the ticket as deleted rather than
+# dead-lettering its events: the dead-letter list is what operators watch for real problems. Zendesk's
+# event names (a merged-away ticket is closed and may no longer be readable), and Jira's, should the edge
+# record that one for processing.
+DELETION_EVENTS = frozenset({"ticket.soft_deleted", "ticket.permanently_deleted", "ticket.merged",
+                             "jira:issue_deleted"})
+DELETED = "deleted"  # ticket_state.status of a ticket closed that way
 PERMANENT_ERRORS = (NotFound, Unauthorized, Permanent)
 
 # TEST-ONLY hooks (the end-to-end test kills a worker inside these windows). Honoured only when
@@ -188,6 +195,7 @@ class _Claimed:
     id: int
     actor_id: str | None
     attempts: int
+    event_type: str = ""
 
 
 def _claim(deps: PassDeps, vendor: str, ticket_id: str, owner: str) -> list[_Claimed]:
@@ -212,7 +220,7 @@ def _claim(deps: PassDeps, vendor: str, ticket_id: str, owner: str) -> list[_Cla
             )
         )
         rows = session.execute(
-            select(EventRow.id, EventRow.actor_id, EventRow.attempts)
+            select(EventRow.id, EventRow.actor_id, EventRow.attempts, EventRow.event_type)
             .where(EventRow.lease_owner == owner, EventRow.status == "processing")
             .order_by(EventRow.id)
         ).all()
@@ -315,6 +323,12 @@ def _failed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, claimed: li
     attempts = max(c.attempts for c in claimed)
     now = deps.now()
     message = _short(error)
+    deletions = sorted({c.event_type for c in claimed if c.event_type in DELETION_EVENTS})
+    if isinstance(error, NotFound) and deletions:
+        _close_deleted(deps, vendor, ticket_id, owner, ids, now)
+        log.info("ticket %s:%s is gone at the vendor (%s): closed as deleted, %d event(s) done, timers cancelled",
+                 vendor, ticket_id, ", ".join(deletions), len(ids))
+        return PassResult("done", events=ids)
     permanent = isinstance(error, PERMANENT_ERRORS)
     if not permanent and not isinstance(error, (Transient, Conflict)):
         log.error("ticket %s:%s: unexpected error in pass (attempt %d)", vendor, ticket_id, attempts, exc_info=error)
@@ -339,6 +353,21 @@ def _failed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, claimed: li
         except Exception:  # noqa: BLE001 - the reconciler re-enqueues due pending events
             log.warning("could not enqueue retry for %s:%s", vendor, ticket_id, exc_info=True)
     return PassResult("retry", events=ids, error=message)
+
+
+def _close_deleted(deps: PassDeps, vendor: str, ticket_id: str, owner: str, ids: list[int], now: datetime) -> None:
+    """The ticket was deleted (or merged away) at the vendor: its events are done, its clocks stop, and
+    the stored state says `deleted` (so it no longer counts as open)."""
+    with deps.db.session() as session:
+        _mark_events(session, owner, ids, "done", now)
+        timer_host.cancel(session, vendor, ticket_id)
+        row = session.get(TicketStateRow, (vendor, ticket_id))
+        if row is None:
+            row = TicketStateRow(vendor=vendor, ticket_id=ticket_id, first_seen_at=now,
+                                 state=to_json(TicketState(vendor=vendor, ticket_id=ticket_id)))
+            session.add(row)
+        row.status = DELETED
+        row.updated_at = now
 
 
 # ------------------------------------------------------------------------------------ the cycle
@@ -841,11 +870,11 @@ def repin(db: Database, vendor: str, ticket_id: str, version: str) -> None:
 
 
 def _open_ticket_filter() -> Any:
-    return TicketStateRow.status.is_(None) | TicketStateRow.status.not_in(sorted(RESOLVED))
+    return TicketStateRow.status.is_(None) | TicketStateRow.status.not_in(sorted(RESOLVED | {DELETED}))
 
 
 def repin_open(db: Database, version: str, *, from_version: str | None = None) -> list[tuple[str, str]]:
-    """Admin: move every open (not solved/closed) ticket to matrix `version` (e.g. a matrix hotfix that
+    """Admin: move every open (not solved/closed/deleted) ticket to matrix `version` (e.g. a matrix hotfix that
     must reach tickets in flight); only those on `from_version` when given. Returns the tickets moved
     (those already on `version` are left alone). The caller queues a pass for each, so it re-decides."""
     with db.session() as session:
@@ -866,7 +895,7 @@ def repin_open(db: Database, version: str, *, from_version: str | None = None) -
 
 
 def open_tickets_by_version(db: Database) -> dict[str, int]:
-    """How many open (not solved/closed) tickets are pinned to each matrix version."""
+    """How many open (not solved/closed/deleted) tickets are pinned to each matrix version."""
     from sqlalchemy import func
 
     with db.session() as session:

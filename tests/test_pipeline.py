@@ -16,7 +16,7 @@ from integration import metrics
 from integration.db import DecisionRow, EventRow, TicketStateRow, TimerRow, acquire_lease
 from integration.events import DatabaseEventSink
 from integration.model import Decision
-from integration.pipeline import _claim, fire_timer, process_ticket, reconcile_once
+from integration.pipeline import _claim, fire_timer, open_tickets_by_version, process_ticket, reconcile_once
 from integration.timers import TimerOutcome, TimerSpec
 from tests.support.fake_connector import (
     BOT_USER_ID,
@@ -303,6 +303,35 @@ def test_permanent_error_is_a_dead_letter_at_once(runtime, fake):
     drain(runtime.huey)
     (event,) = rows(runtime, EventRow)
     assert (event.status, event.attempts, event.last_error) == ("dead", 1, "NotFound: ticket 404 not found")
+
+
+@pytest.mark.parametrize("deletion", ["ticket.soft_deleted", "ticket.permanently_deleted", "ticket.merged"])
+def test_a_ticket_deleted_at_the_vendor_is_closed_not_dead_lettered(runtime, fake, clock, deletion):
+    accept(runtime, delivery="d1")
+    drain(runtime.huey)
+    assert rows(runtime, TimerRow, TimerRow.status == "pending")  # the level's clocks are running
+    clock.advance(60)
+    fake.fetch_failures.append(NotFound("ticket 101 not found"))
+    sink = DatabaseEventSink(runtime.db, runtime.enqueue_ticket)
+    sink.accept(neutral_event("101", "d-gone", event_type=deletion), b'{"delivery": "d-gone"}', START)
+    drain(runtime.huey)
+    assert statuses(runtime) == ["done", "done"]
+    assert rows(runtime, TimerRow, TimerRow.status == "pending") == []
+    state = rows(runtime, TicketStateRow)[0]
+    assert (state.status, state.level) == ("deleted", "L1")
+    assert open_tickets_by_version(runtime.db) == {}  # no longer counted as open
+
+
+def test_not_found_without_a_deletion_event_stays_a_dead_letter(runtime, fake, clock):
+    accept(runtime, delivery="d1")
+    drain(runtime.huey)
+    clock.advance(60)
+    fake.fetch_failures.append(NotFound("ticket 101 not found"))
+    accept(runtime, delivery="d2")
+    drain(runtime.huey)
+    assert statuses(runtime) == ["done", "dead"]
+    assert rows(runtime, TimerRow, TimerRow.status == "pending")
+    assert rows(runtime, TicketStateRow)[0].status != "deleted"
 
 
 def test_unexpected_errors_are_retried_then_dead_lettered(runtime, fake, clock):
