@@ -505,6 +505,34 @@ def _group_key(matrix: Matrix, group_id: Any) -> str | None:
     return None
 
 
+def _id_or_none(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _ticket_from_raw(raw: Mapping[str, Any], matrix: Matrix, *, custom: Mapping[int, Any] | None = None,
+                     field_types: Mapping[int, str] | None = None, **facts: Any) -> Ticket:
+    """A Ticket from a Zendesk ticket object: the API's `ticket` or an event's `detail` (same keys; the
+    event has string ids and UPPER-case enums). `facts` adds what only the caller knows (requester,
+    assignee, organization, replies, ...)."""
+    tags = frozenset(str(t).lower() for t in raw.get("tags") or [])
+    via = raw.get("via")
+    return Ticket(
+        vendor=VENDOR,
+        id=str(raw["id"]),
+        subject=raw.get("subject") or "",
+        status=_neutral_status(raw.get("status")),
+        priority=_neutral_priority(raw.get("priority")),
+        tags=tags,
+        group=_group_key(matrix, raw.get("group_id")),
+        channel=via.get("channel") if isinstance(via, Mapping) else None,
+        fields=_fields_from(matrix, tags, custom or {}, field_types),
+        created_at=_parse_time(raw.get("created_at")),
+        updated_at=_parse_time(raw.get("updated_at")),
+        version_token=raw.get("updated_at"),
+        **facts,
+    )
+
+
 # --------------------------------------------------------------------------------- connector
 @dataclass
 class _Lookups:
@@ -568,37 +596,25 @@ class ZendeskConnector:
             raise NotFound(f"Zendesk ticket {ticket_id} not found")
         users = {str(u.get("id")): u for u in data.get("users") or []}
         orgs = {str(o.get("id")): o for o in data.get("organizations") or []}
-        tags = frozenset(str(t).lower() for t in raw.get("tags") or [])
         custom = {int(cf["id"]): cf.get("value") for cf in raw.get("custom_fields") or [] if cf.get("id") is not None}
         mapped = self._mapped_custom_field_ids() & set(custom)
         field_types = self._field_types(mapped) if mapped else {}
-        requester_id = str(raw["requester_id"]) if raw.get("requester_id") is not None else None
+        requester_id = _id_or_none(raw.get("requester_id"))
         requester = users.get(requester_id or "", {})
-        assignee_id = str(raw["assignee_id"]) if raw.get("assignee_id") is not None else None
+        assignee_id = _id_or_none(raw.get("assignee_id"))
         assignee = users.get(assignee_id or "")
         organization = orgs.get(str(raw.get("organization_id")))
         first_reply, last_reply = self._public_agent_replies(str(raw["id"]), requester_id)
         rating = raw.get("satisfaction_rating") or {}
         score = rating.get("score") if isinstance(rating, dict) else None
-        return Ticket(
-            vendor=VENDOR,
-            id=str(raw["id"]),
-            subject=raw.get("subject") or "",
-            status=_neutral_status(raw.get("status")),
-            priority=_neutral_priority(raw.get("priority")),
-            tags=tags,
+        return _ticket_from_raw(
+            raw, self.matrix, custom=custom, field_types=field_types,
             organization=organization.get("name") if organization else None,
-            group=_group_key(self.matrix, raw.get("group_id")),
-            channel=((raw.get("via") or {}).get("channel")),
             requester=Person(id=requester_id, name=requester.get("name"), email=requester.get("email")),
             assignee=Person(id=assignee_id, name=assignee.get("name"), email=assignee.get("email")) if assignee_id else None,
-            fields=_fields_from(self.matrix, tags, custom, field_types),
-            created_at=_parse_time(raw.get("created_at")),
-            updated_at=_parse_time(raw.get("updated_at")),
             first_public_agent_reply_at=first_reply,
             last_public_agent_reply_at=last_reply,
             satisfaction=score if score in ("good", "bad") else None,
-            version_token=raw.get("updated_at"),
             url=f"{self.client.base_url}/agent/tickets/{raw['id']}",
         )
 
@@ -842,22 +858,8 @@ def snapshot_from_webhook(payload: Mapping[str, Any], matrix: Matrix, *, previou
 def _ticket_from_payload(payload: Mapping[str, Any], matrix: Matrix) -> Ticket | None:
     detail = payload.get("detail")
     if isinstance(detail, Mapping) and detail.get("id") is not None:
-        tags = frozenset(str(t).lower() for t in detail.get("tags") or [])
-        return Ticket(
-            vendor=VENDOR,
-            id=str(detail["id"]),
-            subject=detail.get("subject") or "",
-            status=_neutral_status(detail.get("status")),
-            priority=_neutral_priority(detail.get("priority")),
-            tags=tags,
-            group=_group_key(matrix, detail.get("group_id")),
-            channel=(detail.get("via") or {}).get("channel") if isinstance(detail.get("via"), Mapping) else None,
-            requester=Person(id=str(detail["requester_id"]) if detail.get("requester_id") else None),
-            fields=_fields_from(matrix, tags, {}),
-            created_at=_parse_time(detail.get("created_at")),
-            updated_at=_parse_time(detail.get("updated_at")),
-            version_token=detail.get("updated_at"),
-        )
+        # Event payloads carry no custom fields and no sideloads: only tag-based fields and ids.
+        return _ticket_from_raw(detail, matrix, requester=Person(id=_id_or_none(detail.get("requester_id"))))
     ticket_id = payload.get("ticket_id")
     if ticket_id is None and isinstance(payload.get("ticket"), Mapping):
         ticket_id = payload["ticket"].get("id")
