@@ -143,16 +143,3 @@ def business_seconds_between(calendar: Calendar | None, a: datetime, b: datetime
         day += timedelta(days=1)
     return total.total_seconds()
 
-
-def is_open(calendar: Calendar | None, moment: datetime) -> bool:
-    """Whether the calendar is open at `moment` (always, for 24x7)."""
-    if calendar is None:
-        return True
-    moment = _utc(moment)
-    compiled = compile_calendar(calendar)
-    local_day = moment.astimezone(compiled.zone).date()
-    for day in (local_day - timedelta(days=1), local_day):
-        for span_start, span_end in compiled.open_intervals(day):
-            if span_start <= moment < span_end:
-                return True
-    return False

@@ -17,7 +17,6 @@ which calls `catch_up(connector, DatabaseWatermarks(db), process, limit=SCAN_BAT
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timezone
 from typing import Callable, Protocol
 
@@ -32,24 +31,6 @@ class WatermarkStore(Protocol):
 
     def put(self, name: str, value: str) -> None:
         """Store the watermark durably (committed when this returns)."""
-
-
-class MemoryWatermarks:
-    """In-process store, for tests and one-shot runs."""
-
-    def __init__(self, initial: dict[str, str] | None = None):
-        self.values: dict[str, str] = dict(initial or {})
-        self.history: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> str | None:
-        with self._lock:
-            return self.values.get(name)
-
-    def put(self, name: str, value: str) -> None:
-        with self._lock:
-            self.values[name] = value
-            self.history.append((name, value))
 
 
 class DatabaseWatermarks:

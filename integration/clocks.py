@@ -295,7 +295,10 @@ def plan_timers(
 ) -> list[Any]:
     """Timers to schedule after a processing pass: all of the level's pending thresholds when the ticket
     entered a level, resumed from a pause, or changed matrix version; the cadence timer when its due time
-    moved (a public update went out). Empty while paused, resolved or bypassed."""
+    moved (a public update went out). Empty while paused, resolved or bypassed.
+
+    `now` is reserved: due times come from the stored clock state, not from the pass's time. The pipeline
+    passes it, so the signature stays for a future use (e.g. skipping thresholds already past)."""
     specs = _timers_for(state_after, ticket, matrix, decision)
     if not specs:
         return []

@@ -240,7 +240,7 @@ def template_context(
     cadence and warning templates)."""
     info = compiled.levels[level_id]
     level_dict = dict(info.context_base)
-    level_dict["owner"] = compiled.group_label(_owner_group(compiled, info, ticket))
+    level_dict["owner"] = compiled.group_label(_owner_group(info, ticket))
     level_dict["required_data"] = [
         {"name": name, "label": compiled.label(name), "value": ticket.attribute(name)}
         for name in info.level.required_data
@@ -289,7 +289,7 @@ class _Texts:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _owner_group(compiled: CompiledMatrix, info: LevelInfo, ticket: Ticket) -> str:
+def _owner_group(info: LevelInfo, ticket: Ticket) -> str:
     if info.owners:
         issue_type = normalize(ticket.attribute("issue_type"))
         if issue_type is not None and issue_type in info.owners:
@@ -491,7 +491,7 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
             priority = rule_obj.rule.priority
         if _priority_rank(priority) > _priority_rank(ticket.priority):
             draft.priority = priority
-        owner = _owner_group(compiled, info, ticket)
+        owner = _owner_group(info, ticket)
         if owner != ticket.group:
             draft.owner_group = owner
         if compiled.has_level_field and (marker_raw or "").strip().casefold() != enter.casefold():

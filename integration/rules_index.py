@@ -100,13 +100,6 @@ class TicketValues(dict):
         return value
 
 
-def ticket_values(ticket: Ticket, names: Iterable[str] = ()) -> TicketValues:
-    values = TicketValues(ticket)
-    for name in names:
-        values[name]
-    return values
-
-
 # ------------------------------------------------------------------------------ compiled conditions
 @dataclass(frozen=True)
 class Check:
@@ -223,7 +216,6 @@ MAX_INDEX_ENTRIES = 64  # per rule: beyond this many value combinations, fewer a
 @dataclass
 class RuleIndex:
     rules: tuple[CompiledRule, ...]
-    attribute_names: tuple[str, ...]  # every attribute a rule looks at
     # attribute names (sorted) -> value combination -> rule positions in file order
     buckets: dict[tuple[str, ...], dict[tuple, tuple[int, ...]]] = field(default_factory=dict)
     unindexed: tuple[int, ...] = ()
@@ -231,7 +223,6 @@ class RuleIndex:
     @classmethod
     def build(cls, rules: Sequence[Rule]) -> "RuleIndex":
         compiled = tuple(compile_rule(i, rule) for i, rule in enumerate(rules))
-        names = sorted({check.attribute for rule in compiled for check in rule.checks})
         spread: dict[str, set] = {}
         for rule in compiled:
             for attribute, keys in rule.index_options.items():
@@ -251,7 +242,7 @@ class RuleIndex:
             for combination in itertools.product(*(rule.index_options[a] for a in signature)):
                 table.setdefault(combination, []).append(rule.position)
         frozen = {sig: {k: tuple(v) for k, v in table.items()} for sig, table in buckets.items()}
-        return cls(compiled, tuple(names), frozen, tuple(unindexed))
+        return cls(compiled, frozen, tuple(unindexed))
 
     def values(self, ticket: Ticket) -> TicketValues:
         return TicketValues(ticket)

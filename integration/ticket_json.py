@@ -154,14 +154,6 @@ def ticket_from_json(data: Any, *, source: str = "ticket") -> Ticket:
     return _ticket(_Reader(source), data)
 
 
-def state_from_json(data: Any, ticket: Ticket, *, source: str = "ticket") -> TicketState | None:
-    """The embedded `state` of a ticket JSON object, or None when it has none."""
-    reader = _Reader(source)
-    if not isinstance(data, Mapping):
-        raise reader.fail("", f"expected a JSON object, got {_kind(data)}")
-    return _state(reader, data.get("state"), ticket)
-
-
 def ticket_and_state_from_json(data: Any, *, source: str = "ticket") -> tuple[Ticket, TicketState | None]:
     reader = _Reader(source)
     ticket = _ticket(reader, data)

@@ -6,8 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from integration.calendar import CalendarClosed, add_business_time, business_seconds_between, is_open
+from integration.calendar import CalendarClosed, add_business_time, business_seconds_between
 from matrix_config.schema import Calendar
+from tests.support.calendars import is_open
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = 3600

@@ -14,8 +14,9 @@ from connectors.base import NotFound, Transient
 from connectors.jira_sm import JiraConnector, JiraSettings
 from connectors.retry import RetryPolicy
 from connectors.zendesk import ZendeskConnector, ZendeskSettings
-from integration.catchup import DatabaseWatermarks, MemoryWatermarks, catch_up, watermark_name
+from integration.catchup import DatabaseWatermarks, catch_up, watermark_name
 from matrix_config.loader import load_matrix
+from tests.support.watermarks import MemoryWatermarks
 
 FIXTURES = Path(__file__).parent / "fixtures" / "catchup"
 ZENDESK = "https://acme.zendesk.com"
