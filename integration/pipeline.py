@@ -375,6 +375,29 @@ DecideFn = Callable[[Ticket, TicketState | None, LoadedMatrix, datetime],
                     tuple[Decision | None, TicketState, list | None, tuple[str, ...]]]
 
 
+@dataclass(frozen=True)
+class PassContext:
+    """What every final commit of one cycle shares; built once per cycle."""
+
+    trigger: str  # "events", "timer:<id>"
+    matrix: LoadedMatrix  # the version that decides the ticket (its pin, or the current one)
+    dry_run: bool
+    event_ids: tuple[int, ...] = ()  # marked done in the final commit (an events pass)
+    owner: str | None = None  # the lease owner that claimed `event_ids`
+    timer_id: int | None = None  # marked fired in the final commit (a timer firing)
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """One decision round: what `decide_fn` returned, and the state it started from."""
+
+    decision: Decision | None
+    state_before: TicketState | None
+    state_after: TicketState
+    extra_timers: list | None = None  # None: the clocks plan the timers
+    cancel_kinds: tuple[str, ...] = ()
+
+
 def _pinned_matrix(deps: PassDeps, session: Any, state: TicketState | None, last_status: str | None,
                    ticket: Ticket) -> LoadedMatrix:
     """New tickets pin the current matrix; a ticket in flight keeps its version until it is resolved
@@ -431,6 +454,8 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
         connector = deps.connector_for_version(vendor, matrix.version)
         ticket = connector.fetch_ticket(ticket_id)
     dry_run = deps.dry_run_for(vendor)
+    ctx = PassContext(trigger=trigger, matrix=matrix, dry_run=dry_run, event_ids=tuple(event_ids or ()),
+                      owner=owner, timer_id=timer_id)
     for intent in intents:
         state = _recover(deps, connector, intent, ticket, state, matrix, dry_run)
     if intents and timer_id is not None:
@@ -440,12 +465,10 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
     for _round in range(MAX_CONFLICT_ROUNDS):
         now = deps.now()
         decision, state_after, extra_timers, cancel_kinds = decide_fn(ticket, state, matrix, now)
+        outcome = RoundOutcome(decision, state, state_after, extra_timers, cancel_kinds)
         writes = decision is not None and decision.writes_to_ticket
         if not writes or dry_run:
-            status = "dry_run" if writes else "noop"
-            decision_id = _finalize(deps, None, status, decision, ticket, state, state_after, matrix, now,
-                                    trigger=trigger, event_ids=event_ids, owner=owner, timer_id=timer_id,
-                                    extra_timers=extra_timers, cancel_kinds=cancel_kinds, dry_run=dry_run)
+            decision_id = _finalize(deps, ctx, outcome, ticket, now, status="dry_run" if writes else "noop")
             return PassResult("done", decision_id=decision_id)
         intent_id = _write_intent(deps, decision, state_after, matrix, trigger, ticket)
         try:
@@ -464,11 +487,8 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
                     log.warning("ticket %s:%s: decision %d is visible on the ticket although the vendor call "
                                 "failed (%s); completing it without writing again", vendor, ticket_id,
                                 intent_id, _short(exc))
-                    decision_id = _finalize(
-                        deps, intent_id, "recovered", decision, fresh, state, state_after, matrix, now,
-                        trigger=trigger, event_ids=event_ids, owner=owner, timer_id=timer_id,
-                        extra_timers=extra_timers, cancel_kinds=cancel_kinds, dry_run=False,
-                        note=f"written, then the vendor call failed: {_short(exc)}")
+                    decision_id = _finalize(deps, ctx, outcome, fresh, now, status="recovered", intent_id=intent_id,
+                                            note=f"written, then the vendor call failed: {_short(exc)}")
                     return PassResult("done", decision_id=decision_id)
             if not isinstance(exc, Conflict):
                 _close_intent(deps, intent_id, "failed", _short(exc))
@@ -487,9 +507,7 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
         # Any other error leaves the intent `applying`: the write may or may not have reached the vendor,
         # and the next pass finds out from the ticket itself.
         _test_delay(TEST_APPLY_DELAY_ENV)
-        decision_id = _finalize(deps, intent_id, "applied", decision, ticket, state, state_after, matrix, now,
-                                trigger=trigger, event_ids=event_ids, owner=owner, timer_id=timer_id,
-                                extra_timers=extra_timers, cancel_kinds=cancel_kinds, dry_run=False,
+        decision_id = _finalize(deps, ctx, outcome, ticket, now, status="applied", intent_id=intent_id,
                                 api_result=result)
         return PassResult("done", decision_id=decision_id, writes=result.writes)
     raise Transient(f"ticket {ticket_id} kept changing: {MAX_CONFLICT_ROUNDS} conflicts in a row")
@@ -616,11 +634,10 @@ def _complete_recovered(deps: PassDeps, intent: DecisionRow, decision: Decision,
             timer_id = int(intent.trigger.split(":", 1)[1])
         except ValueError:
             timer_id = None
+    ctx = PassContext(trigger=intent.trigger, matrix=matrix, dry_run=False, timer_id=timer_id)
     try:
-        _finalize(deps, intent.id, "recovered", decision, ticket, state, state_after, matrix, now,
-                  trigger=intent.trigger, event_ids=None, owner=None, timer_id=timer_id,
-                  extra_timers=None, cancel_kinds=(), dry_run=False, api_result=api_result,
-                  plan=timer_id is None, resent=api_result is not None)
+        _finalize(deps, ctx, RoundOutcome(decision, state, state_after), ticket, now, status="recovered",
+                  intent_id=intent.id, api_result=api_result, plan=timer_id is None, resent=api_result is not None)
     except AlreadyFired:
         _close_intent(deps, intent.id, "recovered", None)
     return state_after
@@ -642,13 +659,14 @@ def _normalize_csat(raw: str) -> float | None:
     return None
 
 
-def _finalize(deps: PassDeps, intent_id: int | None, status: str, decision: Decision | None, ticket: Ticket,
-              state_before: TicketState | None, state_after: TicketState, matrix: LoadedMatrix, now: datetime,
-              *, trigger: str, event_ids: list[int] | None, owner: str | None, timer_id: int | None,
-              extra_timers: list | None, cancel_kinds: tuple[str, ...], dry_run: bool,
-              api_result: Any = None, plan: bool = True, resent: bool = False,
-              note: str | None = None) -> int | None:
+def _finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ticket, now: datetime, *,
+              status: str, intent_id: int | None = None, api_result: Any = None, plan: bool = True,
+              resent: bool = False, note: str | None = None) -> int | None:
+    """The one commit that ends a round: the decision row (the intent closed with `status`, or a new
+    row when there was no intent), the ticket state, milestones, CSAT, timers and the claimed events."""
     vendor, ticket_id = ticket.vendor, ticket.id
+    matrix, timer_id = ctx.matrix, ctx.timer_id
+    decision, state_before, state_after = outcome.decision, outcome.state_before, outcome.state_after
     with deps.db.session() as session:
         if timer_id is not None and not timer_host.mark_fired(session, timer_id, now):
             raise AlreadyFired(timer_id)
@@ -666,7 +684,7 @@ def _finalize(deps: PassDeps, intent_id: int | None, status: str, decision: Deci
             if note is not None:
                 row.error = note[:500]
         elif decision is not None and not decision.is_empty:
-            row = _decision_row(decision, matrix, trigger, ticket, status, state_after, dry_run)
+            row = _decision_row(decision, matrix, ctx.trigger, ticket, status, state_after, ctx.dry_run)
             row.finished_at = now
             session.add(row)
             session.flush()
@@ -738,16 +756,17 @@ def _finalize(deps: PassDeps, intent_id: int | None, status: str, decision: Deci
             timer_host.cancel(session, vendor, ticket_id, except_level=state_after.level or "")
         if ticket.status in RESOLVED:
             timer_host.cancel(session, vendor, ticket_id)
-        if cancel_kinds:
-            timer_host.cancel(session, vendor, ticket_id, kinds=cancel_kinds)
-        specs = list(extra_timers or [])
-        if plan and deps.clocks is not None and extra_timers is None and hasattr(deps.clocks, "plan_timers"):
+        if outcome.cancel_kinds:
+            timer_host.cancel(session, vendor, ticket_id, kinds=outcome.cancel_kinds)
+        specs = list(outcome.extra_timers or [])
+        if (plan and deps.clocks is not None and outcome.extra_timers is None
+                and hasattr(deps.clocks, "plan_timers")):
             specs += deps.clocks.plan_timers(state_before, state_after, decision, ticket, matrix.matrix, now)
         for spec in specs:
             timer_host.schedule(session, spec)
 
-        if event_ids and owner:
-            _mark_events(session, owner, event_ids, "done", now, decision_id=decision_id)
+        if ctx.event_ids and ctx.owner:
+            _mark_events(session, ctx.owner, list(ctx.event_ids), "done", now, decision_id=decision_id)
     return decision_id
 
 
