@@ -16,7 +16,7 @@ from pydantic import SecretStr, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from integration.intake import EventSink
-from integration.settings import Settings
+from integration.settings import Settings, redact_url
 from webhooks.jira import view as jira_view
 from webhooks.signatures import utc_now
 from webhooks.zendesk import view as zendesk_view
@@ -71,7 +71,19 @@ class WebhookEdge:
         for value in vars(self.settings).values():
             if isinstance(value, SecretStr) and value.get_secret_value():
                 text = text.replace(value.get_secret_value(), "***")
-        return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+        return _URL_IN_TEXT.sub(_redact_url_match, text)
+
+
+# A URL inside free text (an exception message): up to the next whitespace; punctuation that ends the
+# sentence rather than the URL is peeled off and put back after redact_url has masked the URL.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_SENTENCE_PUNCTUATION = ".,;:!?)]}>'\""
+
+
+def _redact_url_match(match: re.Match[str]) -> str:
+    found = match.group()
+    url = found.rstrip(_SENTENCE_PUNCTUATION)
+    return redact_url(url) + found[len(url):]
 
 
 def create_app(
