@@ -95,8 +95,10 @@ def test_signed_zendesk_event_is_persisted_then_answered_202(client, sink):
 def test_zendesk_trigger_body_is_accepted(client, sink):
     body = fixture_bytes("zendesk", "trigger_ticket_updated")
     response = client.post("/webhooks/zendesk", data=body, headers=zendesk_headers(body))
-    assert (response.status_code, response.json["status"]) == (202, "accepted")
-    assert sink.events[0].event.event_type == "ticket.updated"
+    assert (response.status_code, response.json) == (202, {"status": "accepted", "event_id": 1})
+    [stored] = sink.events
+    assert (stored.event.ticket_id, stored.event.event_type, stored.payload) == ("5158", "ticket.updated", body)
+    assert sink.queued == [1]
 
 
 def test_redelivery_with_same_invocation_id_is_acknowledged_once(client, sink):
@@ -134,6 +136,9 @@ def test_zendesk_events_that_can_change_the_escalation_queue_a_pass(client, sink
     body = fixture_bytes("zendesk", fixture)
     response = client.post("/webhooks/zendesk", data=body, headers=zendesk_headers(body))
     assert (response.status_code, response.json) == (202, {"status": "accepted", "event_id": 1})
+    [stored] = sink.events
+    assert (stored.event.ticket_id, stored.event.event_type) == ("5158", "ticket." + fixture.removeprefix("ticket_"))
+    assert stored.payload == body
     assert sink.queued == [1]
 
 
@@ -151,23 +156,26 @@ def test_jira_redelivery_with_same_identifier_is_duplicate(client, sink):
     body = fixture_bytes("jira", "issue_created")
     client.post("/webhooks/jira", data=body, headers=jira_headers(body, identifier="wh-2"))
     response = client.post("/webhooks/jira", data=body, headers=jira_headers(body, identifier="wh-2"))
-    assert (response.status_code, response.json["status"]) == (200, "duplicate")
-    assert len(sink.events) == 1
+    assert (response.status_code, response.json) == (200, {"status": "duplicate", "event_id": 1})
+    assert [e.event.ticket_id for e in sink.events] == ["KT-22"] and sink.queued == [1]
 
 
 def test_jsm_automation_body_with_shared_secret_is_accepted(client, sink):
     body = fixture_bytes("jira", "automation_issue_updated")
     response = client.post("/webhooks/jira", data=body,
                            headers={"Content-Type": "application/json", "X-Escalation-Token": SHARED_SECRET})
-    assert (response.status_code, response.json["status"]) == (202, "accepted")
+    assert (response.status_code, response.json) == (202, {"status": "accepted", "event_id": 1})
     assert sink.events[0].event.ticket_id == "HELP-42"
+    assert sink.events[0].payload == body and sink.queued == [1]
     assert sink.events[0].event.delivery_id is None  # automation sends no identifier: the sink de-duplicates on content
 
 
 def test_known_unhandled_jira_event_is_recorded_as_ignored(client, sink):
     body = fixture_bytes("jira", "worklog_created")
     response = client.post("/webhooks/jira", data=body, headers=jira_headers(body))
-    assert (response.status_code, response.json["status"]) == (200, "ignored")
+    assert (response.status_code, response.json) == (200, {"status": "ignored", "event_id": 1})
+    [stored] = sink.events  # recorded (the audit trail shows it arrived) but not queued for a pass
+    assert (stored.event.event_type, stored.event.handled) == ("worklog_created", False)
     assert sink.queued == []
 
 
@@ -221,11 +229,13 @@ def test_zendesk_replay_outside_window_is_401(client, sink, offset):
     assert sink.events == []
 
 
-def test_a_signature_for_another_body_is_401(client):
+def test_a_signature_for_another_body_is_401(client, sink):
     headers = zendesk_headers(GOOD_ZENDESK)
     tampered = GOOD_ZENDESK.replace(b'"LOW"', b'"URGENT"')
+    assert tampered != GOOD_ZENDESK
     response = client.post("/webhooks/zendesk", data=tampered, headers=headers)
     assert (response.status_code, response.json) == (401, {"error": "invalid signature"})
+    assert sink.events == []
 
 
 def test_body_over_limit_by_content_length_is_413(sink):
@@ -263,15 +273,21 @@ def test_body_over_limit_without_content_length_is_413_by_bytes_read(sink):
 def test_chunked_body_within_limit_is_read_whole(sink):
     app = create_app(make_settings(), sink=sink, clock=lambda: NOW)
     body = GOOD_ZENDESK
-    assert _post_chunked(app, "/webhooks/zendesk", body, zendesk_headers(body))[0] == 202
-    assert sink.events[0].payload == body
+    assert _post_chunked(app, "/webhooks/zendesk", body, zendesk_headers(body)) == (
+        202, {"status": "accepted", "event_id": 1}
+    )
+    [stored] = sink.events
+    assert stored.payload == body
 
 
 def test_body_exactly_at_limit_is_accepted(sink):
     body = GOOD_ZENDESK
     client = create_app(make_settings(WEBHOOK_MAX_BODY_BYTES=len(body)), sink=sink, clock=lambda: NOW).test_client()
     response = client.post("/webhooks/zendesk", data=body, headers=zendesk_headers(body))
-    assert response.status_code == 202
+    assert (response.status_code, response.json) == (202, {"status": "accepted", "event_id": 1})
+    [stored] = sink.events
+    assert stored.payload == body  # every byte kept: nothing cut off at the limit
+    assert stored.event.ticket_id == "5158"
 
 
 GOOD_JIRA = fixture_bytes("jira", "issue_updated_priority")
@@ -319,6 +335,7 @@ def test_jira_with_only_the_shared_secret_refuses_signed_deliveries(sink):
     assert (response.status_code, response.json) == (
         401, {"error": "X-Hub-Signature received but JIRA_WEBHOOK_SECRET is not configured"}
     )
+    assert sink.events == []
 
 
 def test_store_failure_is_503_with_retry_after_so_the_vendor_retries():
