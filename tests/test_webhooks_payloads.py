@@ -147,8 +147,10 @@ def test_documented_templates_rendered_by_the_vendor_parse():
     )
 
 
-def _zendesk_event(**changes) -> dict:
-    body = copy.deepcopy(_load("zendesk", "ticket_priority_changed"))
+def _edited(fixture: dict, changes: dict) -> dict:
+    """A deep copy of `fixture` with each change applied: `a__b=value` sets body["a"]["b"], `a__b=...`
+    deletes it."""
+    body = copy.deepcopy(fixture)
     for path, value in changes.items():
         target = body
         *parents, leaf = path.split("__")
@@ -159,6 +161,10 @@ def _zendesk_event(**changes) -> dict:
         else:
             target[leaf] = value
     return body
+
+
+def _zendesk_event(**changes) -> dict:
+    return _edited(_load("zendesk", "ticket_priority_changed"), changes)
 
 
 @pytest.mark.parametrize(
@@ -222,17 +228,7 @@ def test_zendesk_trigger_missing_keys_are_listed():
 
 
 def _jira_event(name="issue_updated_priority", **changes) -> dict:
-    body = copy.deepcopy(_load("jira", name))
-    for path, value in changes.items():
-        target = body
-        *parents, leaf = path.split("__")
-        for parent in parents:
-            target = target[parent]
-        if value is ...:
-            del target[leaf]
-        else:
-            target[leaf] = value
-    return body
+    return _edited(_load("jira", name), changes)
 
 
 AUTOMATION = {"issueKey": "HELP-1", "event": "issue_updated", "actor": "abc", "occurredAt": "2025-03-04T09:15:27.4+0000"}
