@@ -2,9 +2,8 @@
 SQLite or PostgreSQL. Tasks go through the real broker (serialized, dequeued, executed)."""
 from __future__ import annotations
 
-import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select
@@ -15,6 +14,7 @@ from integration.events import DatabaseEventSink
 from integration.queue import QueueConfigError, build_huey, describe
 from tests.support.fake_connector import (
     FakeConnector,
+    ManualClock,
     make_runtime,
     make_settings,
     neutral_event,
@@ -29,8 +29,13 @@ BACKENDS = [
 ]
 
 
+@pytest.fixture
+def clock():
+    return ManualClock(datetime.now(timezone.utc))
+
+
 @pytest.fixture(params=BACKENDS)
-def stack(request, tmp_path):
+def stack(request, tmp_path, clock):
     database, queue = request.param
     cleanups = []
     if database == "sqlite":
@@ -49,7 +54,7 @@ def stack(request, tmp_path):
         cleanups.insert(0, drop_queue)
     fake = FakeConnector("zendesk")
     fake.put("101")
-    runtime = make_runtime(make_settings(db_url), fake, huey=huey)
+    runtime = make_runtime(make_settings(db_url), fake, huey=huey, clock=clock)
     yield runtime, fake
     huey.flush()  # only this queue's keys/rows
     huey.storage.close()
@@ -61,6 +66,8 @@ def stack(request, tmp_path):
 def drain(huey, limit=50):
     ran = 0
     while ran < limit:
+        if huey.pending_count() == 0:  # an empty Redis/PostgreSQL dequeue blocks for huey's read timeout
+            return ran
         task = huey.dequeue()
         if task is None:
             return ran
@@ -81,17 +88,20 @@ def test_burst_through_the_real_broker_is_one_pass(stack):
         assert [e.status for e in session.scalars(select(EventRow))] == ["done"] * 5
 
 
-def test_retry_after_is_a_scheduled_task_in_the_broker(stack):
+def test_retry_after_is_a_scheduled_task_in_the_broker(stack, clock):
     runtime, fake = stack
-    fake.fetch_failures.append(RateLimited("429", retry_after=1))
+    fake.fetch_failures.append(RateLimited("429", retry_after=60))
     DatabaseEventSink(runtime.db, runtime.enqueue_ticket).accept(neutral_event("101", "d1"), b"{}", runtime.deps().now())
     drain(runtime.huey)
     assert runtime.huey.scheduled_count() == 1 and fake.writes() == []
-    time.sleep(1.1)
-    due = runtime.huey.read_schedule()  # what the consumer's scheduler does every second
+    assert runtime.huey.read_schedule() == []  # not due for a minute
+    # What the consumer's scheduler does every second, a minute and a bit from now (huey's clock: naive UTC).
+    clock.advance(61)
+    a_minute_later = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=61)
+    due = runtime.huey.read_schedule(a_minute_later)
     assert len(due) == 1
     for task in due:
-        runtime.huey.execute(task)
+        runtime.huey.execute(task, a_minute_later)
     assert len(fake.writes()) == 1
 
 
