@@ -13,17 +13,19 @@ a long wait re-queues the task instead of blocking a worker.
   deployments that scale workers out on PostgreSQL without Redis. Its table is created on first use
   (CREATE TABLE IF NOT EXISTS), outside the Alembic migrations: it holds only disposable counters.
 
-`limiter_for` picks Redis when a redis:// URL is configured, else PostgreSQL when the database is
-PostgreSQL, else the in-process bucket (one process, or SQLite: a single host).
+`limiter_for` picks Redis when REDIS_URL (or a redis:// QUEUE_URL) is set, else PostgreSQL when the
+database is PostgreSQL, else the in-process bucket (one process, or SQLite: a single host). It reads those
+settings from `integration.settings.Settings` (environment and `.env`), never from os.environ directly.
 """
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
 from typing import Any, Callable, Protocol
+
+from integration.settings import REDIS_SCHEMES, Settings
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +160,10 @@ _local_buckets: dict[str, TokenBucket] = {}
 _local_lock = threading.Lock()
 
 
-def shared_redis_url() -> str | None:
-    for name in ("REDIS_URL", "QUEUE_URL"):
-        value = os.environ.get(name, "")
-        if value.startswith(("redis://", "rediss://")):
+def shared_redis_url(redis_url: str | None, queue_url: str | None = None) -> str | None:
+    """REDIS_URL, else QUEUE_URL when it is the queue's Redis; None when neither is a Redis URL."""
+    for value in (redis_url, queue_url):
+        if value and value.startswith(REDIS_SCHEMES):
             return value
     return None
 
@@ -184,21 +186,25 @@ def _sql_engine(database_url: str) -> Any:
 
 
 def limiter_for(account_key: str, requests_per_minute: int, *, redis_url: str | None = None,
-                database_url: str | None = None) -> RateLimiter:
+                database_url: str | None = None, settings: Settings | None = None) -> RateLimiter:
     """The limiter for one vendor account (`account_key`, e.g. "zendesk:acme.zendesk.com").
 
-    1. Redis when `redis_url` (or REDIS_URL / QUEUE_URL from the environment) is redis://;
-    2. else PostgreSQL when `database_url` (or DATABASE_URL from the environment) is postgresql://,
+    1. Redis when `redis_url` is given, else when the settings' REDIS_URL or QUEUE_URL is a Redis URL;
+    2. else PostgreSQL when `database_url` (else the settings' DATABASE_URL) is postgresql://,
        so scaled-out workers share one budget either way;
-    3. otherwise one in-process bucket per account for this process."""
-    redis_url = redis_url or shared_redis_url()
+    3. otherwise one in-process bucket per account for this process.
+    `settings` (default: `Settings()`, the environment and `.env`) is read only for what is not given."""
+    if redis_url is None or database_url is None:
+        settings = settings or Settings()
+        redis_url = redis_url or shared_redis_url(settings.redis_url, settings.queue_url)
+        database_url = database_url or settings.database_url
+    key = f"escalation:ratelimit:{account_key}"
     if redis_url:
         import redis
 
-        return RedisWindowLimiter(redis.Redis.from_url(redis_url), f"escalation:ratelimit:{account_key}", requests_per_minute)
-    database_url = database_url or os.environ.get("DATABASE_URL")
+        return RedisWindowLimiter(redis.Redis.from_url(redis_url), key, requests_per_minute)
     if is_postgres_url(database_url):
-        return SqlWindowLimiter(_sql_engine(str(database_url)), f"escalation:ratelimit:{account_key}", requests_per_minute)
+        return SqlWindowLimiter(_sql_engine(str(database_url)), key, requests_per_minute)
     with _local_lock:
         bucket = _local_buckets.get(account_key)
         if bucket is None or bucket.capacity != requests_per_minute:

@@ -268,6 +268,7 @@ class ZendeskClient:
         retry_policy: RetryPolicy = DEFAULT_POLICY,
         rate_limiter: RateLimiter | None = None,
         database_url: str | None = None,
+        redis_url: str | None = None,
     ):
         base = settings.api_base
         if not base:
@@ -277,8 +278,8 @@ class ZendeskClient:
         self.retry_policy = retry_policy
         self._secrets = settings.secrets()
         self.limiter = rate_limiter if rate_limiter is not None else limiter_for(
-            f"zendesk:{urlsplit(base).hostname or base}", settings.requests_per_minute, database_url=database_url
-        )
+            f"zendesk:{urlsplit(base).hostname or base}", settings.requests_per_minute,
+            redis_url=redis_url, database_url=database_url)
         self.session = session or requests.Session()
         adapter = _BudgetedAdapter(self.limiter)
         self.session.mount("https://", adapter)
@@ -557,13 +558,14 @@ class ZendeskConnector:
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         database_url: str | None = None,
+        redis_url: str | None = None,
     ):
         self.settings = settings
         self.matrix = matrix
-        # database_url: where the shared request budget lives when no Redis is configured (see
-        # connectors.ratelimit.limiter_for); None = the DATABASE_URL environment variable.
+        # redis_url / database_url: where the shared request budget lives (connectors.ratelimit.limiter_for);
+        # None = REDIS_URL / DATABASE_URL from integration.settings.Settings.
         self.client = ZendeskClient(settings, session=session, retry_policy=retry_policy, rate_limiter=rate_limiter,
-                                    database_url=database_url)
+                                    database_url=database_url, redis_url=redis_url)
         self._lookups = _Lookups(own_user_id=settings.user_id)
         self._clock = clock
 
@@ -823,7 +825,7 @@ class ZendeskConnector:
 def build_from_env(matrix: Matrix, **kwargs: Any) -> ZendeskConnector | None:
     """The connector configured by ZENDESK_* variables, or None when none of the credential settings is
     set (dry run). Raises ConfigurationError when some are set but the set is incomplete. No network call.
-    `kwargs` go to ZendeskConnector (e.g. `database_url=` for the shared request budget)."""
+    `kwargs` go to ZendeskConnector (e.g. `database_url=`, `redis_url=` for the shared request budget)."""
     settings = ZendeskSettings()
     if not settings.check_complete():
         return None

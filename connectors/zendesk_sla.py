@@ -25,12 +25,12 @@ event, which is why the connector writes the level tag in the same PUT as the re
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from connectors.base import ConfigurationError, ConnectorError
+from integration.settings import Settings
 from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Level, Matrix
 
 POLICIES_PATH = "/api/v2/slas/policies"
@@ -306,19 +306,22 @@ def apply_plan(client, plan_: SlaPlan) -> SlaApplyResult:
 
 
 # ------------------------------------------------------------------------------------ entry points
-def _client_from_env(matrix: Matrix):
+def _client_from_env(matrix: Matrix, settings: Settings | None = None):
     from connectors.zendesk import build_from_env
 
-    connector = build_from_env(matrix)
+    settings = settings or Settings()
+    connector = build_from_env(matrix, database_url=settings.database_url, redis_url=settings.redis_url)
     return connector.client if connector is not None else None
 
 
-def sync_if_enabled(matrix: Matrix, *, client=None) -> SlaPlan | None:
+def sync_if_enabled(matrix: Matrix, *, client=None, settings: Settings | None = None) -> SlaPlan | None:
     """Periodic task body for SLA_SYNC=auto: apply the plan when it is not empty. Returns the plan that
-    was found (possibly empty), or None when sync is off or no credentials are configured."""
-    if os.environ.get("SLA_SYNC", "off").strip().lower() != "auto":
+    was found (possibly empty), or None when sync is off or no credentials are configured. `settings`
+    defaults to `Settings()` (the environment and `.env`)."""
+    settings = settings or Settings()
+    if settings.sla_sync != "auto":
         return None
-    client = client or _client_from_env(matrix)
+    client = client or _client_from_env(matrix, settings)
     if client is None:
         return None
     found = plan(matrix, list_policies(client))
@@ -336,9 +339,16 @@ def _load(matrix_path: str) -> Matrix:
 
 
 def _client_or_error(matrix: Matrix) -> tuple[Any, bool]:
-    """(client or None, ok); prints the error and answers ok=False for incomplete credentials."""
+    """(client or None, ok); prints the error and answers ok=False for invalid settings or incomplete
+    credentials. Messages name settings, never their values."""
+    from pydantic import ValidationError
+
     try:
         return _client_from_env(matrix), True
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        print(f"error: invalid configuration: {problems}", file=sys.stderr)
+        return None, False
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return None, False

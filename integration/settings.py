@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
@@ -67,19 +68,43 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(30, alias="LEASE_SECONDS", gt=0)
     reconcile_interval_seconds: int = Field(30, alias="RECONCILE_INTERVAL_SECONDS", gt=0)
     scan_interval_seconds: int = Field(300, alias="SCAN_INTERVAL_SECONDS", gt=0)  # catch-up scan of changed tickets
+    # "auto": one worker applies the Zendesk SLA plan every SLA_SYNC_INTERVAL_SECONDS; "off": by command only.
+    sla_sync: Literal["off", "auto"] = Field("off", alias="SLA_SYNC")
     sla_sync_interval_seconds: int = Field(3600, alias="SLA_SYNC_INTERVAL_SECONDS", gt=0)  # with SLA_SYNC=auto
     max_attempts: int = Field(8, alias="MAX_ATTEMPTS", gt=0)  # transient failures before an event is dead-lettered
     shutdown_timeout_seconds: int = Field(20, alias="SHUTDOWN_TIMEOUT_SECONDS", ge=0)  # SIGTERM: finish passes this long
     log_level: str = Field("INFO", alias="LOG_LEVEL")
+    # Where every worker shares the vendors' client-side request budgets (connectors.ratelimit); unset: a
+    # redis:// QUEUE_URL, else a PostgreSQL DATABASE_URL, else one budget per process.
+    redis_url: str | None = Field(None, alias="REDIS_URL")
 
-    # DATABASE_URL and QUEUE_URL may hold passwords: whatever prints settings shows them redacted.
+    @field_validator("sla_sync", mode="before")
+    @classmethod
+    def _sla_sync_word(cls, value: Any) -> Any:
+        # "AUTO", " auto " and an empty SLA_SYNC= line mean what they say; anything else ("on") is refused.
+        return (value.strip().lower() or "off") if isinstance(value, str) else value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_scheme(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(REDIS_SCHEMES):
+            # The message never repeats the value: it may hold a password.
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    # DATABASE_URL, QUEUE_URL and REDIS_URL may hold passwords: whatever prints settings shows them redacted.
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            yield name, (redact_url(value) if name in ("database_url", "queue_url") else value)
+            yield name, (redact_url(value) if value and name in ("database_url", "queue_url", "redis_url") else value)
 
     def describe_database(self) -> str:
         return redact_url(self.database_url)
 
     def describe_queue(self) -> str:
         return redact_url(self.queue_url)
+
+    def describe_redis(self) -> str:
+        return redact_url(self.redis_url)
 

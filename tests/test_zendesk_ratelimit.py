@@ -48,13 +48,34 @@ def test_local_limiter_is_shared_per_account(no_shared_store):
     assert limiter_for(key, 100) is not limiter_for(key + "x", 100)
 
 
-def test_redis_is_chosen_from_queue_url(no_shared_store):
+def test_redis_is_chosen_from_redis_url_else_from_a_redis_queue_url(no_shared_store):
     monkeypatch = no_shared_store
-    monkeypatch.setenv("QUEUE_URL", "sqlite:///var/queue.db")
-    assert shared_redis_url() is None
+    assert shared_redis_url(None, "sqlite:///var/queue.db") is None
+    assert shared_redis_url(None, "redis://queue.internal:6379/2") == "redis://queue.internal:6379/2"
+    assert shared_redis_url("redis://cache.internal:6379/0", "redis://queue.internal:6379/2") == \
+        "redis://cache.internal:6379/0"
     monkeypatch.setenv("QUEUE_URL", "redis://queue.internal:6379/2")
-    assert shared_redis_url() == "redis://queue.internal:6379/2"
-    assert isinstance(limiter_for("zendesk:acme", 10), RedisWindowLimiter)  # no connection until used
+    limiter = limiter_for("zendesk:acme", 10)  # no connection until used
+    assert isinstance(limiter, RedisWindowLimiter)
+    assert limiter.redis.connection_pool.connection_kwargs["host"] == "queue.internal"
+
+
+def test_redis_url_in_a_dotenv_file_shares_the_budget(no_shared_store, tmp_path):
+    # The service reads its settings from the environment *and* `.env`; the budget's store must too.
+    no_shared_store.chdir(tmp_path)
+    (tmp_path / ".env").write_text("REDIS_URL=redis://cache.internal:6379/3\n", encoding="utf-8")
+    limiter = limiter_for(f"zendesk:{uuid.uuid4()}", 10)
+    assert isinstance(limiter, RedisWindowLimiter)
+    assert limiter.redis.connection_pool.connection_kwargs["host"] == "cache.internal"
+
+
+def test_explicit_settings_decide_the_store(no_shared_store):
+    from integration.settings import Settings
+
+    settings = Settings(_env_file=None, REDIS_URL="redis://cache.internal:6379/0")
+    assert isinstance(limiter_for("zendesk:acme", 10, settings=settings), RedisWindowLimiter)
+    settings = Settings(_env_file=None, DATABASE_URL="postgresql://postgres@db.internal/escalation")
+    assert isinstance(limiter_for("zendesk:acme", 10, settings=settings), SqlWindowLimiter)
 
 
 @pytest.mark.redis

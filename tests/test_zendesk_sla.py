@@ -267,14 +267,51 @@ def test_hand_edited_managed_policy_is_restored(fake, client):
     assert [(i.action, list(i.diff)) for i in found.items] == [("update", ["filter"])]
 
 
-def test_sync_if_enabled(fake, client, monkeypatch):
+def test_sync_if_enabled(fake, client, monkeypatch, tmp_path):
     matrix = example()
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SLA_SYNC", raising=False)
     assert sync_if_enabled(matrix, client=client) is None and fake.writes == []
     monkeypatch.setenv("SLA_SYNC", "auto")
     found = sync_if_enabled(matrix, client=client)
     assert [i.action for i in found.items] == ["create"] * 4 and len(fake.policies) == 4
     assert sync_if_enabled(matrix, client=client).empty
+
+
+def test_sla_sync_set_in_a_dotenv_file_is_honoured(fake, client, monkeypatch, tmp_path):
+    matrix = example()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SLA_SYNC", raising=False)
+    (tmp_path / ".env").write_text("SLA_SYNC=auto\n", encoding="utf-8")
+    found = sync_if_enabled(matrix, client=client)
+    assert found is not None and len(fake.policies) == 4
+
+
+def test_sync_follows_the_settings_it_is_given(fake, client, monkeypatch):
+    from integration.settings import Settings
+
+    monkeypatch.setenv("SLA_SYNC", "auto")
+    assert sync_if_enabled(example(), client=client, settings=Settings(_env_file=None, SLA_SYNC="off")) is None
+    assert fake.writes == []
+
+
+@pytest.mark.parametrize("word", ["on", "true", "1"])
+def test_an_sla_sync_word_other_than_off_or_auto_is_refused(word, capsys, monkeypatch, tmp_path):
+    # It used to mean "off" without a word; now start-up (and the sla commands) name the setting.
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from integration.settings import Settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLA_SYNC", word)
+    with pytest.raises(ValidationError, match="SLA_SYNC") as raised:
+        Settings(_env_file=None)
+    assert raised.value.errors()[0]["msg"] == "Input should be 'off' or 'auto'"
+    assert cli_plan(str(Path(__file__).resolve().parent.parent / EXAMPLE), "text") == 2
+    err = capsys.readouterr().err
+    assert "invalid configuration: SLA_SYNC: Input should be 'off' or 'auto'" in err and f"'{word}'" not in err
 
 
 # ------------------------------------------------------------------------- the spec check itself
