@@ -108,7 +108,7 @@ def _escalation_command() -> list[str]:
 
 
 def run_worker(settings, concurrency: int | None = None) -> None:
-    from integration.tasks import PeriodicJobs
+    from integration.tasks import PeriodicJobs, describe_periodic_jobs
 
     runtime = _runtime(settings)
     log = logging.getLogger("escalation.worker")
@@ -130,6 +130,13 @@ def run_worker(settings, concurrency: int | None = None) -> None:
         graceful_signal="TERM",  # SIGTERM: finish running passes, up to SHUTDOWN_TIMEOUT_SECONDS
         shutdown_timeout=settings.shutdown_timeout_seconds or None,
     )
+    start_consumer = consumer.start
+
+    def start_and_name_the_periodic_jobs() -> None:
+        start_consumer()  # logs huey's "Periodic tasks are disabled.": ours follow, in PeriodicJobs
+        log.info("%s", describe_periodic_jobs(settings))
+
+    consumer.start = start_and_name_the_periodic_jobs
     try:
         consumer.run()
     finally:

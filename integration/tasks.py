@@ -264,6 +264,17 @@ class Runtime:
             log.info("SLA sync: Zendesk SLA policies updated from the matrix")
 
 
+def describe_periodic_jobs(settings: Settings) -> str:
+    """One line for the worker log. huey's own "Periodic tasks are disabled." only means that huey's
+    periodic tasks are not used: these jobs run in PeriodicJobs instead."""
+    # SLA_SYNC (off | auto) is a newer setting; a Settings without it means off.
+    sla_sync = getattr(settings, "sla_sync", "off")
+    return (f"periodic jobs: reconcile every {settings.reconcile_interval_seconds:g}s, "
+            f"catch-up scan every {settings.scan_interval_seconds:g}s, "
+            f"SLA sync {sla_sync} every {settings.sla_sync_interval_seconds:g}s "
+            "(run by one worker at a time, under a lease)")
+
+
 class PeriodicJobs:
     """The ticker thread of one worker process. Each job runs only while this process holds its lease."""
 

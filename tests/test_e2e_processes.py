@@ -198,6 +198,9 @@ def test_sigterm_hands_interrupted_work_back_without_waiting_for_the_lease(envir
                    ESCALATION_TEST_PASS_DELAY="30", LEASE_SECONDS="600", ESCALATION_TEST_APPLY_DELAY="0")
     _wait(lambda: _query(db_path, "SELECT COUNT(*) FROM events WHERE status = 'processing'")[0][0] == 1,
           30, "the worker to claim the event", interval=0.1)
+    # After huey's "Periodic tasks are disabled.", the worker says which of its own jobs run.
+    _wait(lambda: "periodic jobs: reconcile every 1s" in (tmp_path / "worker-1.log").read_text(), 30,
+          "the worker's periodic jobs line", interval=0.1)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=15) == 0
     assert _query(db_path, "SELECT status, lease_owner FROM events") == [("pending", None)]

@@ -90,6 +90,17 @@ def test_the_banner_names_each_vendors_mode_and_connectors_get_the_database_url(
 
 
 # ------------------------------------------------------------------ test-only hooks
+def test_the_worker_log_names_the_periodic_jobs_it_runs_instead_of_hueys(clean_env):
+    """huey logs "Periodic tasks are disabled."; the worker's own line says the reconciler does run."""
+    from integration.tasks import describe_periodic_jobs
+
+    default = describe_periodic_jobs(Settings(RECONCILE_INTERVAL_SECONDS=30))
+    assert default == ("periodic jobs: reconcile every 30s, catch-up scan every 300s, SLA sync off every 3600s "
+                       "(run by one worker at a time, under a lease)")
+    synced = describe_periodic_jobs(Settings(SLA_SYNC="auto", SCAN_INTERVAL_SECONDS=60))
+    assert "catch-up scan every 60s, SLA sync auto every 3600s" in synced
+
+
 def test_the_test_connector_hook_needs_escalation_testing(clean_env, monkeypatch, tmp_path):
     from connectors.registry import OfflineConnector, build_connector
     from tests.support.fake_connector import FakeConnector
