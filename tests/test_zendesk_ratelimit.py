@@ -188,3 +188,17 @@ def test_a_long_retry_after_is_raised_at_once_and_a_short_one_is_slept():
     calls.clear()
     assert call_with_retry(rate_limited, 7.0, policy=policy) == "done"
     assert calls == [7.0, 7.0] and sleeps == [7.0]
+
+
+def test_redis_url_is_shown_redacted_and_a_wrong_scheme_is_refused_without_its_value():
+    from pydantic import ValidationError
+
+    from integration.settings import Settings
+
+    settings = Settings(_env_file=None, REDIS_URL="redis://worker:s3cret-pw@cache.internal:6379/0")
+    assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in settings.describe_redis()
+    assert settings.describe_redis() == "redis://worker:***@cache.internal:6379/0"
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, REDIS_URL="http://worker:s3cret-pw@cache.internal")
+    message = "; ".join(e["msg"] for e in raised.value.errors())
+    assert "redis://" in message and "s3cret-pw" not in message
