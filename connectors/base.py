@@ -147,3 +147,13 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return None
     now = now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
+
+
+def fold_reply_times(ticket: Ticket, previous: Ticket | None, reply_at: datetime | None) -> Ticket:
+    """`ticket` (built from one webhook payload) with the reply facts of the payloads folded so far:
+    the earliest first public agent reply and the latest one, counting `reply_at` (this payload's
+    acknowledging comment, if any) and `previous` (the same ticket from the earlier payloads)."""
+    firsts = [t for t in (previous.first_public_agent_reply_at if previous else None, reply_at) if t is not None]
+    lasts = [t for t in (previous.last_public_agent_reply_at if previous else None, reply_at) if t is not None]
+    return ticket.with_(first_public_agent_reply_at=min(firsts) if firsts else ticket.first_public_agent_reply_at,
+                        last_public_agent_reply_at=max(lasts) if lasts else ticket.last_public_agent_reply_at)

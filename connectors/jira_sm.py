@@ -44,6 +44,7 @@ from connectors.base import (
     Transient,
     Unauthorized,
     credential_given,
+    fold_reply_times,
     not_sent,
     parse_retry_after,
 )
@@ -933,10 +934,7 @@ def snapshot_from_webhook(payload: dict[str, Any], matrix: Any, *, previous: Tic
         if is_agent_comment(as_jsm, ticket.requester.id, options.own_account_id, options.non_agents):
             reply_at = parse_jira_time(comment.get("created")) or parse_jira_time(
                 {"epochMillis": payload["timestamp"]} if payload.get("timestamp") else None)
-    firsts = [t for t in (previous.first_public_agent_reply_at if previous else None, reply_at) if t is not None]
-    lasts = [t for t in (previous.last_public_agent_reply_at if previous else None, reply_at) if t is not None]
-    return ticket.with_(first_public_agent_reply_at=min(firsts) if firsts else None,
-                        last_public_agent_reply_at=max(lasts) if lasts else None)
+    return fold_reply_times(ticket, previous, reply_at)
 
 
 # ------------------------------------------------------------------------------------------ remote validation

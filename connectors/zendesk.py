@@ -43,6 +43,7 @@ from connectors.base import (
     Transient,
     Unauthorized,
     credential_given,
+    fold_reply_times,
     not_sent,
     parse_retry_after,
 )
@@ -854,7 +855,7 @@ def snapshot_from_webhook(payload: Mapping[str, Any], matrix: Matrix, *, previou
     if previous is not None and ticket.requester.id is None and previous.requester.id is not None:
         ticket = ticket.with_(requester=previous.requester)
     reply_at = _agent_reply_time(payload, ticket.requester.id)
-    return _fold_replies(ticket, previous, reply_at)
+    return fold_reply_times(ticket, previous, reply_at)
 
 
 def _ticket_from_payload(payload: Mapping[str, Any], matrix: Matrix) -> Ticket | None:
@@ -910,13 +911,6 @@ def _agent_reply_time(payload: Mapping[str, Any], requester_id: str | None) -> d
     detail = payload.get("detail") if isinstance(payload.get("detail"), Mapping) else {}
     return (_event_time(comment.get("created_at")) or _event_time(payload.get("time"))
             or _event_time(detail.get("updated_at")))
-
-
-def _fold_replies(ticket: Ticket, previous: Ticket | None, reply_at: datetime | None) -> Ticket:
-    firsts = [t for t in (previous.first_public_agent_reply_at if previous else None, reply_at) if t is not None]
-    lasts = [t for t in (previous.last_public_agent_reply_at if previous else None, reply_at) if t is not None]
-    return ticket.with_(first_public_agent_reply_at=min(firsts) if firsts else ticket.first_public_agent_reply_at,
-                        last_public_agent_reply_at=max(lasts) if lasts else ticket.last_public_agent_reply_at)
 
 
 # ------------------------------------------------------------------------------ remote validation
