@@ -398,12 +398,6 @@ def release_lease(db: Database, name: str, owner: str) -> None:
         session.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.owner == owner))
 
 
-def lease_holder(db: Database, name: str) -> tuple[str, datetime] | None:
-    with db.session() as session:
-        row = session.get(LeaseRow, name)
-        return (row.owner, row.until) if row else None
-
-
 # ------------------------------------------------------------------ model values <-> JSON columns
 def to_json(value: Any) -> Any:
     """Dataclasses (TicketState, Decision, ClockStart), datetimes, tuples and sets -> JSON values."""

@@ -6,7 +6,6 @@ import logging
 import threading
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from integration.db import MatrixVersionRow, utcnow
@@ -79,7 +78,3 @@ def load_version(session: Session, version: str) -> LoadedMatrix | None:
         loaded = LoadedMatrix(matrix=loaded.matrix, version=version, path=loaded.path)
     remember(loaded)
     return loaded
-
-
-def list_versions(session: Session) -> list[MatrixVersionRow]:
-    return list(session.scalars(select(MatrixVersionRow).order_by(MatrixVersionRow.loaded_at)))

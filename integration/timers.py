@@ -184,16 +184,6 @@ def as_spec(row: TimerRow) -> TimerSpec:
     )
 
 
-def pending_for(session: Session, vendor: str, ticket_id: str) -> list[TimerRow]:
-    return list(
-        session.scalars(
-            select(TimerRow)
-            .where(TimerRow.vendor == vendor, TimerRow.ticket_id == ticket_id, TimerRow.status == "pending")
-            .order_by(TimerRow.due_at)
-        )
-    )
-
-
 def overdue(session: Session, now: datetime, limit: int = 500) -> list[TimerRow]:
     return list(
         session.scalars(
