@@ -14,17 +14,16 @@ from typing import Iterator
 
 import pytest
 import requests
-import responses
 
 from connectors.base import Conflict, ConnectorError, NotFound, Permanent, RateLimited, Transient, Unauthorized
 from connectors.jira_sm import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy, call_with_retry
-from connectors.zendesk import ZendeskConnector, ZendeskSettings
+from connectors.zendesk import ZendeskConnector
 from integration.model import Decision, Ticket
 from matrix_config.loader import load_matrix
-from tests.support.jira_helpers import SITE, SleepRecorder, enterprise_matrix, make_settings, validate_all
-from tests.support.zendesk_fake import validated_fake_zendesk
+from tests.support.jira_helpers import SITE, SleepRecorder, enterprise_matrix, make_settings, validated_jira_http
+from tests.support.zendesk_fake import validated_fake_zendesk, zendesk_settings
 from tests.test_zendesk_e2e import rig  # noqa: F401 - a fixture (webhook edge + pipeline + fake Zendesk)
 
 PUT_5158 = r"/api/v2/tickets/5158$"
@@ -127,13 +126,6 @@ def test_refusals_on_every_attempt_stay_not_sent():
 @pytest.fixture(scope="module")
 def zendesk_matrix():
     return load_matrix("matrix_config/examples/enterprise.yaml").matrix
-
-
-def zendesk_settings(**overrides) -> ZendeskSettings:
-    values = dict(subdomain="acme", email="escalation-bot@acme.example", api_token="zd-T0ken-9f8e7d6c5b4a",
-                  requests_per_minute=10_000)
-    values.update(overrides)
-    return ZendeskSettings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -336,9 +328,8 @@ def test_zendesk_lookup_failing_after_an_ambiguous_first_update_is_unknown(zende
 # --------------------------------------------------------------------------------------------- Jira
 @pytest.fixture
 def http():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+    with validated_jira_http() as rsps:
         yield rsps
-        validate_all(rsps.calls)
 
 
 @pytest.fixture

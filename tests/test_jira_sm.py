@@ -43,7 +43,7 @@ from tests.support.jira_helpers import (
     query_of,
     recorded,
     register_fetch,
-    validate_all,
+    validated_jira_http,
 )
 
 VENDOR_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "vendor" / "samples"
@@ -55,10 +55,8 @@ BERLIN = timezone(timedelta(hours=1))
 
 @pytest.fixture
 def http():
-    """Every request must be registered; after the test each recorded request is checked against the spec."""
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+    with validated_jira_http() as rsps:
         yield rsps
-        validate_all(rsps.calls)
 
 
 @pytest.fixture
@@ -534,16 +532,22 @@ def _register_remote_basics(http, fields=None):
     http.get(f"{SITE}/rest/api/3/field/customfield_10108/context/10208/option", json=options)
 
 
-def test_check_remote_tries_each_team_id_in_jql(http, sleeps):
+def _matrix_with_group_field(http, kind: str, schema_type: str, custom_type: str) -> Matrix:
+    """The example matrix with `group_field_kind: kind`; the site's group field (customfield_10001) gets that
+    schema, and the reads every remote check makes are registered."""
     data = enterprise_matrix().model_dump(mode="json")
-    data["vendors"]["jira"]["group_field_kind"] = "team"
-    matrix = Matrix.model_validate(data)
+    data["vendors"]["jira"]["group_field_kind"] = kind
     fields = recorded("fields.json")
     for f in fields:
         if f["id"] == "customfield_10001":
-            f["schema"] = {"type": "team", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:atlassian-team",
-                           "customId": 10001}
+            f["schema"] = {"type": schema_type, "customId": 10001,
+                           "custom": f"com.atlassian.jira.plugin.system.customfieldtypes:{custom_type}"}
     _register_remote_basics(http, fields)
+    return Matrix.model_validate(data)
+
+
+def test_check_remote_tries_each_team_id_in_jql(http, sleeps):
+    matrix = _matrix_with_group_field(http, "team", "team", "atlassian-team")
 
     def search(request):
         jql = query_of_request(request)["jql"][0]
@@ -563,15 +567,7 @@ def test_check_remote_tries_each_team_id_in_jql(http, sleeps):
 
 
 def test_check_remote_checks_select_options_for_a_select_group_field(http, sleeps):
-    data = enterprise_matrix().model_dump(mode="json")
-    data["vendors"]["jira"]["group_field_kind"] = "select"
-    matrix = Matrix.model_validate(data)
-    fields = recorded("fields.json")
-    for f in fields:
-        if f["id"] == "customfield_10001":
-            f["schema"] = {"type": "option", "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select",
-                           "customId": 10001}
-    _register_remote_basics(http, fields)
+    matrix = _matrix_with_group_field(http, "select", "option", "select")
     http.get(f"{SITE}/rest/api/3/field/customfield_10001/context", json=recorded("field_contexts.json"))
     http.get(f"{SITE}/rest/api/3/field/customfield_10001/context/10208/option", json={
         "isLast": True, "maxResults": 50, "startAt": 0, "total": 5,

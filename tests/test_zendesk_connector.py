@@ -32,10 +32,7 @@ from integration.model import Decision, Ticket
 from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
 from tests.support.openapi_check import validate_request
-from tests.support.zendesk_fake import BASE, validated_fake_zendesk
-
-TOKEN = "zd-T0ken-9f8e7d6c5b4a"
-EMAIL = "escalation-bot@acme.example"
+from tests.support.zendesk_fake import BASE, EMAIL, TOKEN, validated_fake_zendesk, zendesk_settings
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +42,6 @@ def matrix() -> Matrix:
     base["fields"]["impact"]["zendesk"]["values"] = {
         "critical": "impact_critical", "high": "impact_high", "medium": "impact_medium", "low": "impact_low"}
     return Matrix.model_validate(base)
-
-
-def make_settings(**overrides) -> ZendeskSettings:
-    values = dict(subdomain="acme", email=EMAIL, api_token=TOKEN, requests_per_minute=10_000)
-    values.update(overrides)
-    return ZendeskSettings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -66,7 +57,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def connector(fake, matrix, sleeps) -> ZendeskConnector:
-    return ZendeskConnector(make_settings(), matrix, retry_policy=RetryPolicy(attempts=3, sleep=sleeps.append),
+    return ZendeskConnector(zendesk_settings(), matrix, retry_policy=RetryPolicy(attempts=3, sleep=sleeps.append),
                             rate_limiter=TokenBucket(10_000))
 
 
@@ -156,7 +147,7 @@ def test_unknown_custom_field_type_refreshes_the_field_cache(connector, fake):
 
 
 def test_configured_user_id_means_no_users_me_call(fake, matrix):
-    connector = ZendeskConnector(make_settings(user_id="9000"), matrix, rate_limiter=TokenBucket(10_000))
+    connector = ZendeskConnector(zendesk_settings(user_id="9000"), matrix, rate_limiter=TokenBucket(10_000))
     assert connector.own_user_id() == "9000"
     connector.fetch_ticket("5158")
     assert fake.calls("GET", "/api/v2/users/me") == []
@@ -284,7 +275,7 @@ def test_429_waits_exactly_retry_after_then_succeeds(connector, fake, sleeps):
 
 def test_a_long_retry_after_leaves_the_connector_at_once_without_sleeping(fake, matrix, sleeps):
     # A worker thread must not sleep through 30 s: the pipeline re-queues the ticket with that eta instead.
-    connector = ZendeskConnector(make_settings(), matrix, retry_policy=RetryPolicy(sleep=sleeps.append),
+    connector = ZendeskConnector(zendesk_settings(), matrix, retry_policy=RetryPolicy(sleep=sleeps.append),
                                  rate_limiter=TokenBucket(10_000))
     ticket = connector.fetch_ticket("5158")
     fake.fail_next("PUT", r"/api/v2/tickets/5158$", 429, headers={"Retry-After": "30"})
@@ -300,7 +291,7 @@ class BrokenLimiter:
 
 
 def test_our_own_bug_propagates_instead_of_being_retried_as_transient(fake, matrix, sleeps):
-    connector = ZendeskConnector(make_settings(user_id="9000"), matrix, rate_limiter=BrokenLimiter(),
+    connector = ZendeskConnector(zendesk_settings(user_id="9000"), matrix, rate_limiter=BrokenLimiter(),
                                  retry_policy=RetryPolicy(attempts=3, sleep=sleeps.append))
     with pytest.raises(ValueError, match="a bug of ours"):
         connector.fetch_ticket("5158")
@@ -381,7 +372,7 @@ def test_client_side_budget_turns_into_a_retry_after_wait(fake, matrix, sleeps):
     now = [0.0]
     bucket = TokenBucket(60, clock=lambda: now[0])  # one request per second, burst 60
     bucket._tokens = 0.0
-    connector = ZendeskConnector(make_settings(user_id="9000"), matrix, rate_limiter=bucket,
+    connector = ZendeskConnector(zendesk_settings(user_id="9000"), matrix, rate_limiter=bucket,
                                  retry_policy=RetryPolicy(sleep=lambda s: (sleeps.append(s), now.__setitem__(0, now[0] + s))))
     connector.fetch_ticket("5158")
     assert sleeps and all(abs(s - 1.0) < 1e-9 for s in sleeps)
@@ -444,11 +435,11 @@ def test_partial_credentials_fail_fast_naming_settings_not_values(no_zendesk_env
 
 
 def test_describe_for_the_start_up_banner(matrix):
-    assert make_settings().describe() == f"live as {EMAIL} on https://acme.zendesk.com"
-    oauth = make_settings(email=None, api_token=None, oauth_token=TOKEN, subdomain=None,
+    assert zendesk_settings().describe() == f"live as {EMAIL} on https://acme.zendesk.com"
+    oauth = zendesk_settings(email=None, api_token=None, oauth_token=TOKEN, subdomain=None,
                           base_url="https://acme-sandbox.zendesk.com/")
     assert oauth.describe() == "live with an OAuth token on https://acme-sandbox.zendesk.com"
-    assert TOKEN not in make_settings().describe() and TOKEN not in oauth.describe()
+    assert TOKEN not in zendesk_settings().describe() and TOKEN not in oauth.describe()
 
 
 def test_build_from_env_makes_no_network_call(monkeypatch, matrix, tmp_path):
@@ -467,7 +458,7 @@ def test_build_from_env_makes_no_network_call(monkeypatch, matrix, tmp_path):
 def test_base_url_with_port_works_for_users_me(matrix):
     with responses.RequestsMock() as rsps:
         rsps.add(responses.GET, "http://127.0.0.1:8089/api/v2/users/me", json={"user": {"id": 77, "role": "admin"}})
-        connector = ZendeskConnector(make_settings(subdomain=None, base_url="http://127.0.0.1:8089"), matrix,
+        connector = ZendeskConnector(zendesk_settings(subdomain=None, base_url="http://127.0.0.1:8089"), matrix,
                                      rate_limiter=TokenBucket(100))
         assert connector.own_user_id() == "77"
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import responses
@@ -66,6 +67,16 @@ def spec_for(path: str) -> str:
     if path.startswith(("/rest/api/3/", "/rest/api/2/")):
         return "jira"
     raise AssertionError(f"request to {path}: not a Jira or JSM API path")
+
+
+@contextmanager
+def validated_jira_http() -> Iterator[responses.RequestsMock]:
+    """A `responses` mock for a fixture (`with validated_jira_http() as http: yield http`): every request
+    must be registered and every registered one sent; when the block ends each recorded request is
+    validated against the Jira platform / JSM specs."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as rsps:
+        yield rsps
+        validate_all(rsps.calls)
 
 
 def validate_all(calls: Any) -> int:

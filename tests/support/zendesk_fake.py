@@ -19,10 +19,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
+from connectors.zendesk import ZendeskSettings
 from tests.support.openapi_check import validate_zendesk_calls
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "zendesk_api"
 BASE = "https://acme.zendesk.com"
+EMAIL = "escalation-bot@acme.example"
+TOKEN = "zd-T0ken-9f8e7d6c5b4a"
+
+
+def zendesk_settings(**overrides: Any) -> ZendeskSettings:
+    """Complete API-token settings for the fake account (acme), never read from the environment or
+    `.env`, with a budget the tests never reach."""
+    values: dict[str, Any] = dict(subdomain="acme", email=EMAIL, api_token=TOKEN, requests_per_minute=10_000)
+    return ZendeskSettings(_env_file=None, **{**values, **overrides})
 
 
 def load_fixture(name: str) -> Any:
