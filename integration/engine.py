@@ -6,6 +6,9 @@ computed once and cached by matrix identity and version.
 
 Semantics, in the order they apply
 ----------------------------------
+(`_decide` runs them as named steps: `_resolved`, `_place`, `_read_level_field`, `_target`, `_gate`, then
+`_enter_level` or `_stay_at_level`, `_hold_for_data`, `_reject_level_field`; each says which number it is.)
+
 1. **Resolved** (the ticket meets `milestones.resolve`, by default status solved/closed): no escalation.
    The resolve milestone is recorded once and every clock still running at the level is stopped.
    A resolved ticket the service never placed is left alone. A ticket that is reopened after its
@@ -65,7 +68,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from integration.model import ClockStart, Decision, Ticket, TicketState
 from integration.rules_index import CompiledRule, RuleIndex, RuleTrace, normalize
@@ -387,228 +390,61 @@ def decide(
     return _decide(compiled, ticket, state, now)
 
 
+class _Placement(NamedTuple):
+    """Step 2: the first matching rule and the level it points at."""
+
+    matched: CompiledRule | None
+    bypass: bool  # the first match is a bypass rule
+    rule_level: str | None  # None while bypassed
+    rule_cause: str  # the rule id, or DEFAULT_PLACEMENT
+
+
+class _LevelField(NamedTuple):
+    """Step 4: the ticket's level field as the agent left it."""
+
+    raw: str | None  # the field's text (None without a declared level field)
+    level: str | None  # the level it names, case-insensitively
+    rejected: str | None  # a value that names no level
+
+
 def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime) -> Decision:
-    levels = compiled.levels
-    first_level = compiled.level_ids[0]
-    current = state.level if state is not None and state.level in levels else None
-    current_info = levels[current] if current else None
+    current = state.level if state is not None and state.level in compiled.levels else None
     base = dict(vendor=ticket.vendor, ticket_id=ticket.id, matrix_version=compiled.version, decided_at=now,
                 from_level=current)
 
-    # 1. resolved
-    resolved = compiled.resolve(ticket)
-    if resolved:
-        if current is None:
-            return Decision(**base, reason="resolved before the service placed it: nothing to do")
-        if "resolve" in state.milestones:
-            return Decision(**base, reason=f"resolved at {current}")
-        running = [c for c, _ in current_info.sla_seconds if c not in state.milestones]
-        if current_info.level.update_cadence is not None:
-            running.append(UPDATE_CADENCE_CLOCK)
-        return Decision(**base, reason=f"resolved at {current}: clocks stopped", milestones={"resolve": now},
-                        stop_clocks=tuple(running))
-
-    # 2. placement by rule
-    values = compiled.index.values(ticket)
-    matched = compiled.index.first_match(ticket, values)
-    bypass_now = matched is not None and matched.rule.bypass
-    if bypass_now:
-        rule_level, rule_cause = None, matched.rule.id
-    elif matched is not None:
-        rule_level, rule_cause = matched.rule.level, matched.rule.id
-    else:
-        rule_level, rule_cause = first_level, DEFAULT_PLACEMENT
+    if compiled.resolve(ticket):
+        return _resolved(compiled, state, current, base, now)  # 1
+    placement = _place(compiled, ticket)  # 2
     was_bypassed = bool(state.bypassed) if state is not None and current else False
-
-    # 4. the level field, as the agent left it
-    marker_raw = ticket.level if compiled.has_level_field else None
-    marker = compiled.level_by_folded.get(marker_raw.strip().casefold()) if marker_raw else None
-    rejected = marker_raw if marker_raw and marker is None else None
-
-    # 3 + 5. the target level and what caused it
-    manual = current is not None and marker is not None and marker != current
-    # A level that waits for data stays pending until the data arrives, also when the agent set it by hand:
-    # while it waits the level field shows the current level again (see the held branch below), so a field
-    # that reads the current level is the service's own reset, not a withdrawal. Setting another level by
-    # hand replaces the pending one (that is a manual move of its own).
-    pending = state.pending_level if current and state.pending_level in levels else None
-    if current is None:
-        if bypass_now:
-            target, cause = first_level, matched.rule.id
-        else:
-            target, cause = rule_level, rule_cause
-        if marker is not None and levels[marker].position > levels[target].position:
-            target, cause = marker, MANUAL
-    elif manual:
-        target, cause = marker, MANUAL
-    else:
-        target, cause = current, None
-        best = levels[current].position
-        candidates: list[tuple[str, str]] = []
-        if not bypass_now:
-            for clock in state.pending_breaches:
-                to = current_info.level.on_breach.get(clock)
-                if to in levels:
-                    candidates.append((to, BREACH_PREFIX + clock))
-            ceiling = state.manual_rule_level if state.manual_rule_level in levels else None
-            if rule_level and (ceiling is None or levels[rule_level].position > levels[ceiling].position):
-                candidates.append((rule_level, rule_cause))
-            if pending:
-                candidates.append((pending, state.pending_cause or DEFAULT_PLACEMENT))
-        for level_id, level_cause in candidates:
-            if levels[level_id].position > best:
-                target, cause, best = level_id, level_cause, levels[level_id].position
-
-    # 6. required-data gate
-    enter: str | None = None
-    held: str | None = None
-    missing: list[str] = []
-    if target != current:
-        missing = _missing(levels[target].level, ticket)
-        if missing and not (current is None and target == first_level):
-            held = target
-            enter = first_level if current is None else None
-        else:
-            missing = []
-            enter = target
-    ask = bool(held) and not (
-        state is not None and state.pending_level == held and set(missing) <= set(state.data_requested)
-    )
+    level_field = _read_level_field(compiled, ticket)  # 4
+    target, cause = _target(compiled, state, current, placement, level_field.level)  # 3 + 4 + 5
+    enter, held, missing = _gate(compiled, ticket, current, target)  # 6
 
     draft = _Draft()
     texts = _Texts(compiled)
-    reason_parts: list[str] = []
-
-    # 7. entering a level
+    reasons: list[str] = []
     if enter is not None:
-        info = levels[enter]
-        level = info.level
-        gated_entry = enter != target  # a new ticket enters the entry level while its target waits for data
-        entry_cause = cause or DEFAULT_PLACEMENT
-        rule_obj = compiled.rules_by_id.get(entry_cause)
-        priority = level.priority
-        if rule_obj and rule_obj.rule.priority and not gated_entry:
-            priority = rule_obj.rule.priority
-        if _priority_rank(priority) > _priority_rank(ticket.priority):
-            draft.priority = priority
-        owner = _owner_group(info, ticket)
-        if owner != ticket.group:
-            draft.owner_group = owner
-        if compiled.has_level_field and (marker_raw or "").strip().casefold() != enter.casefold():
-            draft.field_updates[LEVEL_ATTRIBUTE] = enter
-        context = PlainContext(template_context(  # made plain once for the reply, the note and the rule note
-            compiled, ticket, enter, previous_level=current,
-            rule_id=rule_obj.rule.id if rule_obj and not gated_entry else None,
-            clock=_breach_clock(compiled, entry_cause, current),
-        ))
-        draft.public_reply = texts.render(level.on_enter.reply, context)
-        draft.reply_template = level.on_enter.reply if draft.public_reply else None
-        draft.notes.append(texts.render(level.on_enter.note, context) or "")
-        if gated_entry:
-            draft.notes.append(
-                f"Placed at {enter}, the entry level, until the data needed for {target} arrives "
-                f"({_reason_cause(entry_cause)}); matrix version {compiled.version}."
-            )
-        else:
-            if state is not None and state.pending_level == enter and state.data_requested:
-                arrived = ", ".join(compiled.label(name) for name in state.data_requested)
-                draft.notes.append(f"The required data arrived ({arrived}).")
-            draft.notes.append(_cause_text(compiled, entry_cause, current, enter))
-        unfilled = [compiled.label(role) for role in level.roles if is_empty_value(ticket.attribute(role))]
-        if unfilled:
-            draft.notes.append("Assign: " + ", ".join(unfilled))
-        if rule_obj and rule_obj.rule.note:
-            draft.notes.append(texts.render(rule_obj.rule.note, context) or "")
-        if bypass_now:
-            draft.notes.append(
-                f"Bypass rule {matched.rule.id} matches: this ticket will not escalate by rule or SLA breach."
-            )
-        met = _detect_milestones(compiled, ticket, {}, None, now)
-        draft.milestones.update(met)
-        if met:
-            draft.start_clocks.extend(c for c in info.clock_starts if c.clock not in met)
-        else:
-            draft.start_clocks.extend(info.clock_starts)
-        if current is None:
-            reason_parts.append(f"new ticket enters {enter}: {_reason_cause(entry_cause)}")
-        else:
-            reason_parts.append(f"{current} -> {enter}: {_reason_cause(entry_cause)}")
+        _enter_level(compiled, ticket, state, now, draft, texts, reasons, current=current, enter=enter,
+                     target=target, cause=cause, placement=placement, level_field=level_field)  # 7
     else:
-        # 8. milestones at the current level
-        met = _detect_milestones(compiled, ticket, state.milestones, state.entered_level_at, now)
-        draft.milestones.update(met)
-        running = {c for c, _ in current_info.sla_seconds}
-        draft.stop_clocks.extend(c for c in CLOCKS if c in met and c in running)
-        if met:
-            reason_parts.append("milestones: " + ", ".join(c for c in CLOCKS if c in met))
-        if "resolve" in state.milestones:  # reopened after being resolved
-            seconds = dict(current_info.sla_seconds).get("resolve")
-            if seconds:
-                draft.start_clocks.append(ClockStart("resolve", seconds, current_info.calendar))
-            reason_parts.append(f"reopened at {current}")
-        if bypass_now != was_bypassed:
-            if bypass_now:
-                draft.notes.append(
-                    f"Bypass rule {matched.rule.id} matches now: this ticket will not escalate by rule or "
-                    f"SLA breach."
-                )
-                reason_parts.append(f"bypassed by rule {matched.rule.id}")
-            else:
-                draft.notes.append("No bypass rule matches any more: the escalation rules apply again.")
-                reason_parts.append("bypass ended")
-        if compiled.has_level_field and marker is not None and marker != current:
-            # A hand-set level the gate holds: the field shows the level the ticket is really at, so that
-            # helpdesk rules keyed on it (a tag-based Zendesk SLA policy) keep treating it as that level.
-            draft.field_updates[LEVEL_ATTRIBUTE] = current
-        elif compiled.has_level_field and marker_raw is None:
-            draft.field_updates[LEVEL_ATTRIBUTE] = current  # the level field was cleared: show the level
-
-    # 6 (continued). the data request
+        _stay_at_level(compiled, ticket, state, now, draft, reasons, current=current, placement=placement,
+                       was_bypassed=was_bypassed, level_field=level_field)  # 8
     if held:
-        labels = ", ".join(compiled.label(name) for name in missing)
-        if ask:
-            level = levels[held].level
-            context = template_context(compiled, ticket, held, previous_level=current, missing=missing,
-                                       rule_id=cause if cause in compiled.rules_by_id else None)
-            request = texts.render(level.data_request, context)
-            if request:
-                draft.public_reply, draft.reply_template = request, level.data_request
-            draft.missing_data = tuple(missing)
-            who = "set by hand" if cause == MANUAL else _reason_cause(cause or DEFAULT_PLACEMENT)
-            asked = "The customer was asked for this data." if request else (
-                f"Level {held} has no data_request template: please ask the customer.")
-            shown = enter or current
-            when = f"The ticket stays at {shown} and moves to {held} when the data arrives."
-            if cause == MANUAL and compiled.has_level_field and shown:
-                when = (f"The level field is set back to {shown} until then; the ticket moves to {held} "
-                        f"when the data arrives.")
-            draft.notes.append(f"Escalation to {held} ({who}) is on hold: missing {labels}. {asked} {when}")
-            reason_parts.append(f"held before {held}: missing {', '.join(missing)}")
-        else:
-            reason_parts.append(f"waiting for data before {held}: {', '.join(missing)}")
-
-    # 4 (continued). a level field value that names no level
-    if rejected and not (state is not None and state.rejected_level == rejected):
-        shown = enter or current
-        draft.notes.append(
-            f"The level field says {rejected!r}, which is not a level of this matrix "
-            f"(levels: {', '.join(compiled.level_ids)}); the ticket stays at {shown}."
-        )
-        draft.field_updates[LEVEL_ATTRIBUTE] = shown
-        reason_parts.append(f"level field {rejected!r} is not a level")
-    else:
-        rejected = None
+        _hold_for_data(compiled, ticket, state, draft, texts, reasons, current=current, enter=enter, held=held,
+                       missing=missing, cause=cause)  # 6 (continued)
+    rejected = _reject_level_field(compiled, state, draft, reasons, level_field.rejected,
+                                   shown=enter or current)  # 4 (continued)
 
     draft.notes.extend(texts.failures)
     bypass_change = None
     if current is None:
-        bypass_change = True if bypass_now else None
-    elif bypass_now != was_bypassed:
-        bypass_change = bypass_now
+        bypass_change = True if placement.bypass else None
+    elif placement.bypass != was_bypassed:
+        bypass_change = placement.bypass
     return Decision(
         **base,
         to_level=enter,
-        reason="; ".join(reason_parts) or (f"no change at {current}" if current else "no change"),
+        reason="; ".join(reasons) or (f"no change at {current}" if current else "no change"),
         rule_id=cause if (enter or held) else None,
         priority=draft.priority,
         owner_group=draft.owner_group,
@@ -620,11 +456,237 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
         stop_clocks=tuple(draft.stop_clocks),
         milestones=draft.milestones,
         held_level=held,
-        rule_level=rule_level,
+        rule_level=placement.rule_level,
         bypassed=bypass_change,
         reply_template=draft.reply_template,
         rejected_level=rejected,
     )
+
+
+def _resolved(compiled: CompiledMatrix, state: TicketState | None, current: str | None, base: dict[str, Any],
+              now: datetime) -> Decision:
+    """1. Resolved: record the resolve milestone once and stop every clock still running at the level."""
+    if current is None:
+        return Decision(**base, reason="resolved before the service placed it: nothing to do")
+    if "resolve" in state.milestones:
+        return Decision(**base, reason=f"resolved at {current}")
+    current_info = compiled.levels[current]
+    running = [c for c, _ in current_info.sla_seconds if c not in state.milestones]
+    if current_info.level.update_cadence is not None:
+        running.append(UPDATE_CADENCE_CLOCK)
+    return Decision(**base, reason=f"resolved at {current}: clocks stopped", milestones={"resolve": now},
+                    stop_clocks=tuple(running))
+
+
+def _place(compiled: CompiledMatrix, ticket: Ticket) -> _Placement:
+    """2. Placement by rule: the first match in file order; none matching is the first level."""
+    matched = compiled.index.first_match(ticket, compiled.index.values(ticket))
+    if matched is None:
+        return _Placement(None, False, compiled.level_ids[0], DEFAULT_PLACEMENT)
+    if matched.rule.bypass:
+        return _Placement(matched, True, None, matched.rule.id)
+    return _Placement(matched, False, matched.rule.level, matched.rule.id)
+
+
+def _read_level_field(compiled: CompiledMatrix, ticket: Ticket) -> _LevelField:
+    raw = ticket.level if compiled.has_level_field else None
+    level = compiled.level_by_folded.get(raw.strip().casefold()) if raw else None
+    return _LevelField(raw, level, raw if raw and level is None else None)
+
+
+def _target(compiled: CompiledMatrix, state: TicketState | None, current: str | None, placement: _Placement,
+            marker: str | None) -> tuple[str, str | None]:
+    """3 + 4 + 5. The level the ticket should be at and what caused it (None: it stays)."""
+    levels = compiled.levels
+    if current is None:
+        if placement.bypass:
+            target, cause = compiled.level_ids[0], placement.matched.rule.id
+        else:
+            target, cause = placement.rule_level, placement.rule_cause
+        if marker is not None and levels[marker].position > levels[target].position:
+            target, cause = marker, MANUAL
+        return target, cause
+    if marker is not None and marker != current:  # set by hand: up or down, rules and breaches ignored
+        return marker, MANUAL
+    if placement.bypass:
+        return current, None
+    # Never down automatically: the highest of the current level, the breach targets, the rule's level (above
+    # the one a manual move left it at) and a level that waits for data. A waiting level stays pending also
+    # when the agent set it by hand: while it waits the level field shows the current level again (see
+    # `_stay_at_level`), so a field that reads the current level is the service's own reset, not a withdrawal.
+    target, cause = current, None
+    best = levels[current].position
+    candidates: list[tuple[str, str]] = []
+    on_breach = levels[current].level.on_breach
+    for clock in state.pending_breaches:
+        to = on_breach.get(clock)
+        if to in levels:
+            candidates.append((to, BREACH_PREFIX + clock))
+    ceiling = state.manual_rule_level if state.manual_rule_level in levels else None
+    rule_level = placement.rule_level
+    if rule_level and (ceiling is None or levels[rule_level].position > levels[ceiling].position):
+        candidates.append((rule_level, placement.rule_cause))
+    if state.pending_level in levels:
+        candidates.append((state.pending_level, state.pending_cause or DEFAULT_PLACEMENT))
+    for level_id, level_cause in candidates:
+        if levels[level_id].position > best:
+            target, cause, best = level_id, level_cause, levels[level_id].position
+    return target, cause
+
+
+def _gate(compiled: CompiledMatrix, ticket: Ticket, current: str | None,
+          target: str) -> tuple[str | None, str | None, list[str]]:
+    """6. Required-data gate: (level entered, level held for data, missing attributes)."""
+    if target == current:
+        return None, None, []
+    missing = _missing(compiled.levels[target].level, ticket)
+    first_level = compiled.level_ids[0]
+    if missing and not (current is None and target == first_level):  # the entry level is never gated
+        return (first_level if current is None else None), target, missing
+    return target, None, []
+
+
+def _enter_level(
+    compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime, draft: _Draft,
+    texts: _Texts, reasons: list[str], *, current: str | None, enter: str, target: str, cause: str | None,
+    placement: _Placement, level_field: _LevelField,
+) -> None:
+    """7. Entering a level: priority, owner group, level field, reply, note, clocks."""
+    info = compiled.levels[enter]
+    level = info.level
+    gated_entry = enter != target  # a new ticket enters the entry level while its target waits for data
+    entry_cause = cause or DEFAULT_PLACEMENT
+    rule_obj = compiled.rules_by_id.get(entry_cause)
+    priority = level.priority
+    if rule_obj and rule_obj.rule.priority and not gated_entry:
+        priority = rule_obj.rule.priority
+    if _priority_rank(priority) > _priority_rank(ticket.priority):
+        draft.priority = priority
+    owner = _owner_group(info, ticket)
+    if owner != ticket.group:
+        draft.owner_group = owner
+    if compiled.has_level_field and (level_field.raw or "").strip().casefold() != enter.casefold():
+        draft.field_updates[LEVEL_ATTRIBUTE] = enter
+    context = PlainContext(template_context(  # made plain once for the reply, the note and the rule note
+        compiled, ticket, enter, previous_level=current,
+        rule_id=rule_obj.rule.id if rule_obj and not gated_entry else None,
+        clock=_breach_clock(compiled, entry_cause, current),
+    ))
+    draft.public_reply = texts.render(level.on_enter.reply, context)
+    draft.reply_template = level.on_enter.reply if draft.public_reply else None
+    draft.notes.append(texts.render(level.on_enter.note, context) or "")
+    if gated_entry:
+        draft.notes.append(
+            f"Placed at {enter}, the entry level, until the data needed for {target} arrives "
+            f"({_reason_cause(entry_cause)}); matrix version {compiled.version}."
+        )
+    else:
+        if state is not None and state.pending_level == enter and state.data_requested:
+            arrived = ", ".join(compiled.label(name) for name in state.data_requested)
+            draft.notes.append(f"The required data arrived ({arrived}).")
+        draft.notes.append(_cause_text(compiled, entry_cause, current, enter))
+    unfilled = [compiled.label(role) for role in level.roles if is_empty_value(ticket.attribute(role))]
+    if unfilled:
+        draft.notes.append("Assign: " + ", ".join(unfilled))
+    if rule_obj and rule_obj.rule.note:
+        draft.notes.append(texts.render(rule_obj.rule.note, context) or "")
+    if placement.bypass:
+        draft.notes.append(
+            f"Bypass rule {placement.matched.rule.id} matches: this ticket will not escalate by rule or SLA breach."
+        )
+    met = _detect_milestones(compiled, ticket, {}, None, now)
+    draft.milestones.update(met)
+    if met:
+        draft.start_clocks.extend(c for c in info.clock_starts if c.clock not in met)
+    else:
+        draft.start_clocks.extend(info.clock_starts)
+    if current is None:
+        reasons.append(f"new ticket enters {enter}: {_reason_cause(entry_cause)}")
+    else:
+        reasons.append(f"{current} -> {enter}: {_reason_cause(entry_cause)}")
+
+
+def _stay_at_level(
+    compiled: CompiledMatrix, ticket: Ticket, state: TicketState, now: datetime, draft: _Draft,
+    reasons: list[str], *, current: str, placement: _Placement, was_bypassed: bool, level_field: _LevelField,
+) -> None:
+    """8. Milestones at the current level, a reopened ticket's resolve clock, a bypass that starts or ends,
+    and the level field shown again."""
+    current_info = compiled.levels[current]
+    met = _detect_milestones(compiled, ticket, state.milestones, state.entered_level_at, now)
+    draft.milestones.update(met)
+    running = {c for c, _ in current_info.sla_seconds}
+    draft.stop_clocks.extend(c for c in CLOCKS if c in met and c in running)
+    if met:
+        reasons.append("milestones: " + ", ".join(c for c in CLOCKS if c in met))
+    if "resolve" in state.milestones:  # reopened after being resolved
+        seconds = dict(current_info.sla_seconds).get("resolve")
+        if seconds:
+            draft.start_clocks.append(ClockStart("resolve", seconds, current_info.calendar))
+        reasons.append(f"reopened at {current}")
+    if placement.bypass != was_bypassed:
+        if placement.bypass:
+            draft.notes.append(
+                f"Bypass rule {placement.matched.rule.id} matches now: this ticket will not escalate by rule or "
+                f"SLA breach."
+            )
+            reasons.append(f"bypassed by rule {placement.matched.rule.id}")
+        else:
+            draft.notes.append("No bypass rule matches any more: the escalation rules apply again.")
+            reasons.append("bypass ended")
+    if compiled.has_level_field and level_field.level is not None and level_field.level != current:
+        # A hand-set level the gate holds: the field shows the level the ticket is really at, so that
+        # helpdesk rules keyed on it (a tag-based Zendesk SLA policy) keep treating it as that level.
+        draft.field_updates[LEVEL_ATTRIBUTE] = current
+    elif compiled.has_level_field and level_field.raw is None:
+        draft.field_updates[LEVEL_ATTRIBUTE] = current  # the level field was cleared: show the level
+
+
+def _hold_for_data(
+    compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, draft: _Draft, texts: _Texts,
+    reasons: list[str], *, current: str | None, enter: str | None, held: str, missing: list[str],
+    cause: str | None,
+) -> None:
+    """6 (continued). Ask for the missing data once per held level and set of missing attributes."""
+    already_asked = (
+        state is not None and state.pending_level == held and set(missing) <= set(state.data_requested)
+    )
+    if already_asked:
+        reasons.append(f"waiting for data before {held}: {', '.join(missing)}")
+        return
+    labels = ", ".join(compiled.label(name) for name in missing)
+    level = compiled.levels[held].level
+    context = template_context(compiled, ticket, held, previous_level=current, missing=missing,
+                               rule_id=cause if cause in compiled.rules_by_id else None)
+    request = texts.render(level.data_request, context)
+    if request:
+        draft.public_reply, draft.reply_template = request, level.data_request
+    draft.missing_data = tuple(missing)
+    who = "set by hand" if cause == MANUAL else _reason_cause(cause or DEFAULT_PLACEMENT)
+    asked = "The customer was asked for this data." if request else (
+        f"Level {held} has no data_request template: please ask the customer.")
+    shown = enter or current
+    when = f"The ticket stays at {shown} and moves to {held} when the data arrives."
+    if cause == MANUAL and compiled.has_level_field and shown:
+        when = (f"The level field is set back to {shown} until then; the ticket moves to {held} "
+                f"when the data arrives.")
+    draft.notes.append(f"Escalation to {held} ({who}) is on hold: missing {labels}. {asked} {when}")
+    reasons.append(f"held before {held}: missing {', '.join(missing)}")
+
+
+def _reject_level_field(compiled: CompiledMatrix, state: TicketState | None, draft: _Draft, reasons: list[str],
+                        rejected: str | None, *, shown: str | None) -> str | None:
+    """4 (continued). A level field value that names no level: one note (not repeated for the same value) and
+    the field set back. Returns the value to remember in `state.rejected_level`, or None."""
+    if not rejected or (state is not None and state.rejected_level == rejected):
+        return None
+    draft.notes.append(
+        f"The level field says {rejected!r}, which is not a level of this matrix "
+        f"(levels: {', '.join(compiled.level_ids)}); the ticket stays at {shown}."
+    )
+    draft.field_updates[LEVEL_ATTRIBUTE] = shown
+    reasons.append(f"level field {rejected!r} is not a level")
+    return rejected
 
 
 def _breach_clock(compiled: CompiledMatrix, cause: str | None, from_level: str | None) -> dict[str, Any] | None:

@@ -423,7 +423,9 @@ def test_unbuildable_sink_is_503_on_post_and_readyz_without_leaking_the_url(monk
 
 def test_readyz_masks_a_password_given_as_a_url_query_parameter(monkeypatch):
     def build(settings):
-        raise ConnectionError("could not connect to postgresql://db:5432/prod?sslmode=require&password=hunter2, giving up")
+        raise ConnectionError(
+            "could not connect to postgresql://db:5432/prod?sslmode=require&password=hunter2, giving up"
+        )
 
     _install_events_module(monkeypatch, build)
     ready = create_app(make_settings(), clock=lambda: NOW).test_client().get("/readyz")
