@@ -489,6 +489,7 @@ def _place(compiled: CompiledMatrix, ticket: Ticket) -> _Placement:
 
 
 def _read_level_field(compiled: CompiledMatrix, ticket: Ticket) -> _LevelField:
+    """4. The level field as the agent left it: the level it names, or the value that names none."""
     raw = ticket.level if compiled.has_level_field else None
     level = compiled.level_by_folded.get(raw.strip().casefold()) if raw else None
     return _LevelField(raw, level, raw if raw and level is None else None)
