@@ -6,8 +6,13 @@
 - CSAT before and after escalation: `csat.escalated` says whether the ticket had been escalated above
   its first level when the rating arrived.
 
-Dry-run decisions count by default (they are what the service would have done); pass
-`include_dry_run=False` for live numbers only.
+Dry run: only `escalation_frequency` can tell dry-run from live numbers, because only the `decisions`
+table has a `dry_run` column. It counts dry-run decisions by default (what the service would have done);
+`include_dry_run=False` leaves out every decision row with `dry_run = true` (`escalation metrics
+--live-only`). The `milestones` and `csat` tables have no such column, so `time_to_milestone` /
+`time_to_acknowledge` / `time_to_diagnose` and `csat_before_after_escalation` always include tickets
+handled in dry run (their milestones are still detected, as the service reads the ticket either way), and
+`--live-only` does not change them.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ class MilestoneStat:
 
 def time_to_milestone(db: Database, clock: str, *, by_issue_type: bool = False,
                       since: datetime | None = None) -> list[MilestoneStat]:
+    """Seconds from entering a level to meeting `clock` there, per level (and issue type), for levels
+    entered at or after `since`. Dry-run and live tickets alike: `milestones` has no dry-run column."""
     group = "level, issue_type" if by_issue_type else "level"
     select_issue = "issue_type" if by_issue_type else "NULL AS issue_type"
     sql = f"""
@@ -65,6 +72,10 @@ class EscalationCount:
 
 def escalation_frequency(db: Database, *, include_dry_run: bool = True,
                          since: datetime | None = None) -> list[EscalationCount]:
+    """Moves up into each level, per issue type: decisions with direction `up` and status applied,
+    recovered (found applied after a crash), dry_run or noop (not failed, conflict, abandoned or
+    still applying), decided at or after `since`.
+    `include_dry_run=False` leaves out decision rows recorded in dry run (`decisions.dry_run`)."""
     sql = f"""
         SELECT to_level, issue_type, COUNT(*), COUNT(DISTINCT vendor || ':' || ticket_id)
         FROM decisions
@@ -88,6 +99,8 @@ class CsatSplit:
 
 
 def csat_before_after_escalation(db: Database, *, since: datetime | None = None) -> list[CsatSplit]:
+    """Ratings split by whether the ticket had been escalated above its first level when rated (at or
+    after `since`). Dry-run and live tickets alike: `csat` has no dry-run column."""
     sql = f"""
         SELECT escalated, COUNT(*), AVG(score)
         FROM csat
