@@ -34,6 +34,10 @@ An intent that only adds a comment cannot be checked on the ticket:
   (`ConnectorError.sent is False`: refused before sending, connect timeout, 429): such an intent is
   closed as `abandoned` at once and the next pass decides (and sends) again.
 
+Failures: transient errors are retried with backoff; permanent ones (and MAX_ATTEMPTS) dead-letter the
+pass's events, except a NotFound while a deletion/merge event of the ticket is pending (DELETION_EVENTS):
+the ticket is gone on purpose, so its events are done, its timers cancelled and its state `deleted`.
+
 Field and group mappings: a ticket pinned to an older matrix version is read and written through a
 connector built for that version (`PassDeps.connector_for_version`), so a mapping change cannot break
 it (see integration.tasks.mapping_matrix for which mapping wins).
