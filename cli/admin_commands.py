@@ -143,7 +143,7 @@ def register(group: click.Group) -> None:
     @group.command("metrics")
     @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
                   help="Only what happened from this UTC date/time on.")
-    @click.option("--live-only", is_flag=True, help="Leave out dry-run decisions.")
+    @click.option("--live-only", is_flag=True, help="Leave dry-run decisions out of the escalation counts (milestones and CSAT have no dry-run flag).")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
     def metrics(since: datetime | None, live_only: bool, fmt: str) -> None:
         """Time to acknowledge and to diagnose per level, escalation frequency, CSAT before/after escalation."""

@@ -76,7 +76,7 @@ JIRA_EXPECTED = {
     ),
     "comment_created": _jira("TES-41", "comment_created", "5c5f880629be9642ba529340", _millis(1550286678321)),
     "issue_deleted": _jira(
-        "TES-41", "jira:issue_deleted", "5c5f880629be9642ba529340", _millis(1550352000000), handled=False
+        "TES-41", "jira:issue_deleted", "5c5f880629be9642ba529340", _millis(1550352000000)
     ),
     "comment_updated": _jira("TES-41", "comment_updated", None, _millis(1550286999000), handled=False),
     # Worklog events name the issue only by its numeric id.

@@ -54,12 +54,15 @@ def _actor_from_comment(payload: dict[str, Any]) -> str | None:
     return optional_id(payload, "comment.author.accountId") or _actor_from_user(payload)
 
 
-# webhookEvent -> how to find the actor. Events not listed (jira:issue_deleted, comment_updated,
-# comment_deleted, worklog_*, attachment_*, issuelink_*, ...) are recorded as ignored and answered 200.
+# webhookEvent -> how to find the actor. Events not listed (comment_updated, comment_deleted, worklog_*,
+# attachment_*, issuelink_*, ...) are recorded as ignored and answered 200.
 EVENT_HANDLERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "jira:issue_created": _actor_from_user,
     "jira:issue_updated": _actor_from_user,
     "comment_created": _actor_from_comment,
+    # A pass on a deleted issue reads 404; the pipeline then closes the ticket as deleted (timers cancelled)
+    # instead of dead-lettering it.
+    "jira:issue_deleted": _actor_from_user,
 }
 
 

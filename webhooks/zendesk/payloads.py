@@ -77,8 +77,8 @@ EVENT_HANDLERS: dict[str, Callable[[dict[str, Any]], str | None]] = {
     "ticket.form_changed": _actor_from_detail,
     # A merged-away ticket is closed by Zendesk: the pass records the resolve milestone and stops its clocks.
     "ticket.merged": _actor_from_detail,
-    # Deleted and restored tickets: a pass on a deleted ticket fetches nothing (NotFound), which the pipeline
-    # dead-letters; a restored ticket gets its pass so escalation resumes. Zendesk's names, from its webhook
+    # Deleted and restored tickets: a pass on a deleted ticket fetches nothing (NotFound) and the pipeline
+    # closes it as deleted (events done, timers cancelled); a restored ticket gets its pass so escalation resumes. Zendesk's names, from its webhook
     # ticket-event reference (zen:event-type:ticket.soft_deleted, .permanently_deleted, .undeleted).
     "ticket.soft_deleted": _actor_from_detail,
     "ticket.permanently_deleted": _actor_from_detail,
