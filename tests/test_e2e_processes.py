@@ -33,6 +33,14 @@ TICKETS = ["7001", "7002", "7003", "7004"]
 BIN = Path(sys.executable).parent
 
 
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,14 +145,7 @@ def test_worker_killed_mid_pass_loses_nothing_and_writes_no_reply_twice(environm
     start([str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "webhooks.wsgi:app"], "web.log")
     worker = start([str(BIN / "escalation"), "worker"], "worker-1.log")
 
-    def ready():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    _wait(ready, 30, "the web process to be ready", interval=0.2)
+    _wait(lambda: _ready(port), 30, "the web process to be ready", interval=0.2)
 
     accepted = 0
     for ticket_id in TICKETS:
@@ -217,14 +218,7 @@ def test_serve_runs_web_and_worker_with_one_command(environment):
     port = _free_port()
     serve = start([str(BIN / "escalation"), "serve", "--port", str(port)], "serve.log", ESCALATION_TEST_APPLY_DELAY="0")
 
-    def ready():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    _wait(ready, 30, "serve's web process", interval=0.2)
+    _wait(lambda: _ready(port), 30, "serve's web process", interval=0.2)
     assert _signed_post(port, _event(TICKETS[1], "ticket.created", 1), "serve-1") == 202
     _wait(lambda: _query(db_path, "SELECT status FROM events") == [("done",)], 30, "serve's worker to process it")
     assert len(fake.replies(TICKETS[1])) == 1

@@ -172,17 +172,9 @@ def test_dry_run_records_the_decision_and_writes_nothing(tmp_path, fake, clock):
 
 
 def test_without_credentials_the_offline_connector_decides_from_the_stored_webhook(tmp_path, monkeypatch, vendor_dir):
-    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
-                 "ESCALATION_TEST_CONNECTOR"):
-        monkeypatch.delenv(name, raising=False)
-    settings = make_settings(f"sqlite:///{tmp_path}/db.sqlite", DRY_RUN=None)
-    from integration.db import Database
-    from integration.tasks import Runtime
-
-    db = Database(settings.database_url)
-    db.migrate()
-    runtime = Runtime(settings, db=db, huey=None)
-    assert isinstance(build_connector("zendesk", settings, runtime.matrix().matrix, db=db), OfflineConnector)
+    runtime = _offline_runtime(tmp_path, monkeypatch)
+    connector = build_connector("zendesk", runtime.settings, runtime.matrix().matrix, db=runtime.db)
+    assert isinstance(connector, OfflineConnector)
     body = (vendor_dir / "samples" / "zendesk-event__captured__ticket.created.json").read_bytes()
     import json
 
