@@ -50,9 +50,13 @@ Semantics, in the order they apply
    of matrix version V", "breach of acknowledge", "set by hand") + roles still unfilled + the rule's
    `note`; `start_clocks` = the level's SLA targets (business calendar = level.calendar or
    clocks.calendar) and the update cadence. Milestones already met on entry (a lingering `diagnosed`
-   tag) are recorded at once and their clocks are not started.
+   tag, a public agent reply at or after the entry) are recorded at once and their clocks are not started.
+   The entry happens at the vendor's time of its cause (`Decision.entered_at`, stored as
+   `entered_level_at`; see `_entry_time`), never at the pass's `now`, so the order webhooks arrive in and
+   queue delays do not change the outcome.
 8. **Milestones** at the current level: acknowledge = a public agent reply at or after
-   `state.entered_level_at`; diagnose / interim_fix = the matrix's signals (tags, statuses, field[=value]).
+   `state.entered_level_at`, at the reply's time; diagnose / interim_fix = the matrix's signals (tags,
+   statuses, field[=value]) at the ticket's `updated_at` (within [entry, now]).
    Only milestones not yet in `state.milestones` are reported; `stop_clocks` names those the level runs.
 9. **Idempotence**: a decision lists only differences from the ticket. After applying it (see
    `apply_to_ticket`) and `next_state`, deciding again gives an empty decision (`Decision.is_empty`).
@@ -67,7 +71,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from integration.model import ClockStart, Decision, Ticket, TicketState
@@ -384,10 +388,12 @@ def decide(
     now: datetime,
     *,
     version: str | None = None,
+    breached_at: datetime | None = None,
 ) -> Decision:
-    """What to do with `ticket` now. Pure; see the module docstring for the rules."""
+    """What to do with `ticket` now. Pure; see the module docstring for the rules. `breached_at`: when the
+    clocks in `state.pending_breaches` ran out (their due time); a breach-caused entry starts there."""
     compiled = compile_matrix(matrix, version)
-    return _decide(compiled, ticket, state, now)
+    return _decide(compiled, ticket, state, now, breached_at)
 
 
 class _Placement(NamedTuple):
@@ -407,25 +413,32 @@ class _LevelField(NamedTuple):
     rejected: str | None  # a value that names no level
 
 
-def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime) -> Decision:
+def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime,
+            breached_at: datetime | None = None) -> Decision:
     current = state.level if state is not None and state.level in compiled.levels else None
     base = dict(vendor=ticket.vendor, ticket_id=ticket.id, matrix_version=compiled.version, decided_at=now,
                 from_level=current)
 
     if compiled.resolve(ticket):
-        return _resolved(compiled, state, current, base, now)  # 1
+        return _resolved(compiled, ticket, state, current, base, now)  # 1
     placement = _place(compiled, ticket)  # 2
     was_bypassed = bool(state.bypassed) if state is not None and current else False
     level_field = _read_level_field(compiled, ticket)  # 4
     target, cause = _target(compiled, state, current, placement, level_field.level)  # 3 + 4 + 5
-    enter, held, missing = _gate(compiled, ticket, current, target)  # 6
+    # A level a person set: an agent's change of the level field, or the level already on a new ticket.
+    hand_set = cause == MANUAL or (current is None and level_field.level is not None and level_field.level == target)
+    enter, held, missing = _gate(compiled, ticket, current, target, hand_set=hand_set)  # 6
+    entered_without = tuple(missing) if enter is not None and enter == target and missing else ()
 
     draft = _Draft()
     texts = _Texts(compiled)
     reasons: list[str] = []
+    entered_at: datetime | None = None
     if enter is not None:
+        entered_at = _entry_time(ticket, state, now, cause, current=current, breached_at=breached_at)
         _enter_level(compiled, ticket, state, now, draft, texts, reasons, current=current, enter=enter,
-                     target=target, cause=cause, placement=placement, level_field=level_field)  # 7
+                     target=target, cause=cause, placement=placement, level_field=level_field,
+                     entered_at=entered_at, hand_set=hand_set, entered_without=entered_without)  # 7
     else:
         _stay_at_level(compiled, ticket, state, now, draft, reasons, current=current, placement=placement,
                        was_bypassed=was_bypassed, level_field=level_field)  # 8
@@ -435,12 +448,14 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
     rejected = _reject_level_field(compiled, state, draft, reasons, level_field.rejected,
                                    shown=enter or current)  # 4 (continued)
 
-    draft.notes.extend(texts.failures)
     bypass_change = None
     if current is None:
         bypass_change = True if placement.bypass else None
     elif placement.bypass != was_bypassed:
         bypass_change = placement.bypass
+    if bypass_change:
+        _answer_bypass(compiled, ticket, draft, texts, placement, level=enter or current)
+    draft.notes.extend(texts.failures)
     return Decision(
         **base,
         to_level=enter,
@@ -455,16 +470,19 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
         start_clocks=tuple(draft.start_clocks),
         stop_clocks=tuple(draft.stop_clocks),
         milestones=draft.milestones,
+        entered_at=entered_at if enter is not None else None,
         held_level=held,
         rule_level=placement.rule_level,
         bypassed=bypass_change,
         reply_template=draft.reply_template,
         rejected_level=rejected,
+        entered_without=entered_without,
+        bypass_rule=placement.matched.rule.id if bypass_change else None,
     )
 
 
-def _resolved(compiled: CompiledMatrix, state: TicketState | None, current: str | None, base: dict[str, Any],
-              now: datetime) -> Decision:
+def _resolved(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, current: str | None,
+              base: dict[str, Any], now: datetime) -> Decision:
     """1. Resolved: record the resolve milestone once and stop every clock still running at the level."""
     if current is None:
         return Decision(**base, reason="resolved before the service placed it: nothing to do")
@@ -474,7 +492,8 @@ def _resolved(compiled: CompiledMatrix, state: TicketState | None, current: str 
     running = [c for c, _ in current_info.sla_seconds if c not in state.milestones]
     if current_info.level.update_cadence is not None:
         running.append(UPDATE_CADENCE_CLOCK)
-    return Decision(**base, reason=f"resolved at {current}: clocks stopped", milestones={"resolve": now},
+    resolved_at = _vendor_time(ticket.updated_at, state.entered_level_at, now)
+    return Decision(**base, reason=f"resolved at {current}: clocks stopped", milestones={"resolve": resolved_at},
                     stop_clocks=tuple(running))
 
 
@@ -535,37 +554,50 @@ def _target(compiled: CompiledMatrix, state: TicketState | None, current: str | 
     return target, cause
 
 
-def _gate(compiled: CompiledMatrix, ticket: Ticket, current: str | None,
-          target: str) -> tuple[str | None, str | None, list[str]]:
-    """6. Required-data gate: (level entered, level held for data, missing attributes)."""
+def _gate(compiled: CompiledMatrix, ticket: Ticket, current: str | None, target: str, *,
+          hand_set: bool) -> tuple[str | None, str | None, list[str]]:
+    """6. Required-data gate: (level entered, level held for data, missing attributes). A level a person set
+    is entered with data missing under `gate.manual: flag` (the missing attributes come back for the data
+    request and the flag); otherwise the gate holds."""
     if target == current:
         return None, None, []
     missing = _missing(compiled.levels[target].level, ticket)
     first_level = compiled.level_ids[0]
-    if missing and not (current is None and target == first_level):  # the entry level is never gated
-        return (first_level if current is None else None), target, missing
-    return target, None, []
+    if not missing or (current is None and target == first_level):  # the entry level is never gated
+        return target, None, []
+    if hand_set and compiled.matrix.gate.manual == "flag":
+        return target, None, missing
+    return (first_level if current is None else None), target, missing
 
 
 def _enter_level(
     compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime, draft: _Draft,
     texts: _Texts, reasons: list[str], *, current: str | None, enter: str, target: str, cause: str | None,
-    placement: _Placement, level_field: _LevelField,
+    placement: _Placement, level_field: _LevelField, entered_at: datetime, hand_set: bool = False,
+    entered_without: tuple[str, ...] = (),
 ) -> None:
-    """7. Entering a level: priority, owner group, level field, reply, note, clocks."""
+    """7. Entering a level: priority, owner group, level field, reply, note, clocks (run from `entered_at`)."""
     info = compiled.levels[enter]
     level = info.level
     gated_entry = enter != target  # a new ticket enters the entry level while its target waits for data
     entry_cause = cause or DEFAULT_PLACEMENT
     rule_obj = compiled.rules_by_id.get(entry_cause)
+    bypass_entry = placement.bypass and entry_cause != MANUAL  # hands off: no priority, no welcome
     priority = level.priority
     if rule_obj and rule_obj.rule.priority and not gated_entry:
         priority = rule_obj.rule.priority
-    if _priority_rank(priority) > _priority_rank(ticket.priority):
+    if not bypass_entry and _priority_rank(priority) > _priority_rank(ticket.priority):
         draft.priority = priority
     owner = _owner_group(info, ticket)
+    kept_group = None
     if owner != ticket.group:
-        draft.owner_group = owner
+        if ticket.group is not None and (bypass_entry or (
+                hand_set and ticket.group != _service_group(compiled, ticket, current))):
+            # A group someone chose (not the one the matrix gave the level the ticket came from) stands;
+            # moving it would also unassign the agent on Zendesk.
+            kept_group = ticket.group
+        else:
+            draft.owner_group = owner
     if compiled.has_level_field and (level_field.raw or "").strip().casefold() != enter.casefold():
         draft.field_updates[LEVEL_ATTRIBUTE] = enter
     context = PlainContext(template_context(  # made plain once for the reply, the note and the rule note
@@ -573,8 +605,9 @@ def _enter_level(
         rule_id=rule_obj.rule.id if rule_obj and not gated_entry else None,
         clock=_breach_clock(compiled, entry_cause, current),
     ))
-    draft.public_reply = texts.render(level.on_enter.reply, context)
-    draft.reply_template = level.on_enter.reply if draft.public_reply else None
+    if not bypass_entry:  # a bypass rule answers with its own `reply` (see `_answer_bypass`)
+        draft.public_reply = texts.render(level.on_enter.reply, context)
+        draft.reply_template = level.on_enter.reply if draft.public_reply else None
     draft.notes.append(texts.render(level.on_enter.note, context) or "")
     if gated_entry:
         draft.notes.append(
@@ -586,6 +619,14 @@ def _enter_level(
             arrived = ", ".join(compiled.label(name) for name in state.data_requested)
             draft.notes.append(f"The required data arrived ({arrived}).")
         draft.notes.append(_cause_text(compiled, entry_cause, current, enter))
+    if entered_without:
+        _flag_entry_without_data(compiled, ticket, state, draft, texts, current=current, enter=enter,
+                                 missing=entered_without)
+    if kept_group is not None and not bypass_entry:
+        draft.notes.append(
+            f"Owner group left at {compiled.group_label(kept_group)}, as set on the ticket "
+            f"(the matrix's owner at {enter} is {compiled.group_label(owner)})."
+        )
     unfilled = [compiled.label(role) for role in level.roles if is_empty_value(ticket.attribute(role))]
     if unfilled:
         draft.notes.append("Assign: " + ", ".join(unfilled))
@@ -595,7 +636,7 @@ def _enter_level(
         draft.notes.append(
             f"Bypass rule {placement.matched.rule.id} matches: this ticket will not escalate by rule or SLA breach."
         )
-    met = _detect_milestones(compiled, ticket, {}, None, now)
+    met = _detect_milestones(compiled, ticket, {}, entered_at, now)
     draft.milestones.update(met)
     if met:
         draft.start_clocks.extend(c for c in info.clock_starts if c.clock not in met)
@@ -605,6 +646,50 @@ def _enter_level(
         reasons.append(f"new ticket enters {enter}: {_reason_cause(entry_cause)}")
     else:
         reasons.append(f"{current} -> {enter}: {_reason_cause(entry_cause)}")
+
+
+def _service_group(compiled: CompiledMatrix, ticket: Ticket, current: str | None) -> str:
+    """The owner group the matrix gives the level a ticket comes from (the entry level for a new ticket): a
+    ticket still in it was routed by the service or the helpdesk's defaults, not by a person."""
+    return _owner_group(compiled.levels[current or compiled.level_ids[0]], ticket)
+
+
+def _flag_entry_without_data(
+    compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, draft: _Draft, texts: _Texts, *,
+    current: str | None, enter: str, missing: tuple[str, ...],
+) -> None:
+    """6 (gate `manual: flag`). A hand-set level entered without its required data: the level stands, the
+    customer is asked once (after the level's welcome, in the same reply) and the note flags it."""
+    labels = ", ".join(compiled.label(name) for name in missing)
+    level = compiled.levels[enter].level
+    already_asked = state is not None and set(missing) <= set(state.data_requested)
+    if already_asked:
+        asked = "The customer was already asked for it."
+    else:
+        context = template_context(compiled, ticket, enter, previous_level=current, missing=missing)
+        request = texts.render(level.data_request, context)
+        if request:
+            draft.public_reply = _join(draft.public_reply, request)
+            draft.reply_template = level.data_request
+            asked = "The customer was asked for it."
+        else:
+            asked = f"Level {enter} has no data_request template: please ask the customer."
+        draft.missing_data = missing
+    draft.notes.append(f"Entered {enter} without: {labels}. The level was set by hand and stands; {asked[0].lower()}"
+                       f"{asked[1:]}")
+
+
+def _answer_bypass(compiled: CompiledMatrix, ticket: Ticket, draft: _Draft, texts: _Texts,
+                   placement: _Placement, *, level: str) -> None:
+    """2 (bypass). The rule's own public reply (a help-centre answer) and its knowledge-base link for the agent."""
+    rule = placement.matched.rule
+    if rule.reply:
+        context = template_context(compiled, ticket, level, rule_id=rule.id)
+        reply = texts.render(rule.reply, context)
+        if reply:
+            draft.public_reply, draft.reply_template = reply, rule.reply
+    if rule.kb_article:
+        draft.notes.append(f"Known answer: {rule.kb_article}")
 
 
 def _stay_at_level(
@@ -703,17 +788,52 @@ def _detect_milestones(
     compiled: CompiledMatrix, ticket: Ticket, met: Mapping[str, datetime], entered_at: datetime | None,
     now: datetime,
 ) -> dict[str, datetime]:
-    """Milestones newly met: acknowledge at the reply's time, signal milestones at `now` (the pass that
-    saw the signal; the ticket does not say when a tag was added)."""
+    """Milestones newly met: acknowledge at the reply's time, signal milestones at the ticket's last change
+    (`updated_at`: the ticket does not say when a tag was added, and the latest change is an upper bound
+    that does not depend on when the service got round to it), kept within [level entry, now]."""
     found: dict[str, datetime] = {}
     if "acknowledge" not in met:
         at = _acknowledged_at(ticket, entered_at)
         if at is not None:
-            found["acknowledge"] = at
+            found["acknowledge"] = min(at, now)
+    signalled_at = _vendor_time(ticket.updated_at, entered_at, now)
     for clock, holds in compiled.progress_signals:
         if clock not in met and holds(ticket):
-            found[clock] = now
+            found[clock] = signalled_at
     return found
+
+
+def _vendor_time(moment: datetime | None, floor: datetime | None, now: datetime) -> datetime:
+    """A vendor timestamp as the time something happened: never later than `now` (vendor clocks run ahead
+    of ours at times) nor earlier than `floor` (the previous level entry); unknown -> `now`."""
+    if moment is None:
+        return now
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    if floor is not None and moment < floor:
+        moment = floor
+    return min(moment, now)
+
+
+def _entry_time(ticket: Ticket, state: TicketState | None, now: datetime, cause: str | None, *,
+                current: str | None, breached_at: datetime | None) -> datetime:
+    """When a level entry happened on the ticket: the vendor's time of the change that caused it, so that the
+    order webhooks arrive in and queue delays never change when the level's clocks start.
+    Set by hand: when the level field got its value (`level_set_at`, from audits/changelog), else the
+    ticket's last change. A breach: the clock's due time. A new ticket: its creation. A rule (or data
+    that arrived for a waiting level): the ticket's last change, the latest moment the change that made
+    the rule match can have happened."""
+    previous = state.entered_level_at if state is not None and current is not None else None
+    cause = cause or DEFAULT_PLACEMENT
+    if cause == MANUAL:
+        moment = ticket.level_set_at or (ticket.created_at if current is None else ticket.updated_at)
+    elif cause.startswith(BREACH_PREFIX):
+        moment = breached_at
+    elif current is None:
+        moment = ticket.created_at or ticket.updated_at
+    else:
+        moment = ticket.updated_at
+    return _vendor_time(moment, previous, now)
 
 
 # ---------------------------------------------------------------------------------- next_state
@@ -724,7 +844,7 @@ def next_state(state: TicketState | None, ticket: Ticket, decision: Decision) ->
     if decision.to_level:
         changes.update(
             level=decision.to_level,
-            entered_level_at=decision.decided_at,
+            entered_level_at=decision.entered_at or decision.decided_at,
             rule_id=decision.rule_id or base.rule_id,
             milestones=dict(decision.milestones),
         )

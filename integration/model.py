@@ -40,7 +40,13 @@ class Ticket:
     assignee: Person | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
-    updated_at: datetime | None = None
+    updated_at: datetime | None = None  # the vendor's time of the ticket's latest change
+    # When the level field (or level tag) got its current value, from the vendor's history (Zendesk ticket
+    # audits, Jira changelog). None when unknown or not read: connectors read the history only when a pass
+    # needs it (the level on the ticket differs from the stored one), and the engine falls back to
+    # `updated_at`. Level entries are anchored to these vendor times, never to when the service got round
+    # to the ticket (see docs/clocks.md "When a clock starts").
+    level_set_at: datetime | None = None
     # Facts for milestone detection, from the comment stream (agent = not the requester/customer,
     # and not the integration itself).
     first_public_agent_reply_at: datetime | None = None
@@ -109,7 +115,7 @@ class TicketState:
 @dataclass(frozen=True)
 class ClockStart:
     """An SLA clock the decision starts: `clock` must be met within `target_seconds` (business time when
-    `calendar` is set) counted from the decision's time."""
+    `calendar` is set) counted from the level entry (`Decision.entered_at`, else the decision's time)."""
 
     clock: str  # acknowledge | diagnose | interim_fix | resolve | update_cadence
     target_seconds: int
@@ -143,12 +149,20 @@ class Decision:
     start_clocks: tuple[ClockStart, ...] = ()
     stop_clocks: tuple[str, ...] = ()  # clocks whose milestone this pass detected
     milestones: Mapping[str, datetime] = field(default_factory=dict)  # milestones detected this pass
+    # When the entry into `to_level` happened on the ticket (the vendor's time of its cause; never later than
+    # `decided_at`, never earlier than the previous entry): `next_state` stores it as `entered_level_at` and
+    # the level's clocks run from it. None: `decided_at`.
+    entered_at: datetime | None = None
     # Informational (not part of `is_empty`), consumed by integration.engine.next_state and reports:
     held_level: str | None = None  # the required-data gate holds the ticket back from this level
     rule_level: str | None = None  # the level the matrix rules point at this pass (None: bypassed)
     bypassed: bool | None = None  # bypass status changed to this value this pass (counts in is_empty)
     reply_template: str | None = None  # template name behind `public_reply`
     rejected_level: str | None = None  # the level field named no level; the note told the agent
+    # A level a person set was entered although this required data was missing (gate `manual: flag`);
+    # counted by integration.metrics.entered_without_required_data.
+    entered_without: tuple[str, ...] = ()
+    bypass_rule: str | None = None  # the bypass rule that matches from this pass on (counted per rule)
 
     @property
     def writes_to_ticket(self) -> bool:
@@ -179,7 +193,16 @@ class Decision:
         data = asdict(self)
         data["decided_at"] = self.decided_at.isoformat()
         data["milestones"] = {k: v.isoformat() for k, v in self.milestones.items()}
+        data["entered_at"] = self.entered_at.isoformat() if self.entered_at else None
         return data
+
+
+def ticket_reference(value: object) -> str:
+    """The one normalisation of a vendor ticket id / issue key, used by the webhook intake (the stored
+    `events.ticket_id`) and by the connectors' tickets (offline snapshots, API reads): text without
+    surrounding whitespace. Vendors never pad ids, but templated bodies (`" {{issue.key}} "`) do; two
+    spellings of one ticket would place it twice and hide it from `history`."""
+    return str(value).strip()
 
 
 @dataclass(frozen=True)

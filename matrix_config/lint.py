@@ -5,7 +5,7 @@ matches everything it matches; a template that fails to render with sample data.
 Warnings (worth a look, the matrix still works): owner groups missing on a vendor the matrix uses, SLA
 targets that loosen as the level rises, a template that prints an optional value (requester name,
 organization) without a fallback, levels nothing reaches, groups without vendor ids, unused templates
-and groups, breach escalations that cannot happen.
+and groups, breach escalations that cannot happen, a `gate.manual` setting that has no effect.
 
 Rule shadowing follows the matching semantics of `integration.rules_index` (duplicated here on purpose:
 `matrix_config` does not import the core): every attribute value is a set of normalised keys (a single-valued
@@ -70,6 +70,7 @@ def lint(loaded: LoadedMatrix) -> list[Finding]:
     _reachability(matrix, out)
     _breaches(matrix, out)
     _unused(matrix, out)
+    _gate(matrix, out)
 
     def order(f: Finding) -> tuple[int, int, int]:
         _, line, col = f.location.rsplit(":", 2)
@@ -306,12 +307,12 @@ def _template_uses(matrix: Matrix, version: str) -> dict[str, list[_Use]]:
             ctx["clock"]["name"] = "update_cadence"
             use(level.update_cadence.template, level, [("an update-cadence reminder", ctx)])
     for rule in matrix.rules:
-        if rule.note is None:
-            continue
         level = matrix.level(rule.level) if rule.level else matrix.levels[0]
         ctx = sample_context(matrix, level, rule_id=rule.id, with_clock=False, version=version)
         ctx["previous_level"] = None
         use(rule.note, level, [(f"rule {rule.id} fired", ctx)])
+        use(rule.reply, level, [(f"bypass rule {rule.id} answered the customer (previous_level, clock empty)",
+                                 ctx)])
     return uses
 
 
@@ -453,6 +454,17 @@ def _breaches(matrix: Matrix, out: _Collector) -> None:
                         f"on_breach to {target} does nothing: tickets never move down or sideways")
 
 
+def _gate(matrix: Matrix, out: _Collector) -> None:
+    if "gate" not in matrix.model_fields_set or "manual" not in matrix.gate.model_fields_set:
+        return
+    if "level" not in matrix.fields:
+        out.add("warning", ("gate", "manual"), "gate.manual has no effect: without a `level` field agents cannot "
+                "set a level by hand", at_key=True)
+    elif not any(level.required_data for level in matrix.levels[1:]):
+        out.add("warning", ("gate", "manual"), "gate.manual has no effect: no level above the first has "
+                "required_data", at_key=True)
+
+
 def _unused(matrix: Matrix, out: _Collector) -> None:
     used_templates: set[str] = set()
     used_groups: set[str] = set()
@@ -463,6 +475,7 @@ def _unused(matrix: Matrix, out: _Collector) -> None:
         used_groups.add(level.owner.default)
         used_groups |= set(level.owner.by_issue_type.values())
     used_templates |= {r.note for r in matrix.rules if r.note}
+    used_templates |= {r.reply for r in matrix.rules if r.reply}
     for name in matrix.templates:
         if name not in used_templates:
             out.add("warning", ("templates", name), f"template '{name}' is not used by any level or rule",

@@ -27,6 +27,7 @@ from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 from matrix_config.schema import (
     BUILTIN_ATTRIBUTES,
     ISSUE_TYPE_ATTRIBUTE,
+    LEVEL_ATTRIBUTE,
     PRIORITIES,
     STATUSES,
     Matcher,
@@ -524,6 +525,17 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
                 add(_Problem(base + ("on_breach", clock), _unknown("level", target, level_ids)))
         check_calendar(base + ("calendar",), level.calendar)
 
+    level_mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
+    if level_mapping is not None:
+        # The service writes the level onto the ticket; organization and user data are only read.
+        for vendor, key in (("zendesk", "organization_field"), ("zendesk", "user_field"),
+                            ("jira", "organization_property")):
+            if getattr(getattr(level_mapping, vendor), key, None) is not None:
+                add(_Problem(("fields", LEVEL_ATTRIBUTE, vendor, key),
+                             f"the level is written on the ticket, and `{key}` is read only: map `level` to a "
+                             + ("ticket `custom_field` or a `tag_prefix`" if vendor == "zendesk"
+                                else "ticket `field` or a `label_prefix`")))
+
     seen_rules: dict[str, int] = {}
     for i, rule in enumerate(matrix.rules):
         base = ("rules", i)
@@ -536,6 +548,7 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
         if rule.level is not None and rule.level not in level_ids:
             add(_Problem(base + ("level",), _unknown("level", rule.level, level_ids)))
         check_template(base + ("note",), rule.note)
+        check_template(base + ("reply",), rule.reply)
         for attribute, condition in rule.when.items():
             where = base + ("when", attribute)
             if attribute not in known_attributes:

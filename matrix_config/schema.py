@@ -131,6 +131,13 @@ Condition = Annotated[
 ]
 
 
+def _check_link(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+\S*", value.strip()):
+        raise ValueError(f"invalid link {value!r}: give the article's http(s) address, "
+                         f"e.g. https://help.example.com/hc/articles/123")
+    return value.strip()
+
+
 class Rule(Strict):
     """Places a ticket at a level from its attributes. Rules are tried in file order; the first match wins."""
 
@@ -141,6 +148,10 @@ class Rule(Strict):
     bypass: bool = False  # a known benign fault: the ticket never escalates by rule or breach
     priority: Priority | None = None  # overrides the level's priority for tickets this rule places
     note: str | None = None  # template name for an extra internal note when this rule fires
+    # Bypass rules only: a public reply template sent instead of the entry level's welcome (e.g. the
+    # help-centre answer), and a knowledge-base link the internal note shows the agent.
+    reply: Identifier | None = None
+    kb_article: Annotated[str, AfterValidator(_check_link)] | None = None
 
     @model_validator(mode="after")
     def _level_xor_bypass(self) -> "Rule":
@@ -148,6 +159,13 @@ class Rule(Strict):
             raise ValueError("a bypass rule must not name a `level`")
         if not self.bypass and self.level is None:
             raise ValueError("a rule needs either `level` or `bypass: true`")
+        if self.bypass and self.priority is not None:
+            raise ValueError("a bypass rule changes no priority: remove `priority`")
+        if not self.bypass and self.reply is not None:
+            raise ValueError("`reply` is for bypass rules: a ticket placed at a level gets the level's "
+                             "on_enter.reply")
+        if not self.bypass and self.kb_article is not None:
+            raise ValueError("`kb_article` is for bypass rules (the known answer to a benign fault)")
         return self
 
 
@@ -201,30 +219,42 @@ class Level(Strict):
 
 # ---------------------------------------------------------------------------------- vendor mappings
 class ZendeskField(Strict):
-    """Exactly one source: a custom field id, or a tag prefix (value = rest of the tag)."""
+    """Exactly one source: a custom field id, a tag prefix (value = rest of the tag), or - read only, where
+    accounts keep tier and contract data - a custom field of the requester's organization
+    (`organization_field: support_tier`, the field's key) or of the requester (`user_field: ...`)."""
 
     custom_field: int | None = None
     tag_prefix: str | None = None
+    organization_field: Annotated[str, Field(min_length=1)] | None = None
+    user_field: Annotated[str, Field(min_length=1)] | None = None
     values: dict[str, Scalar] = Field(default_factory=dict)  # matrix value -> Zendesk option value/tag
 
     @model_validator(mode="after")
     def _one_source(self) -> "ZendeskField":
-        if (self.custom_field is None) == (self.tag_prefix is None):
-            raise ValueError("give exactly one of `custom_field` or `tag_prefix`")
+        sources = (self.custom_field, self.tag_prefix, self.organization_field, self.user_field)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("give exactly one of `custom_field`, `tag_prefix`, `organization_field` or `user_field`")
         return self
+
+    @property
+    def read_only(self) -> bool:
+        """Organization and user fields describe the customer, not the ticket: the service never writes them."""
+        return self.organization_field is not None or self.user_field is not None
 
 
 class JiraField(Strict):
-    """A Jira field id (`customfield_10050`, `components`, ...) or a label prefix."""
+    """A Jira field id (`customfield_10050`, `components`, ...), a label prefix, or - read only - a property
+    of the request's (first) JSM organization (`organization_property: support_tier`, the property key)."""
 
     field: str | None = None
     label_prefix: str | None = None
+    organization_property: Annotated[str, Field(min_length=1)] | None = None
     values: dict[str, Scalar] = Field(default_factory=dict)  # matrix value -> Jira option value
 
     @model_validator(mode="after")
     def _one_source(self) -> "JiraField":
-        if (self.field is None) == (self.label_prefix is None):
-            raise ValueError("give exactly one of `field` or `label_prefix`")
+        if sum(source is not None for source in (self.field, self.label_prefix, self.organization_property)) != 1:
+            raise ValueError("give exactly one of `field`, `label_prefix` or `organization_property`")
         return self
 
 
@@ -285,6 +315,19 @@ class ClockSettings(Strict):
     calendar: Identifier | None = None  # default calendar for all levels; none = 24x7
 
 
+# ------------------------------------------------------------------------------------ data gate
+class GateSettings(Strict):
+    """How the required-data gate treats a level a person set (the level field on a new ticket, or an
+    agent's change of it). The service's own moves (rules, breaches) always wait for the data.
+
+    `flag` (default): the hand-set level stands (level, group and assignee are kept); the customer is asked
+    once for the missing data, and the internal note and the metrics record that the level was entered
+    without it. `hold`: the strict gate; the ticket stays where it was until the data arrives.
+    """
+
+    manual: Literal["flag", "hold"] = "flag"
+
+
 # ------------------------------------------------------------------------------------ vendors
 class ZendeskSla(Strict):
     title_prefix: str = "[matrix] "
@@ -339,6 +382,7 @@ class Matrix(Strict):
     templates: dict[Identifier, str] = Field(default_factory=dict)
     milestones: Milestones = Milestones()
     clocks: ClockSettings = ClockSettings()
+    gate: GateSettings = GateSettings()
     calendars: dict[Identifier, Calendar] = Field(default_factory=dict)
     vendors: Vendors = Vendors()
 

@@ -10,7 +10,7 @@ import pytest
 from integration.engine import apply_to_ticket, decide, next_state
 from integration.model import Person, Ticket, TicketState
 from integration.ticket_json import load_ticket_files
-from matrix_config.loader import load_matrix
+from matrix_config.loader import load_matrix, load_matrix_text
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "tickets"
@@ -23,6 +23,14 @@ FULL_DATA = {"account_id": "A-1", "environment": "production", "recent_changes":
 @pytest.fixture(scope="module")
 def loaded():
     return load_matrix(REPO / "matrix_config" / "examples" / "enterprise.yaml")
+
+
+@pytest.fixture(scope="module")
+def strict():
+    """The example with the strict gate for hand-set levels (`gate: {manual: hold}`)."""
+    text = (REPO / "matrix_config" / "examples" / "enterprise.yaml").read_text()
+    assert text.count("  manual: flag\n") == 1
+    return load_matrix_text(text.replace("  manual: flag\n", "  manual: hold\n"), "enterprise-strict.yaml")
 
 
 def make_ticket(*, tags=(), status="open", priority=None, group=None, **fields) -> Ticket:
@@ -172,7 +180,8 @@ def test_gate_on_new_ticket_enters_first_level_with_a_data_request(loaded):
     assert decision.to_level == "L3" and "rule enterprise-outage" in decision.internal_note
 
 
-def test_gate_asks_again_only_for_newly_needed_data(loaded):
+def test_gate_asks_again_only_for_newly_needed_data(strict):
+    loaded = strict
     ticket = make_ticket(issue_type="bug", level="L1", account_id="A-1")
     _, ticket, state = run(loaded, ticket, at_level("L1", pending_breaches=("acknowledge",)))
     # The agent now sets L3 by hand; L3 also needs affected_users, which was never asked for.
@@ -237,7 +246,8 @@ def test_manual_level_that_is_not_a_level_is_noted_once(loaded):
     assert run(loaded, ticket2, state)[0].is_empty
 
 
-def test_manual_move_held_by_the_gate_shows_the_current_level_and_waits_for_the_data(loaded):
+def test_manual_move_held_by_the_gate_shows_the_current_level_and_waits_for_the_data(strict):
+    loaded = strict
     ticket = make_ticket(issue_type="bug", level="L3", account_id="A-1")
     held, ticket, state = run(loaded, ticket, at_level("L1"))
     assert held.held_level == "L3" and held.to_level is None and state.level == "L1"
@@ -268,7 +278,8 @@ def test_manual_move_held_by_the_gate_shows_the_current_level_and_waits_for_the_
     assert run(loaded, ticket, state)[0].is_empty
 
 
-def test_another_hand_set_level_replaces_a_held_one(loaded):
+def test_another_hand_set_level_replaces_a_held_one(strict):
+    loaded = strict
     ticket = make_ticket(issue_type="bug", level="L3", account_id="A-1")
     _, ticket, state = run(loaded, ticket, at_level("L1"))
     ticket = ticket.with_(fields={**ticket.fields, "environment": "production", "recent_changes": "none",

@@ -83,8 +83,9 @@ def test_simulate_summarises_json_and_jsonl_files():
     assert row.split()[:7] == ["1004", "L1", "(held:", "L2)", "frontline", "normal", "data_request"]
     assert next(line for line in lines if line.startswith("2002 ")).split()[1:5] == [
         "L3", "senior_engineering", "urgent", "l3_incident"]
+    # Bypassed (password reset): no priority set, the rule's help-centre answer instead of the L1 welcome.
     assert next(line for line in lines if line.startswith("1002 ")).split()[1:5] == [
-        "L1", "frontline", "normal", "l1_received"]
+        "L1", "frontline", "-", "password_reset_answer"]
     assert "9 ticket(s): L1 4, L2 2, L3 3; 1 held for missing data" in result.stdout
 
 
