@@ -49,7 +49,7 @@ from connectors.base import (
     parse_retry_after,
 )
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
-from integration.model import Decision, Person, Ticket
+from integration.model import Decision, Person, Ticket, ticket_reference
 from matrix_config.schema import LEVEL_ATTRIBUTE, JiraField, Matrix
 
 log = logging.getLogger(__name__)
@@ -391,7 +391,7 @@ def ticket_from_issue(
 
     group_field = matrix.vendors.jira.group_field
     first_reply, last_reply = reply_times(comments or [], reporter.id, options.own_account_id, options.non_agents)
-    key = str(issue.get("key") or issue.get("id"))
+    key = ticket_reference(issue.get("key") or issue.get("id"))
     return Ticket(
         vendor=VENDOR,
         id=key,
@@ -912,7 +912,7 @@ def snapshot_from_webhook(payload: dict[str, Any], matrix: Any, *, previous: Tic
         return previous
     matrix = getattr(matrix, "matrix", matrix)
     issue = payload.get("issue")
-    issue_key = str(issue.get("key")) if isinstance(issue, dict) and issue.get("key") else None
+    issue_key = ticket_reference(issue.get("key")) if isinstance(issue, dict) and issue.get("key") else None
     if previous is not None and (previous.vendor != VENDOR or (issue_key and previous.id != issue_key)):
         previous = None  # another issue's facts never mix in
     if not issue_key or not isinstance(issue.get("fields"), dict):

@@ -49,7 +49,7 @@ from connectors.base import (
 )
 from connectors.ratelimit import RateLimiter, limiter_for
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
-from integration.model import Decision, Person, Ticket
+from integration.model import Decision, Person, Ticket, ticket_reference
 from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Matrix, ZendeskField
 
 log = logging.getLogger(__name__)
@@ -520,7 +520,7 @@ def _ticket_from_raw(raw: Mapping[str, Any], matrix: Matrix, *, custom: Mapping[
     via = raw.get("via")
     return Ticket(
         vendor=VENDOR,
-        id=str(raw["id"]),
+        id=ticket_reference(raw["id"]),
         subject=raw.get("subject") or "",
         status=_neutral_status(raw.get("status")),
         priority=_neutral_priority(raw.get("priority")),
@@ -872,7 +872,7 @@ def _ticket_from_payload(payload: Mapping[str, Any], matrix: Matrix) -> Ticket |
     tags = frozenset(str(t).lower() for t in (raw_tags.split() if isinstance(raw_tags, str) else raw_tags))
     return Ticket(
         vendor=VENDOR,
-        id=str(ticket_id),
+        id=ticket_reference(ticket_id),
         subject=str(payload.get("ticket_title") or ""),
         status=_neutral_status(payload.get("ticket_status")),
         priority=_neutral_priority(payload.get("ticket_priority")),

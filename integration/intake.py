@@ -12,6 +12,11 @@ from typing import Protocol
 from integration.model import NeutralEvent
 
 
+class UnstorableEvent(ValueError):
+    """The store refused a value of the event itself (too long, not encodable): retrying cannot help.
+    The edge answers 400; every other failure of `accept` means the store is unavailable (503)."""
+
+
 @dataclass(frozen=True)
 class AcceptResult:
     event_id: int | str

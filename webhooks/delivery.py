@@ -9,10 +9,10 @@ from typing import Any, Callable, Mapping
 
 from flask import Blueprint, Request, Response, current_app, jsonify, request as current_request
 
-from integration.intake import EventSink
+from integration.intake import EventSink, UnstorableEvent
 from integration.model import NeutralEvent
-from webhooks.errors import Rejected
-from webhooks.parsing import decode_json_object
+from webhooks.errors import PayloadError, Rejected
+from webhooks.parsing import MAX_ID_LENGTH, decode_json_object, storable_text
 
 log = logging.getLogger("webhooks.delivery")
 
@@ -75,10 +75,16 @@ def handle_delivery(
         route.authenticate(request.headers, body)
         payload = decode_json_object(body)
         delivery_id = (request.headers.get(route.delivery_header) or "").strip() or None
+        if delivery_id is not None:
+            storable_text(delivery_id, route.delivery_header)
         event = route.parse(payload, delivery_id)
+        _check_storable(event)
         try:
             sink = get_sink()
             result = sink.accept(event, body, clock())
+        except UnstorableEvent as exc:
+            # The store refused a value (not an outage): a retry can never succeed, so no 503.
+            raise PayloadError(f"delivery cannot be stored: {exc}") from None
         except Exception as exc:  # the store failing must not look like the vendor's fault
             log.error(
                 "delivery vendor=%s event=%s ticket=%s delivery=%s result=store-error status=503 error=%s",
@@ -116,6 +122,15 @@ def handle_delivery(
     response = jsonify(status=status_text, event_id=result.event_id)
     response.status_code = code
     return response
+
+
+def _check_storable(event: NeutralEvent) -> None:
+    """Whatever a vendor parser let through, the event's text columns must fit the event store; the
+    parsers name the body's path first, this names the event's field as a last line."""
+    storable_text(event.ticket_id, "ticket id", MAX_ID_LENGTH)
+    storable_text(event.event_type, "event type")
+    if event.actor_id is not None:
+        storable_text(event.actor_id, "actor id", MAX_ID_LENGTH)
 
 
 def _read_body(request: Request, max_body_bytes: int) -> bytes:

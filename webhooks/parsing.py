@@ -7,19 +7,38 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from integration.model import NeutralEvent
+from integration.model import NeutralEvent, ticket_reference
 from webhooks.errors import PayloadError, quote
 
 _MISSING = object()
+# Ids and references are stored in 64-character columns (integration.db.EventRow); PostgreSQL refuses
+# longer text where SQLite would keep it, so the edge refuses it on both.
+MAX_ID_LENGTH = 64
+# Python refuses to turn longer digit strings into int (sys.get_int_max_str_digits); no vendor id is near it.
+MAX_NUMBER_DIGITS = 4300
+
+
+class _NumberTooLong(Exception):
+    pass
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _NumberTooLong
+    return int(digits)
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise PayloadError("body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except _NumberTooLong:
+        raise PayloadError(f"body has a number with more than {MAX_NUMBER_DIGITS} digits") from None
+    except RecursionError:
+        raise PayloadError("body is nested too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object")
     return data
@@ -53,7 +72,22 @@ def require_string(data: Any, path: str) -> str:
     value = get_path(data, path)
     if not isinstance(value, str) or not value.strip():
         raise PayloadError(f"{path} must be a non-empty string")
-    return value.strip()
+    return storable_text(value.strip(), path)
+
+
+def storable_text(value: str, path: str, max_length: int | None = None) -> str:
+    """`value` if the event store can keep it as text: no NUL (PostgreSQL refuses it), no lone UTF-16
+    surrogate such as "\\ud800" (not encodable as UTF-8), at most `max_length` characters. Otherwise a
+    400 naming `path`: retrying such a delivery can never succeed, so it must not be answered 503."""
+    if "\x00" in value:
+        raise PayloadError(f"{path} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PayloadError(f"{path} contains an unpaired UTF-16 surrogate (not valid Unicode text)") from None
+    if max_length is not None and len(value) > max_length:
+        raise PayloadError(f"{path} is longer than {max_length} characters")
+    return value
 
 
 def optional_id(data: Any, path: str) -> str | None:
@@ -63,9 +97,9 @@ def optional_id(data: Any, path: str) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return str(value)
+        return storable_text(str(value), path, MAX_ID_LENGTH)
     if isinstance(value, str):
-        return value.strip() or None
+        return storable_text(ticket_reference(value), path, MAX_ID_LENGTH) or None
     raise PayloadError(f"{path} must be a string or number")
 
 
@@ -78,7 +112,13 @@ def parse_iso_time(value: Any, path: str) -> datetime:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise PayloadError(f"{path} is not an ISO-8601 time: {quote(value)}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    try:
+        # Stored as UTC: 9999-12-31T23:59:59-05:00 is a valid ISO time that no datetime can hold in UTC.
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise PayloadError(f"{path} is out of range: {quote(value)}") from None
 
 
 def parse_epoch_millis(value: Any, path: str) -> datetime:
@@ -127,6 +167,6 @@ def template_event(payload: dict[str, Any], events: Mapping[str, str]) -> str:
     """The event type a documented body template (Zendesk trigger, JSM automation) names in its `event`,
     mapped to the vendor's webhook event vocabulary."""
     event = payload["event"]
-    if event not in events:
+    if not isinstance(event, str) or event not in events:
         raise PayloadError(f"event must be one of {', '.join(sorted(events))}, not {quote(event)}")
     return events[event]

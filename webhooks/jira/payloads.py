@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from integration.model import NeutralEvent
+from integration.model import NeutralEvent, ticket_reference
 from webhooks.errors import PayloadError, quote
 from webhooks.parsing import (
+    MAX_ID_LENGTH,
     BodyKind,
     check_exact_keys,
     get_path,
@@ -24,6 +25,7 @@ from webhooks.parsing import (
     parse_epoch_millis,
     parse_iso_time,
     require_string,
+    storable_text,
     template_event,
 )
 
@@ -117,17 +119,17 @@ BODY_KINDS = (
 
 
 def _issue_key(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _ISSUE_KEY.match(value.strip()):
+    if not isinstance(value, str) or not _ISSUE_KEY.match(ticket_reference(value)):
         raise PayloadError(f"{path} must be a Jira issue key like ABC-123, not {quote(value)}")
-    return value.strip()
+    return storable_text(ticket_reference(value), path, MAX_ID_LENGTH)
 
 
 def _ignored_event_reference(payload: dict[str, Any]) -> str:
     """Best ticket reference for an ignored event; worklog and link events carry only numeric ids, and
     project/user events none ("")."""
     key = get_path(payload, "issue.key", None)
-    if isinstance(key, str) and _ISSUE_KEY.match(key):
-        return key
+    if isinstance(key, str) and _ISSUE_KEY.match(ticket_reference(key)):
+        return _issue_key(key, "issue.key")
     for path in ("issue.id", "worklog.issueId", "issueLink.sourceIssueId"):
         value = optional_id(payload, path) if isinstance(get_path(payload, path, None), (str, int)) else None
         if value:

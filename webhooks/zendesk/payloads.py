@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from integration.model import NeutralEvent
+from integration.model import NeutralEvent, ticket_reference
 from webhooks.errors import PayloadError, quote
 from webhooks.parsing import (
     BodyKind,
@@ -147,6 +147,6 @@ BODY_KINDS = (
 def _ticket_id(value: Any, path: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not _TICKET_ID.match(value.strip()):
+    if not isinstance(value, str) or not _TICKET_ID.match(ticket_reference(value)):
         raise PayloadError(f"{path} must be a numeric Zendesk ticket id, not {quote(value)}")
-    return value.strip()
+    return ticket_reference(value)
