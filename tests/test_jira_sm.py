@@ -46,7 +46,7 @@ from tests.support.jira_helpers import (
     validated_jira_http,
 )
 
-VENDOR_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "vendor" / "samples"
+VENDOR_SAMPLES = Path(__file__).resolve().parent / "vendor" / "samples"
 JIRA_WEBHOOK_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "jira"
 ISSUE_URL = f"{SITE}/rest/api/3/issue/SUP-7"
 COMMENT_URL = f"{SITE}/rest/servicedeskapi/request/SUP-7/comment"
