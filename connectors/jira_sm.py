@@ -53,6 +53,7 @@ from integration.model import Decision, Person, Ticket, ticket_reference
 from matrix_config.schema import LEVEL_ATTRIBUTE, JiraField, Matrix
 
 log = logging.getLogger(__name__)
+from connectors.customer_data import DEFAULT_TTL_SECONDS, TtlCache
 
 VENDOR = "jira"
 JSM_API = "/rest/servicedeskapi"
@@ -101,6 +102,9 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
     def project_keys(self) -> list[str]:
         return _split_list(self.project_keys_csv)
 
+    # How long a JSM organization's properties (matrix `organization_property`) are reused before they are
+    # read again.
+    customer_data_ttl_seconds: int = Field(DEFAULT_TTL_SECONDS, alias="JIRA_CUSTOMER_DATA_TTL_SECONDS", gt=0)
     @property
     def has_credentials(self) -> bool:
         return not self.missing_settings()
@@ -609,6 +613,7 @@ class JiraConnector:
                 session.headers.setdefault(name, value)
             self.client._session = session  # type: ignore[assignment]
         self.session: requests.Session = self.client._session
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         self._identity: _Identity | None = None
         self._field_schemas: dict[str, dict[str, Any]] = {}
         self._all_fields_loaded = False
@@ -644,6 +649,7 @@ class JiraConnector:
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
     ) -> requests.Response:
         url = self.base_url + path
+        self._customer_data = TtlCache(timedelta(seconds=settings.customer_data_ttl_seconds), clock)
 
         extra: dict[str, Any] = {}
         if not isinstance(self.session, ResilientSession):
@@ -736,7 +742,43 @@ class JiraConnector:
         except NotFound:
             log.warning("jira %s is not a JSM request; no public replies can be read", ticket_id)
             comments = []
-        return ticket_from_issue(raw, self.matrix, self._normalize_options(), comments)
+        ticket = ticket_from_issue(raw, self.matrix, self._normalize_options(), comments)
+        properties = self._organization_properties(raw)
+        return ticket.with_(fields={**ticket.fields, **properties}) if properties else ticket
+
+    def _organization_properties(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Matrix attributes mapped to `organization_property`: the property of the request's first
+        organization (JIRA_ORGANIZATION_FIELD), `GET /rest/servicedeskapi/organization/{id}/property/{key}`,
+        each at most once per organization and key per JIRA_CUSTOMER_DATA_TTL_SECONDS. A property the
+        organization does not have (404) is an empty attribute."""
+        mapped = {name: m.jira for name, m in self.matrix.fields.items()
+                  if m.jira is not None and m.jira.organization_property is not None}
+        field_id = self.settings.organization_field
+        if not mapped or not field_id:
+            return {}
+        organizations = (raw.get("fields") or {}).get(field_id) or []
+        first = organizations[0] if isinstance(organizations, list) and organizations else None
+        organization_id = first.get("id") if isinstance(first, Mapping) else None
+        if organization_id is None:
+            return {}
+        out: dict[str, Any] = {}
+        for name, jira in mapped.items():
+            key = str(jira.organization_property)
+            path = f"{JSM_API}/organization/{organization_id}/property/{key}"
+
+            def load(path: str = path) -> Any:
+                try:
+                    return (self._get_json(path) or {}).get("value")
+                except NotFound:
+                    return None
+
+            value = self._customer_data.get_or_load(("organization", str(organization_id), key), load)
+            if isinstance(value, Mapping):
+                # A property written as {"value": ...} or {"name": ...} by an admin's script.
+                value = jira_value_to_plain(value)
+            if value not in (None, ""):
+                out[name] = _to_matrix_value(value, jira)
+        return out
 
     # ---- field metadata -------------------------------------------------------------------------------
     def all_fields(self) -> list[dict[str, Any]]:
@@ -817,6 +859,8 @@ class JiraConnector:
         maybe_written = False
 
         def write(method: str, path: str, payload: dict[str, Any]) -> requests.Response:
+            if jira.organization_property is not None:
+                raise Permanent(f"jira: matrix field {name!r} is an organization property; the service only reads it")
             nonlocal maybe_written
             try:
                 response = self._request(method, path, json=payload)
@@ -1053,3 +1097,10 @@ def check_remote(loaded_matrix: Any, *, connector: JiraConnector | None = None) 
         return remote_problems(connector, matrix)
     except ConnectorError as exc:
         return [f"jira: remote validation stopped: {exc}"]
+    # JSM organization properties have no site-wide schema (each organization holds its own keys), so
+    # only the way to the organizations can be checked.
+    for name, mapping in matrix.fields.items():
+        if mapping.jira is not None and mapping.jira.organization_property is not None \
+                and not settings.organization_field:
+            problems.append(f"fields.{name}.jira.organization_property: JIRA_ORGANIZATION_FIELD is not set, so "
+                            "the request's organizations (and their properties) cannot be read")

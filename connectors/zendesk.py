@@ -47,6 +47,7 @@ from connectors.base import (
     not_sent,
     parse_retry_after,
 )
+from connectors.customer_data import DEFAULT_TTL_SECONDS, TtlCache
 from connectors.ratelimit import RateLimiter, limiter_for
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
 from integration.model import Decision, Person, Ticket, ticket_reference
@@ -80,6 +81,9 @@ class ZendeskSettings(AllOrNothingCredentials, BaseSettings):
     requests_per_minute: int = Field(400, alias="ZENDESK_REQUESTS_PER_MINUTE", gt=0)
     user_id: str | None = Field(None, alias="ZENDESK_USER_ID")  # the integration user; else learned from users/me
     timeout_seconds: float = Field(30.0, alias="ZENDESK_TIMEOUT_SECONDS", gt=0)
+    # How long an organization's / user's custom fields (matrix `organization_field` / `user_field`) are
+    # reused before they are read again.
+    customer_data_ttl_seconds: int = Field(DEFAULT_TTL_SECONDS, alias="ZENDESK_CUSTOMER_DATA_TTL_SECONDS", gt=0)
 
     @property
     def api_base(self) -> str | None:
@@ -569,6 +573,7 @@ class ZendeskConnector:
                                     database_url=database_url, redis_url=redis_url)
         self._lookups = _Lookups(own_user_id=settings.user_id)
         self._clock = clock
+        self._customer_data = TtlCache(timedelta(seconds=settings.customer_data_ttl_seconds), clock)
 
     # ------------------------------------------------------------------ lookups
     def own_user_id(self) -> str | None:
@@ -591,6 +596,34 @@ class ZendeskConnector:
         return {m.zendesk.custom_field for m in self.matrix.fields.values()
                 if m.zendesk is not None and m.zendesk.custom_field is not None}
 
+    def _customer_fields(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Matrix attributes mapped to `organization_field` / `user_field`: the ticket's organization and
+        requester are read in full (`GET organizations/{id}`, `users/{id}`; the ticket's sideloads are partial
+        records without custom fields), each at most once per ZENDESK_CUSTOMER_DATA_TTL_SECONDS."""
+        out: dict[str, Any] = {}
+        sources = (("organization_field", "organization_id", "organizations", "organization", "organization_fields"),
+                   ("user_field", "requester_id", "users", "user", "user_fields"))
+        for source, id_key, collection, record, fields_key in sources:
+            mapped = {name: m.zendesk for name, m in self.matrix.fields.items()
+                      if m.zendesk is not None and getattr(m.zendesk, source) is not None}
+            record_id = _id_or_none(raw.get(id_key))
+            if not mapped or record_id is None:
+                continue
+
+            def load(path: str = f"/api/v2/{collection}/{record_id}", record: str = record,
+                     fields_key: str = fields_key) -> dict[str, Any]:
+                try:
+                    return dict(((self.client.get(path) or {}).get(record) or {}).get(fields_key) or {})
+                except NotFound:
+                    return {}  # deleted since the ticket named it: the attributes are empty
+
+            values = self._customer_data.get_or_load((collection, record_id), load)
+            for name, zd in mapped.items():
+                value = _matrix_value(zd, values.get(getattr(zd, source)))
+                if value is not None:
+                    out[name] = value
+        return out
+
     # ------------------------------------------------------------------ read
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         data = self.client.get(f"/api/v2/tickets/{ticket_id}", include="users,organizations") or {}
@@ -610,7 +643,7 @@ class ZendeskConnector:
         first_reply, last_reply = self._public_agent_replies(str(raw["id"]), requester_id)
         rating = raw.get("satisfaction_rating") or {}
         score = rating.get("score") if isinstance(rating, dict) else None
-        return _ticket_from_raw(
+        ticket = _ticket_from_raw(
             raw, self.matrix, custom=custom, field_types=field_types,
             organization=organization.get("name") if organization else None,
             requester=Person(id=requester_id, name=requester.get("name"), email=requester.get("email")),
@@ -620,6 +653,8 @@ class ZendeskConnector:
             satisfaction=score if score in ("good", "bad") else None,
             url=f"{self.client.base_url}/agent/tickets/{raw['id']}",
         )
+        customer = self._customer_fields(raw)
+        return ticket.with_(fields={**ticket.fields, **customer}) if customer else ticket
 
     def _public_agent_replies(self, ticket_id: str, requester_id: str | None) -> tuple[datetime | None, datetime | None]:
         """First and last public comment by an agent: an author who is neither the requester nor the
@@ -702,6 +737,8 @@ class ZendeskConnector:
             if mapping is None or mapping.zendesk is None:
                 raise Permanent(f"matrix field {name!r} has no Zendesk mapping")
             zd = mapping.zendesk
+            if zd.read_only:
+                raise Permanent(f"matrix field {name!r} is an organization/user field; the service only reads it")
             if zd.tag_prefix is not None:
                 prefix = zd.tag_prefix.lower()
                 new_tag = _tag(zd.tag_prefix, _zendesk_value(zd, value)) if value not in (None, "") else None
@@ -782,6 +819,14 @@ class ZendeskConnector:
                             raise
                         continue
                     except ConnectorError as error:
+                        if (index == 0 and attempt == 0 and isinstance(error, Permanent)
+                                and _moves_assigned_group(changes, ticket) and _assignee_not_in_group(error)):
+                            # Zendesk refused the move (422, nothing stored): resend once, assignee cleared.
+                            updates[:] = _unassign_for_move(updates, ticket, self.matrix, decision.owner_group)
+                            changes = updates[0]
+                            result.requests.append({"method": "PUT", "path": path, "status": 422,
+                                                    "assignee_not_in_group": True})
+                            continue
                         if error.sent is not False:
                             maybe_written = True
                         raise
@@ -790,6 +835,12 @@ class ZendeskConnector:
                     result.requests.append({"method": "PUT", "path": path, "status": 200,
                                             "comment_public": (changes.get("comment") or {}).get("public")})
                     stamp = (response.get("ticket") or {}).get("updated_at") or stamp
+                    if index == 0 and _moves_assigned_group(changes, ticket) and \
+                            (response.get("ticket") or {}).get("assignee_id", ticket.assignee.id) is None:
+                        # The account unassigned silently: the note still says so (in the note not sent
+                        # yet, or in one more internal comment when the note went with this update).
+                        updates[:] = _unassign_for_move(updates, ticket, self.matrix, decision.owner_group,
+                                                        sent=1)
                     break
         except ConnectorError as error:
             if maybe_written:
@@ -820,6 +871,60 @@ class ZendeskConnector:
                      and bool(c.get("public")) == bool(comment.get("public", True)) and ours_since(c)
                      for c in latest)
         return stamp, posted
+
+
+# ------------------------------------------------------------------- group moves of assigned tickets
+# Zendesk allows only an assignee who is a member of the ticket's group. Moving an assigned ticket to a
+# group its assignee is not in is refused with 422 on most accounts, e.g. {"error": "RecordInvalid",
+# "description": "Record validation errors", "details": {"assignee": [{"description": "Assignee: is not a
+# member of the group"}]}} (zenpy issue #628); some accounts instead store the move and unassign. Neither
+# case is known before the write without reading group memberships on every move, so the move is sent as
+# is (one PUT when the assignee is a member, the common case) and only a refusal costs a second PUT.
+def _moves_assigned_group(changes: Mapping[str, Any], ticket: Ticket) -> bool:
+    return "group_id" in changes and "assignee_id" not in changes and bool(ticket.assignee and ticket.assignee.id)
+
+
+def _assignee_not_in_group(error: ConnectorError) -> bool:
+    text = str(error).lower()
+    return "assignee" in text and "not a member of the group" in text
+
+
+def unassign_note(ticket: Ticket, matrix: Matrix, group_key: str | None) -> str:
+    """The sentence the internal note carries when a move of the service unassigned the ticket."""
+    person = ticket.assignee.name or ticket.assignee.email or ticket.assignee.id if ticket.assignee else "?"
+    group = matrix.groups.get(group_key or "")
+    label = (group.label if group is not None and group.label else group_key) or "the new group"
+    return f"Assignee {person} is not in {label}; unassigned so the ticket could move."
+
+
+def _unassign_for_move(updates: list[dict[str, Any]], ticket: Ticket, matrix: Matrix, group_key: str | None,
+                       *, sent: int = 0) -> list[dict[str, Any]]:
+    """`updates` with the first one clearing the assignee (unless `sent` of them already went) and the
+    unassignment said in the internal note: appended to the first unsent internal comment, else one more
+    internal comment (in the first update when it has none and is unsent, else its own update)."""
+    sentence = unassign_note(ticket, matrix, group_key)
+    out = [dict(u) for u in updates]
+    if sent == 0:
+        out[0]["assignee_id"] = None
+    for update in out[sent:]:
+        comment = update.get("comment")
+        if comment is not None and not comment.get("public", True):
+            update["comment"] = {**comment, "body": f"{comment['body']}\n\n{sentence}"}
+            return out
+    if sent == 0 and "comment" not in out[0]:
+        out[0]["comment"] = {"body": sentence, "public": False}
+    else:
+        out.append({"comment": {"body": sentence, "public": False}})
+    return out
+
+
+def _update_parts(changes: Mapping[str, Any]) -> list[str]:
+    """The decision parts (connectors.base.PART_*) one ticket update carries."""
+    parts = [PART_FIELDS] if any(key != "comment" for key in changes) else []
+    comment = changes.get("comment")
+    if comment:
+        parts.append(PART_REPLY if comment.get("public", True) else PART_NOTE)
+    return parts
 
 
 # ------------------------------------------------------------------------------ construction
@@ -960,4 +1065,30 @@ def check_remote(loaded_matrix: Any, *, connector: ZendeskConnector | None = Non
                 if level.id not in {str(k) for k in zd.values} and str(level.id) not in known:
                     errors.append(f"fields.level.zendesk: level {level.id} has no option on ticket field "
                                   f"{zd.custom_field} ({remote.get('title', '')}); add it or map it under `values`")
+    errors.extend(_customer_field_problems(client, matrix))
+    return errors
+
+def _customer_field_problems(client: ZendeskClient, matrix: Matrix) -> list[str]:
+    """Every `organization_field` / `user_field` key the matrix reads must be an active custom field of
+    the account's organizations / users."""
+    errors: list[str] = []
+    for source, collection, what in (("organization_field", "organization_fields", "organization field"),
+                                     ("user_field", "user_fields", "user field")):
+        mapped = {name: getattr(m.zendesk, source) for name, m in matrix.fields.items()
+                  if m.zendesk is not None and getattr(m.zendesk, source) is not None}
+        if not mapped:
+            continue
+        try:
+            remote = {str(f.get("key")): f for f in client.get_all(f"/api/v2/{collection}", collection)}
+        except ConnectorError as error:
+            errors.append(f"zendesk: cannot read the account's {what}s: {error}")
+            continue
+        for name, key in mapped.items():
+            found = remote.get(key)
+            if found is None:
+                known = ", ".join(sorted(remote)) or "none"
+                errors.append(f"fields.{name}.zendesk.{source}: {what} {key!r} does not exist in Zendesk "
+                              f"(its {what}s: {known})")
+            elif found.get("active") is False:
+                errors.append(f"fields.{name}.zendesk.{source}: {what} {key!r} is inactive in Zendesk")
     return errors

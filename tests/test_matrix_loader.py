@@ -83,7 +83,8 @@ def test_schema_errors_are_sorted_and_each_on_its_line() -> None:
         ("zendesk: 360000900101", "zendesk: abc",
          "m.yaml:20:38: groups.support.zendesk: expected a whole number, got the text 'abc'"),
         ("zendesk: {custom_field: 360000900001}", "zendesk: {custom_field: 360000900001, tag_prefix: x}",
-         "m.yaml:11:15: fields.issue_type.zendesk.custom_field: give exactly one of `custom_field` or `tag_prefix`"),
+         "m.yaml:11:15: fields.issue_type.zendesk.custom_field: give exactly one of `custom_field`, `tag_prefix`, `organization_field` "
+         "or `user_field`"),
         ("when: {issue_type: incident}", "when: {issue_type: incident, status: {any: [opened]}}",
          "m.yaml:43:49: rules[0].when.status.any[0]: unknown status 'opened' (did you mean 'open'?)"),
         ("templates:", "calendars:\n  office:\n    timezone: UTC\n    hours: {mon: ['09:00-17:00']}\n"

@@ -38,6 +38,12 @@ EXPECTED = {
     "channel, group, issue_type, level, organization, priority, requester_email, status, subject, tags; "
     "declare it under `fields:`",
     "bad_calendar_span.yaml": "53:13: calendars.office.hours.tue[0]: span '17:00-09:00' ends before it starts",
+    "level_from_organization_field.yaml": "15:35: fields.level.zendesk.organization_field: the level is written "
+    "on the ticket, and `organization_field` is read only: map `level` to a ticket `custom_field` or a `tag_prefix`",
+    "zendesk_field_two_sources.yaml": "10:15: fields.issue_type.zendesk.custom_field: give exactly one of "
+    "`custom_field`, `tag_prefix`, `organization_field` or `user_field`",
+    "jira_field_two_sources.yaml": "16:12: fields.level.jira.label_prefix: give exactly one of `field`, "
+    "`label_prefix` or `organization_property`",
     "bad_timezone.yaml": "50:15: calendars.office.timezone: unknown timezone 'Europe/Berln': use an IANA name "
     "such as Europe/Berlin or UTC",
     "unknown_calendar.yaml": "46:13: clocks.calendar: unknown calendar 'office': no calendars are declared",
