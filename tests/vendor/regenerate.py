@@ -1,6 +1,6 @@
 """Regenerate tests/vendor/ from the full vendor reference data (run by hand, never by the tests):
 
-    python tests/vendor/regenerate.py [--shared ../shared/vendor]
+    .venv/bin/python tests/vendor/regenerate.py [--shared ../shared/vendor]
 
 The tests validate every request a connector sends against the vendors' OpenAPI specs, but the full specs
 (4 MB) are not part of this repository. This script writes, for each spec, a subset holding the operations
