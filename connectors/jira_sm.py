@@ -48,12 +48,12 @@ from connectors.base import (
     not_sent,
     parse_retry_after,
 )
+from connectors.customer_data import DEFAULT_TTL_SECONDS, TtlCache
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
 from integration.model import Decision, Person, Ticket, ticket_reference
 from matrix_config.schema import LEVEL_ATTRIBUTE, JiraField, Matrix
 
 log = logging.getLogger(__name__)
-from connectors.customer_data import DEFAULT_TTL_SECONDS, TtlCache
 
 VENDOR = "jira"
 JSM_API = "/rest/servicedeskapi"
@@ -617,6 +617,7 @@ class JiraConnector:
         self._identity: _Identity | None = None
         self._field_schemas: dict[str, dict[str, Any]] = {}
         self._all_fields_loaded = False
+        self._customer_data = TtlCache(timedelta(seconds=settings.customer_data_ttl_seconds), clock)
 
     # ---- transport -------------------------------------------------------------------------------
     def _platform(self, path: str) -> str:
@@ -649,7 +650,6 @@ class JiraConnector:
         self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
     ) -> requests.Response:
         url = self.base_url + path
-        self._customer_data = TtlCache(timedelta(seconds=settings.customer_data_ttl_seconds), clock)
 
         extra: dict[str, Any] = {}
         if not isinstance(self.session, ResilientSession):
@@ -1047,6 +1047,13 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
                                ("JIRA_REQUEST_TYPE_FIELD", settings.request_type_field)):
         if field_id:
             field_problem(env_name, field_id)
+    # JSM organization properties have no site-wide schema (each organization holds its own keys), so
+    # only the way to the organizations can be checked.
+    for name, mapping in matrix.fields.items():
+        if mapping.jira is not None and mapping.jira.organization_property is not None \
+                and not settings.organization_field:
+            problems.append(f"fields.{name}.jira.organization_property: JIRA_ORGANIZATION_FIELD is not set, so "
+                            "the request's organizations (and their properties) cannot be read")
 
     group_ids = {key: g.jira for key, g in matrix.groups.items() if g.jira}
     for key, group in matrix.groups.items():
@@ -1097,10 +1104,3 @@ def check_remote(loaded_matrix: Any, *, connector: JiraConnector | None = None) 
         return remote_problems(connector, matrix)
     except ConnectorError as exc:
         return [f"jira: remote validation stopped: {exc}"]
-    # JSM organization properties have no site-wide schema (each organization holds its own keys), so
-    # only the way to the organizations can be checked.
-    for name, mapping in matrix.fields.items():
-        if mapping.jira is not None and mapping.jira.organization_property is not None \
-                and not settings.organization_field:
-            problems.append(f"fields.{name}.jira.organization_property: JIRA_ORGANIZATION_FIELD is not set, so "
-                            "the request's organizations (and their properties) cannot be read")
