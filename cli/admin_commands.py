@@ -40,26 +40,63 @@ def _duration(seconds: float) -> str:
     return format_duration(timedelta(seconds=round(seconds / 60) * 60)) if seconds >= 60 else f"{seconds:.0f}s"
 
 
-def _changes(decision: dict) -> list[str]:
-    """What a recorded decision writes (or, in a dry run, would write), in an admin's words."""
+def _changes_by_part(decision: dict) -> list[tuple[str, str]]:
+    """(part, change) for what a recorded decision writes, in an admin's words; the part is how the
+    pipeline delivers and recovers it (connectors.base.PART_*: fields, reply, note)."""
     changes = []
     if decision.get("priority"):
-        changes.append(f"priority {decision['priority']}")
+        changes.append(("fields", f"priority {decision['priority']}"))
     if decision.get("owner_group"):
-        changes.append(f"group {decision['owner_group']}")
+        changes.append(("fields", f"group {decision['owner_group']}"))
     for name, value in (decision.get("field_updates") or {}).items():
-        changes.append(f"{name} {value}")
+        changes.append(("fields", f"{name} {value}"))
     if decision.get("add_tags"):
-        changes.append("add tags " + ", ".join(decision["add_tags"]))
+        changes.append(("fields", "add tags " + ", ".join(decision["add_tags"])))
     if decision.get("remove_tags"):
-        changes.append("remove tags " + ", ".join(decision["remove_tags"]))
-    if decision.get("missing_data"):
-        changes.append("ask the customer for " + ", ".join(decision["missing_data"]))
+        changes.append(("fields", "remove tags " + ", ".join(decision["remove_tags"])))
+    if decision.get("public_reply") and decision.get("missing_data"):
+        changes.append(("reply", "ask the customer for " + ", ".join(decision["missing_data"])))
     elif decision.get("public_reply"):
-        changes.append("public reply" + (f" ({decision['reply_template']})" if decision.get("reply_template") else ""))
+        changes.append(("reply", "public reply" + (f" ({decision['reply_template']})" if decision.get("reply_template") else "")))
+    elif decision.get("missing_data"):
+        changes.append(("fields", "ask the customer for " + ", ".join(decision["missing_data"])))
     if decision.get("internal_note"):
-        changes.append("internal note")
+        changes.append(("note", "internal note"))
     return changes
+
+
+def _changes(decision: dict) -> list[str]:
+    """What a recorded decision writes (or, in a dry run, would write), in an admin's words."""
+    return [change for _part, change in _changes_by_part(decision)]
+
+
+# How a part of a decision reached the vendor (decisions.parts "outcome", see integration.pipeline).
+_REACHED = {"written": "", "visible": " (found on the ticket after a crash)", "resent": " (sent again after a crash)",
+            "assumed": " (assumed written with the rest)"}
+_NOT_REACHED = {"unconfirmed": "not confirmed: may have reached the customer, never sent twice",
+                "not sent": "not sent", "missing": "not on the ticket"}
+_NOTHING_WRITTEN = {"abandoned", "conflict", "failed"}  # closed without anything of it on the ticket
+
+
+def _delivery(row) -> tuple[list[str], list[str]]:
+    """(what reached the vendor, what did not and why) for one decision row: per part where the row
+    records it, else by status (`applied`: all of it; `abandoned`/`conflict`/`failed`: none of it)."""
+    changes = _changes_by_part(row.decision or {})
+    outcome = (row.parts or {}).get("outcome")
+    if outcome is None:
+        if row.status in _NOTHING_WRITTEN:
+            return [], [f"{change} (not written)" for _part, change in changes]
+        if row.status == "applying":
+            return [], [f"{change} (in flight, or waiting for recovery)" for _part, change in changes]
+        return [change for _part, change in changes], []
+    reached, missed = [], []
+    for part, change in changes:
+        status = outcome.get(part, "written")
+        if status in _REACHED:
+            reached.append(change + _REACHED[status])
+        else:
+            missed.append(f"{change} ({_NOT_REACHED.get(status, status)})")
+    return reached, missed
 
 
 def ticket_history(db, vendor: str, ticket_id: str) -> dict:
@@ -101,6 +138,9 @@ def ticket_history(db, vendor: str, ticket_id: str) -> dict:
                     "dry_run": row.dry_run,
                     "error": row.error,
                     "changes": _changes(row.decision or {}),
+                    "parts": dict((row.parts or {}).get("outcome") or {}),
+                    "written": _delivery(row)[0],
+                    "not_written": _delivery(row)[1],
                 }
                 for row in decisions
             ],
@@ -134,19 +174,24 @@ def register(group: click.Group) -> None:
             dry_run_note = " (dry run)" if row["dry_run"] and row["status"] != "dry_run" else ""
             outcome = f"{row['status']}{dry_run_note}, {row['writes']} write(s)"
             click.echo(f"{row['decided_at']}  {move:<12} {row['reason']}  [matrix {row['matrix_version']}; {outcome}]")
-            if row["changes"]:
-                verb = "would write" if row["dry_run"] else "wrote"
-                click.echo(f"    {verb}: {'; '.join(row['changes'])}")
+            if row["dry_run"] and row["changes"]:
+                click.echo(f"    would write: {'; '.join(row['changes'])}")
+            elif not row["dry_run"]:
+                if row["written"]:
+                    click.echo(f"    wrote: {'; '.join(row['written'])}")
+                if row["not_written"]:
+                    click.echo(f"    did not write: {'; '.join(row['not_written'])}")
             if row["error"]:
                 click.echo(f"    error: {row['error']}")
 
     @group.command("metrics")
     @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
                   help="Only what happened from this UTC date/time on.")
-    @click.option("--live-only", is_flag=True, help="Leave dry-run decisions out of the escalation counts (milestones and CSAT have no dry-run flag).")
+    @click.option("--live-only", is_flag=True, help="Leave dry-run decisions out of the escalation, entered-without-data and bypass counts (milestones and CSAT have no dry-run flag).")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
     def metrics(since: datetime | None, live_only: bool, fmt: str) -> None:
-        """Time to acknowledge and to diagnose per level, escalation frequency, CSAT before/after escalation."""
+        """Time to acknowledge and to diagnose per level, escalation frequency, CSAT before/after escalation,
+        hand-set levels entered without required data, bypass hits per rule."""
         from dataclasses import asdict
 
         from integration import metrics as queries
@@ -159,6 +204,10 @@ def register(group: click.Group) -> None:
             "escalation_frequency": [asdict(c) for c in queries.escalation_frequency(
                 db, include_dry_run=not live_only, since=since_utc)],
             "csat": [asdict(c) for c in queries.csat_before_after_escalation(db, since=since_utc)],
+            "entered_without_required_data": [asdict(c) for c in queries.entered_without_required_data(
+                db, include_dry_run=not live_only, since=since_utc)],
+            "bypass_hits": [asdict(c) for c in queries.bypass_hits(
+                db, include_dry_run=not live_only, since=since_utc)],
         }
         if fmt == "json":
             click.echo(json.dumps(report, indent=2))
@@ -186,6 +235,19 @@ def register(group: click.Group) -> None:
                 continue
             label = "after escalation" if split["escalated"] else "never escalated"
             click.echo(f"  {label:<17} {split['ratings']} rating(s), {split['avg_score']:.0%}")
+        click.echo("Hand-set levels entered without required data:")
+        for count in report["entered_without_required_data"] or [None]:
+            if count is None:
+                click.echo("  none")
+                continue
+            click.echo(f"  {count['level']:<6} without {count['attribute']:<14} {count['entries']} entr"
+                       f"{'y' if count['entries'] == 1 else 'ies'}, {count['tickets']} ticket(s)")
+        click.echo("Bypass hits per rule:")
+        for count in report["bypass_hits"] or [None]:
+            if count is None:
+                click.echo("  none")
+                continue
+            click.echo(f"  {count['rule']:<20} {count['hits']} hit(s), {count['tickets']} ticket(s)")
 
     @group.command("send-test-webhook")
     @click.argument("vendor", type=click.Choice(["zendesk", "jira"]))

@@ -592,7 +592,7 @@ def _enter_level(
     kept_group = None
     if owner != ticket.group:
         if ticket.group is not None and (bypass_entry or (
-                hand_set and ticket.group != _service_group(compiled, ticket, current))):
+                hand_set and not gated_entry and ticket.group != _service_group(compiled, ticket, current))):
             # A group someone chose (not the one the matrix gave the level the ticket came from) stands;
             # moving it would also unassign the agent on Zendesk.
             kept_group = ticket.group
