@@ -97,14 +97,14 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
     # JSM SLA metric names per matrix clock, when the project's differ from the defaults, e.g.
     # "acknowledge=Time to first response,resolve=Time to resolution" (see connectors.jira_sla).
     sla_metrics_csv: str = Field("", alias="JIRA_SLA_METRICS")
+    # How long a JSM organization's properties (matrix `organization_property`) are reused before they are
+    # read again.
+    customer_data_ttl_seconds: int = Field(DEFAULT_TTL_SECONDS, alias="JIRA_CUSTOMER_DATA_TTL_SECONDS", gt=0)
 
     @property
     def project_keys(self) -> list[str]:
         return _split_list(self.project_keys_csv)
 
-    # How long a JSM organization's properties (matrix `organization_property`) are reused before they are
-    # read again.
-    customer_data_ttl_seconds: int = Field(DEFAULT_TTL_SECONDS, alias="JIRA_CUSTOMER_DATA_TTL_SECONDS", gt=0)
     @property
     def has_credentials(self) -> bool:
         return not self.missing_settings()
@@ -581,6 +581,7 @@ class JiraConnector:
         *,
         session: requests.Session | None = None,
         retry_policy: RetryPolicy = DEFAULT_POLICY,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         from jira import JIRA
 
@@ -613,7 +614,6 @@ class JiraConnector:
                 session.headers.setdefault(name, value)
             self.client._session = session  # type: ignore[assignment]
         self.session: requests.Session = self.client._session
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         self._identity: _Identity | None = None
         self._field_schemas: dict[str, dict[str, Any]] = {}
         self._all_fields_loaded = False
@@ -824,6 +824,8 @@ class JiraConnector:
             if jira is None:
                 log.warning("jira: matrix field %s has no jira mapping; not written", name)
                 continue
+            if jira.organization_property is not None:
+                raise Permanent(f"jira: matrix field {name!r} is an organization property; the service only reads it")
             if _same(ticket.fields.get(name), value):
                 continue
             jira_value = _to_jira_value(value, jira)
@@ -859,8 +861,6 @@ class JiraConnector:
         maybe_written = False
 
         def write(method: str, path: str, payload: dict[str, Any]) -> requests.Response:
-            if jira.organization_property is not None:
-                raise Permanent(f"jira: matrix field {name!r} is an organization property; the service only reads it")
             nonlocal maybe_written
             try:
                 response = self._request(method, path, json=payload)
