@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import logging
 
-from webhooks.app import create_app
+from webhooks.app import create_app, load_settings
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+settings = load_settings()
+_level = logging.getLevelName(settings.log_level.strip().upper())  # "WARNING" -> 30; unknown -> a str
+logging.basicConfig(level=_level if isinstance(_level, int) else logging.INFO,
+                    format="%(asctime)s %(levelname)s %(name)s %(message)s")
+if not isinstance(_level, int):
+    logging.getLogger("webhooks.wsgi").warning(
+        "LOG_LEVEL=%r is not a level (DEBUG, INFO, WARNING, ERROR, CRITICAL): logging at INFO", settings.log_level)
 
-app = create_app()
+app = create_app(settings)
