@@ -257,3 +257,15 @@ def test_metrics_count_levels_entered_without_required_data(tmp_path, monkeypatc
             in text
     finally:
         runtime.db.dispose()
+
+
+# ------------------------------------------------------------------------------------------ validate
+def test_validate_warns_when_the_gate_setting_has_no_effect(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = (REPO / "matrix_config" / "examples" / "minimal.yaml").read_text() + "\ngate:\n  manual: hold\n"
+    Path("matrix.yaml").write_text(source)
+    line = len(source.splitlines())  # `manual:` is the last line
+    result = CliRunner().invoke(cli, ["validate", "matrix.yaml"])
+    assert result.exit_code == 0, result.output
+    assert (f"matrix.yaml:{line}:3: gate.manual: warning: gate.manual has no effect: no level above the first "
+            "has required_data") in result.stdout

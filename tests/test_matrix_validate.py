@@ -67,6 +67,15 @@ EXPECTED = {
     "template_render_failure.yaml": "46:3: templates.received: template 'received' fails to render at L1 for a new "
     "ticket no rule matched (previous_level, rule, clock empty): undefined placeholder: 'dict object' has no "
     "attribute 'diagnose'",
+    "bypass_priority.yaml": "44:5: rules[0].priority: a bypass rule changes no priority: remove `priority`",
+    "bypass_unknown_reply.yaml": "44:12: rules[0].reply: unknown template 'escalate' (did you mean 'escalated'?)",
+    "reply_without_bypass.yaml": "44:5: rules[0].reply: `reply` is for bypass rules: a ticket placed at a level "
+    "gets the level's on_enter.reply",
+    "kb_article_without_bypass.yaml": "44:5: rules[0].kb_article: `kb_article` is for bypass rules (the known "
+    "answer to a benign fault)",
+    "kb_article_not_a_link.yaml": "44:17: rules[0].kb_article: invalid link 'KB-1234': give the article's http(s) "
+    "address, e.g. https://help.example.com/hc/articles/123",
+    "unknown_gate_mode.yaml": "46:11: gate.manual: invalid value 'strict': expected one of 'flag' or 'hold'",
 }
 
 
