@@ -5,9 +5,10 @@ edge, once; retry and dead-letter decisions in the core look only at these types
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Iterator, Protocol, runtime_checkable
 
 from integration.model import Decision, Ticket
 
@@ -100,6 +101,17 @@ class Permanent(ConnectorError):
     """Any other error that retrying cannot fix (400/422 validation, bad mapping)."""
 
 
+# The parts of a decision a connector writes, each confirmed on its own: the structured changes (priority,
+# group, tags, fields), the customer-visible reply, the internal note. A vendor may need several requests
+# for one decision (Zendesk takes one comment per update; JSM posts comments apart from the field edit).
+PART_FIELDS, PART_REPLY, PART_NOTE = "fields", "reply", "note"
+
+# progress(written, sending): called by `apply` between two requests of one decision - `written` every
+# part the vendor has confirmed so far, `sending` the parts of the request about to go out. The pipeline
+# stores it durably, so a worker killed between two requests is recovered part by part.
+ApplyProgress = Callable[[list[str], list[str]], None]
+
+
 @dataclass
 class ApplyResult:
     """What `apply` did, for the audit log."""
@@ -107,6 +119,24 @@ class ApplyResult:
     writes: int = 0  # vendor API write calls made
     requests: list[dict[str, Any]] = field(default_factory=list)  # method, path, status per call (no bodies with secrets)
     dry_run: bool = False
+    parts: list[str] = field(default_factory=list)  # PART_* the vendor confirmed written, in order
+
+
+@dataclass(frozen=True)
+class PostedComment:
+    """A comment the integration user posted on a ticket (`Connector.own_comments`)."""
+
+    body: str
+    public: bool
+    created_at: datetime | None = None
+
+
+def apply_reporting(connector: Any, ticket: Ticket, decision: Decision, progress: ApplyProgress | None) -> ApplyResult:
+    """`connector.apply`, with `progress` when the connector reports it (an optional keyword argument:
+    a connector that writes a decision in one request has nothing to report between requests)."""
+    if progress is not None and "progress" in inspect.signature(connector.apply).parameters:
+        return connector.apply(ticket, decision, progress=progress)
+    return connector.apply(ticket, decision)
 
 
 @runtime_checkable
@@ -119,10 +149,16 @@ class Connector(Protocol):
     def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
         """Carry out the decision with as few writes as the vendor allows; zero when it writes nothing.
         `ticket` is the snapshot the decision was made from (its version_token guards concurrent edits:
-        a stale snapshot raises Conflict)."""
+        a stale snapshot raises Conflict). A connector that needs several requests for one decision
+        takes an optional `progress: ApplyProgress` keyword and reports between them, and returns the
+        parts written in `ApplyResult.parts`."""
 
     def own_user_id(self) -> str | None:
         """The vendor user id the connector writes as; events by this actor are the service's own echoes."""
+
+    # Optional: own_comments(ticket_id, since) -> list[PostedComment] - the comments the integration user
+    # posted after `since` (vendor time). Crash recovery looks there for a reply or note it cannot see in
+    # the ticket's fields; a connector without it has its comments taken as written with the fields.
 
     def changed_since(self, watermark: str | None) -> Iterator[tuple[str, str]]:
         """Catch-up scan: yield (ticket_id, new_watermark) for tickets changed since `watermark`

@@ -33,13 +33,18 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.base import (
+    PART_FIELDS,
+    PART_NOTE,
+    PART_REPLY,
     AllOrNothingCredentials,
+    ApplyProgress,
     ApplyResult,
     ConfigurationError,
     Conflict,
     ConnectorError,
     NotFound,
     Permanent,
+    PostedComment,
     RateLimited,
     Transient,
     Unauthorized,
@@ -849,9 +854,10 @@ class JiraConnector:
             body["update"] = {"labels": operations}
         return body
 
-    def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
+    def apply(self, ticket: Ticket, decision: Decision, progress: ApplyProgress | None = None) -> ApplyResult:
         """One field edit (when anything changes), then the public reply, then the internal note.
-        Zero requests when the decision changes nothing on the ticket.
+        Zero requests when the decision changes nothing on the ticket. Before every request after the
+        first, `progress` hears the parts Jira has confirmed and the part the next request carries.
 
         `sent` of a raised error: once an earlier write of this apply succeeded (or failed with an
         unknown outcome), every error raised says `sent=None`: something may be on the ticket already."""
@@ -860,8 +866,10 @@ class JiraConnector:
         body = self.edit_body(ticket, decision)
         maybe_written = False
 
-        def write(method: str, path: str, payload: dict[str, Any]) -> requests.Response:
+        def write(method: str, path: str, payload: dict[str, Any], part: str) -> requests.Response:
             nonlocal maybe_written
+            if result.requests and progress is not None:
+                progress(list(result.parts), [part])
             try:
                 response = self._request(method, path, json=payload)
             except ConnectorError as error:
@@ -873,19 +881,43 @@ class JiraConnector:
 
         if body:
             path = self._platform(f"issue/{key}")
-            response = write("PUT", path, body)
+            response = write("PUT", path, body, PART_FIELDS)
             result.writes += 1
             result.requests.append({"method": "PUT", "path": path, "status": response.status_code})
+            result.parts.append(PART_FIELDS)
         # JSM comment bodies are plain text (wiki markup), also on API v3 where platform comments need ADF.
         for text, public in ((decision.public_reply, True), (decision.internal_note, False)):
             if not text:
                 continue
             path = f"{JSM_API}/request/{key}/comment"
-            response = write("POST", path, {"body": text, "public": public})
+            response = write("POST", path, {"body": text, "public": public}, PART_REPLY if public else PART_NOTE)
             result.writes += 1
             result.requests.append({"method": "POST", "path": path, "status": response.status_code,
                                     "public": public})
+            result.parts.append(PART_REPLY if public else PART_NOTE)
         return result
+
+    def own_comments(self, ticket_id: str, since: datetime | None) -> list[PostedComment]:
+        """The integration user's JSM comments (public and internal) created strictly after `since`:
+        what crash recovery looks for before sending a reply or note again."""
+        path = f"{JSM_API}/request/{ticket_id}/comment"
+        own = self.own_user_id()
+        posted: list[PostedComment] = []
+        start = 0
+        while True:
+            page = self._get_json(path, {"public": "true", "internal": "true", "start": start, "limit": PAGE_SIZE})
+            values = page.get("values") or []
+            for comment in values:
+                created = parse_jira_time(comment.get("created"))
+                if (comment.get("author") or {}).get("accountId") != own:
+                    continue
+                if since is not None and (created is None or created <= since):
+                    continue
+                posted.append(PostedComment(body=str(comment.get("body") or ""), public=comment.get("public") is True,
+                                            created_at=created))
+            if page.get("isLastPage", True) or not values:
+                return posted
+            start += len(values)
 
     # ---- catch-up ----------------------------------------------------------------------------------------
     def search(self, jql: str, fields: Sequence[str], page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:

@@ -32,13 +32,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from requests.adapters import HTTPAdapter
 
 from connectors.base import (
+    PART_FIELDS,
+    PART_NOTE,
+    PART_REPLY,
     AllOrNothingCredentials,
+    ApplyProgress,
     ApplyResult,
     ConfigurationError,
     Conflict,
     ConnectorError,
     NotFound,
     Permanent,
+    PostedComment,
     RateLimited,
     Transient,
     Unauthorized,
@@ -772,8 +777,10 @@ class ZendeskConnector:
             updates.extend({"comment": comment} for comment in comments[1:])
         return updates
 
-    def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
-        """Send `build_updates` in order, each under safe_update.
+    def apply(self, ticket: Ticket, decision: Decision, progress: ApplyProgress | None = None) -> ApplyResult:
+        """Send `build_updates` in order, each under safe_update; before every update after the first,
+        `progress` hears which parts Zendesk has confirmed and which the next update carries (a worker
+        killed between the reply and the note update is recovered from that, see integration.pipeline).
 
         `sent` of a raised error: once any PUT of this apply may have been stored (it succeeded, or it
         failed with an unknown outcome, or met 409), every error raised says `sent=None`; `sent=False`
@@ -788,6 +795,8 @@ class ZendeskConnector:
         maybe_written = False
         try:
             for index, changes in enumerate(updates):
+                if index and progress is not None:
+                    progress(list(result.parts), _update_parts(changes))
                 for attempt in range(NOTE_CONFLICT_ROUNDS + 1):
                     # Every write is guarded: a retried PUT after an ambiguous timeout gets 409 instead of
                     # posting its comment twice, and an agent's concurrent edit is never overwritten.
@@ -811,6 +820,7 @@ class ZendeskConnector:
                             # the request list records it.
                             result.requests.append({"method": "PUT", "path": path, "status": 409,
                                                     "already_stored": True, "comment_public": comment.get("public")})
+                            result.parts.extend(_update_parts(changes))
                             break
                         # The first update raises: the pipeline re-fetches and re-decides. A later one is
                         # the comment-only note of a decision whose reply and fields are already written:
@@ -835,6 +845,7 @@ class ZendeskConnector:
                     result.requests.append({"method": "PUT", "path": path, "status": 200,
                                             "comment_public": (changes.get("comment") or {}).get("public")})
                     stamp = (response.get("ticket") or {}).get("updated_at") or stamp
+                    result.parts.extend(_update_parts(changes))
                     if index == 0 and _moves_assigned_group(changes, ticket) and \
                             (response.get("ticket") or {}).get("assignee_id", ticket.assignee.id) is None:
                         # The account unassigned silently: the note still says so (in the note not sent
@@ -916,6 +927,21 @@ def _unassign_for_move(updates: list[dict[str, Any]], ticket: Ticket, matrix: Ma
     else:
         out.append({"comment": {"body": sentence, "public": False}})
     return out
+
+    def own_comments(self, ticket_id: str, since: datetime | None) -> list[PostedComment]:
+        """The integration user's comments on the ticket created strictly after `since` (vendor time),
+        among its latest 100: what crash recovery looks for before sending a reply or note again."""
+        latest = (self.client.get(f"/api/v2/tickets/{ticket_id}/comments", sort="-created_at",
+                                  **{"page[size]": 100}) or {}).get("comments") or []
+        own = self.own_user_id()
+        posted = []
+        for comment in latest:
+            created = _parse_time(comment.get("created_at"))
+            if str(comment.get("author_id")) != own or (since is not None and (created is None or created <= since)):
+                continue
+            posted.append(PostedComment(body=str(comment.get("body") or ""), public=bool(comment.get("public")),
+                                        created_at=created))
+        return posted
 
 
 def _update_parts(changes: Mapping[str, Any]) -> list[str]:

@@ -50,13 +50,26 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from sqlalchemy import select, update
 
-from connectors.base import Conflict, Connector, NotFound, Permanent, RateLimited, Transient, Unauthorized
+from connectors.base import (
+    PART_FIELDS,
+    PART_NOTE,
+    PART_REPLY,
+    ApplyResult,
+    Conflict,
+    Connector,
+    NotFound,
+    Permanent,
+    RateLimited,
+    Transient,
+    Unauthorized,
+    apply_reporting,
+)
 from integration import timers as timer_host
 from integration.db import (
     CsatRow,
@@ -476,7 +489,7 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
             return PassResult("done", decision_id=decision_id)
         intent_id = _write_intent(deps, decision, state_after, matrix, trigger, ticket)
         try:
-            result = connector.apply(ticket, decision)
+            result = apply_reporting(connector, ticket, decision, _progress_recorder(deps, intent_id))
         except (Conflict, *PERMANENT_ERRORS) as exc:
             fresh = None
             if not _certainly_not_sent(exc) and _visible_checks(decision):
@@ -488,10 +501,16 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
                 # An error while looking leaves the intent `applying`: the next pass's recovery looks.
                 fresh = connector.fetch_ticket(ticket_id)
                 if _visible(fresh, decision):
+                    # Per part: a 409 on the guarded retry of the first Zendesk update means our own stored
+                    # attempt moved the stamp, so the note update that never went out is sent now; after a
+                    # permanent refusal (JSM comment 404) nothing more is sent, and the history says so.
+                    parts, resent = _part_outcomes(deps, connector, intent_id, decision, fresh,
+                                                   send_missing=isinstance(exc, Conflict))
                     log.warning("ticket %s:%s: decision %d is visible on the ticket although the vendor call "
-                                "failed (%s); completing it without writing again", vendor, ticket_id,
-                                intent_id, _short(exc))
+                                "failed (%s); completing it part by part (%s)", vendor, ticket_id,
+                                intent_id, _short(exc), _describe_parts(parts))
                     decision_id = _finalize(deps, ctx, outcome, fresh, now, status="recovered", intent_id=intent_id,
+                                            api_result=resent, resent=resent is not None, parts=parts,
                                             note=f"written, then the vendor call failed: {_short(exc)}")
                     return PassResult("done", decision_id=decision_id)
             if not isinstance(exc, Conflict):
@@ -512,7 +531,7 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
         # and the next pass finds out from the ticket itself.
         _test_delay(TEST_APPLY_DELAY_ENV)
         decision_id = _finalize(deps, ctx, outcome, ticket, now, status="applied", intent_id=intent_id,
-                                api_result=result)
+                                api_result=result, parts={part: "written" for part in _decision_parts(decision)})
         return PassResult("done", decision_id=decision_id, writes=result.writes)
     raise Transient(f"ticket {ticket_id} kept changing: {MAX_CONFLICT_ROUNDS} conflicts in a row")
 
@@ -556,17 +575,35 @@ def _write_intent(deps: PassDeps, decision: Decision, state_after: TicketState, 
                   trigger: str, ticket: Ticket) -> int:
     with deps.db.session() as session:
         row = _decision_row(decision, matrix, trigger, ticket, "applying", state_after, dry_run=False)
+        # Comments the integration posts for this decision are newer than the snapshot it was made from.
+        row.parts = {"since": ticket.updated_at.isoformat() if ticket.updated_at else None, "written": []}
         session.add(row)
         session.flush()
         return row.id
 
 
-def _close_intent(deps: PassDeps, intent_id: int, status: str, error: str | None) -> None:
+def _progress_recorder(deps: PassDeps, intent_id: int):
+    """connectors.base.ApplyProgress for one intent: commits, between two requests of one decision, what
+    the vendor confirmed and what goes out next, so recovery after a kill knows which parts are written."""
+
+    def record(written: list[str], sending: list[str]) -> None:
+        with deps.db.session() as session:
+            row = session.get(DecisionRow, intent_id)
+            progress = dict(row.parts or {})
+            progress["written"] = sorted(set(progress.get("written") or ()) | set(written))
+            progress["sending"] = list(sending)
+            row.parts = progress
+
+    return record
+
+
+def _close_intent(deps: PassDeps, intent_id: int, status: str, error: str | None,
+                  parts: dict[str, str] | None = None) -> None:
     with deps.db.session() as session:
-        session.execute(
-            update(DecisionRow).where(DecisionRow.id == intent_id)
-            .values(status=status, error=error, finished_at=deps.now())
-        )
+        row = session.get(DecisionRow, intent_id)
+        row.status, row.error, row.finished_at = status, error, deps.now()
+        if parts is not None:
+            row.parts = {**(row.parts or {}), "outcome": dict(parts)}
 
 
 def _certainly_not_sent(error: BaseException) -> bool:
@@ -604,33 +641,104 @@ def _internal_only(decision: Decision) -> bool:
     return bool(decision.internal_note) and not decision.public_reply and _visible_checks(decision) == 0
 
 
+def _decision_parts(decision: Decision) -> list[str]:
+    """The parts (connectors.base.PART_*) a decision writes, each delivered and recovered on its own."""
+    parts = [PART_FIELDS] if _visible_checks(decision) else []
+    if decision.public_reply:
+        parts.append(PART_REPLY)
+    if decision.internal_note:
+        parts.append(PART_NOTE)
+    return parts
+
+
+def _describe_parts(parts: dict[str, str]) -> str:
+    return ", ".join(f"{part} {outcome}" for part, outcome in parts.items()) or "nothing to write"
+
+
+def _stored_progress(deps: PassDeps, intent_id: int) -> dict[str, Any]:
+    with deps.db.session() as session:
+        row = session.get(DecisionRow, intent_id)
+        return dict(row.parts or {}) if row is not None else {}
+
+
+def _part_outcomes(deps: PassDeps, connector: Connector, intent_id: int, decision: Decision, ticket: Ticket, *,
+                   send_missing: bool) -> tuple[dict[str, str], ApplyResult | None]:
+    """What of an unfinished decision reached the vendor, part by part, on the re-read `ticket`; with
+    `send_missing`, the missing parts that may be sent are sent now. Outcomes:
+    written (the vendor confirmed it before the crash), visible (found on the ticket: the fields, or the
+    integration user's own comment with that text), resent (sent on recovery), unconfirmed (a customer
+    reply whose request may have reached the vendor: never sent twice), not sent (missing, and not sent
+    after a permanent vendor refusal or in a dry run), assumed (a connector that cannot list its comments, which writes one request).
+    The internal note goes out whenever it is not on the ticket (at least once); the reply only when its
+    request had certainly not started (at most once): the stored progress shows a later boundary
+    without it, i.e. the worker died before sending it."""
+    progress = _stored_progress(deps, intent_id)
+    written = set(progress.get("written") or ())
+    sending = progress.get("sending")
+    outcome: dict[str, str] = {}
+    if _visible_checks(decision):
+        outcome[PART_FIELDS] = ("written" if PART_FIELDS in written
+                                else "visible" if _visible(ticket, decision) else "unconfirmed")
+    lookup = getattr(connector, "own_comments", None)
+    since = datetime.fromisoformat(progress["since"]) if progress.get("since") else None
+    comments = None
+    missing: dict[str, str] = {}
+    for part, text, public in ((PART_REPLY, decision.public_reply, True), (PART_NOTE, decision.internal_note, False)):
+        if not text:
+            continue
+        if part in written:
+            outcome[part] = "written"
+            continue
+        if lookup is None:
+            if part == PART_NOTE and _internal_only(decision):
+                missing[part] = text  # nothing else to look at: at least once
+            else:
+                outcome[part] = "assumed"
+            continue
+        if comments is None:
+            comments = lookup(ticket.id, since)
+        if any(c.public == public and c.body.strip() == text.strip() for c in comments):
+            outcome[part] = "visible"
+        elif part == PART_NOTE or (sending is not None and PART_REPLY not in sending):
+            missing[part] = text
+        else:
+            outcome[part] = "unconfirmed"
+    if not missing:
+        return outcome, None
+    if not send_missing:
+        outcome.update({part: "not sent" for part in missing})
+        return outcome, None
+    comments_only = replace(decision, priority=None, owner_group=None, add_tags=(), remove_tags=(), field_updates={},
+                            public_reply=missing.get(PART_REPLY), internal_note=missing.get(PART_NOTE))
+    result = apply_reporting(connector, ticket, comments_only, _progress_recorder(deps, intent_id))
+    outcome.update({part: "resent" for part in missing})
+    return outcome, result
+
+
 def _recover(deps: PassDeps, connector: Connector, intent: DecisionRow, ticket: Ticket,
              state: TicketState | None, matrix: LoadedMatrix, dry_run: bool) -> TicketState | None:
+    """An intent a killed worker left `applying`: each part of it (fields, reply, note) is checked on the
+    re-read ticket on its own, see `_part_outcomes`. Nothing of it there and nothing confirmed -> the
+    crash came before the first request reached the vendor: `abandoned`, decided afresh. Otherwise the
+    missing parts that may be sent are sent and the intent completes as `recovered` with the outcome of
+    each part. An error while looking or sending leaves the intent `applying` for the next pass."""
     decision = from_json(Decision, intent.decision)
     visible = _visible(ticket, decision)
     now = deps.now()
-    if visible is None and _internal_only(decision) and not dry_run:
-        # At least once for agents: the note cannot be looked up on the ticket, and a warning that was
-        # never sent is worse than one sent twice. An error here leaves the intent `applying`; the pass
-        # is retried and tries again.
-        result = connector.apply(ticket, decision)
-        log.warning("ticket %s:%s: unfinished decision %d wrote only an internal note; sent it again",
-                    ticket.vendor, ticket.id, intent.id)
-        return _complete_recovered(deps, intent, decision, ticket, state, matrix, now, api_result=result)
-    if visible is False:
+    if visible is False and not (intent.parts or {}).get("written"):
         _close_intent(deps, intent.id, "abandoned", "crashed before the write reached the vendor")
         log.warning("ticket %s:%s: unfinished decision %d was not applied; deciding afresh",
                     ticket.vendor, ticket.id, intent.id)
         return state
-    log.warning("ticket %s:%s: unfinished decision %d %s; completing it without writing again",
-                ticket.vendor, ticket.id, intent.id,
-                "was applied" if visible else "wrote only a comment (assumed sent: a customer reply goes out at most once)")
-    return _complete_recovered(deps, intent, decision, ticket, state, matrix, now, api_result=None)
+    parts, result = _part_outcomes(deps, connector, intent.id, decision, ticket, send_missing=not dry_run)
+    log.warning("ticket %s:%s: unfinished decision %d recovered part by part: %s",
+                ticket.vendor, ticket.id, intent.id, _describe_parts(parts))
+    return _complete_recovered(deps, intent, decision, ticket, state, matrix, now, api_result=result, parts=parts)
 
 
 def _complete_recovered(deps: PassDeps, intent: DecisionRow, decision: Decision, ticket: Ticket,
                         state: TicketState | None, matrix: LoadedMatrix, now: datetime,
-                        api_result: Any) -> TicketState | None:
+                        api_result: Any, parts: dict[str, str] | None = None) -> TicketState | None:
     state_after = from_json(TicketState, intent.state_after) if intent.state_after else state
     timer_id = None
     if intent.trigger.startswith("timer:"):
@@ -641,9 +749,10 @@ def _complete_recovered(deps: PassDeps, intent: DecisionRow, decision: Decision,
     ctx = PassContext(trigger=intent.trigger, matrix=matrix, dry_run=False, timer_id=timer_id)
     try:
         _finalize(deps, ctx, RoundOutcome(decision, state, state_after), ticket, now, status="recovered",
-                  intent_id=intent.id, api_result=api_result, plan=timer_id is None, resent=api_result is not None)
+                  intent_id=intent.id, api_result=api_result, plan=timer_id is None, resent=api_result is not None,
+                  parts=parts)
     except AlreadyFired:
-        _close_intent(deps, intent.id, "recovered", None)
+        _close_intent(deps, intent.id, "recovered", None, parts=parts)
     return state_after
 
 
@@ -665,7 +774,7 @@ def _normalize_csat(raw: str) -> float | None:
 
 def _finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ticket, now: datetime, *,
               status: str, intent_id: int | None = None, api_result: Any = None, plan: bool = True,
-              resent: bool = False, note: str | None = None) -> int | None:
+              resent: bool = False, note: str | None = None, parts: dict[str, str] | None = None) -> int | None:
     """The one commit that ends a round: the decision row (the intent closed with `status`, or a new
     row when there was no intent), the ticket state, milestones, CSAT, timers and the claimed events."""
     vendor, ticket_id = ticket.vendor, ticket.id
@@ -687,6 +796,8 @@ def _finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: T
                     row.api_result["resent_after_crash"] = True
             if note is not None:
                 row.error = note[:500]
+            if parts is not None:
+                row.parts = {**(row.parts or {}), "outcome": dict(parts)}
         elif decision is not None and not decision.is_empty:
             row = _decision_row(decision, matrix, ctx.trigger, ticket, status, state_after, ctx.dry_run)
             row.finished_at = now
