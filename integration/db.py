@@ -161,6 +161,10 @@ class DecisionRow(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Per-part delivery (connectors.base.PART_*), see integration.pipeline: {"since": snapshot time,
+    # "written": [...], "sending": [...]} while `applying`; {"outcome": {part: written | visible | resent
+    # | unconfirmed | not sent | assumed}} once closed. None: a row that writes nothing, or from before 0002.
+    parts: Mapped[dict | None] = mapped_column(JSON)
 
 
 class TimerRow(Base):
