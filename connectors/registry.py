@@ -81,6 +81,16 @@ def is_offline(connector: Connector) -> bool:
     return isinstance(connector, OfflineConnector)
 
 
+def _carry_level_set_at(folded: Ticket, previous: Ticket | None) -> Ticket:
+    """The payloads' own history of the level: the vendor time of the first payload that showed the current
+    level (its `updated_at`), kept while later payloads show the same level."""
+    if folded.level_set_at is not None:
+        return folded
+    if previous is not None and (previous.level or "").casefold() == (folded.level or "").casefold():
+        return folded.with_(level_set_at=previous.level_set_at)
+    return folded.with_(level_set_at=folded.updated_at) if folded.level else folded
+
+
 class OfflineConnector:
     """No vendor credentials: tickets come from the stored webhook payloads, nothing is written.
 
@@ -112,7 +122,7 @@ class OfflineConnector:
                                 exc_info=True)
                     continue
                 if folded is not None:
-                    ticket = folded
+                    ticket = _carry_level_set_at(folded, ticket)
         ticket = ticket if ticket is not None else Ticket(vendor=self.vendor, id=str(ticket_id))
         return self._with_dry_run_writes(ticket)
 
@@ -147,14 +157,19 @@ class OfflineConnector:
         from integration.db import EventRow
 
         with self.db.session() as session:
-            raws = list(session.scalars(
-                select(EventRow.payload)
+            raws = [tuple(row) for row in session.execute(
+                select(EventRow.payload, EventRow.occurred_at)
                 .where(EventRow.vendor == self.vendor, EventRow.ticket_id == str(ticket_id))
                 .order_by(EventRow.id.desc())
                 .limit(OFFLINE_PAYLOAD_WINDOW)
-            ))
+            )]
+        raws.reverse()
+        if all(occurred is not None for _, occurred in raws):
+            # In the order things happened at the vendor, not the order webhooks arrived in: a level change
+            # delivered after the reply that followed it still folds before it.
+            raws.sort(key=lambda row: row[1])
         payloads = []
-        for raw in reversed(raws):
+        for raw, _ in raws:
             try:
                 data = json.loads(raw)
             except (ValueError, TypeError):

@@ -10,7 +10,9 @@ and, once per pass before storing the state, `track(state, ticket, matrix, now)`
 accounting in `TicketState.clock_state`.
 
 Clocks. Entering a level starts its clocks (`acknowledge`, `diagnose`, `interim_fix`, `resolve`, as
-the level's `sla:` sets them) at `entered_level_at`. Each clock gets one warning timer per `clocks.warn_at`
+the level's `sla:` sets them) at `entered_level_at`: the vendor's time of the change that caused the entry
+(see `integration.engine._entry_time`; a breach-caused entry starts at the breached clock's due time),
+never the time a pass or a timer ran. Each clock gets one warning timer per `clocks.warn_at`
 fraction and a breach timer at 100 %. With a calendar (the level's `calendar:` or `clocks.calendar`),
 targets are business time. A clock stops when its milestone is in `state.milestones`; its timers then do
 nothing when they fire (the host may also cancel them).
@@ -385,7 +387,8 @@ def on_timer(timer: Any, ticket: Ticket, state: TicketState, matrix: Matrix, now
     elapsed = active_seconds(book, calendar, at) - offset
     if timer.kind == WARNING:
         return _on_warning(timer, ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version)
-    return _on_breach(ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version)
+    return _on_breach(ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version,
+                      due=current_due)
 
 
 def replace_due(timer: Any, due: datetime) -> Any:
@@ -417,7 +420,7 @@ def _on_warning(timer: Any, ticket: Ticket, state: TicketState, changed_state: T
 
 
 def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix, level: Level, book: ClockBook, clock: str,
-               target_seconds: float, elapsed: float, now: datetime, version: str) -> Any:
+               target_seconds: float, elapsed: float, now: datetime, version: str, *, due: datetime) -> Any:
     from integration.engine import compile_matrix, decide, is_empty_value, next_state
 
     key = f"{clock}:breach"
@@ -427,7 +430,9 @@ def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | 
     breached = replace(book, alerts=book.alerts | {key}).store(state)
     if clock not in breached.pending_breaches:
         breached = breached.with_(pending_breaches=tuple(breached.pending_breaches) + (clock,))
-    decision = decide(ticket, breached, matrix, now, version=version)
+    # The next level starts when this clock ran out, not when a late timer (worker down, queue backlog)
+    # got round to it.
+    decision = decide(ticket, breached, matrix, now, version=version, breached_at=due)
     target_level = level.on_breach.get(clock)
     consequence = ""
     if decision.to_level:

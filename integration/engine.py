@@ -17,7 +17,11 @@ Semantics, in the order they apply
    matching rules). No matching rule: the first level. A matching **bypass** rule: a new ticket enters
    the first level (a ticket already above it stays where it is: never down), and it escalates neither
    by rule nor by SLA breach while the bypass rule is its first match (re-evaluated each pass, so a
-   ticket whose facts change is no longer bypassed; an agent can still set the level by hand). A new
+   ticket whose facts change is no longer bypassed; an agent can still set the level by hand). Bypass
+   means hands off: no priority is set, the group only when the ticket has none, and instead of the
+   first level's `on_enter.reply` the rule's own `reply` template is sent when the bypass starts (new
+   ticket or facts that change to match; `_answer_bypass`), with the rule's `kb_article` in the note;
+   `Decision.bypass_rule` names the rule then (counted per rule by `integration.metrics.bypass_hits`). A new
    ticket (no state, or a state without a level) enters its placed level; so does a ticket whose stored
    level no longer exists in the matrix it is decided with.
 3. **Breach**: each clock in `state.pending_breaches` escalates per the current level's `on_breach` map
@@ -36,7 +40,12 @@ Semantics, in the order they apply
    (rendered with `missing`), the internal note tells the agent; `held_level` names the level and
    `next_state` remembers it (`pending_level`, `data_requested`) so the same request is not sent twice.
    When the data arrives the escalation proceeds, even if the breach that caused it was a past pass.
-   The gate applies to manual moves too: while a hand-set level waits, the level field is set back to the
+   A level a person set (cause manual, or the level already on a new ticket that placement agrees with)
+   follows `matrix.gate.manual`. `flag` (default): the level is entered although data is missing; the
+   customer is asked once (the level's reply followed by its `data_request`; not again for data already
+   in `state.data_requested`), the note says "Entered L3 without: <labels>" and `Decision.entered_without`
+   lists the attributes (counted by `integration.metrics.entered_without_required_data`).
+   `hold`: the gate applies to manual moves too: while a hand-set level waits, the level field is set back to the
    current level (a tag-keyed helpdesk SLA must not treat the ticket as the higher level) and the pending
    level stays until the data arrives or the agent sets another level. A new ticket whose placed level is
    gated enters the first level
@@ -44,8 +53,10 @@ Semantics, in the order they apply
    the first level's welcome reply.
 7. **Entering a level**: priority = the rule's `priority` (when a rule caused the move) or the level's,
    set only when it is higher than the ticket's (the engine never lowers a priority, not even on a
-   manual de-escalation); owner group = `owner.by_issue_type[issue_type]` or `owner.default`, set only
-   when different; `field_updates["level"]` = level id when the matrix declares a `level` field and the
+   manual de-escalation; not at all for a bypass); owner group = `owner.by_issue_type[issue_type]` or
+   `owner.default`, set only when different, and on a hand-set level only when the ticket has no group or
+   still has the one the matrix gives the level it came from (`_service_group`: a group an agent chose
+   stays, and moving it would unassign the agent on Zendesk); `field_updates["level"]` = level id when the matrix declares a `level` field and the
    ticket shows another; public reply = `on_enter.reply`; internal note = `on_enter.note` + why ("rule X
    of matrix version V", "breach of acknowledge", "set by hand") + roles still unfilled + the rule's
    `note`; `start_clocks` = the level's SLA targets (business calendar = level.calendar or

@@ -248,10 +248,11 @@ def test_acknowledge_breach_escalates_to_the_next_level_through_decide(matrix_24
     assert decision.internal_note.startswith(
         "SLA breach: the acknowledge clock at L1 (Frontline) ran out. Target 1h, elapsed 1h3m, overdue by 3m. "
         "Escalated to L2.")
-    assert desk.state.level == "L2" and desk.state.entered_level_at == fired_at
+    ran_out = start + timedelta(hours=1)
+    assert desk.state.level == "L2" and desk.state.entered_level_at == ran_out
     assert desk.state.pending_breaches == ()
-    # the new level's clocks are scheduled from the escalation
-    assert desk.timer(BREACH, "acknowledge", level="L2").due_at == fired_at + timedelta(minutes=30)
+    # the new level's clocks run from the breach (when L1's clock ran out), not from the late worker
+    assert desk.timer(BREACH, "acknowledge", level="L2").due_at == ran_out + timedelta(minutes=30)
     # the breach acts once
     assert desk.fire(desk.timer(BREACH, "acknowledge", level="L1"), fired_at).decision is None
 

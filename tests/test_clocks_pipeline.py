@@ -92,10 +92,11 @@ def test_pass_plans_timer_rows_that_fire_once_and_breach_into_the_next_level(rig
     assert new_writes[0]["internal_note"].startswith(
         "SLA breach: the acknowledge clock at L1 (Frontline) ran out. Target 1h, elapsed 1h2m, overdue by 2m")
     state = state_of(runtime, "501")
-    assert state.level == "L2" and state.entered_level_at == clock.now
+    ran_out = MONDAY_9 + timedelta(hours=1)  # L2 starts when the L1 clock ran out, not when the late timer ran
+    assert state.level == "L2" and state.entered_level_at == ran_out
     assert {r.status for r in timers(runtime, level="L1") if r.clock != "acknowledge"} == {"cancelled"}
     l2_breach = timers(runtime, level="L2", clock="acknowledge", kind="breach")
-    assert [r.due_at for r in l2_breach] == [clock.now + timedelta(minutes=30)]
+    assert [r.due_at for r in l2_breach] == [ran_out + timedelta(minutes=30)]
     assert runtime.reconcile(inline=True).timers == 0
 
 

@@ -173,7 +173,7 @@ def test_fetch_ticket_normalizes_a_jsm_request(http, connector):
     assert ticket.last_public_agent_reply_at == datetime(2026, 11, 27, 10, 10, tzinfo=BERLIN)
 
     issue_query = query_of(http.calls[0])
-    assert issue_query["expand"] == ["schema"]
+    assert issue_query["expand"] == ["schema,changelog"]  # the level's history comes with the one issue GET
     assert {"customfield_10108", "customfield_10001", "customfield_10002", "labels"} <= set(
         issue_query["fields"][0].split(","))
     comment_query = query_of(http.calls[1])

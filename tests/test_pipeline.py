@@ -175,7 +175,7 @@ def test_without_credentials_the_offline_connector_decides_from_the_stored_webho
     runtime = _offline_runtime(tmp_path, monkeypatch)
     connector = build_connector("zendesk", runtime.settings, runtime.matrix().matrix, db=runtime.db)
     assert isinstance(connector, OfflineConnector)
-    body = (vendor_dir / "samples" / "zendesk-event__captured__ticket.created.json").read_bytes()
+    body = _fresh_sample(vendor_dir / "samples" / "zendesk-event__captured__ticket.created.json")
     import json
 
     ticket_id = str(json.loads(body)["detail"]["id"])
@@ -184,6 +184,18 @@ def test_without_credentials_the_offline_connector_decides_from_the_stored_webho
     (decision,) = rows(runtime, DecisionRow)
     assert (decision.ticket_id, decision.status, decision.dry_run, decision.to_level) == (ticket_id, "dry_run", True, "L1")
     assert statuses(runtime) == ["done"]
+
+
+def _fresh_sample(path) -> bytes:
+    """A captured event as if it happened now: a level's clocks start at the payload's vendor times, and a
+    sample from long ago would have run every clock out before the pass (extra breach decisions)."""
+    import json
+
+    payload = json.loads(path.read_bytes())
+    moment = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    payload["detail"].update(created_at=moment, updated_at=moment)
+    payload["time"] = moment
+    return json.dumps(payload).encode()
 
 
 def _offline_runtime(tmp_path, monkeypatch):
@@ -206,7 +218,7 @@ def test_offline_dry_run_does_not_propose_the_same_write_on_every_later_webhook(
     import json
 
     runtime = _offline_runtime(tmp_path, monkeypatch)
-    created = json.loads((vendor_dir / "samples" / "zendesk-event__captured__ticket.created.json").read_bytes())
+    created = json.loads(_fresh_sample(vendor_dir / "samples" / "zendesk-event__captured__ticket.created.json"))
     ticket_id = str(created["detail"]["id"])
     accept(runtime, ticket_id, "inv-1", body=json.dumps(created).encode())
     drain(runtime.huey)

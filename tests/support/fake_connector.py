@@ -44,8 +44,10 @@ def ticket_record(ticket_id: str, **overrides: Any) -> dict[str, Any]:
         "organization": "acme",
         "requester": {"id": "cust-1", "name": "Casey Customer", "email": "casey@example.com"},
         "fields": {},
-        "created_at": "2026-11-27T09:00:00+00:00",
-        "updated_at": "2026-11-27T09:00:00+00:00",
+        # Unset unless a test says: a level's clocks start at the vendor's times (creation, last change),
+        # and a fixed past time would put every ticket's clocks in the past of the test's clock.
+        "created_at": None,
+        "updated_at": None,
         "first_public_agent_reply_at": None,
         "last_public_agent_reply_at": None,
         "satisfaction": None,
