@@ -366,6 +366,32 @@ def reply_times(
     return (times[0], times[-1]) if times else (None, None)
 
 
+def level_set_at(changelog: Any, matrix: Matrix) -> datetime | None:
+    """When the level field (or the level label) last changed, from an issue's changelog (`expand=changelog`
+    on the issue GET, or `/issue/{key}/changelog` pages): the latest history with an item on the mapped
+    field (matched by `fieldId`, as `field` holds the field's display name for custom fields), or on
+    `labels` when the level's label set changed. None when the changelog is absent or says nothing."""
+    mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
+    jira = mapping.jira if mapping is not None else None
+    histories = changelog.get("histories") if isinstance(changelog, Mapping) else changelog
+    if jira is None or not isinstance(histories, list):
+        return None
+
+    def level_labels(text: Any) -> set[str]:
+        return {label for label in str(text or "").split() if label.startswith(str(jira.label_prefix))}
+
+    def touches_level(item: Mapping[str, Any]) -> bool:
+        if jira.label_prefix is not None:
+            return (item.get("fieldId") or item.get("field")) == "labels" and (
+                level_labels(item.get("fromString")) != level_labels(item.get("toString")))
+        return jira.field is not None and jira.field in (item.get("fieldId"), item.get("field"))
+
+    times = [parse_jira_time(h.get("created")) for h in histories
+             if isinstance(h, Mapping) and any(touches_level(i) for i in h.get("items") or [] if isinstance(i, Mapping))]
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
 def ticket_from_issue(
     issue: Mapping[str, Any],
     matrix: Matrix,
@@ -416,6 +442,7 @@ def ticket_from_issue(
         fields=values,
         created_at=parse_jira_time(fields.get("created")),
         updated_at=parse_jira_time(fields.get("updated")),
+        level_set_at=level_set_at(issue.get("changelog"), matrix),
         first_public_agent_reply_at=first_reply,
         last_public_agent_reply_at=last_reply,
         # Jira has no conditional edit; the updated time is kept for the audit log only.
@@ -712,8 +739,11 @@ class JiraConnector:
     def _fetch_issue(self, key: str) -> dict[str, Any]:
         path = self._platform(f"issue/{key}")
         # expand=schema returns each field's type with the issue: apply() needs it to shape edit values.
+        # expand=changelog returns the recent history, newest first, in the same request: when an agent set
+        # the level, the level's clocks start at that change (Ticket.level_set_at), with no extra call.
         issue = self._with_retry(
-            "GET", path, lambda: self.client.issue(key, fields=",".join(self._issue_fields()), expand="schema")
+            "GET", path,
+            lambda: self.client.issue(key, fields=",".join(self._issue_fields()), expand="schema,changelog"),
         )
         raw = dict(issue.raw)
         for field_id, schema in (raw.get("schema") or {}).items():

@@ -544,6 +544,34 @@ def _ticket_from_raw(raw: Mapping[str, Any], matrix: Matrix, *, custom: Mapping[
     )
 
 
+def level_set_at(audits: Any, matrix: Matrix) -> datetime | None:
+    """The `created_at` of the latest audit with a `Change` event on the level: the mapped custom field
+    (`field_name` is the field id as a string) or, for a tag-keyed level, `tags` when the set of level tags
+    changed (`value`/`previous_value` are tag lists, or space-separated strings in older audits)."""
+    mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
+    zd = mapping.zendesk if mapping is not None else None
+    if zd is None or not isinstance(audits, list):
+        return None
+
+    def level_tags(value: Any) -> set[str]:
+        tags = value.split() if isinstance(value, str) else (value or [])
+        prefix = str(zd.tag_prefix).lower()
+        return {str(t).lower() for t in tags if str(t).lower().startswith(prefix)}
+
+    def touches_level(event: Mapping[str, Any]) -> bool:
+        if event.get("type") != "Change":
+            return False
+        if zd.tag_prefix is not None:
+            return event.get("field_name") == "tags" and (
+                level_tags(event.get("value")) != level_tags(event.get("previous_value")))
+        return zd.custom_field is not None and str(event.get("field_name")) == str(zd.custom_field)
+
+    times = [_parse_time(a.get("created_at")) for a in audits
+             if isinstance(a, Mapping) and any(touches_level(e) for e in a.get("events") or [] if isinstance(e, Mapping))]
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
 # --------------------------------------------------------------------------------- connector
 @dataclass
 class _Lookups:
@@ -660,6 +688,13 @@ class ZendeskConnector:
         )
         customer = self._customer_fields(raw)
         return ticket.with_(fields={**ticket.fields, **customer}) if customer else ticket
+
+    def level_changed_at(self, ticket: Ticket) -> datetime | None:
+        """When the level field (or level tag) got its current value: the latest ticket audit that changed
+        it (`GET /api/v2/tickets/{id}/audits`, one call per 100 audits). The pipeline asks only when the
+        level on the ticket differs from the stored one, i.e. when someone else set it."""
+        audits = self.client.get_all(f"/api/v2/tickets/{ticket.id}/audits", "audits")
+        return level_set_at(audits, self.matrix)
 
     def _public_agent_replies(self, ticket_id: str, requester_id: str | None) -> tuple[datetime | None, datetime | None]:
         """First and last public comment by an agent: an author who is neither the requester nor the
@@ -883,6 +918,21 @@ class ZendeskConnector:
                      for c in latest)
         return stamp, posted
 
+    def own_comments(self, ticket_id: str, since: datetime | None) -> list[PostedComment]:
+        """The integration user's comments on the ticket created strictly after `since` (vendor time),
+        among its latest 100: what crash recovery looks for before sending a reply or note again."""
+        latest = (self.client.get(f"/api/v2/tickets/{ticket_id}/comments", sort="-created_at",
+                                  **{"page[size]": 100}) or {}).get("comments") or []
+        own = self.own_user_id()
+        posted = []
+        for comment in latest:
+            created = _parse_time(comment.get("created_at"))
+            if str(comment.get("author_id")) != own or (since is not None and (created is None or created <= since)):
+                continue
+            posted.append(PostedComment(body=str(comment.get("body") or ""), public=bool(comment.get("public")),
+                                        created_at=created))
+        return posted
+
 
 # ------------------------------------------------------------------- group moves of assigned tickets
 # Zendesk allows only an assignee who is a member of the ticket's group. Moving an assigned ticket to a
@@ -927,21 +977,6 @@ def _unassign_for_move(updates: list[dict[str, Any]], ticket: Ticket, matrix: Ma
     else:
         out.append({"comment": {"body": sentence, "public": False}})
     return out
-
-    def own_comments(self, ticket_id: str, since: datetime | None) -> list[PostedComment]:
-        """The integration user's comments on the ticket created strictly after `since` (vendor time),
-        among its latest 100: what crash recovery looks for before sending a reply or note again."""
-        latest = (self.client.get(f"/api/v2/tickets/{ticket_id}/comments", sort="-created_at",
-                                  **{"page[size]": 100}) or {}).get("comments") or []
-        own = self.own_user_id()
-        posted = []
-        for comment in latest:
-            created = _parse_time(comment.get("created_at"))
-            if str(comment.get("author_id")) != own or (since is not None and (created is None or created <= since)):
-                continue
-            posted.append(PostedComment(body=str(comment.get("body") or ""), public=bool(comment.get("public")),
-                                        created_at=created))
-        return posted
 
 
 def _update_parts(changes: Mapping[str, Any]) -> list[str]:
@@ -1093,6 +1128,7 @@ def check_remote(loaded_matrix: Any, *, connector: ZendeskConnector | None = Non
                                   f"{zd.custom_field} ({remote.get('title', '')}); add it or map it under `values`")
     errors.extend(_customer_field_problems(client, matrix))
     return errors
+
 
 def _customer_field_problems(client: ZendeskClient, matrix: Matrix) -> list[str]:
     """Every `organization_field` / `user_field` key the matrix reads must be an active custom field of

@@ -481,6 +481,7 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
                 raise AlreadyFired(timer_id)  # the recovered intent was this very firing
     for _round in range(MAX_CONFLICT_ROUNDS):
         now = deps.now()
+        ticket = _with_level_history(connector, ticket, state)
         decision, state_after, extra_timers, cancel_kinds = decide_fn(ticket, state, matrix, now)
         outcome = RoundOutcome(decision, state, state_after, extra_timers, cancel_kinds)
         writes = decision is not None and decision.writes_to_ticket
@@ -534,6 +535,22 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
                                 api_result=result, parts={part: "written" for part in _decision_parts(decision)})
         return PassResult("done", decision_id=decision_id, writes=result.writes)
     raise Transient(f"ticket {ticket_id} kept changing: {MAX_CONFLICT_ROUNDS} conflicts in a row")
+
+
+def _with_level_history(connector: Connector, ticket: Ticket, state: TicketState | None) -> Ticket:
+    """The ticket with `level_set_at` (when its level field got its value), read from the vendor's history
+    only when this pass needs it: someone other than the service set a level that differs from the stored
+    one, so the hand-set level's clocks start at that change and not at this pass's `now`. One call on
+    Zendesk (audits); none on Jira, whose issue GET already carries the changelog. A connector without
+    `level_changed_at` leaves the engine to fall back to the ticket's `updated_at`."""
+    shown, stored = ticket.level, state.level if state is not None else None
+    if ticket.level_set_at is not None or not shown or not stored or shown.strip().casefold() == stored.casefold():
+        return ticket
+    read = getattr(connector, "level_changed_at", None)
+    if read is None:
+        return ticket
+    changed_at = read(ticket)
+    return ticket.with_(level_set_at=changed_at) if changed_at is not None else ticket
 
 
 def _direction(matrix: LoadedMatrix, from_level: str | None, to_level: str | None) -> str | None:
