@@ -21,18 +21,24 @@ Exactly-once writes on top of at-least-once delivery (the write-ahead intent):
    otherwise is it closed (`conflict` -> decide again, or `failed` -> dead letter);
 3. COMMIT in one transaction: the decision row -> `applied` with the API result, the ticket state,
    milestones/CSAT rows, timers, and the events -> `done`.
-A crash between 1 and 3 leaves an `applying` row. The next pass for the ticket (the events are still
-pending, so there is one) re-fetches the ticket and checks whether the intent's structured effects
-(priority, group, tags, fields: which the connectors write in the same request as the comment) are
-visible: if any is, the write happened -> the stored state is committed as `recovered` and the fresh
-decision (now empty) writes nothing; if none is, it did not happen -> `abandoned` and decided afresh.
-An intent that only adds a comment cannot be checked on the ticket:
-- an internal note only (pre-breach warning, cadence reminder with `mode: remind`, breach note without
-  other effects) is sent again: at least once, a duplicated note is acceptable, a lost warning is not;
-- a customer-visible reply (cadence `mode: send`, data request, status digest) is taken as sent: at
-  most once, never twice - unless the connector said the call certainly did not reach the vendor
-  (`ConnectorError.sent is False`: refused before sending, connect timeout, 429): such an intent is
-  closed as `abandoned` at once and the next pass decides (and sends) again.
+A crash between 1 and 3 leaves an `applying` row. A decision has up to three parts (fields, reply, note;
+connectors.base.PART_*) and may take several requests (Zendesk: fields + reply, then the note; JSM:
+field edit, reply, note); between two requests the connector reports progress and the intent row records
+which parts the vendor confirmed and which go out next (`decisions.parts`). The next pass for the ticket
+(the events are still pending, so there is one) re-fetches the ticket and checks each part on its own
+(`_part_outcomes`): the fields on the ticket, the reply and the note among the integration user's own
+comments newer than the decision's snapshot (`Connector.own_comments`). Nothing confirmed and no
+structured effect visible -> the first request never landed -> `abandoned` and decided afresh.
+Otherwise the stored state is committed as `recovered`, after sending what is missing:
+- the internal note whenever it is not on the ticket: at least once, a duplicated note is acceptable, a
+  lost warning is not;
+- the customer reply only when its request had certainly not started (the recorded progress shows a
+  later request without it): at most once, never twice. A comment-only intent whose connector said the
+  call certainly did not reach the vendor (`ConnectorError.sent is False`: refused before sending,
+  connect timeout, 429) is closed as `abandoned` at once and the next pass decides (and sends) again.
+The outcome of each part (written / visible / resent / unconfirmed / not sent / assumed) is kept on the
+row for `escalation history`. A connector without `own_comments` (a test double writing one request per
+decision) has its comments taken as written with the fields, and a note-only intent sent again.
 
 Failures: transient errors are retried with backoff; permanent ones (and MAX_ATTEMPTS) dead-letter the
 pass's events, except a NotFound while a deletion/merge event of the ticket is pending (DELETION_EVENTS):
