@@ -122,10 +122,10 @@ def test_history_of_a_decision_waiting_for_recovery_claims_nothing_written(rig, 
 class JsmRequest:
     """One JSM request behind `responses`: the issue takes the field edit, the request keeps comments."""
 
-    def __init__(self, http, key: str, before: dict, after: dict):
+    def __init__(self, http, key: str, before: dict, after: dict, *, kill_on_public: bool = False):
         self.key, self.issue, self.after = key, before, after
         self.comments: list[dict] = []
-        self.kill_note = True
+        self.kill_on_public, self.killed = kill_on_public, False
         http.get(f"{SITE}/rest/api/3/myself", json=recorded("myself.json"))
         http.add_callback("GET", f"{SITE}/rest/api/3/issue/{key}", callback=self._issue)
         http.add_callback("PUT", f"{SITE}/rest/api/3/issue/{key}", callback=self._edit)
@@ -147,9 +147,9 @@ class JsmRequest:
 
     def _post(self, request):
         body = json.loads(request.body)
-        if not body["public"] and self.kill_note:
-            self.kill_note = False
-            raise WorkerKilled()  # after the field edit and the reply, before the note reaches Jira
+        if body["public"] == self.kill_on_public and not self.killed:
+            self.killed = True
+            raise WorkerKilled()  # the worker dies as this comment leaves; Jira never gets it
         millis = 1795770000000 + 1000 * len(self.comments)  # 2026-11-27T10:20Z on: after the snapshot
         comment = {"id": str(30000 + len(self.comments)), "body": body["body"], "public": body["public"],
                    "author": {"accountId": BOT_ACCOUNT, "displayName": "Escalation bot", "active": True},
@@ -187,3 +187,51 @@ def test_jsm_worker_killed_between_the_reply_and_the_note_sends_the_note_once(wo
     text, data = history(monkeypatch, str(world["db"].url), "jira", key)
     assert "internal note (sent again after a crash)" in text
     assert data["decisions"][0]["not_written"] == []
+
+
+def test_jsm_reply_that_may_have_gone_out_is_not_sent_twice_and_not_claimed(world, monkeypatch):  # noqa: F811
+    """Killed as the reply POST left (after the field edit): the reply is not on the request, but it may
+    still have reached Jira, so it is not sent again (at most once) and the history does not list it as
+    written; the note, which nothing sent, goes out once."""
+    payload = json.loads((WEBHOOKS / "issue_updated_priority.json").read_text())
+    key = payload["issue"]["key"]
+    assert deliver_jira(world["client"], payload, "wh-kill-2").status_code in (200, 202)
+    settled = issue_as(key, priority={"name": "Highest", "id": "1"}, customfield_10001={"name": "eng-senior"},
+                       customfield_10108={"value": "L3", "id": "10303"})
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
+        jsm = JsmRequest(http, key, issue_as(key), settled, kill_on_public=True)
+        with pytest.raises(WorkerKilled):
+            process_ticket("jira", key, deps=world["deps"])
+        assert process_ticket("jira", key, deps=later(world["deps"])).status == "done"
+        validate_all(http.calls)
+    assert [c["public"] for c in jsm.comments] == [False]
+    with world["db"].session() as session:
+        (decision,) = session.scalars(select(DecisionRow)).all()
+    assert decision.status == "recovered"
+    assert decision.parts["outcome"] == {"fields": "written", "reply": "unconfirmed", "note": "resent"}
+
+    text, data = history(monkeypatch, str(world["db"].url), "jira", key)
+    (row,) = data["decisions"]
+    assert not any(change.startswith("public reply") for change in row["written"])
+    assert any(change.startswith("public reply") and "(not confirmed" in change for change in row["not_written"]), row
+    assert "did not write: public reply" in text and "not confirmed: may have reached the customer" in text
+
+
+def test_zendesk_connector_reports_progress_between_its_two_updates(rig):  # noqa: F811
+    """The connector tells the pipeline, before the note update, what Zendesk has confirmed."""
+    from integration.model import Decision
+
+    runtime, _client, fake = rig
+    connector = runtime.connector("zendesk")
+    ticket = connector.fetch_ticket("5158")
+    decision = Decision(vendor="zendesk", ticket_id="5158", matrix_version="v", decided_at=NOW, priority="urgent",
+                        public_reply="We are on it.", internal_note="Escalated: outage.")
+    heard = []
+
+    result = connector.apply(ticket, decision, progress=lambda written, sending: heard.append((written, sending)))
+
+    assert heard == [(["fields", "reply"], ["note"])]
+    assert result.parts == ["fields", "reply", "note"]
+    posted = connector.own_comments("5158", ticket.updated_at)
+    assert [(c.body, c.public) for c in posted] == [("Escalated: outage.", False), ("We are on it.", True)]
+    assert connector.own_comments("5158", posted[0].created_at) == []  # strictly newer than `since`
