@@ -1,8 +1,12 @@
 """The durable EventSink the webhook edge hands deliveries to, and the event-row operations the
 workers, the reconciler and `escalation events` use.
 
-`accept` does exactly one durable commit per delivery: the event row (the edge answers 2xx only after
-it). It then enqueues a processing task for the ticket, unless the ticket already had a pending,
+`accept` returns only after the event row is durably committed (the edge answers 2xx only after it).
+Deliveries that arrive while a commit is in flight are committed together, in one transaction, by the
+next commit (group commit: one fsync for the batch, see `_GroupCommit`); none of them returns before it.
+A row the batch cannot insert (a duplicate the database knows, a value it refuses) does not fail the
+others: the batch is then inserted row by row. A store that is down fails every member (503 each).
+Then `accept` enqueues a processing task for the ticket, unless the ticket already had a pending,
 unclaimed event when the row was committed: that event's task is queued (or, if its enqueue failed,
 the reconciler enqueues it) and a pass claims every pending event of its ticket, so a second task would
 only find nothing to do. Coalescing at the source keeps a burst of five deliveries for one ticket at
@@ -23,15 +27,16 @@ import hashlib
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import bindparam, func, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
 from integration.db import Database, EventRow, UtcDateTime, WatermarkRow, utcnow
-from integration.intake import AcceptResult
+from integration.intake import AcceptResult, UnstorableEvent
 from integration.model import NeutralEvent
 from integration.settings import Settings, redact_url
 
@@ -42,6 +47,95 @@ Enqueue = Callable[[str, str], None]  # (vendor, ticket_id)
 
 def content_hash(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
+
+
+@dataclass(eq=False)
+class _Delivery:
+    """One `accept` call on its way through a group commit."""
+
+    event: NeutralEvent
+    payload: bytes
+    received_at: datetime
+    digest: str
+    result: AcceptResult | None = None
+    error: BaseException | None = None
+    needs_task: bool = False
+    duplicate_of: "_Delivery | None" = None
+
+    def keys(self) -> list[tuple[str, str, str]]:
+        """What the unique constraints compare: (vendor, delivery id) and (vendor, body hash)."""
+        keys = [(self.event.vendor, "content", self.digest)]
+        if self.event.delivery_id:
+            keys.append((self.event.vendor, "delivery", self.event.delivery_id[:200]))
+        return keys
+
+    def row(self) -> EventRow:
+        event = self.event
+        return EventRow(
+            vendor=event.vendor,
+            ticket_id=str(event.ticket_id),
+            event_type=event.event_type[:80],
+            delivery_id=event.delivery_id[:200] if event.delivery_id else None,
+            content_hash=self.digest,
+            actor_id=str(event.actor_id) if event.actor_id is not None else None,
+            occurred_at=event.occurred_at,
+            received_at=self.received_at,
+            payload=self.payload,
+            status="pending" if event.handled else "ignored",
+            attempts=0,
+            processed_at=None if event.handled else self.received_at,
+        )
+
+
+class _GroupCommit:
+    """Leader/follower group commit without a thread of its own (so it survives a fork): the first
+    caller to find no commit in flight takes every queued delivery and commits them in one transaction;
+    callers arriving meanwhile queue up and wait for the next one. Under no concurrency a batch is one
+    delivery and nothing waits; under load each commit (fsync) carries everything that queued behind
+    the previous one. Nobody returns before the commit holding their delivery has finished."""
+
+    def __init__(self, commit_batch: Callable[[list[_Delivery]], None]):
+        self._commit_batch = commit_batch
+        self._condition = threading.Condition()
+        self._queued: list[_Delivery] = []
+        self._committing = False
+        self._finished: set[int] = set()
+
+    @property
+    def waiting(self) -> int:
+        with self._condition:
+            return len(self._queued)
+
+    def submit(self, delivery: _Delivery) -> None:
+        with self._condition:
+            self._queued.append(delivery)
+            while id(delivery) not in self._finished:
+                if self._committing:
+                    self._condition.wait()
+                    continue
+                batch, self._queued = self._queued, []
+                self._committing = True
+                self._condition.release()
+                try:
+                    self._commit_batch(batch)
+                except BaseException as exc:  # noqa: BLE001 - every member gets the failure
+                    for member in batch:
+                        if member.result is None and member.error is None:
+                            member.error = exc
+                finally:
+                    self._condition.acquire()
+                    self._committing = False
+                    self._finished.update(id(member) for member in batch)
+                    self._condition.notify_all()
+            self._finished.discard(id(delivery))
+
+
+def _row_level_failure(exc: Exception) -> bool:
+    """Whether the database refused a row (constraint, value), not the transaction or the connection."""
+    if isinstance(exc, (IntegrityError, DataError)):
+        return True
+    # Values the driver refuses before sending: NUL in text (psycopg), text that is not encodable.
+    return isinstance(exc, StatementError) and isinstance(getattr(exc, "orig", None), (ValueError, UnicodeError))
 
 
 class DatabaseEventSink:
@@ -57,42 +151,95 @@ class DatabaseEventSink:
         self.enqueue = enqueue
         self.queue_health = queue_health
         self.matrix_health = matrix_health
+        self._group = _GroupCommit(self._commit_batch)
 
     def accept(self, event: NeutralEvent, payload: bytes, received_at: datetime) -> AcceptResult:
-        digest = content_hash(payload)
-        # Insert first and let the unique constraints find duplicates: one transaction on the hot path.
-        row = EventRow(
-            vendor=event.vendor,
-            ticket_id=str(event.ticket_id),
-            event_type=event.event_type[:80],
-            delivery_id=event.delivery_id[:200] if event.delivery_id else None,
-            content_hash=digest,
-            actor_id=str(event.actor_id) if event.actor_id is not None else None,
-            occurred_at=event.occurred_at,
-            received_at=received_at,
-            payload=payload,
-            status="pending" if event.handled else "ignored",
-            attempts=0,
-            processed_at=None if event.handled else received_at,
-        )
+        delivery = _Delivery(event, payload, received_at, content_hash(payload))
+        self._group.submit(delivery)  # returns once the batch holding this delivery has committed (or failed)
+        if delivery.error is not None:
+            raise delivery.error
+        assert delivery.result is not None
+        if delivery.needs_task and self.enqueue is not None:
+            try:
+                self.enqueue(event.vendor, str(event.ticket_id))
+            except Exception:  # noqa: BLE001 - the row is committed; the reconciler enqueues it later
+                log.warning("event %s stored but not enqueued; the reconciler will pick it up",
+                            delivery.result.event_id, exc_info=True)
+        return delivery.result
+
+    @property
+    def waiting_deliveries(self) -> int:
+        """Deliveries queued for the next group commit (one is in flight meanwhile)."""
+        return self._group.waiting
+
+    def _commit_batch(self, batch: list["_Delivery"]) -> None:
+        """Commit `batch` and set each member's result or error. Duplicates inside the batch (same delivery
+        id or same body) are answered as duplicates of their first copy."""
+        first_of: dict[tuple[str, str, str], _Delivery] = {}
+        unique: list[_Delivery] = []
+        for delivery in batch:
+            keys = delivery.keys()
+            original = next((first_of[key] for key in keys if key in first_of), None)
+            if original is not None:
+                delivery.duplicate_of = original
+                continue
+            for key in keys:
+                first_of[key] = delivery
+            unique.append(delivery)
+        try:
+            with self.db.session() as session:
+                rows = [delivery.row() for delivery in unique]
+                session.add_all(rows)
+                session.flush()
+                for delivery, row in zip(unique, rows):
+                    delivery.needs_task = delivery.event.handled and not _has_earlier_pending(
+                        session, row, delivery.received_at)
+                event_ids = [row.id for row in rows]
+            # Results only once the transaction has committed: a result is what lets a member answer 2xx.
+            for delivery, event_id in zip(unique, event_ids):
+                delivery.result = AcceptResult(event_id=event_id, duplicate=False)
+        except (IntegrityError, DataError, StatementError) as exc:
+            # A row of the batch failed (most often a redelivery the database already holds): the others
+            # must not fail with it, so each is inserted on its own.
+            if not _row_level_failure(exc):
+                raise
+            for delivery in unique:
+                delivery.result = None
+                try:
+                    self._commit_one(delivery)
+                except Exception as error:  # noqa: BLE001 - this member's answer, not the batch's
+                    delivery.error = error
+        for delivery in batch:
+            original = delivery.duplicate_of
+            if original is None:
+                continue
+            if original.result is not None:
+                delivery.result = AcceptResult(event_id=original.result.event_id, duplicate=True)
+            else:
+                delivery.error = original.error
+
+    def _commit_one(self, delivery: "_Delivery") -> None:
+        row = delivery.row()
         try:
             with self.db.session() as session:
                 session.add(row)
                 session.flush()
+                delivery.needs_task = delivery.event.handled and not _has_earlier_pending(
+                    session, row, delivery.received_at)
                 event_id = row.id
-                needs_task = event.handled and not _has_earlier_pending(session, row, received_at)
         except IntegrityError:
             # A redelivery (same delivery id or same body), or two copies racing: the first insert won.
-            existing = self._find_duplicate(event, digest)
+            existing = self._find_duplicate(delivery.event, delivery.digest)
             if existing is None:
                 raise
-            return AcceptResult(event_id=existing, duplicate=True)
-        if needs_task and self.enqueue is not None:
-            try:
-                self.enqueue(event.vendor, str(event.ticket_id))
-            except Exception:  # noqa: BLE001 - the row is committed; the reconciler enqueues it later
-                log.warning("event %s stored but not enqueued; the reconciler will pick it up", event_id, exc_info=True)
-        return AcceptResult(event_id=event_id, duplicate=False)
+            delivery.needs_task = False
+            delivery.result = AcceptResult(event_id=existing, duplicate=True)
+            return
+        except (DataError, StatementError) as exc:
+            if _row_level_failure(exc):
+                raise UnstorableEvent("a value is too long or not valid text for the event store") from None
+            raise
+        delivery.result = AcceptResult(event_id=event_id, duplicate=False)
 
     def _find_duplicate(self, event: NeutralEvent, digest: str) -> int | None:
         conditions = [EventRow.content_hash == digest]

@@ -1,0 +1,193 @@
+"""Group commit at intake: deliveries that arrive while a commit is in flight share the next commit, none
+is answered before the commit holding it, duplicates inside a batch are still duplicates, one bad row
+does not fail the others and a store failure fails every member (503 each), on SQLite and PostgreSQL.
+
+To get a batch deterministically the first commit is held (an engine `commit` listener) until the other
+deliveries are queued behind it; no test depends on timing."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import OperationalError
+
+from integration.db import EventRow, get_database, reset_databases
+from integration.events import DatabaseEventSink
+from integration.intake import AcceptResult
+from integration.settings import Settings
+from tests.support.fake_connector import neutral_event, postgres_schema_url
+from webhooks.app import create_app
+from webhooks.signatures import zendesk_signature
+
+NOW = datetime(2025, 1, 8, 12, 0, 0, tzinfo=timezone.utc)
+SECRET = "group-commit-secret"
+FIXTURE = Path(__file__).parent / "fixtures" / "zendesk" / "ticket_priority_changed.json"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/events.db"
+        reset_databases()
+        return
+    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
+    try:
+        yield url
+    finally:
+        drop()
+
+
+class HeldCommits:
+    """Counts commits on the engine; holds the first one until `queued` deliveries wait behind it, and
+    optionally fails every commit (a store that went down)."""
+
+    def __init__(self, sink: DatabaseEventSink, queued: int, fail: bool = False):
+        self.sink, self.queued, self.fail = sink, queued, fail
+        self.commits = 0
+        event.listen(sink.db.engine, "commit", self.on_commit)
+        event.listen(sink.db.engine, "before_cursor_execute", self.on_statement)
+
+    def on_statement(self, connection, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO EVENTS"):
+            connection.info["wrote_events"] = True
+
+    def on_commit(self, connection) -> None:
+        if not connection.info.get("wrote_events"):
+            return  # a read (the test's own checks) or a transaction without an insert
+        connection.info["wrote_events"] = False
+        self.commits += 1
+        if self.commits == 1:
+            deadline = time.monotonic() + 30  # a safety net against a hung test, not a measurement
+            while self.sink.waiting_deliveries < self.queued and time.monotonic() < deadline:
+                time.sleep(0.005)
+        if self.fail:
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    def remove(self) -> None:
+        event.remove(self.sink.db.engine, "commit", self.on_commit)
+        event.remove(self.sink.db.engine, "before_cursor_execute", self.on_statement)
+
+
+def _in_threads(calls) -> list:
+    """Run each call in its own thread, the first alone until it is inside its commit; return results
+    (or exceptions) in call order."""
+    results: list = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = calls[index]()
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    threads[0].start()
+    time.sleep(0.05)  # lets the first delivery lead; correctness does not depend on it
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def _stored(db) -> int:
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(EventRow))
+
+
+def test_concurrent_deliveries_share_one_commit_and_each_is_stored_before_it_is_answered(database_url):
+    db = get_database(database_url)
+    sink = DatabaseEventSink(db, enqueue=None)
+    held = HeldCommits(sink, queued=7)
+
+    def deliver(number: int):
+        def call():
+            result = sink.accept(neutral_event(str(100 + number), f"inv-{number}"), f"body {number}".encode(), NOW)
+            with db.session() as session:  # what a worker would see the moment the vendor got its 202
+                row = session.get(EventRow, result.event_id)
+                return result, row.ticket_id if row is not None else None
+        return call
+
+    results = _in_threads([deliver(n) for n in range(8)])
+    held.remove()
+    assert [ticket for _, ticket in results] == [str(100 + n) for n in range(8)]
+    assert all(not result.duplicate for result, _ in results)
+    assert held.commits == 2  # the first delivery alone, then the seven that queued behind it, together
+    assert _stored(db) == 8
+
+
+def test_duplicates_within_a_batch_and_of_stored_rows_are_detected_without_failing_the_others(database_url):
+    db = get_database(database_url)
+    sink = DatabaseEventSink(db, enqueue=None)
+    stored_before = sink.accept(neutral_event("7", "already-stored"), b"stored body", NOW)
+    held = HeldCommits(sink, queued=5)
+    calls = [
+        lambda: sink.accept(neutral_event("1", "lead"), b"lead body", NOW),
+        lambda: sink.accept(neutral_event("2", "same-delivery"), b"first body", NOW),
+        lambda: sink.accept(neutral_event("2", "same-delivery"), b"second body", NOW),  # same delivery id
+        lambda: sink.accept(neutral_event("3", "copy-a"), b"same body", NOW),
+        lambda: sink.accept(neutral_event("3", "copy-b"), b"same body", NOW),  # same body
+        lambda: sink.accept(neutral_event("7", "already-stored"), b"stored body", NOW),  # a redelivery
+    ]
+    lead, first, second, copy_a, copy_b, redelivery = _in_threads(calls)
+    held.remove()
+    for result in (lead, first, second, copy_a, copy_b, redelivery):
+        assert isinstance(result, AcceptResult), result
+    assert not lead.duplicate and not first.duplicate and not copy_a.duplicate
+    assert (second.duplicate, second.event_id) == (True, first.event_id)
+    assert (copy_b.duplicate, copy_b.event_id) == (True, copy_a.event_id)
+    assert (redelivery.duplicate, redelivery.event_id) == (True, stored_before.event_id)
+    assert _stored(db) == 4  # already-stored, lead, same-delivery, copy-a
+
+
+def test_a_store_failure_answers_503_to_every_member_of_the_batch(database_url):
+    db = get_database(database_url)
+    sink = DatabaseEventSink(db, enqueue=None)
+    settings = Settings(_env_file=None, DATABASE_URL=database_url, ZENDESK_WEBHOOK_SECRET=SECRET)
+    app = create_app(settings, sink=sink, clock=lambda: NOW)
+    template = json.loads(FIXTURE.read_text())
+    held = HeldCommits(sink, queued=5, fail=True)
+
+    def post(number: int):
+        def call():
+            body = json.dumps({**template, "id": f"event-{number}"}).encode()
+            stamp = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+            response = app.test_client().post("/webhooks/zendesk", data=body, headers={
+                "Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+                "X-Zendesk-Webhook-Signature": zendesk_signature(SECRET, stamp, body),
+                "X-Zendesk-Webhook-Invocation-Id": f"inv-{number}"})
+            return response.status_code, response.headers.get("Retry-After")
+        return call
+
+    results = _in_threads([post(n) for n in range(6)])
+    held.remove()
+    assert results == [(503, "10")] * 6
+    assert held.commits == 2  # the lead's commit and the batch's: a failing store is not retried row by row
+    assert _stored(db) == 0
+
+
+def test_a_value_the_store_refuses_fails_only_its_own_delivery(database_url):
+    db = get_database(database_url)
+    sink = DatabaseEventSink(db, enqueue=None)
+    held = HeldCommits(sink, queued=2)
+    too_long = neutral_event("9" * 65, "too-long")  # past the parsers (which refuse it): the store's own limit
+    calls = [
+        lambda: sink.accept(neutral_event("1", "lead"), b"lead", NOW),
+        lambda: sink.accept(neutral_event("2", "fine"), b"fine", NOW),
+        lambda: sink.accept(too_long, b"too long", NOW),
+    ]
+    lead, fine, refused = _in_threads(calls)
+    held.remove()
+    assert isinstance(lead, AcceptResult) and isinstance(fine, AcceptResult) and not fine.duplicate
+    if db.dialect == "postgresql":
+        from integration.intake import UnstorableEvent
+
+        assert isinstance(refused, UnstorableEvent)
+        assert _stored(db) == 2
+    else:  # SQLite does not enforce VARCHAR lengths: stored as given
+        assert isinstance(refused, AcceptResult)
