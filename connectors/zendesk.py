@@ -566,10 +566,12 @@ def level_set_at(audits: Any, matrix: Matrix) -> datetime | None:
                 level_tags(event.get("value")) != level_tags(event.get("previous_value")))
         return zd.custom_field is not None and str(event.get("field_name")) == str(zd.custom_field)
 
-    times = [_parse_time(a.get("created_at")) for a in audits
-             if isinstance(a, Mapping) and any(touches_level(e) for e in a.get("events") or [] if isinstance(e, Mapping))]
-    known = [t for t in times if t is not None]
-    return max(known) if known else None
+    # Zendesk lists a ticket's audits oldest first: the last one that touched the level set its value.
+    for audit in reversed(audits):
+        if isinstance(audit, Mapping) and any(touches_level(e) for e in audit.get("events") or []
+                                              if isinstance(e, Mapping)):
+            return _parse_time(audit.get("created_at"))
+    return None
 
 
 # --------------------------------------------------------------------------------- connector

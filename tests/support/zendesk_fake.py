@@ -78,6 +78,8 @@ class FakeZendesk:
         self.organizations = {str(o["id"]): o for o in shown["organizations"]}
         page1, page2 = load_fixture("comments_5158_page1.json"), load_fixture("comments_5158_page2.json")
         self.comments: dict[str, list[dict]] = {"5158": page1["comments"] + page2["comments"]}
+        # Ticket audits, oldest first: what tests add (an agent's change) and one per accepted update.
+        self.audits: dict[str, list[dict]] = {}
         self.ticket_fields = load_fixture("ticket_fields.json")["ticket_fields"]
         self.groups = load_fixture("groups.json")["groups"]
         self.me = load_fixture("users_me.json")["user"]
@@ -95,6 +97,15 @@ class FakeZendesk:
         self.tickets[str(ticket["id"])] = ticket
         self.comments[str(ticket["id"])] = comments or []
         return ticket
+
+    def add_audit(self, ticket_id: str, created_at: str, events: list[dict], author_id: int = 2002) -> dict:
+        """Record an audit (a change someone made in Zendesk), e.g. events=[{"type": "Change",
+        "field_name": "tags", "value": [...], "previous_value": [...]}]."""
+        audits = self.audits.setdefault(str(ticket_id), [])
+        audit = {"id": 70000 + len(audits), "ticket_id": int(ticket_id), "created_at": created_at,
+                 "author_id": author_id, "events": [{"id": 71000 + i, **e} for i, e in enumerate(events)]}
+        audits.append(audit)
+        return audit
 
     def fail_next(self, method: str, path_pattern: str, status: int, *, times: int = 1, headers=None,
                   body: Any = None, content_type: str = "application/json", error: Exception | None = None,
@@ -122,6 +133,7 @@ class FakeZendesk:
             ("GET", rf"{base}/api/v2/tickets/(\d+)(\?.*)?$", self._show_ticket),
             ("PUT", rf"{base}/api/v2/tickets/(\d+)(\?.*)?$", self._update_ticket),
             ("GET", rf"{base}/api/v2/tickets/(\d+)/comments(\?.*)?$", self._comments),
+            ("GET", rf"{base}/api/v2/tickets/(\d+)/audits(\?.*)?$", self._audits),
             ("GET", rf"{base}/api/v2/ticket_fields(\?.*)?$", self._ticket_fields),
             ("GET", rf"{base}/api/v2/groups(\?.*)?$", self._groups),
             ("GET", rf"{base}/api/v2/incremental/tickets/cursor(\?.*)?$", self._incremental),
@@ -198,10 +210,18 @@ class FakeZendesk:
             out["users"] = [u for uid, u in self.users.items() if uid in authors]
         return 200, out
 
+    def _audits(self, path, query, body):
+        ticket_id = self._ticket_id(path)
+        if ticket_id not in self.tickets:
+            return 404, {"error": "RecordNotFound", "description": "Not found"}
+        audits = self.audits.get(ticket_id, [])
+        return 200, {"audits": audits, "next_page": None, "previous_page": None, "count": len(audits)}
+
     def _update_ticket(self, path, query, body):
         ticket = self.tickets.get(self._ticket_id(path))
         if ticket is None:
             return 404, {"error": "RecordNotFound", "description": "Not found"}
+        before = copy.deepcopy(ticket)
         data = (body or {}).get("ticket") or {}
         if data.get("safe_update") and data.get("updated_stamp") != ticket["updated_at"]:
             return 409, {"error": "UpdateConflict", "description": "Safe Update prevented the update due to outdated "
@@ -230,11 +250,29 @@ class FakeZendesk:
             })
         self._clock += timedelta(seconds=1)
         ticket["updated_at"] = _iso(self._clock)
+        self._audit_update(before, ticket)
         if self.after_ticket_update is not None:
             self.writes.append(("PUT", path, body))  # stored, whatever the client hears next
             self.after_ticket_update(body)
             self.writes.pop()
         return 200, {"ticket": ticket, "audit": {"id": 90000 + len(self.writes), "ticket_id": ticket["id"]}}
+
+    def _audit_update(self, before: dict, after: dict) -> None:
+        events = []
+        if before.get("tags") != after.get("tags"):
+            events.append({"type": "Change", "field_name": "tags", "value": list(after["tags"]),
+                           "previous_value": list(before.get("tags") or [])})
+        old = {cf["id"]: cf.get("value") for cf in before.get("custom_fields") or []}
+        for cf in after.get("custom_fields") or []:
+            if old.get(cf["id"]) != cf.get("value"):
+                events.append({"type": "Change", "field_name": str(cf["id"]), "value": cf.get("value"),
+                               "previous_value": old.get(cf["id"])})
+        for name in ("priority", "group_id", "status"):
+            if before.get(name) != after.get(name):
+                events.append({"type": "Change", "field_name": name, "value": after.get(name),
+                               "previous_value": before.get(name)})
+        if events:
+            self.add_audit(str(after["id"]), after["updated_at"], events, author_id=int(self.me["id"]))
 
     def _ticket_fields(self, path, query, body):
         return 200, {"ticket_fields": self.ticket_fields, "next_page": None, "previous_page": None,
