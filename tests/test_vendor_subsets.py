@@ -111,3 +111,68 @@ def test_no_test_module_reads_outside_the_repository():
             if any(pattern.search(line) for pattern in OUTSIDE_THE_REPOSITORY):
                 offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def _write_synthetic_vendor_data(root: Path) -> None:
+    """A tiny upstream spec: GET /things/{id} is listed; GET /things/count overlaps it; Thing -> Part is a
+    $ref chain; Unused is referenced by nothing kept."""
+    (root / "openapi").mkdir(parents=True)
+    (root / "samples").mkdir()
+    (root / "samples" / "one.json").write_text('{"a": 1}\n')
+    (root / "README.md").write_text("vector: abc\n")
+    spec = {
+        "openapi": "3.0.1", "info": {"title": "Things API", "version": "7.1"}, "x-narrative": "prose",
+        "tags": [{"name": "Things"}, {"name": "Other"}],
+        "paths": {
+            "/things/{id}": {"get": {"tags": ["Things"], "responses": {"200": {"description": "ok", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Thing"}}}}}},
+                             "delete": {"tags": ["Other"], "responses": {"204": {"description": "gone"}}}},
+            "/things/count": {"get": {"tags": ["Things"], "responses": {"200": {"description": "n"}}}},
+            "/others": {"get": {"tags": ["Other"], "responses": {"200": {"description": "ok", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Unused"}}}}}}},
+        },
+        "components": {"schemas": {"Thing": {"properties": {"part": {"$ref": "#/components/schemas/Part"}}},
+                                   "Part": {"type": "string"}, "Unused": {"type": "integer"}},
+                       "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}}},
+    }
+    (root / "openapi" / "things.json").write_text(json.dumps(spec))
+
+
+def test_regenerate_keeps_listed_and_overlapping_operations_with_their_references_and_is_repeatable(
+        tmp_path, monkeypatch):
+    shared, out = tmp_path / "shared", tmp_path / "out"
+    _write_synthetic_vendor_data(shared)
+    monkeypatch.setattr(REGENERATE, "SPECS", {"things": {
+        "upstream": "openapi/things.json", "subset": "openapi/things.subset.json", "origin": "a test"}})
+    monkeypatch.setattr(REGENERATE, "OPERATIONS", {"things": ["GET /things/{thing_id}"]})
+    monkeypatch.setattr(REGENERATE, "PATCH_REFERENCES", {"things": []})
+    monkeypatch.setattr(REGENERATE, "SAMPLES", ["one.json"])
+
+    assert REGENERATE.main(["--shared", str(shared), "--out", str(out)]) == 0
+    first = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+    assert REGENERATE.main(["--shared", str(shared), "--out", str(out)]) == 0
+    again = {path.relative_to(out): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+    assert first == again
+
+    document = json.loads((out / "openapi" / "things.subset.json").read_text())
+    assert {path: sorted(item) for path, item in document["paths"].items()} == {
+        "/things/{id}": ["get"], "/things/count": ["get"]}
+    assert sorted(document["components"]["schemas"]) == ["Part", "Thing"]
+    assert document["components"]["securitySchemes"] == {"basicAuth": {"type": "http", "scheme": "basic"}}
+    assert document["tags"] == [{"name": "Things"}] and "x-narrative" not in document
+    source = (out / "SOURCE.md").read_text()
+    assert "info.version: 7.1" in source and "title: Things API" in source
+    assert "- `GET /things/{id}`" in source and "- `GET /things/count`" in source
+    assert (out / "VENDOR_README.md").read_text() == "vector: abc\n"
+    assert (out / "samples" / "one.json").read_text() == '{"a": 1}\n'
+
+
+def test_regenerate_refuses_a_listed_operation_the_upstream_spec_lacks(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    _write_synthetic_vendor_data(shared)
+    monkeypatch.setattr(REGENERATE, "SPECS", {"things": {
+        "upstream": "openapi/things.json", "subset": "openapi/things.subset.json", "origin": "a test"}})
+    monkeypatch.setattr(REGENERATE, "OPERATIONS", {"things": ["PUT /things/{id}"]})
+    monkeypatch.setattr(REGENERATE, "PATCH_REFERENCES", {"things": []})
+    with pytest.raises(SystemExit, match="'PUT /things/{id}' matches no operation"):
+        REGENERATE.main(["--shared", str(shared), "--out", str(tmp_path / "out")])
