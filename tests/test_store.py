@@ -58,7 +58,12 @@ class RecordingQueue:
 def test_migration_creates_every_table_and_is_repeatable(db):
     db.migrate()  # a second run (another process starting) changes nothing
     assert TABLES <= set(inspect(db.engine).get_table_names())
-    assert current_revision(db.engine) == "0001"
+    from alembic.script import ScriptDirectory
+
+    from integration.migrations import alembic_config
+
+    assert current_revision(db.engine) == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert "parts" in {column["name"] for column in inspect(db.engine).get_columns("decisions")}
 
 
 def test_sqlite_default_creates_its_directory_and_uses_wal(tmp_path):
