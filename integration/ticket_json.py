@@ -138,7 +138,7 @@ def _join(path: str, key: str) -> str:
 
 TICKET_KEYS = (
     "vendor", "id", "subject", "status", "priority", "tags", "organization", "group", "channel",
-    "requester", "assignee", "fields", "created_at", "updated_at", "first_public_agent_reply_at",
+    "requester", "assignee", "fields", "created_at", "updated_at", "level_set_at", "first_public_agent_reply_at",
     "last_public_agent_reply_at", "satisfaction", "version_token", "url", "state",
 )
 STATE_KEYS = (
@@ -185,6 +185,7 @@ def _ticket(r: _Reader, data: Any) -> Ticket:
         fields=fields,
         created_at=r.datetime(data.get("created_at"), "created_at"),
         updated_at=r.datetime(data.get("updated_at"), "updated_at"),
+        level_set_at=r.datetime(data.get("level_set_at"), "level_set_at"),
         first_public_agent_reply_at=r.datetime(data.get("first_public_agent_reply_at"), "first_public_agent_reply_at"),
         last_public_agent_reply_at=r.datetime(data.get("last_public_agent_reply_at"), "last_public_agent_reply_at"),
         satisfaction=r.string(data.get("satisfaction"), "satisfaction", allow_number=True),
@@ -316,6 +317,7 @@ def ticket_to_json(ticket: Ticket, state: TicketState | None = None) -> dict[str
         "fields": {k: _plain(v) for k, v in ticket.fields.items()},
         "created_at": _iso(ticket.created_at),
         "updated_at": _iso(ticket.updated_at),
+        "level_set_at": _iso(ticket.level_set_at),
         "first_public_agent_reply_at": _iso(ticket.first_public_agent_reply_at),
         "last_public_agent_reply_at": _iso(ticket.last_public_agent_reply_at),
         "satisfaction": ticket.satisfaction,

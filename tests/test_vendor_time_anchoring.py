@@ -366,3 +366,30 @@ def test_delivery_order_and_queue_delay_do_not_change_the_outcome(vendor, scenar
     _placed_at_l1(runtime, desk, clock)
     scenario(runtime, desk, clock)
     assert _outcome(runtime, desk, clock) == EXPECTED
+
+
+def test_explain_reads_the_level_change_time_from_a_ticket_file(tmp_path, enterprise_matrix_path):
+    """A ticket file may say when the level field changed (`level_set_at`): `escalation explain` run long
+    after shows the entry at that time and the reply after it as the acknowledgement."""
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    ticket = {
+        "id": "6001", "vendor": "zendesk", "status": "open", "priority": "normal", "tags": ["tier_enterprise"],
+        "fields": {"issue_type": "question", "impact": "low", "customer_tier": "enterprise", "account_id": "ACC-1",
+                   "environment": "production", "recent_changes": "none", "affected_users": 3, "level": "L3"},
+        "created_at": _iso(CREATED), "updated_at": _iso(REPLIED), "level_set_at": _iso(LEVEL_SET),
+        "first_public_agent_reply_at": _iso(REPLIED), "last_public_agent_reply_at": _iso(REPLIED),
+        "state": {"level": "L1", "entered_level_at": _iso(CREATED)},
+    }
+    path = tmp_path / "ticket.json"
+    path.write_text(json.dumps(ticket))
+    result = CliRunner().invoke(cli, ["explain", str(enterprise_matrix_path), str(path), "--now", _iso(LATER),
+                                      "--format", "json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.stdout)["decision"]
+    assert (decision["to_level"], decision["rule_id"]) == ("L3", "manual")
+    assert decision["entered_at"] == LEVEL_SET.isoformat()
+    assert decision["milestones"] == {"acknowledge": REPLIED.isoformat()}
+    assert "acknowledge" not in [clock["clock"] for clock in decision["start_clocks"]]
