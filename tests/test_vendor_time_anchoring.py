@@ -393,3 +393,43 @@ def test_explain_reads_the_level_change_time_from_a_ticket_file(tmp_path, enterp
     assert decision["entered_at"] == LEVEL_SET.isoformat()
     assert decision["milestones"] == {"acknowledge": REPLIED.isoformat()}
     assert "acknowledge" not in [clock["clock"] for clock in decision["start_clocks"]]
+
+
+@pytest.mark.parametrize("order", ["level_change_first", "reply_first"])
+def test_offline_dry_run_takes_the_times_from_the_webhook_payloads(order, tmp_path, monkeypatch,
+                                                                   enterprise_matrix_path):
+    """Without credentials the ticket is folded from its stored payloads in the order things happened at
+    Zendesk (the events' `time`), whatever order they arrived in: the same L3 entry and acknowledgement.
+    (The first pass comes after all three webhooks: once a dry-run decision set the level, the offline
+    snapshot shows that level, which masks an agent's later change; see OfflineConnector.)"""
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
+                 "ESCALATION_TEST_CONNECTOR"):
+        monkeypatch.delenv(name, raising=False)
+    clock = Clock(CREATED)
+    settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                        QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}", MATRIX_PATH=str(enterprise_matrix_path),
+                        ZENDESK_WEBHOOK_SECRET=SECRET)
+    runtime = Runtime(settings, now=clock)
+    app = create_app(settings, sink=DatabaseEventSink(runtime.db, None), clock=clock)
+
+    class Payloads(ZendeskDesk):
+        def __init__(self, client):
+            self.client, self.clock, self.tags = client, clock, ["tier_enterprise"]
+
+        def ticket(self) -> dict:
+            return {"tags": self.tags}
+
+    desk = Payloads(app.test_client())
+    created = desk._event("ticket_created.json", CREATED, ["tier_enterprise"])
+    created["detail"]["requester_id"] = "1001"
+    desk._post(created, "inv-created")
+    desk._level_webhook = (LEVEL_SET, ["tier_enterprise"], ["tier_enterprise", "esc_l3"])
+    desk.tags, desk._reply_at = ["tier_enterprise", "esc_l3"], REPLIED
+    deliveries = [desk.deliver_level_change, desk.deliver_reply]
+    for deliver in deliveries if order == "level_change_first" else reversed(deliveries):
+        deliver()
+    _pass(runtime, desk, clock, LATER - timedelta(minutes=5))
+
+    state = _state(runtime, desk)
+    assert (state.level, state.entered_level_at, dict(state.milestones)) == ("L3", LEVEL_SET, {"acknowledge": REPLIED})
+    runtime.db.dispose()
