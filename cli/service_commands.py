@@ -174,15 +174,15 @@ def register(group: click.Group) -> None:
     @click.option("--web-concurrency", type=int, default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")),
                   show_default="WEB_CONCURRENCY or 2")
     def serve(matrix: str | None, host: str, port: int, web_concurrency: int) -> None:
-        """Run the webhook server (gunicorn) and one worker together: one command for one machine."""
+        """Run the webhook server (webhooks.server, waitress) and one worker together: one command for one machine."""
         settings = _settings(matrix)
         runtime = _runtime(settings)  # migrate and validate before starting children
         banner = start_connectors(runtime, settings)
         env = dict(os.environ)
         procs = {
             "web": subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-w", str(web_concurrency), "-b", f"{host}:{port}",
-                 "webhooks.wsgi:app"], env=env),
+                [sys.executable, "-m", "webhooks.server", "--processes", str(web_concurrency), "--host", host,
+                 "--port", str(port)], env=env),
             "worker": subprocess.Popen(_escalation_command() + ["worker"], env=env),
         }
         click.echo(f"escalation: web on http://{host}:{port} (pid {procs['web'].pid}), "

@@ -1,4 +1,4 @@
-"""End to end with real processes, as the Procfile runs them: gunicorn (web) + `escalation worker`, on
+"""End to end with real processes, as the Procfile runs them: webhooks.server (web) + `escalation worker`, on
 SQLite (database and queue files in a temp dir), with a fake helpdesk that records every write in a
 file. Signed Zendesk webhooks go in over HTTP; the worker is killed with SIGKILL in the middle of a
 pass (after its write reached the "vendor", before its final commit), restarted, and every event must
@@ -142,7 +142,7 @@ def test_worker_killed_mid_pass_loses_nothing_and_writes_no_reply_twice(environm
     tmp_path, fake, start = environment
     db_path = tmp_path / "var" / "escalation.db"
     port = _free_port()
-    start([str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "webhooks.wsgi:app"], "web.log")
+    start([sys.executable, "-m", "webhooks.server", "--host", "127.0.0.1", "--port", str(port)], "web.log")
     worker = start([str(BIN / "escalation"), "worker"], "worker-1.log")
 
     _wait(lambda: _ready(port), 30, "the web process to be ready", interval=0.2)

@@ -1,5 +1,5 @@
-"""`gunicorn webhooks.wsgi:app` as the Procfile runs it: refuses to start on bad configuration, and
-serves health and authenticated webhook routes on good configuration."""
+"""`python -m webhooks.server` (waitress) as the Procfile runs it: refuses to start on bad configuration,
+and serves health and authenticated webhook routes on good configuration, from every process."""
 from __future__ import annotations
 
 import http.client
@@ -35,13 +35,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _gunicorn(port: int) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "webhooks.wsgi:app"]
+def _server(port: int) -> list[str]:
+    return [sys.executable, "-m", "webhooks.server", "--host", "127.0.0.1", "--port", str(port), "--processes", "2"]
 
 
-def test_gunicorn_refuses_to_start_on_bad_config(tmp_path):
+def test_server_refuses_to_start_on_bad_config(tmp_path):
     done = subprocess.run(
-        _gunicorn(_free_port()), cwd=tmp_path, env=_env(tmp_path, WEBHOOK_MAX_AGE_SECONDS="0"),
+        _server(_free_port()), cwd=tmp_path, env=_env(tmp_path, WEBHOOK_MAX_AGE_SECONDS="0"),
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode != 0
@@ -56,10 +56,10 @@ def _request(port: int, method: str, path: str, body: bytes | None = None, heade
     return response.status, response.read()
 
 
-def test_gunicorn_serves_the_edge(tmp_path):
+def test_server_serves_the_edge(tmp_path):
     port = _free_port()
     server = subprocess.Popen(
-        _gunicorn(port), cwd=tmp_path, env=_env(tmp_path, ZENDESK_WEBHOOK_SECRET="e2e-secret"),
+        _server(port), cwd=tmp_path, env=_env(tmp_path, ZENDESK_WEBHOOK_SECRET="e2e-secret"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -70,13 +70,16 @@ def test_gunicorn_serves_the_edge(tmp_path):
                 break
             except OSError:
                 assert server.poll() is None, server.stderr.read()
-                assert time.time() < deadline, "gunicorn did not start"
+                assert time.time() < deadline, "the server did not start"
                 time.sleep(0.1)
         assert (status, body) == (200, b'{"status":"ok"}\n')
         status, body = _request(port, "POST", "/webhooks/zendesk", b"{}", {"Content-Type": "application/json"})
         assert (status, body) == (401, b'{"error":"missing X-Zendesk-Webhook-Signature header"}\n')
         status, body = _request(port, "POST", "/webhooks/jira", b"{}", {"Content-Type": "application/json"})
         assert (status, body) == (503, b'{"error":"JIRA_WEBHOOK_SECRET or JIRA_SHARED_SECRET is not configured"}\n')
+        # Both processes answer (new connections land on either): none failed to boot.
+        for _ in range(20):
+            assert _request(port, "GET", "/healthz")[0] == 200
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=15)

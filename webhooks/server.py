@@ -1,0 +1,136 @@
+"""The production web server: `python -m webhooks.server` (the Procfile's `web:` line and `escalation serve`).
+
+Why waitress, and why not gunicorn's sync workers: a sync worker reads the request it is given itself,
+so a client that trickles its headers holds the worker for as long as it likes; two such connections
+stalled all intake and /healthz for 14-30 s. gthread has the same problem once slow connections outnumber
+its threads. Waitress reads every request on one asyncore loop and hands a request to a worker thread
+only once it is complete (headers and body buffered), so slow clients cost a socket and a buffer, not a
+thread. Its worker threads are also what lets deliveries share a group commit (integration.events).
+
+WEB_CONCURRENCY processes (default 2, one per core) share one listening socket, bound here before the
+fork; each runs WEB_THREADS worker threads (default 16). The WSGI app is imported once, before the fork,
+so invalid settings stop the server at once with a message naming them; the database and queue are
+connected lazily in each process. SIGTERM/SIGINT stop every process; if one exits, the others are stopped
+and the server exits with its status (the platform restarts it).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+
+# Enough for slow or idle clients to be harmless (each is a socket and a buffer) on one process.
+CONNECTION_LIMIT = 2000
+# A client that sends nothing for this long is dropped; vendors send a whole request at once.
+CHANNEL_TIMEOUT_SECONDS = 30
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, not {value[:20]!r}") from None
+    if number < 1:
+        raise SystemExit(f"{name} must be at least 1")
+    return number
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m webhooks.server", description="Serve the webhook edge.")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=None, help="default: PORT or 8000")
+    parser.add_argument("--processes", type=int, default=None, help="default: WEB_CONCURRENCY or 2")
+    parser.add_argument("--threads", type=int, default=None, help="default: WEB_THREADS or 16")
+    args = parser.parse_args(argv)
+    args.port = args.port if args.port is not None else _int_env("PORT", 8000)
+    args.processes = args.processes if args.processes is not None else _int_env("WEB_CONCURRENCY", 2)
+    args.threads = args.threads if args.threads is not None else _int_env("WEB_THREADS", 16)
+    return args
+
+
+def _serve(app, listener: socket.socket, threads: int, max_body_bytes: int) -> None:
+    import waitress
+
+    waitress.serve(
+        app,
+        sockets=[listener],
+        threads=threads,
+        connection_limit=CONNECTION_LIMIT,
+        channel_timeout=CHANNEL_TIMEOUT_SECONDS,
+        asyncore_use_poll=True,  # select() stops at 1024 descriptors
+        # Refused by waitress before the body is buffered; the edge's own 413 names the setting.
+        max_request_body_size=max_body_bytes + 1,
+        ident="escalation",
+        _quiet=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from webhooks.wsgi import app, settings  # ConfigurationError here names every bad setting
+
+    log = logging.getLogger("webhooks.server")
+    listener = socket.create_server((args.host, args.port), backlog=1024)
+    listener.setblocking(False)
+    log.info("listening on http://%s:%d: %d process(es) x %d threads (waitress)",
+             args.host, args.port, args.processes, args.threads)
+    if args.processes == 1:
+        _serve(app, listener, args.threads, settings.webhook_max_body_bytes)
+        return 0
+
+    children: list[int] = []
+    for _ in range(args.processes):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                _serve(app, listener, args.threads, settings.webhook_max_body_bytes)
+            except BaseException:  # noqa: BLE001 - logged, then this process's status says it failed
+                logging.getLogger("webhooks.server").exception("web process failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    listener.close()
+
+    stopping = False
+
+    def stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = 0
+    remaining = set(children)
+    while remaining:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        remaining.discard(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if not stopping:
+            log.error("web process %d exited with %s; stopping the others", pid, code)
+            status = code if code > 0 else 1
+            stop(signal.SIGTERM, None)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
