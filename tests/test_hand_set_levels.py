@@ -7,7 +7,6 @@ engine where that is clearer."""
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -54,16 +53,6 @@ def strict():
 
 def _custom(ticket: dict, field_id: int, value) -> None:
     next(cf for cf in ticket["custom_fields"] if cf["id"] == field_id)["value"] = value
-
-
-def _audit_of_the_level_change(fake, *, previous: list[str], now: list[str], at: str) -> None:
-    """`GET /api/v2/tickets/5158/audits` answering with the agent's tag change (when the level was set)."""
-    audit = {"id": 77001, "ticket_id": 5158, "created_at": at, "author_id": ENGINEER, "events": [
-        {"id": 77002, "type": "Change", "field_name": "tags", "value": now, "previous_value": previous}]}
-    body = json.dumps({"audits": [audit], "meta": {"has_more": False, "after_cursor": None},
-                       "links": {"next": None}})
-    fake.rsps.add_callback("GET", re.compile(r"https://acme\.zendesk\.com/api/v2/tickets/5158/audits(\?.*)?$"),
-                           callback=lambda request: (200, {"Content-Type": "application/json"}, body))
 
 
 def _comments_since(fake, ticket_id: str, count_before: int) -> list[dict]:
@@ -123,7 +112,8 @@ def test_zendesk_agent_moving_an_l1_ticket_to_l3_by_hand_keeps_level_group_and_a
     ticket["group_id"], ticket["assignee_id"] = SENIOR_ENGINEERING, ENGINEER
     _custom(ticket, ENVIRONMENT_FIELD, None)
     ticket["updated_at"] = "2026-11-27T10:05:00Z"
-    _audit_of_the_level_change(fake, previous=["esc_l1"], now=["esc_l3"], at=ticket["updated_at"])
+    fake.add_audit("5158", ticket["updated_at"], [
+        {"type": "Change", "field_name": "tags", "value": ["esc_l3"], "previous_value": ["esc_l1"]}])
     writes, comments_before = len(fake.writes), len(fake.comments["5158"])
     assert deliver_zendesk(client, "ticket_tags_changed.json", "inv-moved", updated_at=ticket["updated_at"]) in (
         200, 202, 204)
