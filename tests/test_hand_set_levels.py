@@ -149,9 +149,7 @@ def test_jira_issue_set_to_l3_by_hand_without_environment_keeps_level_group_and_
         http.put(f"{SITE}/rest/api/3/issue/{key}", status=204)
         http.post(f"{SITE}/rest/servicedeskapi/request/{key}/comment", status=201, json={"id": "30001"})
         http.post(f"{SITE}/rest/servicedeskapi/request/{key}/comment", status=201, json={"id": "30002"})
-        from integration import pipeline
-
-        result = pipeline.process_ticket("jira", key, deps=world["deps"])
+        result = process_ticket("jira", key, deps=world["deps"])
         assert result.status == "done", result.error
         validate_all(http.calls)
         puts = [body_of(c) for c in http.calls if c.request.method == "PUT"]
