@@ -45,6 +45,10 @@ def test_worker_killed_between_reply_and_note_update_sends_each_once(environment
         return {t for t, n in updates if n == 1} - {t for t, n in updates if n == 2}
 
     _wait(lambda: first_updates_only() == set(TICKETS), 30, "every ticket between its two updates", interval=0.1)
+    # ... and its intent recording, durably, that the reply went out and the note goes next.
+    _wait(lambda: _query(db_path, "SELECT COUNT(*) FROM decisions WHERE status = 'applying' "
+                                  "AND parts LIKE '%\"sending\": [\"note\"]%'") == [(len(TICKETS),)],
+          30, "the progress of every ticket's intent", interval=0.1)
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
     assert all(note is None for note in (w["internal_note"] for w in helpdesk.writes())), "no note went out yet"
