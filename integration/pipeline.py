@@ -720,7 +720,10 @@ def _part_outcomes(deps: PassDeps, connector: Connector, intent_id: int, decisio
             continue
         if comments is None:
             comments = lookup(ticket.id, since)
-        if any(c.public == public and c.body.strip() == text.strip() for c in comments):
+        # A Zendesk move that had to unassign appends a sentence to the note it sends (connectors.zendesk
+        # unassign_note), so the note found on the ticket may be longer than the one decided.
+        if any(c.public == public and (c.body.strip() == text.strip() or (not public and c.body.strip().startswith(text.strip())))
+               for c in comments):
             outcome[part] = "visible"
         elif part == PART_NOTE or (sending is not None and PART_REPLY not in sending):
             missing[part] = text
