@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
 from integration.db import Database, EventRow, UtcDateTime, WatermarkRow, utcnow
@@ -70,8 +70,11 @@ class _Delivery:
         return keys
 
     def row(self) -> EventRow:
+        return EventRow(**self.values())
+
+    def values(self) -> dict[str, Any]:
         event = self.event
-        return EventRow(
+        return dict(
             vendor=event.vendor,
             ticket_id=str(event.ticket_id),
             event_type=event.event_type[:80],
@@ -188,13 +191,11 @@ class DatabaseEventSink:
             unique.append(delivery)
         try:
             with self.db.session() as session:
-                rows = [delivery.row() for delivery in unique]
-                session.add_all(rows)
-                session.flush()
-                for delivery, row in zip(unique, rows):
-                    delivery.needs_task = delivery.event.handled and not _has_earlier_pending(
-                        session, row, delivery.received_at)
-                event_ids = [row.id for row in rows]
+                # One multi-row INSERT ... RETURNING for the batch (the ORM's unit of work inserts row by row).
+                event_ids = list(session.scalars(
+                    insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True),
+                    [delivery.values() for delivery in unique]))
+                _decide_tasks(session, list(zip(unique, event_ids)))
             # Results only once the transaction has committed: a result is what lets a member answer 2xx.
             for delivery, event_id in zip(unique, event_ids):
                 delivery.result = AcceptResult(event_id=event_id, duplicate=False)
@@ -295,6 +296,44 @@ _EARLIER_PENDING_SQL = (
 # Plain SQL: this runs on every delivery, and building the ORM statement cost more than running it.
 _EARLIER_PENDING = {
     for_update: text(_EARLIER_PENDING_SQL + (" FOR UPDATE" if for_update else "")).bindparams(
+        bindparam("now", type_=UtcDateTime()))
+    for for_update in (False, True)
+}
+
+
+def _decide_tasks(session: Any, inserted: list[tuple["_Delivery", int]]) -> None:
+    """`needs_task` for each row of a batch, with one query for the whole batch instead of one per row:
+    the same rule as `_has_earlier_pending` (a handled row needs a task unless its ticket already has an
+    earlier pending event that is due). Within the batch, the first handled row of a ticket is that
+    earlier event for the later ones. On PostgreSQL the earlier rows are read FOR UPDATE, in id order."""
+    first_of_ticket: dict[tuple[str, str], tuple[_Delivery, int]] = {}
+    for delivery, event_id in inserted:
+        delivery.needs_task = False
+        if delivery.event.handled:
+            first_of_ticket.setdefault((delivery.event.vendor, str(delivery.event.ticket_id)), (delivery, event_id))
+    if not first_of_ticket:
+        return
+    batch_ids = [event_id for _, event_id in inserted]
+    now = max(delivery.received_at for delivery, _ in inserted)
+    earliest_pending: dict[tuple[str, str], int] = {}
+    for vendor in {vendor for vendor, _ in first_of_ticket}:
+        tickets = sorted({ticket for v, ticket in first_of_ticket if v == vendor})
+        statement = _PENDING_OF_TICKETS[session.get_bind().dialect.name == "postgresql"]
+        for ticket_id, event_id in session.execute(
+                statement, {"vendor": vendor, "tickets": tickets, "batch_ids": batch_ids, "now": now}):
+            key = (vendor, ticket_id)
+            earliest_pending[key] = min(event_id, earliest_pending.get(key, event_id))
+    for key, (delivery, event_id) in first_of_ticket.items():
+        delivery.needs_task = not (key in earliest_pending and earliest_pending[key] < event_id)
+
+
+_PENDING_OF_TICKETS_SQL = (
+    "SELECT ticket_id, id FROM events WHERE vendor = :vendor AND ticket_id IN :tickets AND status = 'pending' "
+    "AND id NOT IN :batch_ids AND (next_attempt_at IS NULL OR next_attempt_at <= :now) ORDER BY id"
+)
+_PENDING_OF_TICKETS = {
+    for_update: text(_PENDING_OF_TICKETS_SQL + (" FOR UPDATE" if for_update else "")).bindparams(
+        bindparam("tickets", expanding=True), bindparam("batch_ids", expanding=True),
         bindparam("now", type_=UtcDateTime()))
     for for_update in (False, True)
 }

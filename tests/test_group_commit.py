@@ -191,3 +191,24 @@ def test_a_value_the_store_refuses_fails_only_its_own_delivery(database_url):
         assert _stored(db) == 2
     else:  # SQLite does not enforce VARCHAR lengths: stored as given
         assert isinstance(refused, AcceptResult)
+
+
+def test_a_batch_enqueues_each_ticket_once_and_not_a_ticket_whose_earlier_event_waits(database_url):
+    db = get_database(database_url)
+    enqueued: list[tuple[str, str]] = []
+    sink = DatabaseEventSink(db, enqueue=lambda vendor, ticket: enqueued.append((vendor, ticket)))
+    sink.accept(neutral_event("50", "waiting"), b"waiting", NOW)  # pending, its task already queued
+    enqueued.clear()
+    held = HeldCommits(sink, queued=4)
+    calls = [
+        lambda: sink.accept(neutral_event("1", "lead"), b"lead", NOW),
+        lambda: sink.accept(neutral_event("60", "a"), b"a", NOW),
+        lambda: sink.accept(neutral_event("60", "b"), b"b", NOW),  # same ticket, same batch
+        lambda: sink.accept(neutral_event("50", "c"), b"c", NOW),  # its earlier event is still pending
+        lambda: sink.accept(neutral_event("70", "d", handled=False), b"d", NOW),  # ignored: no task
+    ]
+    results = _in_threads(calls)
+    held.remove()
+    assert all(isinstance(result, AcceptResult) and not result.duplicate for result in results)
+    assert held.commits == 2
+    assert sorted(enqueued) == [("zendesk", "1"), ("zendesk", "60")]
