@@ -366,30 +366,51 @@ def reply_times(
     return (times[0], times[-1]) if times else (None, None)
 
 
-def level_set_at(changelog: Any, matrix: Matrix) -> datetime | None:
-    """When the level field (or the level label) last changed, from an issue's changelog (`expand=changelog`
-    on the issue GET, or `/issue/{key}/changelog` pages): the latest history with an item on the mapped
-    field (matched by `fieldId`, as `field` holds the field's display name for custom fields), or on
-    `labels` when the level's label set changed. None when the changelog is absent or says nothing."""
-    mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
-    jira = mapping.jira if mapping is not None else None
+def attribute_changes(changelog: Any, matrix: Matrix, *, group_field: str | None = None,
+                      organization_field: str | None = None) -> dict[str, datetime]:
+    """When each matrix attribute last changed, from an issue's changelog (`expand=changelog` on the issue
+    GET: the recent histories, newest first; or `/issue/{key}/changelog` pages). Items are matched by
+    `fieldId` (`field` holds a custom field's display name); a label-keyed attribute changes when its
+    prefixed labels change, `tags` with any label. Attributes without a change in the changelog are absent."""
     histories = changelog.get("histories") if isinstance(changelog, Mapping) else changelog
-    if jira is None or not isinstance(histories, list):
-        return None
-
-    def level_labels(text: Any) -> set[str]:
-        return {label for label in str(text or "").split() if label.startswith(str(jira.label_prefix))}
-
-    def touches_level(item: Mapping[str, Any]) -> bool:
+    if not isinstance(histories, list):
+        return {}
+    by_field: dict[str, list[str]] = {"priority": ["priority"], "status": ["status"], "summary": ["subject"]}
+    prefixes: dict[str, str] = {}
+    for name, mapping in matrix.fields.items():
+        jira = mapping.jira
+        if jira is None:
+            continue
         if jira.label_prefix is not None:
-            return (item.get("fieldId") or item.get("field")) == "labels" and (
-                level_labels(item.get("fromString")) != level_labels(item.get("toString")))
-        return jira.field is not None and jira.field in (item.get("fieldId"), item.get("field"))
+            prefixes[name] = str(jira.label_prefix)
+        elif jira.field:
+            by_field.setdefault(jira.field, []).append(name)
+    for field_id, name in ((group_field, "group"), (organization_field, "organization")):
+        if field_id:
+            by_field.setdefault(field_id, []).append(name)
 
-    times = [parse_jira_time(h.get("created")) for h in histories
-             if isinstance(h, Mapping) and any(touches_level(i) for i in h.get("items") or [] if isinstance(i, Mapping))]
-    known = [t for t in times if t is not None]
-    return max(known) if known else None
+    def labels(text: Any, prefix: str = "") -> set[str]:
+        return {label for label in str(text or "").split() if label.startswith(prefix)}
+
+    changed: dict[str, datetime] = {}
+    for history in histories:
+        when = parse_jira_time(history.get("created")) if isinstance(history, Mapping) else None
+        if when is None:
+            continue
+        names: set[str] = set()
+        for item in history.get("items") or []:
+            if not isinstance(item, Mapping):
+                continue
+            field_id = item.get("fieldId") or item.get("field")
+            names.update(by_field.get(str(field_id), ()))
+            if field_id == "labels":
+                names.add("tags")
+                names.update(name for name, prefix in prefixes.items()
+                             if labels(item.get("fromString"), prefix) != labels(item.get("toString"), prefix))
+        for name in names:
+            if name not in changed or when > changed[name]:
+                changed[name] = when
+    return changed
 
 
 def ticket_from_issue(
@@ -426,6 +447,8 @@ def ticket_from_issue(
 
     group_field = matrix.vendors.jira.group_field
     first_reply, last_reply = reply_times(comments or [], reporter.id, options.own_account_id, options.non_agents)
+    changes = attribute_changes(issue.get("changelog"), matrix, group_field=group_field,
+                                organization_field=options.organization_field)
     key = ticket_reference(issue.get("key") or issue.get("id"))
     return Ticket(
         vendor=VENDOR,
@@ -442,7 +465,8 @@ def ticket_from_issue(
         fields=values,
         created_at=parse_jira_time(fields.get("created")),
         updated_at=parse_jira_time(fields.get("updated")),
-        level_set_at=level_set_at(issue.get("changelog"), matrix),
+        level_set_at=changes.get(LEVEL_ATTRIBUTE),
+        field_changed_at=changes,
         first_public_agent_reply_at=first_reply,
         last_public_agent_reply_at=last_reply,
         # Jira has no conditional edit; the updated time is kept for the audit log only.

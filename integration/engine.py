@@ -446,7 +446,8 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
     reasons: list[str] = []
     entered_at: datetime | None = None
     if enter is not None:
-        entered_at = _entry_time(ticket, state, now, cause, current=current, breached_at=breached_at)
+        entered_at = _entry_time(compiled, ticket, state, now, cause, current=current, enter=enter,
+                                 breached_at=breached_at)
         _enter_level(compiled, ticket, state, now, draft, texts, reasons, current=current, enter=enter,
                      target=target, cause=cause, placement=placement, level_field=level_field,
                      entered_at=entered_at, hand_set=hand_set, entered_without=entered_without)  # 7
@@ -826,14 +827,16 @@ def _vendor_time(moment: datetime | None, floor: datetime | None, now: datetime)
     return min(moment, now)
 
 
-def _entry_time(ticket: Ticket, state: TicketState | None, now: datetime, cause: str | None, *,
-                current: str | None, breached_at: datetime | None) -> datetime:
+def _entry_time(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime,
+                cause: str | None, *, current: str | None, enter: str, breached_at: datetime | None) -> datetime:
     """When a level entry happened on the ticket: the vendor's time of the change that caused it, so that the
     order webhooks arrive in and queue delays never change when the level's clocks start.
     Set by hand: when the level field got its value (`level_set_at`, from audits/changelog), else the
     ticket's last change. A breach: the clock's due time. A new ticket: its creation. A rule (or data
     that arrived for a waiting level): the ticket's last change, the latest moment the change that made
-    the rule match can have happened."""
+    the rule match can have happened, or, where the connector knows when attributes changed
+    (`field_changed_at`), the latest change of an attribute the rule tests or the level requires: the
+    entry became due when the last of those changed."""
     previous = state.entered_level_at if state is not None and current is not None else None
     cause = cause or DEFAULT_PLACEMENT
     if cause == MANUAL:
@@ -843,7 +846,11 @@ def _entry_time(ticket: Ticket, state: TicketState | None, now: datetime, cause:
     elif current is None:
         moment = ticket.created_at or ticket.updated_at
     else:
-        moment = ticket.updated_at
+        rule = compiled.rules_by_id.get(cause)
+        causes = set(rule.rule.when) if rule is not None else set()
+        causes.update(compiled.levels[enter].level.required_data)
+        known = [ticket.field_changed_at[name] for name in causes if name in ticket.field_changed_at]
+        moment = max(known) if known else ticket.updated_at
     return _vendor_time(moment, previous, now)
 
 

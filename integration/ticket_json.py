@@ -138,7 +138,8 @@ def _join(path: str, key: str) -> str:
 
 TICKET_KEYS = (
     "vendor", "id", "subject", "status", "priority", "tags", "organization", "group", "channel",
-    "requester", "assignee", "fields", "created_at", "updated_at", "level_set_at", "first_public_agent_reply_at",
+    "requester", "assignee", "fields", "created_at", "updated_at", "level_set_at", "field_changed_at",
+    "first_public_agent_reply_at",
     "last_public_agent_reply_at", "satisfaction", "version_token", "url", "state",
 )
 STATE_KEYS = (
@@ -167,6 +168,11 @@ def _ticket(r: _Reader, data: Any) -> Ticket:
     fields_raw = data.get("fields") or {}
     fields_obj = r.object(fields_raw, "fields", list(fields_raw) if isinstance(fields_raw, Mapping) else [])
     fields = {str(k): r.field_value(v, f"fields.{k}") for k, v in fields_obj.items()}
+    changed_raw = data.get("field_changed_at")
+    changed_raw = {} if changed_raw is None else changed_raw
+    changed_obj = r.object(changed_raw, "field_changed_at",
+                           list(changed_raw) if isinstance(changed_raw, Mapping) else [])
+    changed = {str(k): r.datetime(v, f"field_changed_at.{k}") for k, v in changed_obj.items()}
     ticket_id = r.string(data["id"], "id", allow_number=True)
     if not ticket_id:
         raise r.fail("id", "must not be empty")
@@ -186,6 +192,7 @@ def _ticket(r: _Reader, data: Any) -> Ticket:
         created_at=r.datetime(data.get("created_at"), "created_at"),
         updated_at=r.datetime(data.get("updated_at"), "updated_at"),
         level_set_at=r.datetime(data.get("level_set_at"), "level_set_at"),
+        field_changed_at={k: v for k, v in changed.items() if v is not None},
         first_public_agent_reply_at=r.datetime(data.get("first_public_agent_reply_at"), "first_public_agent_reply_at"),
         last_public_agent_reply_at=r.datetime(data.get("last_public_agent_reply_at"), "last_public_agent_reply_at"),
         satisfaction=r.string(data.get("satisfaction"), "satisfaction", allow_number=True),
@@ -318,6 +325,7 @@ def ticket_to_json(ticket: Ticket, state: TicketState | None = None) -> dict[str
         "created_at": _iso(ticket.created_at),
         "updated_at": _iso(ticket.updated_at),
         "level_set_at": _iso(ticket.level_set_at),
+        "field_changed_at": {k: _iso(v) for k, v in ticket.field_changed_at.items()},
         "first_public_agent_reply_at": _iso(ticket.first_public_agent_reply_at),
         "last_public_agent_reply_at": _iso(ticket.last_public_agent_reply_at),
         "satisfaction": ticket.satisfaction,

@@ -433,3 +433,38 @@ def test_offline_dry_run_takes_the_times_from_the_webhook_payloads(order, tmp_pa
     state = _state(runtime, desk)
     assert (state.level, state.entered_level_at, dict(state.milestones)) == ("L3", LEVEL_SET, {"acknowledge": REPLIED})
     runtime.db.dispose()
+
+
+@pytest.mark.parametrize("scenario", ["in_order", "reply_first", "delayed"])
+def test_a_rule_caused_move_on_jira_starts_at_the_change_that_made_the_rule_match(scenario, jira_rig):
+    """An agent raises the impact (09:20), which makes rule critical-impact point at L2, then replies
+    (09:25). The changelog that comes with the issue GET says when the impact changed: L2 starts there
+    and the reply acknowledges it, however late the service processes either change."""
+    runtime, desk, clock = jira_rig
+    _placed_at_l1(runtime, desk, clock)
+
+    def raise_impact() -> None:
+        before = desk.issue["fields"]["customfield_10101"]
+        desk.issue["fields"]["customfield_10101"] = {"id": "10411", "value": "Critical"}
+        desk._touch(LEVEL_SET, [{"field": "Business impact", "fieldtype": "custom", "fieldId": "customfield_10101",
+                                 "from": before["id"], "fromString": before["value"], "to": "10411",
+                                 "toString": "Critical"}], AGENT_JIRA)
+        desk._level_at = LEVEL_SET
+
+    if scenario == "in_order":
+        raise_impact()
+        desk.deliver_level_change()
+        _pass(runtime, desk, clock, LEVEL_SET + timedelta(seconds=30))
+        desk.agent_replies(REPLIED)
+        desk.deliver_reply()
+        _pass(runtime, desk, clock, REPLIED + timedelta(seconds=30))
+    else:
+        raise_impact()
+        desk.agent_replies(REPLIED)
+        desk.deliver_reply()
+        _pass(runtime, desk, clock, REPLIED + timedelta(seconds=30) if scenario == "reply_first" else LATER)
+
+    state = _state(runtime, desk)
+    assert (state.level, state.rule_id) == ("L2", "critical-impact")
+    assert state.entered_level_at == LEVEL_SET
+    assert dict(state.milestones) == {"acknowledge": REPLIED}
