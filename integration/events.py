@@ -192,9 +192,7 @@ class DatabaseEventSink:
         try:
             with self.db.session() as session:
                 # One multi-row INSERT ... RETURNING for the batch (the ORM's unit of work inserts row by row).
-                event_ids = list(session.scalars(
-                    insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True),
-                    [delivery.values() for delivery in unique]))
+                event_ids = list(session.scalars(_INSERT_EVENTS, [delivery.values() for delivery in unique]))
                 _decide_tasks(session, list(zip(unique, event_ids)))
             # Results only once the transaction has committed: a result is what lets a member answer 2xx.
             for delivery, event_id in zip(unique, event_ids):
@@ -326,6 +324,9 @@ def _decide_tasks(session: Any, inserted: list[tuple["_Delivery", int]]) -> None
     for key, (delivery, event_id) in first_of_ticket.items():
         delivery.needs_task = not (key in earliest_pending and earliest_pending[key] < event_id)
 
+
+# Built once: constructing the statement per batch cost more than running it.
+_INSERT_EVENTS = insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True)
 
 _PENDING_OF_TICKETS_SQL = (
     "SELECT ticket_id, id FROM events WHERE vendor = :vendor AND ticket_id IN :tickets AND status = 'pending' "
