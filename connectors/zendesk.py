@@ -544,34 +544,47 @@ def _ticket_from_raw(raw: Mapping[str, Any], matrix: Matrix, *, custom: Mapping[
     )
 
 
-def level_set_at(audits: Any, matrix: Matrix) -> datetime | None:
-    """The `created_at` of the latest audit with a `Change` event on the level: the mapped custom field
-    (`field_name` is the field id as a string) or, for a tag-keyed level, `tags` when the set of level tags
-    changed (`value`/`previous_value` are tag lists, or space-separated strings in older audits)."""
-    mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
-    zd = mapping.zendesk if mapping is not None else None
-    if zd is None or not isinstance(audits, list):
-        return None
-
-    def level_tags(value: Any) -> set[str]:
-        tags = value.split() if isinstance(value, str) else (value or [])
-        prefix = str(zd.tag_prefix).lower()
-        return {str(t).lower() for t in tags if str(t).lower().startswith(prefix)}
-
-    def touches_level(event: Mapping[str, Any]) -> bool:
-        if event.get("type") != "Change":
-            return False
+def attribute_changes(audits: Any, matrix: Matrix) -> dict[str, datetime]:
+    """When each matrix attribute last changed: the `created_at` of the latest audit with a `Change` event
+    on it. A custom field's `field_name` is its id as a string; a tag-keyed attribute changes when its
+    prefixed tags change (`value`/`previous_value` are tag lists, or space-separated strings in older
+    audits), `tags` with any tag; built-ins by their ticket property. Unchanged attributes are absent."""
+    if not isinstance(audits, list):
+        return {}
+    by_field: dict[str, list[str]] = {"priority": ["priority"], "status": ["status"], "group_id": ["group"],
+                                      "organization_id": ["organization"], "subject": ["subject"]}
+    prefixes: dict[str, str] = {}
+    for name, mapping in matrix.fields.items():
+        zd = mapping.zendesk
+        if zd is None:
+            continue
         if zd.tag_prefix is not None:
-            return event.get("field_name") == "tags" and (
-                level_tags(event.get("value")) != level_tags(event.get("previous_value")))
-        return zd.custom_field is not None and str(event.get("field_name")) == str(zd.custom_field)
+            prefixes[name] = str(zd.tag_prefix).lower()
+        elif zd.custom_field is not None:
+            by_field.setdefault(str(zd.custom_field), []).append(name)
 
-    # Zendesk lists a ticket's audits oldest first: the last one that touched the level set its value.
+    def tags(value: Any, prefix: str = "") -> set[str]:
+        items = value.split() if isinstance(value, str) else (value or [])
+        return {str(t).lower() for t in items if str(t).lower().startswith(prefix)}
+
+    changed: dict[str, datetime] = {}
+    # Zendesk lists a ticket's audits oldest first: the last audit that changed an attribute set its value.
     for audit in reversed(audits):
-        if isinstance(audit, Mapping) and any(touches_level(e) for e in audit.get("events") or []
-                                              if isinstance(e, Mapping)):
-            return _parse_time(audit.get("created_at"))
-    return None
+        when = _parse_time(audit.get("created_at")) if isinstance(audit, Mapping) else None
+        if when is None:
+            continue
+        for event in audit.get("events") or []:
+            if not isinstance(event, Mapping) or event.get("type") != "Change":
+                continue
+            field_name = str(event.get("field_name"))
+            names = list(by_field.get(field_name, ()))
+            if field_name == "tags":
+                names.append("tags")
+                names += [name for name, prefix in prefixes.items()
+                          if tags(event.get("value"), prefix) != tags(event.get("previous_value"), prefix)]
+            for name in names:
+                changed.setdefault(name, when)
+    return changed
 
 
 # --------------------------------------------------------------------------------- connector
@@ -691,12 +704,12 @@ class ZendeskConnector:
         customer = self._customer_fields(raw)
         return ticket.with_(fields={**ticket.fields, **customer}) if customer else ticket
 
-    def level_changed_at(self, ticket: Ticket) -> datetime | None:
-        """When the level field (or level tag) got its current value: the latest ticket audit that changed
-        it (`GET /api/v2/tickets/{id}/audits`, one call per 100 audits). The pipeline asks only when the
-        level on the ticket differs from the stored one, i.e. when someone else set it."""
+    def field_changes(self, ticket: Ticket) -> dict[str, datetime]:
+        """When each matrix attribute (the level among them) last changed, from the ticket audits
+        (`GET /api/v2/tickets/{id}/audits`, one request per 100 audits). The pipeline asks only when a pass
+        needs the time of a change: a level someone else set, or a move a rule caused."""
         audits = self.client.get_all(f"/api/v2/tickets/{ticket.id}/audits", "audits")
-        return level_set_at(audits, self.matrix)
+        return attribute_changes(audits, self.matrix)
 
     def _public_agent_replies(self, ticket_id: str, requester_id: str | None) -> tuple[datetime | None, datetime | None]:
         """First and last public comment by an agent: an author who is neither the requester nor the

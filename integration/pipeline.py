@@ -76,6 +76,7 @@ from connectors.base import (
     Unauthorized,
     apply_reporting,
 )
+from integration import alerts
 from integration import timers as timer_host
 from integration.db import (
     CsatRow,
@@ -489,6 +490,10 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
         now = deps.now()
         ticket = _with_level_history(connector, ticket, state)
         decision, state_after, extra_timers, cancel_kinds = decide_fn(ticket, state, matrix, now)
+        if _rule_entry_needs_history(connector, ticket, state, decision):
+            # Decided again with when the rule's attributes changed: pure, and the entry time is all it moves.
+            ticket = _with_field_changes(connector, ticket)
+            decision, state_after, extra_timers, cancel_kinds = decide_fn(ticket, state, matrix, now)
         outcome = RoundOutcome(decision, state, state_after, extra_timers, cancel_kinds)
         writes = decision is not None and decision.writes_to_ticket
         if not writes or dry_run:
@@ -543,20 +548,40 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
     raise Transient(f"ticket {ticket_id} kept changing: {MAX_CONFLICT_ROUNDS} conflicts in a row")
 
 
+def _with_field_changes(connector: Connector, ticket: Ticket) -> Ticket:
+    read = getattr(connector, "field_changes", None)
+    changes = read(ticket) if read is not None else {}
+    if not changes:
+        return ticket
+    return ticket.with_(field_changed_at=changes, level_set_at=ticket.level_set_at or changes.get("level"))
+
+
 def _with_level_history(connector: Connector, ticket: Ticket, state: TicketState | None) -> Ticket:
     """The ticket with `level_set_at` (when its level field got its value), read from the vendor's history
     only when this pass needs it: someone other than the service set a level that differs from the stored
-    one, so the hand-set level's clocks start at that change and not at this pass's `now`. One call on
+    one, so the hand-set level's clocks start at that change and not at this pass's `now`. One request on
     Zendesk (audits); none on Jira, whose issue GET already carries the changelog. A connector without
-    `level_changed_at` leaves the engine to fall back to the ticket's `updated_at`."""
+    `field_changes` leaves the engine to fall back to the ticket's `updated_at`."""
     shown, stored = ticket.level, state.level if state is not None else None
     if ticket.level_set_at is not None or not shown or not stored or shown.strip().casefold() == stored.casefold():
         return ticket
-    read = getattr(connector, "level_changed_at", None)
-    if read is None:
-        return ticket
-    changed_at = read(ticket)
-    return ticket.with_(level_set_at=changed_at) if changed_at is not None else ticket
+    return _with_field_changes(connector, ticket)
+
+
+def _rule_entry_needs_history(connector: Connector, ticket: Ticket, state: TicketState | None,
+                              decision: Decision | None) -> bool:
+    """A rule moves a ticket the service already placed, and the ticket does not say yet when the rule's
+    attributes changed: worth one history read (Zendesk audits) so the level starts at that change rather
+    than at the ticket's latest edit. Not for new tickets (their creation time), hand-set levels (already
+    read) or breaches (the due time)."""
+    if decision is None or not decision.to_level or ticket.field_changed_at or state is None or not state.level:
+        return False
+    from integration.engine import BREACH_PREFIX, DEFAULT_PLACEMENT, MANUAL
+
+    cause = decision.rule_id or ""
+    if cause in (MANUAL, DEFAULT_PLACEMENT) or cause.startswith(BREACH_PREFIX):
+        return False
+    return hasattr(connector, "field_changes")
 
 
 def _direction(matrix: LoadedMatrix, from_level: str | None, to_level: str | None) -> str | None:
@@ -905,6 +930,10 @@ def _finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: T
             specs += deps.clocks.plan_timers(state_before, state_after, decision, ticket, matrix.matrix, now)
         for spec in specs:
             timer_host.schedule(session, spec)
+
+        # Alerts outside the ticket (notify:): outbox rows in this same commit, sent later by the worker.
+        alerts.record_for_finalize(session, matrix, ticket, outcome, timer_id=timer_id, decision_id=decision_id,
+                                   dry_run=ctx.dry_run, now=now)
 
         if ctx.event_ids and ctx.owner:
             _mark_events(session, ctx.owner, list(ctx.event_ids), "done", now, decision_id=decision_id)

@@ -86,6 +86,15 @@ class ZendeskDesk:
             {"type": "Change", "field_name": "tags", "value": list(ticket["tags"]), "previous_value": before}])
         self._level_webhook = (at, before, list(ticket["tags"]))
 
+    def agent_raises_impact(self, at: datetime) -> None:
+        ticket = self.ticket()
+        impact = next(cf for cf in ticket["custom_fields"] if cf["id"] == 360000100002)
+        before, impact["value"] = impact["value"], "critical"
+        ticket["updated_at"] = _iso(at)
+        self.fake.add_audit(self.ticket_id, _iso(at), [
+            {"type": "Change", "field_name": "360000100002", "value": "critical", "previous_value": before}])
+        self._level_webhook = (at, list(ticket["tags"]), list(ticket["tags"]))
+
     def agent_replies(self, at: datetime) -> None:
         self.fake.comments[self.ticket_id].append({"id": 61002, "type": "Comment", "author_id": AGENT_ZD,
                                                    "public": True, "body": "Engineering is on it.",
@@ -230,6 +239,14 @@ class JiraDesk:
                     AGENT_JIRA)
         self._level_at = at
 
+    def agent_raises_impact(self, at: datetime) -> None:
+        before = self.issue["fields"]["customfield_10101"]
+        self.issue["fields"]["customfield_10101"] = {"id": "10411", "value": "Critical"}
+        self._touch(at, [{"field": "Business impact", "fieldtype": "custom", "fieldId": "customfield_10101",
+                          "from": before["id"], "fromString": before["value"], "to": "10411", "toString": "Critical"}],
+                    AGENT_JIRA)
+        self._level_at = at
+
     def agent_replies(self, at: datetime) -> None:
         self.comments.append({"id": "21999", "body": "Engineering is on it.", "public": True,
                               "author": {"accountId": AGENT_JIRA, "displayName": "Alex Agent"},
@@ -366,6 +383,8 @@ def test_delivery_order_and_queue_delay_do_not_change_the_outcome(vendor, scenar
     _placed_at_l1(runtime, desk, clock)
     scenario(runtime, desk, clock)
     assert _outcome(runtime, desk, clock) == EXPECTED
+    # The history is read once, by the pass that finds the hand-set level; Jira's comes with the issue GET.
+    assert desk.audit_reads() == (1 if vendor == "zendesk" else 0)
 
 
 def test_explain_reads_the_level_change_time_from_a_ticket_file(tmp_path, enterprise_matrix_path):
@@ -436,30 +455,22 @@ def test_offline_dry_run_takes_the_times_from_the_webhook_payloads(order, tmp_pa
 
 
 @pytest.mark.parametrize("scenario", ["in_order", "reply_first", "delayed"])
-def test_a_rule_caused_move_on_jira_starts_at_the_change_that_made_the_rule_match(scenario, jira_rig):
+@pytest.mark.parametrize("vendor", ["zendesk", "jira"])
+def test_a_rule_caused_move_starts_at_the_change_that_made_the_rule_match(vendor, scenario, request):
     """An agent raises the impact (09:20), which makes rule critical-impact point at L2, then replies
-    (09:25). The changelog that comes with the issue GET says when the impact changed: L2 starts there
-    and the reply acknowledges it, however late the service processes either change."""
-    runtime, desk, clock = jira_rig
+    (09:25). The ticket's history (Zendesk audits, read once for the move; the Jira changelog that comes
+    with the issue GET) says when the impact changed: L2 starts there and the reply acknowledges it,
+    however late the service processes either change."""
+    runtime, desk, clock = request.getfixturevalue(f"{vendor}_rig")
     _placed_at_l1(runtime, desk, clock)
-
-    def raise_impact() -> None:
-        before = desk.issue["fields"]["customfield_10101"]
-        desk.issue["fields"]["customfield_10101"] = {"id": "10411", "value": "Critical"}
-        desk._touch(LEVEL_SET, [{"field": "Business impact", "fieldtype": "custom", "fieldId": "customfield_10101",
-                                 "from": before["id"], "fromString": before["value"], "to": "10411",
-                                 "toString": "Critical"}], AGENT_JIRA)
-        desk._level_at = LEVEL_SET
-
+    desk.agent_raises_impact(LEVEL_SET)
     if scenario == "in_order":
-        raise_impact()
         desk.deliver_level_change()
         _pass(runtime, desk, clock, LEVEL_SET + timedelta(seconds=30))
         desk.agent_replies(REPLIED)
         desk.deliver_reply()
         _pass(runtime, desk, clock, REPLIED + timedelta(seconds=30))
     else:
-        raise_impact()
         desk.agent_replies(REPLIED)
         desk.deliver_reply()
         _pass(runtime, desk, clock, REPLIED + timedelta(seconds=30) if scenario == "reply_first" else LATER)
@@ -468,3 +479,4 @@ def test_a_rule_caused_move_on_jira_starts_at_the_change_that_made_the_rule_matc
     assert (state.level, state.rule_id) == ("L2", "critical-impact")
     assert state.entered_level_at == LEVEL_SET
     assert dict(state.milestones) == {"acknowledge": REPLIED}
+    assert desk.audit_reads() == (1 if vendor == "zendesk" else 0)  # Jira: the changelog came with the issue
