@@ -16,11 +16,14 @@ and the server exits with its status (the platform restarts it).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
 import socket
 import sys
+
+from webhooks.app import load_settings
 
 # Enough for slow or idle clients to be harmless (each is a socket and a buffer) on one process.
 CONNECTION_LIMIT = 2000
@@ -47,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None, help="default: PORT or 8000")
     parser.add_argument("--processes", type=int, default=None, help="default: WEB_CONCURRENCY or 2")
     parser.add_argument("--threads", type=int, default=None, help="default: WEB_THREADS or 16")
+    parser.add_argument("--app", default="webhooks.wsgi:app",
+                        help="WSGI app as module:attribute (benchmarks serve a variant of the edge)")
     args = parser.parse_args(argv)
     args.port = args.port if args.port is not None else _int_env("PORT", 8000)
     args.processes = args.processes if args.processes is not None else _int_env("WEB_CONCURRENCY", 2)
@@ -73,7 +78,10 @@ def _serve(app, listener: socket.socket, threads: int, max_body_bytes: int) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from webhooks.wsgi import app, settings  # ConfigurationError here names every bad setting
+    module_name, _, attribute = args.app.partition(":")
+    module = importlib.import_module(module_name)  # webhooks.wsgi: a ConfigurationError names every bad setting
+    app = getattr(module, attribute or "app")
+    settings = getattr(module, "settings", None) or load_settings()
 
     log = logging.getLogger("webhooks.server")
     listener = socket.create_server((args.host, args.port), backlog=1024)
