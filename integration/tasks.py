@@ -27,6 +27,7 @@ from huey.signals import SIGNAL_INTERRUPTED
 
 from connectors.base import Connector
 from connectors.registry import VENDOR_MODULES, build_connector, is_offline
+from integration import alerts
 from integration import timers as timer_host
 from integration.db import Database, LeaseRow, acquire_lease, get_database, release_lease, utcnow
 from integration.events import add_hint, release_ticket_events
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 BUSY_RETRY_SECONDS = 2.0
 SCAN_BATCH = 1000
-PERIODIC_JOBS = ("periodic:reconcile", "periodic:scan", "periodic:sla_sync")
+PERIODIC_JOBS = ("periodic:reconcile", "periodic:scan", "periodic:sla_sync", "periodic:alerts")
 
 
 def mapping_matrix(pinned: Matrix, current: Matrix) -> Matrix:
@@ -83,6 +84,7 @@ class Runtime:
         self._deps_overrides = deps_overrides
         self._register_tasks()
         timer_host.set_enqueuer(self.enqueue_timer)
+        alerts.set_enqueuer(self.enqueue_alerts)
 
     # ------------------------------------------------------------------ parts
     def matrix(self) -> LoadedMatrix:
@@ -182,8 +184,13 @@ class Runtime:
             except Exception:  # noqa: BLE001 - the reconciler recovers it once the lease expires
                 log.warning("could not re-enqueue interrupted task %s", task.name, exc_info=True)
 
+        @huey.task(name="send_alerts")
+        def send_alerts_task() -> None:
+            self.send_alerts()
+
         self.process_task = process_ticket_task
         self.timer_task = fire_timer_task
+        self.alerts_task = send_alerts_task
 
     def enqueue_ticket(self, vendor: str, ticket_id: str, delay: float | None = None) -> None:
         if delay:
@@ -199,6 +206,14 @@ class Runtime:
             self.timer_task.schedule((timer_id,), delay=delay)
         else:
             self.timer_task(timer_id)
+
+    def enqueue_alerts(self) -> None:
+        self.alerts_task()
+
+    def send_alerts(self) -> "alerts.DeliveryReport":
+        """Send the due alert outbox rows (integration.alerts): after a commit that queued some, and periodically
+        for retries. Never inside a ticket pass."""
+        return alerts.deliver_due(self.db, now=self._deps_overrides.get("now", utcnow), current=self.matrix)
 
     # ------------------------------------------------------------------ health
     def queue_health(self) -> str:
@@ -304,6 +319,7 @@ class PeriodicJobs:
             ("periodic:reconcile", float(settings.reconcile_interval_seconds), self._reconcile),
             ("periodic:scan", float(settings.scan_interval_seconds), self.runtime.catch_up_scan),
             ("periodic:sla_sync", float(settings.sla_sync_interval_seconds), self.runtime.sla_sync),
+            ("periodic:alerts", alerts.ALERT_SWEEP_SECONDS, self.runtime.send_alerts),
         ]
 
     def tick(self, now: float) -> list[str]:

@@ -593,6 +593,18 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
                     add(_Problem(("calendars", name, "hours", day, index),
                                  f"span '{span}' overlaps '{before}' on {day}"))
 
+    if matrix.notify is not None:
+        channels = list(matrix.notify.channels)
+        for i, route in enumerate(matrix.notify.routes):
+            base = ("notify", "routes", i)
+            for j, level_id in enumerate(route.when.level or ()):
+                if level_id not in level_ids:
+                    add(_Problem(base + ("when", "level", j), _unknown("level", level_id, level_ids)))
+            for j, channel in enumerate(route.to):
+                if channel not in matrix.notify.channels:
+                    add(_Problem(base + ("to", j), _unknown("channel", channel, channels)))
+            check_template(base + ("template",), route.template)
+
     for name, source in matrix.templates.items():
         loc = ("templates", name)
         for problem in check_template_source(source):

@@ -354,6 +354,104 @@ class Vendors(Strict):
     jira: JiraVendor = JiraVendor()
 
 
+# ------------------------------------------------------------------------------------ alerts
+# Events that alert people outside the ticket (integration.alerts). role_missing: a level with `roles`
+# entered while one is unfilled; exit_unmet: a ticket leaving a level whose exit criteria are not met
+# (produced once exit criteria exist; accepted now so a matrix can route it ahead of time).
+ALERT_EVENTS: tuple[str, ...] = ("enter_level", "warning", "breach", "cadence", "role_missing", "exit_unmet")
+AlertEvent = Literal["enter_level", "warning", "breach", "cadence", "role_missing", "exit_unmet"]
+# An environment variable name: the secret itself never appears in the matrix.
+EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=128)]
+
+
+class SlackChannel(Strict):
+    """A Slack incoming webhook; its URL (the secret) is read from the environment variable named here."""
+
+    webhook_url_env: EnvName
+
+
+class TeamsChannel(Strict):
+    """A Microsoft Teams channel through a Workflows ("Post to a channel when a webhook request is received")
+    webhook; the URL is read from the environment variable named here."""
+
+    webhook_url_env: EnvName
+
+
+class WebhookChannel(Strict):
+    """Any HTTPS endpoint (PagerDuty/Grafana OnCall bridges, chat-ops): a JSON POST signed with HMAC-SHA256
+    of the body with the secret read from `secret_env` (integration.alerts documents the headers)."""
+
+    webhook_url_env: EnvName
+    secret_env: EnvName
+
+
+class EmailChannel(Strict):
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(gt=0, lt=65536)] = 587
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password_env: EnvName | None = None
+    sender: Annotated[str, Field(min_length=3)]
+    to: list[Annotated[str, Field(min_length=3)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _password_with_username(self) -> "EmailChannel":
+        if self.password_env is not None and self.username is None:
+            raise ValueError("`password_env` needs a `username` to log in with")
+        for address in (self.sender, *self.to):
+            if "@" not in address:
+                raise ValueError(f"invalid e-mail address {address!r}")
+        return self
+
+
+class AlertChannel(Strict):
+    """Exactly one of slack, teams, webhook, email."""
+
+    slack: SlackChannel | None = None
+    teams: TeamsChannel | None = None
+    webhook: WebhookChannel | None = None
+    email: EmailChannel | None = None
+    # Per send attempt; the worker's retry layer decides what happens after a timeout.
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "AlertChannel":
+        if sum(kind is not None for kind in (self.slack, self.teams, self.webhook, self.email)) != 1:
+            raise ValueError("give exactly one of `slack`, `teams`, `webhook` or `email`")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in ("slack", "teams", "webhook", "email") if getattr(self, name) is not None)
+
+    @property
+    def target(self) -> Any:
+        return getattr(self, self.kind)
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class AlertWhen(Strict):
+    """Which events a route takes; a missing `level` / `clock` means any."""
+
+    event: Annotated[list[AlertEvent], BeforeValidator(_as_list), Field(min_length=1)]
+    level: Annotated[list[Identifier], BeforeValidator(_as_list)] | None = None
+    clock: Annotated[list[ClockName], BeforeValidator(_as_list)] | None = None
+
+
+class AlertRoute(Strict):
+    when: AlertWhen
+    to: Annotated[list[Identifier], BeforeValidator(_as_list), Field(min_length=1)]  # keys into notify.channels
+    template: Identifier | None = None  # message text; default: the built-in summary (integration.alerts)
+
+
+class Notify(Strict):
+    channels: dict[Identifier, AlertChannel] = Field(default_factory=dict)
+    routes: list[AlertRoute] = Field(default_factory=list)
+
+
 # ------------------------------------------------------------------------------------ the matrix
 # Names a template may use. Each maps to the keys it offers (None = any key, e.g. ticket.fields.*).
 TEMPLATE_CONTEXT: dict[str, dict[str, Any] | None] = {
@@ -368,6 +466,9 @@ TEMPLATE_CONTEXT: dict[str, dict[str, Any] | None] = {
     "rule": {"id": None, "description": None},
     "clock": {"name": None, "target": None, "elapsed": None, "overdue_by": None, "fraction": None},
     "matrix": {"name": None, "version": None},
+    # Alert templates only (notify.routes[].template): the event and where the ticket stands.
+    "alert": {"event": None, "channel": None, "level": None, "clock": None, "time_left": None, "overdue_by": None,
+              "missing_roles": None, "summary": None},
 }
 
 
@@ -385,6 +486,7 @@ class Matrix(Strict):
     gate: GateSettings = GateSettings()
     calendars: dict[Identifier, Calendar] = Field(default_factory=dict)
     vendors: Vendors = Vendors()
+    notify: Notify | None = None  # alerts outside the ticket (integration.alerts)
 
     # Cross-reference checks live in matrix_config.loader/lint so each error can point at its own line.
 
@@ -403,5 +505,7 @@ class Matrix(Strict):
 
     def version(self) -> str:
         """Content hash: the same matrix gives the same version whatever its comments or key order."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # A matrix without `notify:` keeps the version it had before alerts existed.
+        data = self.model_dump(mode="json", exclude={"notify"} if self.notify is None else None)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]

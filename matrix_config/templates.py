@@ -456,7 +456,7 @@ def _label(matrix: Matrix, name: str) -> str:
 
 
 def sample_context(matrix: Matrix, level: Level, *, previous: Level | None = None, rule_id: str | None = None,
-                   with_clock: bool = True, version: str | None = None) -> dict[str, Any]:
+                   with_clock: bool = True, version: str | None = None, with_alert: bool = False) -> dict[str, Any]:
     """Sample data shaped like `TEMPLATE_CONTEXT`, for test-rendering `level`'s templates.
 
     `previous` defaults to the level before `level` (None for the first level); the rule is the first rule
@@ -499,4 +499,10 @@ def sample_context(matrix: Matrix, level: Level, *, previous: Level | None = Non
             "fraction": 1.0,
         } if with_clock else None,
         "matrix": {"name": matrix.name, "version": version or matrix.version()},
+        # Alert templates only (with_alert): what integration.alerts fills in.
+        "alert": {
+            "event": "breach", "channel": "sample_channel", "level": level.id, "clock": first_clock[0],
+            "time_left": None, "overdue_by": "5m", "missing_roles": [],
+            "summary": f"SLA breach on ticket 12345 at {level.id}",
+        } if with_alert else None,
     }
