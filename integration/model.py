@@ -47,9 +47,10 @@ class Ticket:
     # `updated_at`. Level entries are anchored to these vendor times, never to when the service got round
     # to the ticket (see docs/clocks.md "When a clock starts").
     level_set_at: datetime | None = None
-    # When matrix attributes last changed (attribute -> vendor time), where the connector reads it at no
-    # extra cost (Jira: the changelog that comes with the issue). A rule-caused move starts at the latest
-    # change of the attributes its rule and the level's required data name; absent: `updated_at`.
+    # When matrix attributes last changed (attribute -> vendor time): Jira from the changelog that comes with
+    # the issue, Zendesk from the audits the pipeline reads when a pass moves a level. A rule-caused move
+    # starts at the latest change of the attributes its rule and the level's required data name; none
+    # known: `updated_at`.
     field_changed_at: Mapping[str, datetime] = field(default_factory=dict)
     # Facts for milestone detection, from the comment stream (agent = not the requester/customer,
     # and not the integration itself).
