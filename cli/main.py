@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "cli.service_commands",  # serve, worker, events, reconcile
     "cli.sla_commands",  # sla plan/apply/check
     "cli.admin_commands",  # history, metrics, send-test-webhook
+    "cli.alert_commands",  # notify test, alerts list/retry/send
 )
 
 

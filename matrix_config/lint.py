@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable, Literal
 
 from matrix_config.loader import LoadedMatrix
+from datetime import timedelta
+
 from matrix_config.schema import CLOCKS, Level, Matcher, Matrix, Rule, format_duration
 from matrix_config.templates import (
     TemplateRenderError,
@@ -71,6 +73,7 @@ def lint(loaded: LoadedMatrix) -> list[Finding]:
     _breaches(matrix, out)
     _unused(matrix, out)
     _gate(matrix, out)
+    _alerts(matrix, out)
 
     def order(f: Finding) -> tuple[int, int, int]:
         _, line, col = f.location.rsplit(":", 2)
@@ -306,6 +309,11 @@ def _template_uses(matrix: Matrix, version: str) -> dict[str, list[_Use]]:
             ctx = sample_context(matrix, level, version=version)
             ctx["clock"]["name"] = "update_cadence"
             use(level.update_cadence.template, level, [("an update-cadence reminder", ctx)])
+    for i, route in enumerate(matrix.notify.routes if matrix.notify is not None else ()):
+        levels = [lv for lv in matrix.levels if route.when.level is None or lv.id in route.when.level]
+        for level in levels[:1] or matrix.levels[:1]:
+            ctx = sample_context(matrix, level, version=version, with_alert=True)
+            use(route.template, level, [(f"an alert of notify.routes[{i}]", ctx)])
     for rule in matrix.rules:
         level = matrix.level(rule.level) if rule.level else matrix.levels[0]
         ctx = sample_context(matrix, level, rule_id=rule.id, with_clock=False, version=version)
@@ -476,6 +484,8 @@ def _unused(matrix: Matrix, out: _Collector) -> None:
         used_groups |= set(level.owner.by_issue_type.values())
     used_templates |= {r.note for r in matrix.rules if r.note}
     used_templates |= {r.reply for r in matrix.rules if r.reply}
+    if matrix.notify is not None:
+        used_templates |= {r.template for r in matrix.notify.routes if r.template}
     for name in matrix.templates:
         if name not in used_templates:
             out.add("warning", ("templates", name), f"template '{name}' is not used by any level or rule",
@@ -483,6 +493,38 @@ def _unused(matrix: Matrix, out: _Collector) -> None:
     for key in matrix.groups:
         if key not in used_groups:
             out.add("warning", ("groups", key), f"group '{key}' is not the owner at any level", at_key=True)
+
+
+# A clock this short is over before anyone opens the ticket to read an internal note about it.
+SHORT_CLOCK = timedelta(minutes=15)
+
+
+def _alerts(matrix: Matrix, out: _Collector) -> None:
+    """notify: channels no route uses; a level with a clock of SHORT_CLOCK or less whose warnings and
+    breaches reach nobody outside the ticket."""
+    notify = matrix.notify
+    routes = notify.routes if notify is not None else []
+    if notify is not None:
+        used = {name for route in routes for name in route.to}
+        for name in notify.channels:
+            if name not in used:
+                out.add("warning", ("notify", "channels", name), f"channel '{name}' is not used by any route",
+                        at_key=True)
+
+    def routed(level_id: str, event: str, clock: str) -> bool:
+        return any(event in r.when.event and (r.when.level is None or level_id in r.when.level)
+                   and (r.when.clock is None or clock in r.when.clock) for r in routes)
+
+    for i, level in enumerate(matrix.levels):
+        for clock, target in level.sla.items():
+            if target > SHORT_CLOCK:
+                continue
+            missing = [event for event in ("warning", "breach") if not routed(level.id, event, clock)]
+            if missing:
+                out.add("warning", ("levels", i, "sla", clock),
+                        f"{level.id}'s {clock} clock is {format_duration(target)}: its "
+                        f"{' and '.join({'warning': 'warnings', 'breach': 'breaches'}[e] for e in missing)} only reach an internal note; route them to "
+                        f"a channel under notify.routes (event: [{', '.join(missing)}], level: [{level.id}])")
 
 
 __all__ = ["Finding", "lint", "shadowing_rule"]
