@@ -297,6 +297,9 @@ def run_database(args: argparse.Namespace, database: str, tmp: str) -> dict | No
         except subprocess.TimeoutExpired:
             server.kill()
         log = log_path.read_text()
+        store_errors = [line for line in log.splitlines() if "result=store-error" in line or "DEBUG" in line]
+        if store_errors:
+            print(f"  {len(store_errors)} store error(s) in the server log, e.g.:\n    " + "\n    ".join(store_errors[:6]))
         if "Traceback" in log:
             print("server log (errors):\n" + log[-3000:])
         if drop is not None:

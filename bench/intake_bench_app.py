@@ -43,8 +43,30 @@ def _build_sink(settings: Settings):
     return "memory (" + "; ".join(errors)[:300] + ")" if errors else "memory", InMemoryEventSink()
 
 
+class _LazySink:
+    """Built on first use, in the serving process: a database connection opened before
+    webhooks.server forks would be shared by its processes (psycopg: "prepared statement already
+    exists")."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.kind = ""
+        self._sink = None
+
+    def get(self):
+        if self._sink is None:
+            self.kind, self._sink = _build_sink(self.settings)
+        return self._sink
+
+    def accept(self, event, payload, received_at):
+        return self.get().accept(event, payload, received_at)
+
+    def health(self):
+        return self.get().health()
+
+
 settings = Settings()
-SINK_KIND, _sink = _build_sink(settings)
+_sink = _LazySink(settings)
 app = create_app(settings, sink=_sink)
 
 
@@ -55,4 +77,5 @@ def bare() -> Response:
 
 @app.get("/bench/sink")
 def sink_kind() -> Response:
-    return jsonify(sink=SINK_KIND)
+    _sink.get()
+    return jsonify(sink=_sink.kind)
