@@ -35,11 +35,13 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import smtplib
 import socket
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -73,6 +75,15 @@ class _Secrets:
             raise Permanent(f"channel '{self.name}': environment variable {variable} is not set")
         self.values.append(value)
         return value
+
+    def read_url(self, variable: str) -> str:
+        """A webhook URL: its path and query are secret too (Slack's and Teams' credential is the path), and
+        a receiver may quote them back in an error without the scheme and host."""
+        url = self.read(variable)
+        parts = urllib.parse.urlsplit(url)
+        self.values += [fragment for fragment in (parts.path, parts.query) if len(fragment) > 1]
+        self.values += [piece for piece in re.split(r"[/?&=;]", f"{parts.path}?{parts.query}") if len(piece) >= 8]
+        return url
 
     def redact(self, text: str) -> str:
         for value in sorted(self.values, key=len, reverse=True):
@@ -227,11 +238,11 @@ def send(name: str, channel: AlertChannel, message: AlertMessage, environ: Mappi
     secrets = _Secrets(name, os.environ if environ is None else environ)
     timeout = channel.timeout_seconds
     if channel.slack is not None:
-        _post_json(name, secrets.read(channel.slack.webhook_url_env), slack_payload(message), timeout, secrets)
+        _post_json(name, secrets.read_url(channel.slack.webhook_url_env), slack_payload(message), timeout, secrets)
     elif channel.teams is not None:
-        _post_json(name, secrets.read(channel.teams.webhook_url_env), teams_payload(message), timeout, secrets)
+        _post_json(name, secrets.read_url(channel.teams.webhook_url_env), teams_payload(message), timeout, secrets)
     elif channel.webhook is not None:
-        url = secrets.read(channel.webhook.webhook_url_env)
+        url = secrets.read_url(channel.webhook.webhook_url_env)
         secret = secrets.read(channel.webhook.secret_env)
         body = json.dumps(webhook_document(message), separators=(",", ":")).encode()
         timestamp = str(int(time.time()))

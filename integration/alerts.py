@@ -315,7 +315,8 @@ def _insert_ignoring_duplicates(session: Session, values: dict[str, Any]) -> boo
             return False
         session.add(AlertRow(**values))
         return True
-    return session.execute(statement).rowcount == 1
+    # RETURNING rather than rowcount: an ORM-enabled INSERT reports no rowcount through psycopg.
+    return session.execute(statement.returning(AlertRow.id)).first() is not None
 
 
 def record_alerts(session: Session, loaded: LoadedMatrix, ticket: Ticket, state_before: TicketState | None,
