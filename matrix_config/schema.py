@@ -360,8 +360,17 @@ class Vendors(Strict):
 # (produced once exit criteria exist; accepted now so a matrix can route it ahead of time).
 ALERT_EVENTS: tuple[str, ...] = ("enter_level", "warning", "breach", "cadence", "role_missing", "exit_unmet")
 AlertEvent = Literal["enter_level", "warning", "breach", "cadence", "role_missing", "exit_unmet"]
+def _check_env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", value):
+        looks_secret = "://" in value or len(value) > 40 or any(c in value for c in "/:@")
+        raise ValueError(
+            f"expected the NAME of an environment variable (upper case, digits, '_'), e.g. SLACK_INCIDENT_WEBHOOK_URL"
+            + ("; never put the URL or secret itself in the matrix" if looks_secret else f", got {value!r}"))
+    return value
+
+
 # An environment variable name: the secret itself never appears in the matrix.
-EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=128)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
 
 
 class SlackChannel(Strict):
