@@ -504,3 +504,30 @@ def test_notify_test_sends_a_wiring_check(rig):
     result = CliRunner().invoke(cli, ["notify", "test", "incident_slak"], env=env)
     assert result.exit_code == 1
     assert "unknown channel 'incident_slak': incident_slack, leadership_teams, oncall_page, support_leads_mail" in result.output
+
+
+# ------------------------------------------------------------------ the worker
+def test_the_worker_sends_after_the_commit_and_in_its_sweep(rig):
+    from integration.tasks import PeriodicJobs
+
+    huey = rig.runtime.huey
+    rig.new_ticket("714")
+    process_ticket("zendesk", "714", deps=rig.deps())
+    queued = [huey.dequeue() for _ in range(huey.pending_count())]
+    senders = [task for task in queued if task.name == "send_alerts"]
+    assert len(senders) == 1  # one sender task for the commit that queued three alerts
+    huey.execute(senders[0])
+    assert {r.status for r in rig.rows()} == {"sent"} and len(rig.slack.accepted()) == 2
+
+    # A lost task (or a retry coming due) is picked up by the periodic alert sweep.
+    rig.teams.script = [503, 503, 503]
+    rig.new_ticket("715")
+    process_ticket("zendesk", "715", deps=rig.deps())
+    jobs = PeriodicJobs(rig.runtime)
+    rig.runtime.send_alerts = lambda: rig.send()  # the sweep, without the retry layer's real sleeps
+    assert "periodic:alerts" in jobs.tick(0.0)
+    assert [r.status for r in rig.rows(ticket_id="715", channel="leadership_teams")] == ["pending"]
+    rig.clock.advance(3600)
+    assert "periodic:alerts" in jobs.tick(alerts.ALERT_SWEEP_SECONDS)
+    assert {r.status for r in rig.rows(ticket_id="715")} == {"sent"}
+    jobs.stop()
