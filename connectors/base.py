@@ -6,11 +6,65 @@ edge, once; retry and dead-letter decisions in the core look only at these types
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, ClassVar, Iterator, Protocol, runtime_checkable
 
 from integration.model import Decision, Ticket
+
+# ---------------------------------------------------------------------------------- secrets in text
+# "Secrets never reach an error message" is part of the error contract, so the vendor-neutral URL half of
+# the one redactor lives here (the core and the web edge use it); connectors.http.Redactor adds the
+# credential forms a vendor connector knows.
+REDACTED = "***"
+_SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+# A URL inside free text (an exception message, an error page): up to the next whitespace or quote;
+# punctuation that ends the sentence rather than the URL is peeled off and put back after masking.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_SENTENCE_PUNCTUATION = ".,;:!?)]}>'\""
+
+
+def redact_url(url: str | None) -> str:
+    """A URL fit for logs, errors and reprs (DATABASE_URL, QUEUE_URL, REDIS_URL, a link in an error page):
+    `scheme://user:***@host/db`, with password-like query parameters (`?password=`, `sslpassword=`,
+    `api_key=`) masked too. Never raises."""
+    if not url:
+        return ""
+    try:
+        from sqlalchemy import make_url
+
+        parsed = make_url(url)
+        if parsed.query:
+            query = {k: (REDACTED if _SECRET_QUERY_KEYS.search(k) else v) for k, v in parsed.query.items()}
+            parsed = parsed.set(query=query)
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", REDACTED)
+    except Exception:  # noqa: BLE001 - a description must never fail or leak
+        scheme, sep, rest = str(url).partition("://")
+        if not sep:
+            return REDACTED
+        # Keep what cannot hold a secret: the host part after the last "@", without a query.
+        host = rest.rsplit("@", 1)[-1].split("?", 1)[0]
+        return f"{scheme}://{REDACTED}@{host}" if "@" in rest else f"{scheme}://{host}"
+
+
+def _may_hold_secret(url: str) -> bool:
+    authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0]
+    query = url.partition("?")[2]
+    return "@" in authority or bool(query and _SECRET_QUERY_KEYS.search(query))
+
+
+def redact_urls_in_text(text: str) -> str:
+    """`text` with every URL that carries a password (`user:pass@host`) or a password-like query
+    parameter masked by `redact_url`; other URLs are left exactly as written."""
+    def mask(match: re.Match[str]) -> str:
+        found = match.group()
+        url = found.rstrip(_SENTENCE_PUNCTUATION)
+        if not _may_hold_secret(url):
+            return found
+        return redact_url(url) + found[len(url):]
+
+    return _URL_IN_TEXT.sub(mask, text)
 
 
 class ConfigurationError(Exception):

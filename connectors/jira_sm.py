@@ -40,21 +40,18 @@ from connectors.base import (
     ApplyProgress,
     ApplyResult,
     ConfigurationError,
-    Conflict,
     ConnectorError,
     NotFound,
     Permanent,
     PostedComment,
-    RateLimited,
     Transient,
-    Unauthorized,
     credential_given,
     fold_reply_times,
-    not_sent,
-    parse_retry_after,
 )
+from connectors import http
 from connectors.customer_data import DEFAULT_TTL_SECONDS, TtlCache
-from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
+from connectors.http import DoNotRepeat, Redactor, error_for_status, error_for_transport, safe_to_repeat
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 from integration.model import Decision, Person, Ticket, ticket_reference
 from matrix_config.schema import LEVEL_ATTRIBUTE, JiraField, Matrix
 
@@ -138,6 +135,12 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
     def sla_metric_names(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in _split_list(self.sla_metrics_csv) if "=" in item)
         return {clock.strip(): name.strip() for clock, name in pairs}
+
+    def redactor(self) -> Redactor:
+        """What must never appear in a message: the token and the login email in every encoded form, and
+        the Basic credential the client sends (`base64("email:TOKEN")`)."""
+        token = self.api_token.get_secret_value() if self.api_token is not None else ""
+        return Redactor([token, self.email], basic_credentials=[(str(self.email), token)] if self.email else [])
 
     def status_config(self) -> "StatusConfig":
         return StatusConfig(
@@ -513,22 +516,16 @@ def group_field_value(group_id: str, kind: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ errors
-class _DoNotRepeat(Exception):
-    """Carries a Transient error out of the retry loop for a request that must not be repeated blindly."""
-
-    def __init__(self, error: ConnectorError):
-        super().__init__(str(error))
-        self.error = error
-
-
-def _jira_error_text(response: requests.Response | None) -> str:
+def _jira_error_text(response: requests.Response | None, redact: Redactor) -> str:
+    """Jira's own words from an error body, redacted before they are shortened (a cut never leaves part
+    of a secret behind)."""
     if response is None:
         return ""
     try:
         data = response.json()
     except (requests.JSONDecodeError, json.JSONDecodeError):
         text = (response.text or "").strip()
-        return text[:300]
+        return redact(text)[:300]
     if not isinstance(data, dict):
         return ""
     parts: list[str] = []
@@ -543,49 +540,27 @@ def _jira_error_text(response: requests.Response | None) -> str:
     for key in ("errorMessage", "message"):
         if data.get(key):
             parts.append(str(data[key]))
-    return "; ".join(parts)[:500]
+    return redact("; ".join(parts))[:500]
 
 
-class _Redactor:
-    def __init__(self, secrets: Sequence[str]):
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+def _translate_http_error(method: str, path: str, response: requests.Response, redact: Redactor) -> ConnectorError:
+    """A Jira/JSM HTTP error response through the one status table (`connectors.http.error_for_status`).
 
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
-
-def _translate_http_error(method: str, path: str, response: requests.Response, redact: Callable[[str], str]) -> ConnectorError:
-    """THE mapping from a Jira/JSM HTTP error response to our error types.
-
-    `sent=False` (this request wrote nothing) for 429 and every 4xx but 409: Jira rejects a field edit
-    as a whole (400 names the offending fields, nothing is stored) and a refused comment is not
-    posted. 409 and 5xx (also 503 with Retry-After: a proxy may answer it after Jira acted) stay
-    unknown."""
+    Jira rejects a field edit as a whole (400 names the offending fields, nothing is stored) and a
+    refused comment is not posted."""
     status = response.status_code
-    detail = redact(_jira_error_text(response))
+    detail = _jira_error_text(response, redact)
     message = f"jira {method} {path}: HTTP {status}" + (f": {detail}" if detail else "")
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    if status == 429:
-        return not_sent(RateLimited(message, retry_after=retry_after))
-    if status == 503 and retry_after is not None:
-        return RateLimited(message, retry_after=retry_after)
-    if status in (401, 403):
-        # Never the request's headers; Jira's own text only after the email and token are redacted from it.
-        return not_sent(Unauthorized(f"jira {method} {path}: HTTP {status}: credentials rejected or not permitted "
-                                      "(check JIRA_EMAIL / JIRA_API_TOKEN and the API user's project permissions)"
-                                      + (f": {detail}" if detail else "")))
-    if status == 404:
-        return not_sent(NotFound(message))
-    if status == 409:
-        return Conflict(message)
-    if status >= 500:
-        return Transient(message)
-    return not_sent(Permanent(message)) if 400 <= status < 500 else Permanent(message)
+    error = error_for_status(status, response.headers.get("Retry-After"), default=message, messages={
+        # Never the request's headers; Jira's own text only after the credentials are redacted from it.
+        http.UNAUTHORIZED: f"jira {method} {path}: HTTP {status}: credentials rejected or not permitted "
+                           "(check JIRA_EMAIL / JIRA_API_TOKEN and the API user's project permissions)"
+                           + (f": {detail}" if detail else ""),
+    })
+    return error if error is not None else Permanent(message)
 
 
-def _translate_exception(method: str, path: str, error: BaseException, redact: Callable[[str], str]) -> ConnectorError:
+def _translate_exception(method: str, path: str, error: BaseException, redact: Redactor) -> ConnectorError:
     """THE mapping from client/transport exceptions (jira.JIRAError, requests errors) to our error types."""
     from jira.exceptions import JIRAError
 
@@ -598,26 +573,18 @@ def _translate_exception(method: str, path: str, error: BaseException, redact: C
             return Transient(f"jira {method} {path}: HTTP {error.status_code}") if error.status_code >= 500 else \
                 Permanent(f"jira {method} {path}: HTTP {error.status_code}")
         return Transient(f"jira {method} {path}: {redact(str(error.text or 'no response'))}")
-    if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):  # a 2xx whose body is not JSON
-        return Transient(f"jira {method} {path}: unreadable response")
-    if request_never_sent(error):
-        # Connect timeout, refused, unresolvable host: nothing left this process. A reset or "Connection
-        # aborted" is also a ConnectionError but may come after Jira read (and acted on) the request.
-        return not_sent(Transient(f"jira {method} {path}: could not connect ({type(error).__name__})"))
-    if isinstance(error, requests.Timeout):
-        return Transient(f"jira {method} {path}: timed out")
-    if isinstance(error, requests.ConnectionError):
-        return Transient(f"jira {method} {path}: connection failed")
-    if isinstance(error, requests.RequestException):
-        return Transient(f"jira {method} {path}: {type(error).__name__}")
-    raise error  # anything else is our own bug: it propagates as itself, never retried as a vendor error
-
-
-def _safe_to_repeat(method: str, error: ConnectorError) -> bool:
-    """GET/PUT are idempotent. A POST (a comment) is repeated only when Jira certainly did not act on it
-    (`sent is False`: a 429, or a connection never established). A 503 with Retry-After is not repeated:
-    a proxy may answer it after Jira stored the comment, and a second POST would reply twice."""
-    return method in ("GET", "PUT", "HEAD") or error.sent is False
+    # A reset or "Connection aborted" is a ConnectionError too, but may come after Jira read (and acted on)
+    # the request.
+    mapped = error_for_transport(error, messages={
+        http.UNREADABLE: f"jira {method} {path}: unreadable response",  # a 2xx whose body is not JSON
+        http.NOT_CONNECTED: f"jira {method} {path}: could not connect ({type(error).__name__})",
+        http.TIMED_OUT: f"jira {method} {path}: timed out",
+        http.CONNECTION_FAILED: f"jira {method} {path}: connection failed",
+        http.REQUEST_FAILED: f"jira {method} {path}: {type(error).__name__}",
+    })
+    if mapped is None:
+        raise error  # anything else is our own bug: it propagates as itself, never retried as a vendor error
+    return mapped
 
 
 # ------------------------------------------------------------------------------------------ connector
@@ -649,7 +616,7 @@ class JiraConnector:
         self.api_version = int(settings.api_version)
         self.base_url = str(settings.url).rstrip("/")
         token = settings.api_token.get_secret_value() if settings.api_token else ""
-        self._redact = _Redactor([token, str(settings.email or "")])
+        self._redact = settings.redactor()
         # No request here: get_server_info=False, validate=False, check_update off. max_retries=0 makes
         # ResilientSession try exactly once (its loop runs while retry_number <= max_retries).
         self.client = JIRA(
@@ -686,20 +653,20 @@ class JiraConnector:
             raise
         except Exception as exc:  # translated once, here
             error = _translate_exception(method, path, exc, self._redact)
-            if isinstance(error, Transient) and not _safe_to_repeat(method, error):
-                raise _DoNotRepeat(error) from None
+            if isinstance(error, Transient) and not safe_to_repeat(method, error):
+                raise DoNotRepeat(error) from None
             raise error from None
         if isinstance(result, requests.Response) and not result.ok:
             error = _translate_http_error(method, path, result, self._redact)
-            if isinstance(error, Transient) and not _safe_to_repeat(method, error):
-                raise _DoNotRepeat(error)
+            if isinstance(error, Transient) and not safe_to_repeat(method, error):
+                raise DoNotRepeat(error)
             raise error
         return result
 
     def _with_retry(self, method: str, path: str, call: Callable[[], Any]) -> Any:
         try:
             return call_with_retry(self._once, method, path, call, policy=self.retry_policy)
-        except _DoNotRepeat as wrapped:
+        except DoNotRepeat as wrapped:
             raise wrapped.error from None
 
     def _request(

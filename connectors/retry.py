@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
 
@@ -92,26 +91,3 @@ def call_with_retry(fn: Callable[..., T], *args: Any, policy: RetryPolicy = DEFA
             raise
 
     return retrying(policy)(attempt)
-
-
-def request_never_sent(error: BaseException) -> bool:
-    """Whether a `requests` exception proves that no byte of the request reached the server: the TCP
-    connection (to the vendor or the proxy) was never established.
-
-    - `ConnectTimeout`: the connect itself timed out (requests raises it only for urllib3's
-      ConnectTimeoutError that is not a NewConnectionError) -> never sent.
-    - `ConnectionError` wrapping urllib3's `MaxRetryError(reason=NewConnectionError)`: refused, host
-      unreachable, name resolution failed (`NameResolutionError` is a NewConnectionError) -> never sent.
-    - Any other `ConnectionError` (ProtocolError "Connection aborted", reset by peer, RemoteDisconnected:
-      these happen after the request was written), `SSLError`, `ProxyError`, `ReadTimeout` -> False:
-      the request may have been read and acted on, so the outcome is unknown.
-    """
-    if isinstance(error, requests.ConnectTimeout):
-        return True
-    if not isinstance(error, requests.ConnectionError) or isinstance(error, (requests.exceptions.SSLError, requests.exceptions.ProxyError)):
-        return False
-    from urllib3.exceptions import NewConnectionError
-
-    cause: Any = error.args[0] if error.args else None
-    cause = getattr(cause, "reason", cause)  # requests wraps urllib3's MaxRetryError, which names the cause
-    return isinstance(cause, NewConnectionError)

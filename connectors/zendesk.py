@@ -44,17 +44,15 @@ from connectors.base import (
     NotFound,
     Permanent,
     PostedComment,
-    RateLimited,
     Transient,
-    Unauthorized,
     credential_given,
     fold_reply_times,
-    not_sent,
-    parse_retry_after,
 )
+from connectors import http
 from connectors.customer_data import DEFAULT_TTL_SECONDS, TtlCache
+from connectors.http import Redactor, budget_exhausted, error_for_status, error_for_transport
 from connectors.ratelimit import RateLimiter, limiter_for
-from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, request_never_sent
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 from integration.model import Decision, Person, Ticket, ticket_reference
 from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Matrix, ZendeskField
 
@@ -139,36 +137,28 @@ class ZendeskSettings(AllOrNothingCredentials, BaseSettings):
         who = "with an OAuth token" if credential_given(self.oauth_token) else f"as {self.email}"
         return f"live {who} on {where}"
 
-    def secrets(self) -> list[str]:
-        """Strings that must never appear in a message."""
-        out: list[str] = []
-        for secret in (self.api_token, self.oauth_token):
-            if secret is not None and secret.get_secret_value():
-                out.append(secret.get_secret_value())
-        if self.email and self.api_token:
-            out.append(f"{self.email}/token:{self.api_token.get_secret_value()}")
-        return out
+    def redactor(self) -> Redactor:
+        """What must never appear in a message: both tokens in every encoded form, and the Basic
+        credential Zendesk's API-token authentication sends (`base64("email/token:TOKEN")`)."""
+        api_token = self.api_token.get_secret_value() if self.api_token is not None else ""
+        oauth_token = self.oauth_token.get_secret_value() if self.oauth_token is not None else ""
+        basic = [(f"{self.email}/token", api_token)] if self.email and api_token else []
+        return Redactor([api_token, oauth_token], basic_credentials=basic)
 
 
 # ------------------------------------------------------------------------- the one error edge
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _zendesk_description(response: requests.Response) -> str:
-    """Zendesk's own words: `{"error": ..., "description": ..., "details": {...}}` or an HTML page."""
+def _zendesk_description(response: requests.Response, redact: Redactor) -> str:
+    """Zendesk's own words: `{"error": ..., "description": ..., "details": {...}}` or an HTML page.
+    Redacted before it is shortened, so a cut never leaves part of a secret behind."""
     content_type = response.headers.get("Content-Type", "")
     if "json" not in content_type:
-        return "non-JSON error page" if response.text.lstrip().startswith("<") else response.text[:200]
+        return "non-JSON error page" if response.text.lstrip().startswith("<") else redact(response.text)[:200]
     try:
         body = response.json()
     except (requests.JSONDecodeError, json.JSONDecodeError):
-        return response.text[:200]
+        return redact(response.text)[:200]
     if not isinstance(body, dict):
-        return str(body)[:300]
+        return redact(str(body))[:300]
     parts: list[str] = []
     error = body.get("error")
     if isinstance(error, dict):
@@ -183,17 +173,16 @@ def _zendesk_description(response: requests.Response) -> str:
             for problem in problems if isinstance(problems, list) else [problems]:
                 text = problem.get("description") if isinstance(problem, dict) else problem
                 parts.append(f"{name}: {text}")
-    return "; ".join(parts)[:500] or f"HTTP {response.status_code}"
+    return redact("; ".join(parts))[:500] or f"HTTP {response.status_code}"
 
 
-def error_for_response(response: requests.Response, secrets: list[str] = ()) -> ConnectorError | None:
-    """Map one Zendesk answer to our error type (None for 2xx). The message names method, path and
-    Zendesk's description: never the URL's query, headers or credentials.
+def error_for_response(response: requests.Response, redact: Redactor = Redactor()) -> ConnectorError | None:
+    """Map one Zendesk answer to our error type (None for 2xx) through the one status table
+    (`connectors.http.error_for_status`). The message names method, path and Zendesk's description:
+    never the URL's query, headers or credentials.
 
-    `sent=False` (this request wrote nothing) for 429 and every 4xx but 409: Zendesk validates a ticket
-    update as a whole and stores none of it (fields, tags, comment) when it answers 4xx. 409 stays
-    unknown: it is also the answer to a guarded retry whose first attempt was stored. 5xx stays unknown
-    (a gateway may time out after Zendesk stored the update)."""
+    Zendesk validates a ticket update as a whole and stores none of it (fields, tags, comment) when it
+    answers 4xx; 409 is also the answer to a guarded retry whose first attempt was stored."""
     status = response.status_code
     if 200 <= status < 300:
         return None
@@ -201,53 +190,43 @@ def error_for_response(response: requests.Response, secrets: list[str] = ()) -> 
     path = urlsplit(request.url).path if request is not None and request.url else "?"
     method = request.method if request is not None else "?"
     where = f"Zendesk {status} on {method} {path}"
-    description = _redact(_zendesk_description(response), list(secrets))
-    if status == 429:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return not_sent(RateLimited(
-            f"{where}: rate limited (Retry-After {response.headers.get('Retry-After')})", retry_after))
-    if status in (401, 403):
-        return not_sent(Unauthorized(f"{where}: credentials rejected or not allowed ({description})"))
-    if status == 404:
-        return not_sent(NotFound(f"{where}: not found"))
-    if status == 409:
-        return Conflict(f"{where}: the ticket changed since it was read ({description})")
-    if status == 503 and response.headers.get("Retry-After"):
-        return RateLimited(f"{where}: unavailable", parse_retry_after(response.headers.get("Retry-After")))
-    if status >= 500:
-        return Transient(f"{where}: {description}")
-    error = Permanent(f"{where}: {description}")
-    return not_sent(error) if 400 <= status < 500 else error
+    description = _zendesk_description(response, redact)
+    retry_after = response.headers.get("Retry-After")
+    return error_for_status(status, retry_after, default=f"{where}: {description}", messages={
+        http.RATE_LIMITED: f"{where}: rate limited (Retry-After {retry_after})",
+        http.UNAVAILABLE: f"{where}: unavailable",
+        http.UNAUTHORIZED: f"{where}: credentials rejected or not allowed ({description})",
+        http.NOT_FOUND: f"{where}: not found",
+        http.CONFLICT: f"{where}: the ticket changed since it was read ({description})",
+    })
 
 
-def error_for_exception(error: BaseException, secrets: list[str] = ()) -> ConnectorError:
+def error_for_exception(error: BaseException, redact: Redactor = Redactor()) -> ConnectorError:
     if isinstance(error, ConnectorError):
         return error
     name = type(error).__name__
-    if isinstance(error, (requests.JSONDecodeError, json.JSONDecodeError)):
-        # A 2xx body that is not JSON (a proxy's page). Any exception this function does not know is our
-        # own bug: it propagates as itself instead of being retried as a vendor error.
-        return Transient(f"Zendesk answered with an unreadable body ({name})")
-    if request_never_sent(error):
-        # Connect timeout, refused, unresolvable host: the request never left this process. A reset or
-        # "Connection aborted" is also a ConnectionError but may come after Zendesk read the request.
-        return not_sent(Transient(f"Zendesk unreachable ({name})"))
-    if isinstance(error, (requests.Timeout, requests.ConnectionError)):
-        return Transient(f"Zendesk unreachable ({name})")
-    if isinstance(error, requests.RequestException):
-        return Transient(f"Zendesk request failed ({name})")
-    try:
-        from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
-    except ImportError:  # pragma: no cover
-        APIException = RecordNotFoundException = ZenpyException = ()  # type: ignore[assignment]
+    # A reset or "Connection aborted" is a ConnectionError too, but may come after Zendesk read the request.
+    mapped = error_for_transport(error, messages={
+        http.UNREADABLE: f"Zendesk answered with an unreadable body ({name})",
+        http.NOT_CONNECTED: f"Zendesk unreachable ({name})",
+        http.TIMED_OUT: f"Zendesk unreachable ({name})",
+        http.CONNECTION_FAILED: f"Zendesk unreachable ({name})",
+        http.REQUEST_FAILED: f"Zendesk request failed ({name})",
+    })
+    if mapped is not None:
+        return mapped
+    from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
+
     if isinstance(error, RecordNotFoundException):
         return NotFound("Zendesk: record not found")
     if isinstance(error, APIException):
         response = getattr(error, "response", None)
-        mapped = error_for_response(response, secrets) if response is not None else None
-        return mapped or Permanent(_redact(f"Zendesk API error: {error}", list(secrets))[:500])
+        mapped = error_for_response(response, redact) if response is not None else None
+        return mapped or Permanent(redact(f"Zendesk API error: {error}")[:500])
     if isinstance(error, ZenpyException):
-        return Permanent(_redact(f"zenpy: {error}", list(secrets))[:500])
+        return Permanent(redact(f"zenpy: {error}")[:500])
+    # Any exception this function does not know is our own bug: it propagates as itself instead of being
+    # retried as a vendor error.
     raise error
 
 
@@ -263,7 +242,7 @@ class _BudgetedAdapter(HTTPAdapter):
         if self.limiter is not None:
             wait = self.limiter.try_acquire()
             if wait > 0:
-                raise not_sent(RateLimited("client-side Zendesk request budget exhausted", retry_after=wait))
+                raise budget_exhausted("Zendesk", wait)
         return super().send(request, *args, **kwargs)
 
 
@@ -286,7 +265,7 @@ class ZendeskClient:
         self.settings = settings
         self.base_url = base
         self.retry_policy = retry_policy
-        self._secrets = settings.secrets()
+        self._redact = settings.redactor()
         self.limiter = rate_limiter if rate_limiter is not None else limiter_for(
             f"zendesk:{urlsplit(base).hostname or base}", settings.requests_per_minute,
             redis_url=redis_url, database_url=database_url)
@@ -304,7 +283,7 @@ class ZendeskClient:
     # A hook runs inside Session.send: raising here means neither zenpy nor our own code ever handles
     # a raw error response (and zenpy's 429 sleep loop is never reached).
     def _raise_mapped(self, response: requests.Response, *args, **kwargs):
-        error = error_for_response(response, self._secrets)
+        error = error_for_response(response, self._redact)
         if error is not None:
             raise error
         return response
@@ -331,7 +310,7 @@ class ZendeskClient:
         except ConnectorError:
             raise
         except Exception as error:  # noqa: BLE001 - translated once, here
-            raise error_for_exception(error, self._secrets) from None
+            raise error_for_exception(error, self._redact) from None
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
                 retry: bool = True) -> Any:
@@ -400,7 +379,7 @@ class ZendeskClient:
                 except ConnectorError:
                     raise
                 except Exception as error:  # noqa: BLE001
-                    raise error_for_exception(error, self._secrets) from None
+                    raise error_for_exception(error, self._redact) from None
                 if hasattr(user, "to_dict"):
                     return user.to_dict()
                 if isinstance(user, Mapping):

@@ -3,37 +3,15 @@ print, log or reach the database. Vendor API settings live with their connectors
 (connectors.zendesk.ZendeskSettings, connectors.jira_sm.JiraSettings)."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.base import redact_url  # noqa: F401 - the one URL redactor; settings' displays use it
+
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-_SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
-
-
-def redact_url(url: str | None) -> str:
-    """A DATABASE_URL / QUEUE_URL fit for logs, errors and reprs: `scheme://user:***@host/db`, with
-    password-like query parameters (`?password=`, `sslpassword=`) masked too. Never raises."""
-    if not url:
-        return ""
-    try:
-        from sqlalchemy import make_url
-
-        parsed = make_url(url)
-        if parsed.query:
-            query = {k: ("***" if _SECRET_QUERY_KEYS.search(k) else v) for k, v in parsed.query.items()}
-            parsed = parsed.set(query=query)
-        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
-    except Exception:  # noqa: BLE001 - a description must never fail or leak
-        scheme, sep, rest = str(url).partition("://")
-        if not sep:
-            return "***"
-        # Keep what cannot hold a secret: the host part after the last "@", without a query.
-        host = rest.rsplit("@", 1)[-1].split("?", 1)[0]
-        return f"{scheme}://***@{host}" if "@" in rest else f"{scheme}://{host}"
 
 
 def default_matrix_path() -> str:
