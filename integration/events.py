@@ -23,14 +23,17 @@ If an enqueue fails the row is still there: the reconciler enqueues pending rows
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
@@ -133,6 +136,35 @@ class _GroupCommit:
             self._finished.discard(id(delivery))
 
 
+class _SqliteWriterTurns:
+    """On a SQLite file, the web processes' batch commits take turns on an flock of `<database>.intake-lock`
+    before BEGIN IMMEDIATE. SQLite itself makes a second writer poll with growing sleeps (1, 2, 5, 10 ms...),
+    which left each process's leader asleep most of the time under load; the kernel wakes a waiter on
+    flock as soon as the lock is released. Writers that do not take turns here (workers) are still
+    serialized by SQLite. On PostgreSQL this does nothing."""
+
+    def __init__(self, db: Database):
+        url = db.engine.url
+        database = url.database if url.get_backend_name() == "sqlite" else None
+        self._path = f"{database}.intake-lock" if database and database != ":memory:" and "mode=memory" not in str(
+            url) else None
+        self._file: Any = None
+        self._pid = 0
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        if self._path is None:
+            yield
+            return
+        if self._file is None or self._pid != os.getpid():  # an inherited descriptor would share the lock
+            self._file, self._pid = open(self._path, "a+b"), os.getpid()  # noqa: SIM115 - kept for the process
+        fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+
 def _row_level_failure(exc: Exception) -> bool:
     """Whether the database refused a row (constraint, value), not the transaction or the connection."""
     if isinstance(exc, (IntegrityError, DataError)):
@@ -155,6 +187,7 @@ class DatabaseEventSink:
         self.queue_health = queue_health
         self.matrix_health = matrix_health
         self._group = _GroupCommit(self._commit_batch)
+        self._writers = _SqliteWriterTurns(db)
 
     def accept(self, event: NeutralEvent, payload: bytes, received_at: datetime) -> AcceptResult:
         delivery = _Delivery(event, payload, received_at, content_hash(payload))
@@ -162,13 +195,21 @@ class DatabaseEventSink:
         if delivery.error is not None:
             raise delivery.error
         assert delivery.result is not None
-        if delivery.needs_task and self.enqueue is not None:
-            try:
-                self.enqueue(event.vendor, str(event.ticket_id))
-            except Exception:  # noqa: BLE001 - the row is committed; the reconciler enqueues it later
-                log.warning("event %s stored but not enqueued; the reconciler will pick it up",
-                            delivery.result.event_id, exc_info=True)
         return delivery.result
+
+    def _enqueue_tasks(self, batch: list["_Delivery"]) -> None:
+        """The batch's processing tasks, enqueued by the committing thread after the commit: one writer per
+        process on the queue instead of every request thread contending for it (a SQLite queue file makes
+        contenders sleep and retry)."""
+        if self.enqueue is None:
+            return
+        for delivery in batch:
+            if delivery.needs_task and delivery.result is not None and not delivery.result.duplicate:
+                try:
+                    self.enqueue(delivery.event.vendor, str(delivery.event.ticket_id))
+                except Exception:  # noqa: BLE001 - the row is committed; the reconciler enqueues it later
+                    log.warning("event %s stored but not enqueued; the reconciler will pick it up",
+                                delivery.result.event_id, exc_info=True)
 
     @property
     def waiting_deliveries(self) -> int:
@@ -176,6 +217,13 @@ class DatabaseEventSink:
         return self._group.waiting
 
     def _commit_batch(self, batch: list["_Delivery"]) -> None:
+        """Commit `batch`, set each member's result or error and enqueue its tasks, in this web process's
+        turn among the others on a SQLite file (`_SqliteWriterTurns`: its queue file contends the same way)."""
+        with self._writers.turn():
+            self._store_batch(batch)
+            self._enqueue_tasks(batch)
+
+    def _store_batch(self, batch: list["_Delivery"]) -> None:
         """Commit `batch` and set each member's result or error. Duplicates inside the batch (same delivery
         id or same body) are answered as duplicates of their first copy."""
         first_of: dict[tuple[str, str, str], _Delivery] = {}
