@@ -92,14 +92,20 @@ class _Secrets:
 
 
 # ------------------------------------------------------------------------------------ formats
+def slack_escape(text: str) -> str:
+    """Slack's mrkdwn reads <...> as links and mentions (<!channel>): a ticket subject must not become one."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(message: AlertMessage) -> dict[str, Any]:
     link = f"\n<{message.ticket_url}|Open ticket {message.ticket_id}>" if message.ticket_url else ""
-    facts = "  ".join(f"*{label}:* {value}" for label, value in message.facts())
+    facts = "  ".join(f"*{label}:* {slack_escape(value)}" for label, value in message.facts())
     return {
-        "text": f"{message.title}\n{message.text}",  # the notification preview, and clients without blocks
+        # the notification preview, and clients without blocks
+        "text": slack_escape(f"{message.title}\n{message.text}"),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": message.title[:150]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": (message.text + link)[:3000]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": (slack_escape(message.text) + link)[:3000]}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": facts[:3000] or " "}]},
         ],
     }

@@ -149,6 +149,7 @@ class AlertEvent:
     elapsed: float | None = None
     target: float | None = None
     missing_roles: tuple[str, ...] = ()
+    customer_updated: bool = False  # cadence: the service sent the customer the status update itself
 
     def key(self, vendor: str, ticket_id: str, channel: str) -> str:
         entered = self.entered_at.isoformat() if self.entered_at else "-"
@@ -223,7 +224,8 @@ def events_of(matrix: Matrix, ticket: Ticket, state_before: TicketState | None, 
                       else timer.due_at.isoformat() if timer.kind == "cadence" else "")
             found.append(AlertEvent(timer.kind, level.id, before.entered_level_at, clock=clock, detail=detail,
                                     time_left=facts.get("time_left"), overdue=facts.get("overdue"),
-                                    elapsed=facts.get("elapsed"), target=facts.get("target")))
+                                    elapsed=facts.get("elapsed"), target=facts.get("target"),
+                                    customer_updated=bool(decision.public_reply)))
     entered = (state_after.level and state_after.entered_level_at is not None
                and (before.level, before.entered_level_at) != (state_after.level, state_after.entered_level_at))
     if entered:
@@ -277,7 +279,9 @@ def build_message(loaded: LoadedMatrix, ticket: Ticket, alert: AlertEvent, chann
         lines.append(f"The {alert.clock} clock ran out: target {_human(alert.target)}, overdue by "
                      f"{_human(alert.overdue) or '0s'}.")
     elif alert.event == "cadence":
-        lines.append("No public update went out within the level's update cadence.")
+        lines.append("The level's update cadence came due: the customer was sent the status update."
+                     if alert.customer_updated else
+                     "No public update went out within the level's update cadence: please update the customer.")
     elif alert.event == "enter_level":
         targets = ", ".join(f"{name} {format_duration(target)}" for name, target in level.sla.items())
         if targets:
@@ -324,11 +328,21 @@ def record_alerts(session: Session, loaded: LoadedMatrix, ticket: Ticket, state_
                   now: datetime) -> int:
     """Insert the outbox rows for what this round did, in the caller's transaction (the decision's final
     commit). Returns how many new rows; 0 when the matrix has no `notify:` or the rows already exist."""
+    if loaded.matrix.notify is None or not loaded.matrix.notify.routes:
+        return 0
+    found = events_of(loaded.matrix, ticket, state_before, state_after, decision, timer, now)
+    return record_events(session, loaded, ticket, found, decision_id=decision_id, now=now)
+
+
+def record_events(session: Session, loaded: LoadedMatrix, ticket: Ticket, found: Iterable[AlertEvent], *,
+                  decision_id: int | None, now: datetime) -> int:
+    """Outbox rows for `found` (routed by the matrix) in the caller's transaction; for a producer of its own
+    events (e.g. `exit_unmet`, once levels have exit criteria). Returns how many new rows."""
     matrix = loaded.matrix
-    if matrix.notify is None or not matrix.notify.routes:
+    if matrix.notify is None:
         return 0
     added = 0
-    for alert in events_of(matrix, ticket, state_before, state_after, decision, timer, now):
+    for alert in found:
         for channel, template in routes_for(matrix, alert):
             key = alert.key(ticket.vendor, ticket.id, channel)
             message = build_message(loaded, ticket, alert, channel, template, key, now)

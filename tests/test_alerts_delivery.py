@@ -74,7 +74,7 @@ def notify_section(smtp_port: int, timeout: float = 5.0) -> str:
       template: incident_alert
     - when: {{event: breach, level: L4, clock: acknowledge}}
       to: [oncall_page]
-    - when: {{event: enter_level, level: L4}}
+    - when: {{event: [enter_level, cadence], level: L4}}
       to: [leadership_teams]
 
 """
@@ -531,3 +531,17 @@ def test_the_worker_sends_after_the_commit_and_in_its_sweep(rig):
     assert "periodic:alerts" in jobs.tick(alerts.ALERT_SWEEP_SECONDS)
     assert {r.status for r in rig.rows(ticket_id="715")} == {"sent"}
     jobs.stop()
+
+
+def test_a_cadence_status_update_alerts_the_leadership_channel(rig):
+    rig.new_ticket("716")
+    process_ticket("zendesk", "716", deps=rig.deps())
+    rig.send()
+    rig.clock.value = MONDAY_9 + timedelta(hours=1, minutes=1)
+    cadence = rig.timer("716", "cadence", "update_cadence", "L4")
+    assert fire_timer(cadence.id, deps=rig.deps()) == "fired"
+    assert rig.fake.replies("716")[-1].startswith("Status digest for 716")
+    assert rig.send().sent == 1
+    card = rig.teams.accepted()[-1].json()["attachments"][0]["content"]
+    assert card["body"][0]["text"] == "[L4] Ticket 716: customer update overdue at L4"
+    assert "The level's update cadence came due: the customer was sent the status update." in card["body"][1]["text"]
