@@ -42,3 +42,24 @@ def test_http_answers_map_to_the_connector_errors(receiver, status, error):
     assert "s3cr3t" not in str(raised.value)
     if error is RateLimited:
         assert raised.value.retry_after == 1.0
+
+
+@pytest.mark.parametrize("reply, error", [("451 4.3.0 mailbox busy, try later", Transient),
+                                          ("554 5.7.1 message refused", Permanent)])
+def test_smtp_replies_map_to_the_connector_errors(reply, error):
+    from tests.support.alert_receivers import SmtpReceiver
+
+    smtp = SmtpReceiver("bot@acme.example", "smtp-pass-123").start()
+    try:
+        smtp.data_replies = [reply]
+        channel = AlertChannel(email={"host": "127.0.0.1", "port": smtp.port, "security": "none",
+                                      "username": "bot@acme.example", "password_env": "MAIL_PASSWORD",
+                                      "sender": "bot@acme.example", "to": ["leads@acme.example"]})
+        environ = {"MAIL_PASSWORD": "smtp-pass-123"}
+        with pytest.raises(error) as raised:
+            send("leads_mail", channel, MESSAGE, environ=environ)
+        assert str(raised.value).startswith(f"channel 'leads_mail': SMTP {reply[:3]}")
+        send("leads_mail", channel, MESSAGE, environ=environ)  # the next attempt goes through
+        assert [m["Subject"] for m in smtp.messages] == ["[L3] Ticket 1: SLA breach at L3"]
+    finally:
+        smtp.close()

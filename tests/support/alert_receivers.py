@@ -91,6 +91,7 @@ class SmtpReceiver:
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     port: int = 0
+    data_replies: list[str] = field(default_factory=list)  # scripted answers to DATA, then "250 OK"
 
     def start(self) -> "SmtpReceiver":
         from aiosmtpd.controller import Controller
@@ -100,6 +101,8 @@ class SmtpReceiver:
 
         class Handler:
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+                if receiver.data_replies:
+                    return receiver.data_replies.pop(0)
                 receiver.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 receiver.messages.append(message_from_bytes(envelope.original_content, policy=policy.default))
                 return "250 OK"
