@@ -981,11 +981,12 @@ def _jql_quote(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ factories
-def build_from_env(matrix: Any, *, database_url: str | None = None, **kwargs: Any) -> JiraConnector | None:
+def build_from_env(matrix: Any, *, database_url: str | None = None, redis_url: str | None = None,
+                   **kwargs: Any) -> JiraConnector | None:
     """The connector from JIRA_* environment variables, or None (dry run) when none of JIRA_URL,
-    JIRA_EMAIL, JIRA_API_TOKEN is set. Raises ConfigurationError when only some are. `database_url` is
-    accepted for symmetry with the Zendesk factory and unused: Jira Cloud's limits are cost-based and
-    answered with 429 + Retry-After, so there is no client-side budget to share."""
+    JIRA_EMAIL, JIRA_API_TOKEN is set. Raises ConfigurationError when only some are. `database_url` and
+    `redis_url` are accepted for symmetry with the Zendesk factory and unused: Jira Cloud's limits are
+    cost-based and answered with 429 + Retry-After, so there is no client-side budget to share."""
     settings = JiraSettings()
     if not settings.check_complete():
         return None

@@ -13,9 +13,10 @@ a long wait re-queues the task instead of blocking a worker.
   deployments that scale workers out on PostgreSQL without Redis. Its table is created on first use
   (CREATE TABLE IF NOT EXISTS), outside the Alembic migrations: it holds only disposable counters.
 
-`limiter_for` picks Redis when REDIS_URL (or a redis:// QUEUE_URL) is set, else PostgreSQL when the
-database is PostgreSQL, else the in-process bucket (one process, or SQLite: a single host). It reads those
-settings from `integration.settings.Settings` (environment and `.env`), never from os.environ directly.
+`limiter_for` picks Redis when given a Redis URL (the service passes REDIS_URL, or a redis:// QUEUE_URL:
+`shared_redis_url`), else PostgreSQL when the database URL it is given is PostgreSQL, else the in-process
+bucket (one process, or SQLite: a single host). It reads no settings itself: the caller that builds the
+connector passes both URLs from the service's settings.
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ import threading
 import time
 from typing import Any, Callable, Protocol
 
-from integration.settings import REDIS_SCHEMES, Settings
-
 log = logging.getLogger(__name__)
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class RateLimiter(Protocol):
@@ -185,19 +186,14 @@ def _sql_engine(database_url: str) -> Any:
         return engine
 
 
-def limiter_for(account_key: str, requests_per_minute: int, *, redis_url: str | None = None,
-                database_url: str | None = None, settings: Settings | None = None) -> RateLimiter:
+def limiter_for(account_key: str, requests_per_minute: int, *, redis_url: str | None,
+                database_url: str | None) -> RateLimiter:
     """The limiter for one vendor account (`account_key`, e.g. "zendesk:acme.zendesk.com").
 
-    1. Redis when `redis_url` is given, else when the settings' REDIS_URL or QUEUE_URL is a Redis URL;
-    2. else PostgreSQL when `database_url` (else the settings' DATABASE_URL) is postgresql://,
-       so scaled-out workers share one budget either way;
-    3. otherwise one in-process bucket per account for this process.
-    `settings` (default: `Settings()`, the environment and `.env`) is read only for what is not given."""
-    if redis_url is None or database_url is None:
-        settings = settings or Settings()
-        redis_url = redis_url or shared_redis_url(settings.redis_url, settings.queue_url)
-        database_url = database_url or settings.database_url
+    1. Redis when `redis_url` is given (see `shared_redis_url`);
+    2. else PostgreSQL when `database_url` is postgresql://, so scaled-out workers share one budget
+       either way;
+    3. otherwise one in-process bucket per account for this process."""
     key = f"escalation:ratelimit:{account_key}"
     if redis_url:
         import redis

@@ -18,6 +18,7 @@ import os
 from typing import Any, Callable, Iterator
 
 from connectors.base import ApplyResult, Connector, Permanent
+from connectors.ratelimit import shared_redis_url
 from integration.model import Decision, Ticket
 from integration.settings import Settings
 
@@ -69,8 +70,10 @@ def build_connector(vendor: str, settings: Settings, matrix: Any, *, db: Any = N
     module = _vendor_module(vendor)
     build = getattr(module, "build_from_env", None) if module is not None else None
     if build is not None:
-        # The shared request budget lives in this database when no Redis is configured (Jira ignores it).
-        connector = build(matrix, database_url=settings.database_url)
+        # The shared request budget lives in Redis, else in this database when it is PostgreSQL (Jira
+        # ignores both).
+        connector = build(matrix, database_url=settings.database_url,
+                          redis_url=shared_redis_url(settings.redis_url, settings.queue_url))
         if connector is not None:
             return connector
     snapshot = getattr(module, "snapshot_from_webhook", None) if module is not None else None

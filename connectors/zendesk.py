@@ -595,7 +595,7 @@ class ZendeskConnector:
         self.settings = settings
         self.matrix = matrix
         # redis_url / database_url: where the shared request budget lives (connectors.ratelimit.limiter_for);
-        # None = REDIS_URL / DATABASE_URL from integration.settings.Settings.
+        # neither given = a budget of this process only.
         self.client = ZendeskClient(settings, session=session, retry_policy=retry_policy, rate_limiter=rate_limiter,
                                     database_url=database_url, redis_url=redis_url)
         self._lookups = _Lookups(own_user_id=settings.user_id)

@@ -307,10 +307,12 @@ def apply_plan(client, plan_: SlaPlan) -> SlaApplyResult:
 
 # ------------------------------------------------------------------------------------ entry points
 def _client_from_env(matrix: Matrix, settings: Settings | None = None):
+    from connectors.ratelimit import shared_redis_url
     from connectors.zendesk import build_from_env
 
     settings = settings or Settings()
-    connector = build_from_env(matrix, database_url=settings.database_url, redis_url=settings.redis_url)
+    connector = build_from_env(matrix, database_url=settings.database_url,
+                               redis_url=shared_redis_url(settings.redis_url, settings.queue_url))
     return connector.client if connector is not None else None
 
 

@@ -44,27 +44,43 @@ def test_bucket_refills_no_higher_than_its_capacity():
 
 def test_local_limiter_is_shared_per_account(no_shared_store):
     key = f"zendesk:{uuid.uuid4()}.zendesk.com"
-    assert limiter_for(key, 100) is limiter_for(key, 100)
-    assert limiter_for(key, 100) is not limiter_for(key + "x", 100)
+    local = {"redis_url": None, "database_url": None}
+    assert limiter_for(key, 100, **local) is limiter_for(key, 100, **local)
+    assert limiter_for(key, 100, **local) is not limiter_for(key + "x", 100, **local)
+
+
+def _budget_of_the_built_connector(monkeypatch, settings):
+    """The request budget of the Zendesk connector the service builds from `settings`."""
+    from connectors.registry import build_connector
+    from tests.support.jira_helpers import enterprise_matrix
+
+    for name, value in (("ZENDESK_SUBDOMAIN", "acme"), ("ZENDESK_EMAIL", "bot@acme.example"),
+                        ("ZENDESK_API_TOKEN", "budget-token")):
+        monkeypatch.setenv(name, value)
+    return build_connector("zendesk", settings, enterprise_matrix()).client.limiter
 
 
 def test_redis_is_chosen_from_redis_url_else_from_a_redis_queue_url(no_shared_store):
+    from integration.settings import Settings
+
     monkeypatch = no_shared_store
     assert shared_redis_url(None, "sqlite:///var/queue.db") is None
     assert shared_redis_url(None, "redis://queue.internal:6379/2") == "redis://queue.internal:6379/2"
     assert shared_redis_url("redis://cache.internal:6379/0", "redis://queue.internal:6379/2") == \
         "redis://cache.internal:6379/0"
     monkeypatch.setenv("QUEUE_URL", "redis://queue.internal:6379/2")
-    limiter = limiter_for("zendesk:acme", 10)  # no connection until used
+    limiter = _budget_of_the_built_connector(monkeypatch, Settings())  # no connection until used
     assert isinstance(limiter, RedisWindowLimiter)
     assert limiter.redis.connection_pool.connection_kwargs["host"] == "queue.internal"
 
 
 def test_redis_url_in_a_dotenv_file_shares_the_budget(no_shared_store, tmp_path):
+    from integration.settings import Settings
+
     # The service reads its settings from the environment *and* `.env`; the budget's store must too.
     no_shared_store.chdir(tmp_path)
     (tmp_path / ".env").write_text("REDIS_URL=redis://cache.internal:6379/3\n", encoding="utf-8")
-    limiter = limiter_for(f"zendesk:{uuid.uuid4()}", 10)
+    limiter = _budget_of_the_built_connector(no_shared_store, Settings())
     assert isinstance(limiter, RedisWindowLimiter)
     assert limiter.redis.connection_pool.connection_kwargs["host"] == "cache.internal"
 
@@ -73,9 +89,9 @@ def test_explicit_settings_decide_the_store(no_shared_store):
     from integration.settings import Settings
 
     settings = Settings(_env_file=None, REDIS_URL="redis://cache.internal:6379/0")
-    assert isinstance(limiter_for("zendesk:acme", 10, settings=settings), RedisWindowLimiter)
+    assert isinstance(_budget_of_the_built_connector(no_shared_store, settings), RedisWindowLimiter)
     settings = Settings(_env_file=None, DATABASE_URL="postgresql://postgres@db.internal/escalation")
-    assert isinstance(limiter_for("zendesk:acme", 10, settings=settings), SqlWindowLimiter)
+    assert isinstance(_budget_of_the_built_connector(no_shared_store, settings), SqlWindowLimiter)
 
 
 @pytest.mark.redis
@@ -97,15 +113,18 @@ def test_redis_window_is_one_budget_for_all_workers(redis_url):
 
 # ------------------------------------------------------------------------------ SQL-shared window
 def test_postgres_is_chosen_without_redis_and_redis_still_wins(no_shared_store):
+    from integration.settings import Settings
+
     monkeypatch = no_shared_store
-    monkeypatch.setenv("DATABASE_URL", "sqlite:///var/escalation.db")
-    assert isinstance(limiter_for(f"zendesk:{uuid.uuid4()}", 10), TokenBucket)  # SQLite: one host, one process
+    sqlite = "sqlite:///var/escalation.db"
+    assert isinstance(limiter_for(f"zendesk:{uuid.uuid4()}", 10, redis_url=None, database_url=sqlite),
+                      TokenBucket)  # SQLite: one host, one process
     pg = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    assert isinstance(limiter_for("zendesk:acme", 10, database_url=pg), SqlWindowLimiter)  # no connection yet
+    assert isinstance(limiter_for("zendesk:acme", 10, redis_url=None, database_url=pg), SqlWindowLimiter)  # no connection yet
     monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@db.internal/escalation")
-    assert isinstance(limiter_for("zendesk:acme", 10), SqlWindowLimiter)
+    assert isinstance(_budget_of_the_built_connector(monkeypatch, Settings()), SqlWindowLimiter)
     monkeypatch.setenv("REDIS_URL", "redis://cache.internal:6379/0")
-    assert isinstance(limiter_for("zendesk:acme", 10, database_url=pg), RedisWindowLimiter)
+    assert isinstance(_budget_of_the_built_connector(monkeypatch, Settings()), RedisWindowLimiter)
 
 
 def _sql_window_is_one_budget_for_all_workers(engine, table):
