@@ -67,7 +67,9 @@ class _Secrets:
     """The environment values one channel uses; `redact` removes every one of them from a text."""
 
     def __init__(self, name: str, environ: Mapping[str, str]):
-        self.name, self.environ, self.values = name, environ, []  # type: ignore[var-annotated]
+        self.name, self.environ = name, environ
+        self.values: list[str] = []
+        self.logins: list[tuple[str, str]] = []
 
     def read(self, variable: str) -> str:
         value = (self.environ.get(variable) or "").strip()
@@ -86,7 +88,10 @@ class _Secrets:
         return url
 
     def redact(self, text: str) -> str:
-        for value in sorted(self.values, key=len, reverse=True):
+        from connectors.http import Redactor  # the vendor edge's redactor: encoded forms, Basic/Bearer, URLs
+
+        text = Redactor(self.values, basic_credentials=self.logins)(text)
+        for value in sorted(self.values, key=len, reverse=True):  # short URL pieces below its minimum too
             text = text.replace(value, "***")
         return text
 
@@ -203,6 +208,8 @@ def _post_json(name: str, url: str, payload: dict[str, Any], timeout: float, sec
 def _send_email(name: str, channel: AlertChannel, message: AlertMessage, secrets: _Secrets) -> None:
     settings = channel.email
     password = secrets.read(settings.password_env) if settings.password_env else None
+    if password and settings.username:
+        secrets.logins.append((settings.username, password))
     mail = email_message(message, settings.sender, list(settings.to))
     timeout = channel.timeout_seconds
     try:

@@ -63,3 +63,13 @@ def test_smtp_replies_map_to_the_connector_errors(reply, error):
         assert [m["Subject"] for m in smtp.messages] == ["[L3] Ticket 1: SLA breach at L3"]
     finally:
         smtp.close()
+
+
+@pytest.mark.parametrize("echo", [b"bad hook {path}", b"bad hook url=https%3A%2F%2Fhost{quoted_path}"])
+def test_a_receiver_quoting_the_webhook_path_back_does_not_leak_it(receiver, echo):
+    receiver.script = [400]
+    receiver.error_body = echo
+    channel = AlertChannel(slack={"webhook_url_env": "HOOK_URL"}, timeout_seconds=2)
+    with pytest.raises(Permanent) as raised:
+        send("ops_slack", channel, MESSAGE, environ={"HOOK_URL": receiver.url("/services/T01/B02/xoxb-secret-path-99")})
+    assert "xoxb-secret-path-99" not in str(raised.value) and "bad hook" in str(raised.value)

@@ -10,6 +10,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import quote
 
 HANG = "hang"  # a scripted answer: hold the request without answering until the test releases it
 
@@ -57,6 +58,7 @@ class HttpReceiver:
                 payload = b"ok" if int(status) < 300 else receiver.error_body or b"error"
                 # Some webhook hosts echo the request path in errors; the service must not pass that on.
                 payload = payload.replace(b"{path}", self.path.encode())
+                payload = payload.replace(b"{quoted_path}", quote(self.path, safe="").encode())
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
