@@ -226,8 +226,9 @@ def events_of(matrix: Matrix, ticket: Ticket, state_before: TicketState | None, 
                                     time_left=facts.get("time_left"), overdue=facts.get("overdue"),
                                     elapsed=facts.get("elapsed"), target=facts.get("target"),
                                     customer_updated=bool(decision.public_reply)))
-    entered = (state_after.level and state_after.entered_level_at is not None
-               and (before.level, before.entered_level_at) != (state_after.level, state_after.entered_level_at))
+    # A level change, not any change of `entered_level_at`: a later pass may re-anchor the same stay to a
+    # vendor time (a hand-set level's audit read), which is not a second entry.
+    entered = bool(state_after.level) and state_after.entered_level_at is not None and before.level != state_after.level
     if entered:
         level = _level_of(matrix, state_after.level)
         if level is not None:

@@ -545,3 +545,15 @@ def test_a_cadence_status_update_alerts_the_leadership_channel(rig):
     card = rig.teams.accepted()[-1].json()["attachments"][0]["content"]
     assert card["body"][0]["text"] == "[L4] Ticket 716: customer update overdue at L4"
     assert "The level's update cadence came due: the customer was sent the status update." in card["body"][1]["text"]
+
+
+def test_a_stay_re_anchored_to_a_vendor_time_is_not_a_second_entry(rig):
+    rig.new_ticket("717")
+    process_ticket("zendesk", "717", deps=rig.deps())
+    state = rig.state("717")
+    re_anchored = state.with_(entered_level_at=state.entered_level_at - timedelta(minutes=3))
+    with rig.runtime.db.session() as session:
+        added = alerts.record_alerts(session, rig.runtime.matrix(), rig.fake.fetch_ticket("717"), state, re_anchored,
+                                     None, decision_id=None, timer=None, now=rig.clock())
+    assert added == 0
+    assert [r.event for r in rig.rows(ticket_id="717", channel="incident_slack")] == ["enter_level", "role_missing"]
