@@ -17,7 +17,7 @@ from matrix_config.lint import lint
 from matrix_config.loader import LoadedMatrix, MatrixInvalid, load_matrix
 
 # --remote VENDOR -> module under connectors/ that implements `check_remote(loaded) -> list[str]`.
-REMOTE_MODULES = {"zendesk": "zendesk", "jira": "jira_sm"}
+REMOTE_MODULES = {"zendesk": "zendesk", "jira": "jira.remote"}
 
 
 def _remote_errors(vendor: str, loaded: LoadedMatrix) -> list[str]:

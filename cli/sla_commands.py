@@ -15,7 +15,7 @@ VENDORS = ("zendesk", "jira")
 
 
 def _vendor_call(vendor: str, function: str, *args) -> None:
-    module = importlib.import_module(f"connectors.{vendor}_sla")
+    module = importlib.import_module({"zendesk": "connectors.zendesk_sla", "jira": "connectors.jira.sla"}[vendor])
     handler = getattr(module, function, None)
     if handler is None:
         raise click.UsageError(f"`sla {function.removeprefix('cli_')}` is not available for {vendor}")

@@ -24,7 +24,7 @@ from integration.settings import Settings
 
 log = logging.getLogger(__name__)
 
-VENDOR_MODULES = {"zendesk": "connectors.zendesk", "jira": "connectors.jira_sm"}
+VENDOR_MODULES = {"zendesk": "connectors.zendesk", "jira": "connectors.jira.connector"}
 TEST_CONNECTOR_ENV = "ESCALATION_TEST_CONNECTOR"  # TEST-ONLY
 TESTING_ENV = "ESCALATION_TESTING"  # must be "1" for any test hook to be honoured
 OFFLINE_PAYLOAD_WINDOW = 500  # stored payloads folded into one offline snapshot (newest N, read oldest first)

@@ -11,7 +11,8 @@ import responses
 from responses import matchers
 
 from connectors.base import NotFound, Transient
-from connectors.jira_sm import JiraConnector, JiraSettings
+from connectors.jira.connector import JiraConnector
+from connectors.jira.settings import JiraSettings
 from connectors.retry import RetryPolicy
 from connectors.zendesk import ZendeskConnector, ZendeskSettings
 from integration.catchup import DatabaseWatermarks, catch_up, watermark_name

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from connectors.base import Conflict, ConnectorError, NotFound, Permanent, RateLimited, Transient, Unauthorized
-from connectors.jira_sm import JiraConnector
+from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy, call_with_retry
 from connectors.zendesk import ZendeskConnector

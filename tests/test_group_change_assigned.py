@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import responses
 
-from connectors.jira_sm import JiraConnector
+from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk import ZendeskConnector, ZendeskSettings

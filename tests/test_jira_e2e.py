@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import responses
 
-from connectors.jira_sm import JiraConnector
+from connectors.jira.connector import JiraConnector
 from integration.settings import Settings
 from tests.support.jira_helpers import SITE, SleepRecorder, body_of, make_settings, recorded, validate_all
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import responses
 
-from connectors.jira_sla import cli_check, cli_plan, drift, expected_goals, jsm_duration
+from connectors.jira.sla import cli_check, cli_plan, drift, expected_goals, jsm_duration
 from integration.model import Ticket
 from matrix_config.schema import Matrix
 from tests.support.jira_helpers import ENV, SITE, enterprise_matrix, query_of, recorded, validate_all

@@ -19,16 +19,11 @@ from connectors.base import (
     Transient,
     Unauthorized,
 )
-from connectors.jira_sm import (
-    JiraConnector,
-    JiraSettings,
-    StatusConfig,
-    build_from_env,
-    check_remote,
-    encode_field_value,
-    neutral_status,
-    snapshot_from_webhook,
-)
+from connectors.jira.connector import JiraConnector, build_from_env
+from connectors.jira.mapping import encode_field_value, neutral_status
+from connectors.jira.remote import check_remote
+from connectors.jira.settings import JiraSettings, StatusConfig
+from connectors.jira.webhook_snapshot import snapshot_from_webhook
 from integration.model import Decision, Ticket
 from matrix_config.schema import Matrix
 from tests.support.jira_helpers import (
@@ -599,7 +594,7 @@ def test_a_caller_supplied_session_gets_the_credentials_and_sends_once(http, sle
 
 
 def test_bot_and_automation_replies_are_not_acknowledgements():
-    from connectors.jira_sm import AUTOMATION_ACCOUNT_ID, reply_times
+    from connectors.jira.mapping import AUTOMATION_ACCOUNT_ID, reply_times
 
     def public(author, minute):
         return {"public": True, "author": {"accountId": author},
@@ -610,7 +605,7 @@ def test_bot_and_automation_replies_are_not_acknowledgements():
     first, last = reply_times(comments, "customer-1", "service-1", frozenset({"chatbot-1"}))
     assert first == last == datetime(2026, 11, 27, 9, 3, tzinfo=timezone.utc)
     assert make_settings(JIRA_NON_AGENT_ACCOUNTS="chatbot-1, bot-2").non_agent_accounts_csv
-    from connectors.jira_sm import NormalizeOptions
+    from connectors.jira.settings import NormalizeOptions
 
     assert NormalizeOptions.from_settings(make_settings(JIRA_NON_AGENT_ACCOUNTS="chatbot-1, bot-2")).non_agents == {
         "chatbot-1", "bot-2"}

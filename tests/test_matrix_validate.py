@@ -185,7 +185,7 @@ def test_remote_problems_make_the_matrix_invalid(in_repo: None, monkeypatch: pyt
         seen.append(loaded.version)
         return ["matrix_config/examples/minimal.yaml:21:3: groups.engineering.jira: no Jira group 'engineering'"]
 
-    _fake_connector(monkeypatch, "connectors.jira_sm", check_remote)
+    _fake_connector(monkeypatch, "connectors.jira.remote", check_remote)
     result = _validate("matrix_config/examples/minimal.yaml", "--remote", "jira")
     assert result.exit_code == 1
     assert "groups.engineering.jira: no Jira group 'engineering'" in result.stdout
@@ -209,7 +209,7 @@ def test_remote_check_crash_is_not_valid(in_repo: None, monkeypatch: pytest.Monk
     def check_remote(loaded):
         raise ConnectionError("vendor unreachable")
 
-    _fake_connector(monkeypatch, "connectors.jira_sm", check_remote)
+    _fake_connector(monkeypatch, "connectors.jira.remote", check_remote)
     result = _validate("matrix_config/examples/minimal.yaml", "--remote", "jira")
     assert result.exit_code == 1
     assert "the remote check failed: ConnectionError: vendor unreachable" in result.stdout

@@ -15,7 +15,8 @@ import responses
 from click.testing import CliRunner
 
 from cli.main import cli
-from connectors.jira_sm import JiraConnector, remote_problems
+from connectors.jira.connector import JiraConnector
+from connectors.jira.remote import remote_problems
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk import ZendeskConnector, ZendeskSettings, check_remote
@@ -296,9 +297,9 @@ def test_validate_remote_jira_needs_the_organizations_field(tmp_path, monkeypatc
     loaded = load_matrix(org_tier_matrix_file(tmp_path))
     connector = JiraConnector(make_settings(JIRA_ORGANIZATION_FIELD=None), loaded.matrix,
                               retry_policy=SleepRecorder().policy())
-    import connectors.jira_sm as jira_sm
+    import connectors.jira.remote as jira_remote
 
-    monkeypatch.setattr(jira_sm, "_paged_values", lambda *args, **kwargs: [])
+    monkeypatch.setattr(jira_remote, "_paged_values", lambda *args, **kwargs: [])
     monkeypatch.setattr(connector, "all_fields", lambda: [])
     problems = remote_problems(connector, loaded.matrix)
     assert ("fields.customer_tier.jira.organization_property: JIRA_ORGANIZATION_FIELD is not set, so the "

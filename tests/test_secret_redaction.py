@@ -18,7 +18,7 @@ import responses
 from click.testing import CliRunner
 from sqlalchemy import MetaData, select
 
-from connectors.jira_sm import JiraConnector
+from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk import ZendeskConnector, ZendeskSettings

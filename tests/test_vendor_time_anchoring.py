@@ -19,7 +19,7 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from connectors.jira_sm import JiraConnector
+from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk import ZendeskConnector

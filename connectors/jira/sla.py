@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
+from connectors.jira.connector import build_from_env
+from connectors.jira.mapping import ticket_from_issue
+from connectors.jira.settings import JSM_API, JiraSettings, NormalizeOptions, _split_list
 from matrix_config.schema import CLOCKS, LEVEL_ATTRIBUTE, Matrix
 
 # JSM's default metric names for the two clocks JSM projects come with, and suggested names for the
@@ -268,8 +271,6 @@ def _print_plan(doc: dict[str, Any]) -> None:
 
 def pause_status_names(matrix: Matrix, settings: Any) -> list[str]:
     """The Jira status names behind the matrix's neutral pause statuses (JIRA_PENDING/ON_HOLD_STATUSES)."""
-    from connectors.jira_sm import _split_list
-
     by_neutral = {"pending": _split_list(settings.pending_statuses_csv),
                   "on_hold": _split_list(settings.on_hold_statuses_csv)}
     names: list[str] = []
@@ -279,7 +280,6 @@ def pause_status_names(matrix: Matrix, settings: Any) -> list[str]:
 
 
 def cli_plan(matrix_path: str, fmt: str = "text") -> int:
-    from connectors.jira_sm import JiraSettings
     from matrix_config.loader import load_matrix
 
     loaded = load_matrix(matrix_path)
@@ -298,8 +298,6 @@ def cli_plan(matrix_path: str, fmt: str = "text") -> int:
 
 
 def sla_records(connector: Any, key: str) -> list[dict[str, Any]]:
-    from connectors.jira_sm import JSM_API
-
     records: list[dict[str, Any]] = []
     start = 0
     while True:
@@ -313,8 +311,6 @@ def sla_records(connector: Any, key: str) -> list[dict[str, Any]]:
 
 def check_open_requests(connector: Any, matrix: Matrix, max_tickets: int = 500) -> tuple[int, list[Drift]]:
     """(requests checked, drift found) for open requests in the configured projects."""
-    from connectors.jira_sm import NormalizeOptions, ticket_from_issue
-
     jql = f"{connector._project_clause()}statusCategory != Done ORDER BY updated DESC"
     options = NormalizeOptions.from_settings(connector.settings)
     names = connector.settings.sla_metric_names
@@ -333,7 +329,6 @@ def check_open_requests(connector: Any, matrix: Matrix, max_tickets: int = 500) 
 
 def cli_check(matrix_path: str, fmt: str = "text") -> int:
     from connectors.base import ConfigurationError, ConnectorError
-    from connectors.jira_sm import build_from_env
     from matrix_config.loader import load_matrix
 
     loaded = load_matrix(matrix_path)

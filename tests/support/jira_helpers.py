@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import responses
 
-from connectors.jira_sm import JiraSettings
+from connectors.jira.settings import JiraSettings
 from connectors.retry import RetryPolicy
 from matrix_config.loader import load_matrix
 from tests.support.openapi_check import validate_request
