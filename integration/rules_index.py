@@ -25,36 +25,14 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from integration.model import Ticket
+from matrix_config.matching import normalize
 from matrix_config.schema import Matcher, Rule
 
-_NUMBER_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
 _COLLECTIONS = (list, tuple, set, frozenset)
-
-
-_NUMBER_START = frozenset("+-0123456789")
-
-
-def normalize(value: Any) -> Hashable | None:
-    """The comparison key of one scalar; None for an empty value."""
-    if value is None:
-        return None
-    kind = type(value)
-    if kind is not str:
-        if kind is bool:
-            return ("b", value)
-        if kind is int or kind is float or isinstance(value, (int, float)):
-            return ("n", float(value))
-    text = str(value).strip()
-    if not text:
-        return None
-    if text[0] in _NUMBER_START and _NUMBER_RE.match(text):
-        return ("n", float(text))
-    return ("s", text.casefold())
 
 
 class AttributeValue:

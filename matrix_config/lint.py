@@ -16,11 +16,11 @@ the attribute's cardinality.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from matrix_config.loader import LoadedMatrix
+from matrix_config.matching import normalize
 from datetime import timedelta
 
 from matrix_config.schema import CLOCKS, Level, Matcher, Matrix, Rule, format_duration
@@ -83,26 +83,8 @@ def lint(loaded: LoadedMatrix) -> list[Finding]:
 
 
 # ------------------------------------------------------------------------------------ shadowing
-_NUMBER_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
-
-
-def _key(value: Any) -> Hashable | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return ("b", value)
-    if isinstance(value, (int, float)):
-        return ("n", float(value))
-    text = str(value).strip()
-    if not text:
-        return None
-    if _NUMBER_RE.match(text):
-        return ("n", float(text))
-    return ("s", text.casefold())
-
-
 def _keys(values: Iterable[Any]) -> frozenset:
-    return frozenset(k for k in (_key(v) for v in values) if k is not None)
+    return frozenset(k for k in (normalize(v) for v in values) if k is not None)
 
 
 @dataclass
@@ -159,7 +141,7 @@ def _constraint(condition: Any) -> _Constraint:
     elif isinstance(condition, list):
         c.one_of.append(_keys(condition))
     else:
-        key = _key(condition)
+        key = normalize(condition)
         if key is None:
             c.set_present(False)
         else:
