@@ -26,7 +26,8 @@ import responses  # noqa: E402
 from connectors.base import Conflict  # noqa: E402
 from connectors.ratelimit import TokenBucket  # noqa: E402
 from connectors.retry import RetryPolicy  # noqa: E402
-from connectors.zendesk import ZendeskConnector, ZendeskSettings  # noqa: E402
+from connectors.zendesk.connector import ZendeskConnector  # noqa: E402
+from connectors.zendesk.settings import ZendeskSettings  # noqa: E402
 from integration.engine import decide, next_state  # noqa: E402
 from matrix_config.loader import load_matrix  # noqa: E402
 from tests.support.zendesk_fake import FakeZendesk  # noqa: E402

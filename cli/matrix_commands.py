@@ -6,7 +6,6 @@ Exit status: 0 valid (warnings allowed unless --strict), 1 invalid. One finding 
 """
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from typing import Any
@@ -16,26 +15,17 @@ import click
 from matrix_config.lint import lint
 from matrix_config.loader import LoadedMatrix, MatrixInvalid, load_matrix
 
-# --remote VENDOR -> module under connectors/ that implements `check_remote(loaded) -> list[str]`.
-REMOTE_MODULES = {"zendesk": "zendesk", "jira": "jira.remote"}
+# connectors.vendors.PLUGINS names the same vendors; it is imported only when a check runs, so the other
+# commands never load the vendor libraries.
+REMOTE_VENDORS = ("jira", "zendesk")
 
 
 def _remote_errors(vendor: str, loaded: LoadedMatrix) -> list[str]:
-    module_name = f"connectors.{REMOTE_MODULES[vendor]}"
+    """The vendor plugin's `check_remote` (connectors.vendors): one message per thing the account lacks."""
+    from connectors.vendors import PLUGINS
+
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            return [f"{loaded.path}: --remote {vendor}: {module_name} cannot be imported: {exc}"]
-        return [f"{loaded.path}: --remote {vendor}: the {vendor} connector ({module_name}) is not installed"]
-    except Exception as exc:  # a broken connector module must read as a failed check, not a traceback
-        return [f"{loaded.path}: --remote {vendor}: {module_name} cannot be imported: {type(exc).__name__}: {exc}"]
-    check = getattr(module, "check_remote", None)
-    if check is None:
-        return [f"{loaded.path}: --remote {vendor}: {module_name} has no check_remote(); "
-                "remote checks are not available for this vendor"]
-    try:
-        return [str(problem) for problem in check(loaded)]
+        return [str(problem) for problem in PLUGINS[vendor].check_remote(loaded)]
     except Exception as exc:  # a connector error (auth, network) must not read as "matrix valid"
         return [f"{loaded.path}: --remote {vendor}: the remote check failed: {type(exc).__name__}: {exc}"]
 
@@ -61,7 +51,7 @@ def register(group: click.Group) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
                   help="json: one object {valid, version, errors, warnings} for CI tools.")
     @click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1 when there are any).")
-    @click.option("--remote", "remotes", type=click.Choice(sorted(REMOTE_MODULES)), multiple=True,
+    @click.option("--remote", "remotes", type=click.Choice(REMOTE_VENDORS), multiple=True,
                   help="Also check the vendor's configuration (field ids, groups) through its API. Repeatable.")
     def validate(matrix: str | None, fmt: str, strict: bool, remotes: tuple[str, ...]) -> None:
         """Check MATRIX (default: $MATRIX_PATH): schema, cross-references and lint rules."""

@@ -60,13 +60,9 @@ _WEBHOOK_SECRETS = {
 
 
 def _vendor_settings_line(vendor: str) -> str:
-    from connectors.registry import VENDOR_MODULES
+    from connectors.vendors import PLUGINS
 
-    import importlib
-
-    module = importlib.import_module(VENDOR_MODULES[vendor])
-    settings_class = getattr(module, "ZendeskSettings" if vendor == "zendesk" else "JiraSettings", None)
-    return settings_class().describe() if settings_class is not None else "no connector module"
+    return PLUGINS[vendor].settings().describe()
 
 
 def start_connectors(runtime, settings) -> list[str]:
@@ -74,10 +70,11 @@ def start_connectors(runtime, settings) -> list[str]:
     per vendor). Incomplete credentials, or DRY_RUN=false with a configured webhook secret and no API
     credentials, stop the process with a ClickException naming the settings (never their values)."""
     from connectors.base import ConfigurationError
-    from connectors.registry import VENDOR_MODULES, is_offline, test_factory_spec
+    from connectors.registry import is_offline, test_factory_spec
+    from connectors.vendors import PLUGINS
 
     lines = []
-    for vendor in VENDOR_MODULES:
+    for vendor in PLUGINS:
         try:
             connector = runtime.connector(vendor)
         except ConfigurationError as exc:

@@ -219,6 +219,32 @@ class Connector(Protocol):
         (Zendesk incremental export cursor / Jira JQL on `updated`)."""
 
 
+@dataclass(frozen=True)
+class VendorPlugin:
+    """Everything the service needs from one helpdesk, found by vendor name in `connectors.vendors.PLUGINS`
+    (never by module name). A capability a vendor does not have is None.
+
+    - `settings()`: the vendor's settings (its environment variables); `.describe()` is the banner line.
+    - `build(matrix, *, database_url, redis_url)`: the live connector, or None when no credential is set
+      (dry run); raises ConfigurationError when some are set but not all. The URLs say where the shared
+      request budget lives (a vendor without a client-side budget ignores them).
+    - `snapshot_from_webhook(payload, matrix, *, previous)`: a best-effort Ticket from one stored webhook.
+    - `check_remote(loaded)`: `escalation validate --remote`: one message per thing the account lacks.
+    - `sla_plan(loaded, **urls)`, `sla_apply(loaded, **urls)`, `sla_check(loaded, **urls)`: report objects
+      the cli renders (`render()`, `to_dict()`, `ok`); `sla_sync(matrix, *, enabled, **urls)`: the periodic
+      job (the plan it applied, or None when off or without credentials)."""
+
+    name: str
+    settings: Callable[[], Any]
+    build: Callable[..., Connector | None]
+    snapshot_from_webhook: Callable[..., Ticket | None]
+    check_remote: Callable[[Any], list[str]]
+    sla_plan: Callable[..., Any] | None = None
+    sla_apply: Callable[..., Any] | None = None
+    sla_check: Callable[..., Any] | None = None
+    sla_sync: Callable[..., Any] | None = None
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Retry-After is either delta-seconds or an HTTP date."""
     if not value:

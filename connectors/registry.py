@@ -1,83 +1,37 @@
 """Which connector serves a vendor: the real one when its credentials are configured, otherwise an
 offline stand-in that reads the ticket from the latest stored webhook and writes nothing (dry run).
 
-TEST-ONLY: `ESCALATION_TEST_CONNECTOR=module:factory` replaces both (the end-to-end process tests): the
-factory is called as `factory(vendor, settings, matrix)` and must return a Connector. It is honoured only
-together with `ESCALATION_TESTING=1`, so a stray variable cannot make a production process import and run
-arbitrary code in place of the vendor connector.
-
-Incomplete vendor credentials raise connectors.base.ConfigurationError (from the connector module's
-`build_from_env`): call `build_connector` at process start so the process stops with that message.
+Incomplete vendor credentials raise connectors.base.ConfigurationError (from the vendor plugin's
+`build`, see connectors.vendors): call `build_connector` at process start so the process stops with that message.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import os
 from typing import Any, Callable, Iterator
 
 from connectors.base import ApplyResult, Connector, Permanent
 from connectors.ratelimit import shared_redis_url
+from connectors.vendors import plugin
 from integration.model import Decision, Ticket
 from integration.settings import Settings
 
 log = logging.getLogger(__name__)
 
-VENDOR_MODULES = {"zendesk": "connectors.zendesk", "jira": "connectors.jira.connector"}
-TEST_CONNECTOR_ENV = "ESCALATION_TEST_CONNECTOR"  # TEST-ONLY
-TESTING_ENV = "ESCALATION_TESTING"  # must be "1" for any test hook to be honoured
 OFFLINE_PAYLOAD_WINDOW = 500  # stored payloads folded into one offline snapshot (newest N, read oldest first)
-
-
-def test_factory_spec() -> str | None:
-    """The TEST-ONLY connector factory named in the environment, if test hooks are switched on."""
-    spec = os.environ.get(TEST_CONNECTOR_ENV)
-    if not spec:
-        return None
-    if os.environ.get(TESTING_ENV) != "1":
-        log.warning("%s is set but %s=1 is not: ignored (a test-only hook)", TEST_CONNECTOR_ENV, TESTING_ENV)
-        return None
-    return spec
-
-
-def _vendor_module(vendor: str) -> Any | None:
-    name = VENDOR_MODULES.get(vendor)
-    if name is None:
-        raise Permanent(f"unknown vendor {vendor!r}: expected one of {', '.join(VENDOR_MODULES)}")
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        return None
-
-
-def _load_factory(spec: str) -> Callable[..., Connector]:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"{TEST_CONNECTOR_ENV} must look like module:factory, got {spec!r}")
-    return getattr(importlib.import_module(module_name), attribute)
 
 
 def build_connector(vendor: str, settings: Settings, matrix: Any, *, db: Any = None) -> Connector:
     """The connector for `vendor`. `matrix` is the current matrix_config.schema.Matrix; `db` (an
     integration.db.Database) lets the offline connector read stored webhooks. Raises
     connectors.base.ConfigurationError when the vendor's credentials are set only in part."""
-    test_factory = test_factory_spec()
-    if test_factory:
-        return _load_factory(test_factory)(vendor, settings, matrix)
-    module = _vendor_module(vendor)
-    build = getattr(module, "build_from_env", None) if module is not None else None
-    if build is not None:
-        # The shared request budget lives in Redis, else in this database when it is PostgreSQL (Jira
-        # ignores both).
-        connector = build(matrix, database_url=settings.database_url,
-                          redis_url=shared_redis_url(settings.redis_url, settings.queue_url))
-        if connector is not None:
-            return connector
-    snapshot = getattr(module, "snapshot_from_webhook", None) if module is not None else None
-    return OfflineConnector(vendor, db, matrix, snapshot)
+    vendor_plugin = plugin(vendor)
+    # The shared request budget lives in Redis, else in this database when it is PostgreSQL (Jira ignores both).
+    connector = vendor_plugin.build(matrix, database_url=settings.database_url,
+                                    redis_url=shared_redis_url(settings.redis_url, settings.queue_url))
+    if connector is not None:
+        return connector
+    return OfflineConnector(vendor, db, matrix, vendor_plugin.snapshot_from_webhook)
 
 
 def is_offline(connector: Connector) -> bool:

@@ -26,7 +26,9 @@ from huey import Huey
 from huey.signals import SIGNAL_INTERRUPTED
 
 from connectors.base import Connector
-from connectors.registry import VENDOR_MODULES, build_connector, is_offline
+from connectors.ratelimit import shared_redis_url
+from connectors.registry import build_connector, is_offline
+from connectors.vendors import PLUGINS
 from integration import alerts
 from integration import timers as timer_host
 from integration.db import Database, LeaseRow, acquire_lease, get_database, release_lease, utcnow
@@ -248,7 +250,7 @@ class Runtime:
                 self.enqueue_ticket(vendor, str(ticket_id))
 
         hinted = 0
-        for vendor in VENDOR_MODULES:
+        for vendor in PLUGINS:
             try:
                 connector = self.connector(vendor)
             except Exception:  # noqa: BLE001 - one vendor's misconfiguration must not stop the other's scan
@@ -264,19 +266,16 @@ class Runtime:
 
 
     def sla_sync(self) -> None:
-        """Zendesk SLA policies from the matrix (connectors.zendesk_sla.sync_if_enabled: does nothing
-        unless SLA_SYNC=auto and Zendesk credentials are set)."""
-        import importlib
-
-        try:
-            module = importlib.import_module("connectors.zendesk_sla")
-        except ModuleNotFoundError as exc:
-            if exc.name != "connectors.zendesk_sla":
-                raise
-            return
-        found = module.sync_if_enabled(self.matrix().matrix)
-        if found is not None and not found.empty:
-            log.info("SLA sync: Zendesk SLA policies updated from the matrix")
+        """Each vendor's SLA configuration from the matrix (the plugin's `sla_sync`; Zendesk only: does
+        nothing unless SLA_SYNC=auto and Zendesk credentials are set)."""
+        for vendor, plugin in PLUGINS.items():
+            if plugin.sla_sync is None:
+                continue
+            found = plugin.sla_sync(self.matrix().matrix, enabled=self.settings.sla_sync == "auto",
+                                    database_url=self.settings.database_url,
+                                    redis_url=shared_redis_url(self.settings.redis_url, self.settings.queue_url))
+            if found is not None and not found.empty:
+                log.info("SLA sync: %s SLA policies updated from the matrix", vendor)
 
 
 def describe_periodic_jobs(settings: Settings) -> str:

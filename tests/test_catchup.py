@@ -14,7 +14,8 @@ from connectors.base import NotFound, Transient
 from connectors.jira.connector import JiraConnector
 from connectors.jira.settings import JiraSettings
 from connectors.retry import RetryPolicy
-from connectors.zendesk import ZendeskConnector, ZendeskSettings
+from connectors.zendesk.connector import ZendeskConnector
+from connectors.zendesk.settings import ZendeskSettings
 from integration.catchup import DatabaseWatermarks, catch_up, watermark_name
 from matrix_config.loader import load_matrix
 from tests.support.watermarks import MemoryWatermarks

@@ -19,7 +19,7 @@ from connectors.base import Conflict, ConnectorError, NotFound, Permanent, RateL
 from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy, call_with_retry
-from connectors.zendesk import ZendeskConnector
+from connectors.zendesk.connector import ZendeskConnector
 from integration.model import Decision, Ticket
 from matrix_config.loader import load_matrix
 from tests.support.jira_helpers import SITE, SleepRecorder, enterprise_matrix, make_settings, validated_jira_http

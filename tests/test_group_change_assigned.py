@@ -20,7 +20,8 @@ import responses
 from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
-from connectors.zendesk import ZendeskConnector, ZendeskSettings
+from connectors.zendesk.connector import ZendeskConnector
+from connectors.zendesk.settings import ZendeskSettings
 from integration.events import DatabaseEventSink
 from integration.model import Decision
 from integration.pipeline import process_ticket

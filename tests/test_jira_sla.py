@@ -6,11 +6,27 @@ import json
 import pytest
 import responses
 
-from connectors.jira.sla import cli_check, cli_plan, drift, expected_goals, jsm_duration
+from connectors.jira.sla import drift, expected_goals, jsm_duration
 from integration.model import Ticket
 from matrix_config.schema import Matrix
 from tests.support.jira_helpers import ENV, SITE, enterprise_matrix, query_of, recorded, validate_all
 from datetime import timedelta
+
+
+def _sla_cli(*args: str) -> int:
+    """`escalation sla ...` run as a user would; its stdout and stderr are passed on (capsys reads them)."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    result = CliRunner().invoke(cli, ["sla", *args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.exit_code
 
 
 def matrix_with(**edits) -> Matrix:
@@ -87,7 +103,7 @@ def test_without_a_level_field_the_plan_explains_why_it_cannot_filter():
 def test_cli_plan_json_lists_metrics_goals_and_calendars(capsys, enterprise_matrix_path, monkeypatch):
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
-    assert cli_plan(str(enterprise_matrix_path), "json") == 0
+    assert _sla_cli("plan", "--vendor", "jira", "--format", "json", str(enterprise_matrix_path)) == 0
     doc = json.loads(capsys.readouterr().out)
     metrics = {m["metric"]: m for m in doc["metrics"]}
     assert metrics["Time to first response"]["optional"] is False
@@ -98,7 +114,7 @@ def test_cli_plan_json_lists_metrics_goals_and_calendars(capsys, enterprise_matr
 
 
 def test_cli_plan_text_says_the_goals_are_configured_by_hand(capsys, enterprise_matrix_path):
-    assert cli_plan(str(enterprise_matrix_path), "text") == 0
+    assert _sla_cli("plan", "--vendor", "jira", str(enterprise_matrix_path)) == 0
     out = capsys.readouterr().out
     assert "no API to write SLA goals" in out
     assert '"Escalation level" = "L2" AND priority = "High"' in out
@@ -157,7 +173,7 @@ def test_cli_check_reads_open_requests_and_exits_1_on_drift(jira_env, enterprise
     with responses.RequestsMock(assert_all_requests_are_fired=True) as http:
         http.get(f"{SITE}/rest/api/3/search/jql", json=_search_page())
         http.get(f"{SITE}/rest/servicedeskapi/request/SUP-7/sla", json=recorded(sla_fixture))
-        assert cli_check(str(enterprise_matrix_path), "text") == exit_code
+        assert _sla_cli("check", "--vendor", "jira", str(enterprise_matrix_path)) == exit_code
         validate_all(http.calls)
         # The unplaced SUP-8 has no matrix target: its SLAs are not read.
         assert [c.request.url.split("?")[0].rsplit("/", 2)[-2] for c in http.calls[1:]] == ["SUP-7"]
@@ -173,7 +189,7 @@ def test_cli_check_json(jira_env, enterprise_matrix_path, capsys):
     with responses.RequestsMock() as http:
         http.get(f"{SITE}/rest/api/3/search/jql", json=_search_page())
         http.get(f"{SITE}/rest/servicedeskapi/request/SUP-7/sla", json=recorded("sla_SUP-7_drift.json"))
-        assert cli_check(str(enterprise_matrix_path), "json") == 1
+        assert _sla_cli("check", "--vendor", "jira", "--format", "json", str(enterprise_matrix_path)) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["checked"] == 2
     assert doc["drift"] == [{"ticket_id": "SUP-7", "level": "L2", "priority": "high", "clock": "acknowledge",
@@ -185,7 +201,7 @@ def test_cli_check_without_credentials_exits_2(enterprise_matrix_path, monkeypat
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    assert cli_check(str(enterprise_matrix_path), "text") == 2
+    assert _sla_cli("check", "--vendor", "jira", str(enterprise_matrix_path)) == 2
     assert "JIRA_URL" in capsys.readouterr().err
 
 
@@ -194,5 +210,5 @@ def test_cli_check_with_partial_credentials_names_what_is_missing(enterprise_mat
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JIRA_URL", "https://acme.atlassian.net")
-    assert cli_check(str(enterprise_matrix_path), "text") == 2
+    assert _sla_cli("check", "--vendor", "jira", str(enterprise_matrix_path)) == 2
     assert "missing JIRA_EMAIL, JIRA_API_TOKEN" in capsys.readouterr().err

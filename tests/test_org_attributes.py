@@ -19,7 +19,9 @@ from connectors.jira.connector import JiraConnector
 from connectors.jira.remote import remote_problems
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
-from connectors.zendesk import ZendeskConnector, ZendeskSettings, check_remote
+from connectors.zendesk.connector import ZendeskConnector
+from connectors.zendesk.remote import check_remote
+from connectors.zendesk.settings import ZendeskSettings
 from integration.events import DatabaseEventSink
 from integration.pipeline import process_ticket
 from integration.settings import Settings

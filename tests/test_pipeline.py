@@ -773,11 +773,14 @@ def test_cli_repin_moves_a_ticket_to_another_stored_version_and_queues_a_pass(tm
 
 # ------------------------------------------------------------------------------------ periodic jobs
 def test_zendesk_sla_sync_runs_periodically_on_exactly_one_worker(runtime, monkeypatch):
-    import connectors.zendesk_sla as zendesk_sla
+    from dataclasses import replace
+
+    from connectors.vendors import PLUGINS
     from integration.tasks import PeriodicJobs
 
     synced = []
-    monkeypatch.setattr(zendesk_sla, "sync_if_enabled", lambda matrix, **kw: synced.append(matrix.name))
+    monkeypatch.setitem(PLUGINS, "zendesk", replace(PLUGINS["zendesk"],
+                                                    sla_sync=lambda matrix, **kw: synced.append(matrix.name)))
     every = float(runtime.settings.sla_sync_interval_seconds)
     worker_a, worker_b = PeriodicJobs(runtime), PeriodicJobs(runtime)
 

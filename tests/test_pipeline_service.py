@@ -64,19 +64,21 @@ def test_dry_run_false_refuses_a_vendor_with_a_webhook_secret_and_no_credentials
 def test_the_banner_names_each_vendors_mode_and_connectors_get_the_database_url(clean_env, monkeypatch):
     from cli.service_commands import start_connectors
     from integration.tasks import Runtime
-    import connectors.zendesk as zendesk
+    from dataclasses import replace
+
+    from connectors.vendors import PLUGINS
 
     monkeypatch.setenv("ZENDESK_SUBDOMAIN", "acme")
     monkeypatch.setenv("ZENDESK_EMAIL", "bot@acme.example")
     monkeypatch.setenv("ZENDESK_API_TOKEN", "zd-token-value")
     seen = {}
-    real_build = zendesk.build_from_env
+    real_build = PLUGINS["zendesk"].build
 
     def spy(matrix, **kwargs):
         seen.update(kwargs)
         return real_build(matrix, **kwargs)
 
-    monkeypatch.setattr(zendesk, "build_from_env", spy)
+    monkeypatch.setitem(PLUGINS, "zendesk", replace(PLUGINS["zendesk"], build=spy))
     settings = Settings(_env_file=None)
     runtime = Runtime(settings, huey=None)
     try:

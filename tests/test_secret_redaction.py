@@ -21,7 +21,8 @@ from sqlalchemy import MetaData, select
 from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
-from connectors.zendesk import ZendeskConnector, ZendeskSettings
+from connectors.zendesk.connector import ZendeskConnector
+from connectors.zendesk.settings import ZendeskSettings
 from integration.events import DatabaseEventSink
 from integration.pipeline import process_ticket
 from tests.support.fake_connector import ManualClock, make_runtime, make_settings, neutral_event

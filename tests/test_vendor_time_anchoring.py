@@ -22,7 +22,7 @@ from sqlalchemy import select
 from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
-from connectors.zendesk import ZendeskConnector
+from connectors.zendesk.connector import ZendeskConnector
 from integration.db import MilestoneRow, TicketStateRow, from_json
 from integration.events import DatabaseEventSink, add_hint
 from integration.model import TicketState

@@ -21,13 +21,10 @@ from connectors.base import (
 )
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
-from connectors.zendesk import (
-    ZendeskConnector,
-    ZendeskSettings,
-    build_from_env,
-    check_remote,
-    snapshot_from_webhook,
-)
+from connectors.zendesk.connector import ZendeskConnector, build_from_env
+from connectors.zendesk.remote import check_remote
+from connectors.zendesk.settings import ZendeskSettings
+from connectors.zendesk.webhook_snapshot import snapshot_from_webhook
 from integration.model import Decision, Ticket
 from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
@@ -544,7 +541,7 @@ def test_check_remote_needs_an_option_for_every_level_on_a_level_dropdown(connec
     (422, {}, Permanent),
 ])
 def test_one_mapping_from_zendesk_status_to_error_type(status, headers, expected):
-    from connectors.zendesk import error_for_response
+    from connectors.zendesk.client import error_for_response
 
     response = requests.Response()
     response.status_code = status

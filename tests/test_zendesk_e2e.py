@@ -11,7 +11,8 @@ import pytest
 
 from connectors.ratelimit import TokenBucket  # noqa: E402
 from connectors.retry import RetryPolicy  # noqa: E402
-from connectors.zendesk import ZendeskConnector, ZendeskSettings  # noqa: E402
+from connectors.zendesk.connector import ZendeskConnector  # noqa: E402
+from connectors.zendesk.settings import ZendeskSettings  # noqa: E402
 from integration.events import DatabaseEventSink  # noqa: E402
 from integration.pipeline import process_ticket  # noqa: E402
 from integration.settings import Settings  # noqa: E402

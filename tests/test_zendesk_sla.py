@@ -7,22 +7,31 @@ import pytest
 
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
-from connectors.zendesk import ZendeskClient, ZendeskSettings
-from connectors.zendesk_sla import (
-    SlaConfigError,
-    apply_plan,
-    cli_apply,
-    cli_plan,
-    list_policies,
-    plan,
-    sync_if_enabled,
-)
+from connectors.zendesk.client import ZendeskClient
+from connectors.zendesk.settings import ZendeskSettings
+from connectors.zendesk.sla import SlaConfigError, apply_plan, list_policies, plan, sync
 from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
 from tests.support.openapi_check import validate_request
 from tests.support.zendesk_fake import load_fixture, validated_fake_zendesk
 
 EXAMPLE = "matrix_config/examples/enterprise.yaml"
+
+
+def _sla_cli(*args: str) -> int:
+    """`escalation sla ...` run as a user would; its stdout and stderr are passed on (capsys reads them)."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    result = CliRunner().invoke(cli, ["sla", *args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.exit_code
 
 
 def example(**sla_overrides) -> Matrix:
@@ -140,13 +149,13 @@ def test_plan_json_and_text_render(capsys, monkeypatch, tmp_path):
     from pathlib import Path
 
     matrix_path = str(Path(__file__).resolve().parent.parent / EXAMPLE)
-    assert cli_plan(matrix_path, "json") == 0
+    assert _sla_cli("plan", "--format", "json", matrix_path) == 0
     data = json.loads(capsys.readouterr().out)
     assert [item["action"] for item in data["items"]] == ["create"] * 4
     assert any("no Zendesk credentials" in note for note in data["notes"])
-    assert cli_plan(matrix_path, "text") == 0
+    assert _sla_cli("plan", matrix_path) == 0
     assert "+ create  '[matrix] L1 Frontline'" in capsys.readouterr().out
-    assert cli_apply(matrix_path) == 2
+    assert _sla_cli("apply", matrix_path) == 2
     assert "credentials missing" in capsys.readouterr().err
 
 
@@ -267,31 +276,51 @@ def test_hand_edited_managed_policy_is_restored(fake, client):
     assert [(i.action, list(i.diff)) for i in found.items] == [("update", ["filter"])]
 
 
-def test_sync_if_enabled(fake, client, monkeypatch, tmp_path):
+def test_sync_applies_a_non_empty_plan_then_finds_nothing(fake, client):
     matrix = example()
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SLA_SYNC", raising=False)
-    assert sync_if_enabled(matrix, client=client) is None and fake.writes == []
-    monkeypatch.setenv("SLA_SYNC", "auto")
-    found = sync_if_enabled(matrix, client=client)
+    found = sync(matrix, client)
     assert [i.action for i in found.items] == ["create"] * 4 and len(fake.policies) == 4
-    assert sync_if_enabled(matrix, client=client).empty
+    assert sync(matrix, client).empty
 
 
-def test_sla_sync_set_in_a_dotenv_file_is_honoured(fake, client, monkeypatch, tmp_path):
-    matrix = example()
+def _periodic_sla_sync(monkeypatch, tmp_path, **settings_values) -> None:
+    """The worker's periodic job (Runtime.sla_sync) with ZENDESK_* pointing at the fake account."""
+    from pathlib import Path
+
+    from integration.settings import Settings
+    from integration.tasks import Runtime
+
     monkeypatch.chdir(tmp_path)
+    for name, value in (("ZENDESK_SUBDOMAIN", "acme"), ("ZENDESK_EMAIL", "bot@acme.example"),
+                        ("ZENDESK_API_TOKEN", "t0k3n")):
+        monkeypatch.setenv(name, value)
+    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}", QUEUE_URL="memory://",
+                        MATRIX_PATH=str(Path(__file__).resolve().parent.parent / EXAMPLE), **settings_values)
+    runtime = Runtime(settings, huey=None)
+    try:
+        runtime.sla_sync()
+    finally:
+        runtime.db.dispose()
+
+
+def test_the_periodic_job_syncs_only_with_sla_sync_auto(fake, monkeypatch, tmp_path):
+    monkeypatch.delenv("SLA_SYNC", raising=False)
+    _periodic_sla_sync(monkeypatch, tmp_path, _env_file=None)
+    assert fake.writes == []
+    _periodic_sla_sync(monkeypatch, tmp_path, _env_file=None, SLA_SYNC="auto")
+    assert len(fake.policies) == 4
+
+
+def test_sla_sync_set_in_a_dotenv_file_is_honoured(fake, monkeypatch, tmp_path):
     monkeypatch.delenv("SLA_SYNC", raising=False)
     (tmp_path / ".env").write_text("SLA_SYNC=auto\n", encoding="utf-8")
-    found = sync_if_enabled(matrix, client=client)
-    assert found is not None and len(fake.policies) == 4
+    _periodic_sla_sync(monkeypatch, tmp_path)
+    assert len(fake.policies) == 4
 
 
-def test_sync_follows_the_settings_it_is_given(fake, client, monkeypatch):
-    from integration.settings import Settings
-
+def test_sync_follows_the_settings_it_is_given(fake, monkeypatch, tmp_path):
     monkeypatch.setenv("SLA_SYNC", "auto")
-    assert sync_if_enabled(example(), client=client, settings=Settings(_env_file=None, SLA_SYNC="off")) is None
+    _periodic_sla_sync(monkeypatch, tmp_path, _env_file=None, SLA_SYNC="off")
     assert fake.writes == []
 
 
@@ -309,7 +338,7 @@ def test_an_sla_sync_word_other_than_off_or_auto_is_refused(word, capsys, monkey
     with pytest.raises(ValidationError, match="SLA_SYNC") as raised:
         Settings(_env_file=None)
     assert raised.value.errors()[0]["msg"] == "Input should be 'off' or 'auto'"
-    assert cli_plan(str(Path(__file__).resolve().parent.parent / EXAMPLE), "text") == 2
+    assert _sla_cli("plan", str(Path(__file__).resolve().parent.parent / EXAMPLE)) == 2
     err = capsys.readouterr().err
     assert "invalid configuration: SLA_SYNC: Input should be 'off' or 'auto'" in err and f"'{word}'" not in err
 
@@ -353,7 +382,7 @@ def test_plan_and_apply_refuse_incomplete_credentials(capsys, monkeypatch, tmp_p
     monkeypatch.setenv("ZENDESK_SUBDOMAIN", "acme")
     monkeypatch.setenv("ZENDESK_EMAIL", "bot@acme.example")
     matrix_path = str(Path(__file__).resolve().parent.parent / EXAMPLE)
-    assert cli_plan(matrix_path, "text") == 2
+    assert _sla_cli("plan", matrix_path) == 2
     assert "missing ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN" in capsys.readouterr().err
-    assert cli_apply(matrix_path) == 2
+    assert _sla_cli("apply", matrix_path) == 2
     assert "Zendesk settings incomplete" in capsys.readouterr().err

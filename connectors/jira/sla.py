@@ -6,16 +6,16 @@
 * `escalation sla check --vendor jira` reads `GET /rest/servicedeskapi/request/{key}/sla` for open
   requests and reports where the goal JSM applies to the running cycle differs from the matrix target.
 
-`expected_goals` and `drift` are pure; the `cli_*` functions do the I/O.
+`expected_goals` and `drift` are pure; `plan_from_env` and `check_from_env` read the settings (and JSM) and
+return report objects the cli renders.
 """
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
+from connectors.base import ConfigurationError
 from connectors.jira.connector import build_from_env
 from connectors.jira.mapping import ticket_from_issue
 from connectors.jira.settings import JSM_API, JiraSettings, NormalizeOptions, _split_list
@@ -213,7 +213,7 @@ def drift(matrix: Matrix, ticket: Any, sla_response: Mapping[str, Any] | Sequenc
     return found
 
 
-# ------------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------- reports (the cli renders them)
 def _metric_notes(matrix: Matrix, clock: str, pause_statuses: Iterable[str]) -> dict[str, Any]:
     conditions = {k: list(v) for k, v in _METRIC_CONDITIONS[clock].items()}
     conditions["pause"] = [f"Status: {s}" for s in pause_statuses]
@@ -247,26 +247,41 @@ def plan_document(matrix: Matrix, version: str, names: Mapping[str, str] | None 
             "last_goal": "All remaining issues: no target (the matrix has none for unplaced tickets)"}
 
 
-def _print_plan(doc: dict[str, Any]) -> None:
-    print(f"JSM SLA goals for matrix {doc['matrix']!r} (version {doc['version']}).")
-    print("JSM has no API to write SLA goals: configure these in Project settings > SLAs, in this order.\n")
-    for metric in doc["metrics"]:
-        print(f"== {metric['metric']}  (matrix clock: {metric['clock']}{', optional' if metric['optional'] else ''})")
-        for key in ("start", "pause", "stop"):
-            if metric[key]:
-                print(f"   {key}: {', '.join(metric[key])}")
-        for note in metric["notes"]:
-            print(f"   note: {note}")
-        print("   goals (first match wins):")
-        for goal in metric["goals"]:
-            print(f"     {goal['jql']:<60}  {goal['target']:>8}  {goal['calendar']}")
-        print(f"     {'All remaining issues':<60}  {'no target':>8}\n")
-    if doc["calendars"]:
-        print("Calendars (create them under Project settings > SLAs > Calendars):")
-        for key, cal in doc["calendars"].items():
-            hours = "; ".join(f"{day} {', '.join(spans)}" for day, spans in cal["hours"].items())
-            print(f"  {key}: {cal['timezone']}; {hours}; holidays: {', '.join(cal['holidays']) or '-'}")
-    print("\nJQL by field id (if the field name differs on your site): use `jql_by_field_id` from --format json.")
+@dataclass(frozen=True)
+class JsmSlaPlan:
+    """`sla plan --vendor jira`: the goals the admin configures by hand (`document` is the JSON form)."""
+
+    document: dict[str, Any]
+    ok: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.document
+
+    def render(self) -> str:
+        doc = self.document
+        lines = [f"JSM SLA goals for matrix {doc['matrix']!r} (version {doc['version']}).",
+                 "JSM has no API to write SLA goals: configure these in Project settings > SLAs, in this order.", ""]
+        for metric in doc["metrics"]:
+            lines.append(f"== {metric['metric']}  (matrix clock: {metric['clock']}"
+                         f"{', optional' if metric['optional'] else ''})")
+            for key in ("start", "pause", "stop"):
+                if metric[key]:
+                    lines.append(f"   {key}: {', '.join(metric[key])}")
+            for note in metric["notes"]:
+                lines.append(f"   note: {note}")
+            lines.append("   goals (first match wins):")
+            for goal in metric["goals"]:
+                lines.append(f"     {goal['jql']:<60}  {goal['target']:>8}  {goal['calendar']}")
+            lines.append(f"     {'All remaining issues':<60}  {'no target':>8}")
+            lines.append("")
+        if doc["calendars"]:
+            lines.append("Calendars (create them under Project settings > SLAs > Calendars):")
+            for key, cal in doc["calendars"].items():
+                hours = "; ".join(f"{day} {', '.join(spans)}" for day, spans in cal["hours"].items())
+                lines.append(f"  {key}: {cal['timezone']}; {hours}; holidays: {', '.join(cal['holidays']) or '-'}")
+        lines.append("")
+        lines.append("JQL by field id (if the field name differs on your site): use `jql_by_field_id` from --format json.")
+        return "\n".join(lines)
 
 
 def pause_status_names(matrix: Matrix, settings: Any) -> list[str]:
@@ -279,22 +294,11 @@ def pause_status_names(matrix: Matrix, settings: Any) -> list[str]:
     return names
 
 
-def cli_plan(matrix_path: str, fmt: str = "text") -> int:
-    from matrix_config.loader import load_matrix
-
-    loaded = load_matrix(matrix_path)
+def plan_from_env(loaded: Any, **_urls: Any) -> JsmSlaPlan:
+    """`sla plan --vendor jira`. Raises ValueError when the matrix maps no level field for Jira."""
     settings = JiraSettings()
-    try:
-        doc = plan_document(loaded.matrix, loaded.version, settings.sla_metric_names,
-                            pause_status_names(loaded.matrix, settings))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if fmt == "json":
-        print(json.dumps(doc, indent=2))
-    else:
-        _print_plan(doc)
-    return 0
+    return JsmSlaPlan(plan_document(loaded.matrix, loaded.version, settings.sla_metric_names,
+                                    pause_status_names(loaded.matrix, settings)))
 
 
 def sla_records(connector: Any, key: str) -> list[dict[str, Any]]:
@@ -327,28 +331,30 @@ def check_open_requests(connector: Any, matrix: Matrix, max_tickets: int = 500) 
     return checked, found
 
 
-def cli_check(matrix_path: str, fmt: str = "text") -> int:
-    from connectors.base import ConfigurationError, ConnectorError
-    from matrix_config.loader import load_matrix
+@dataclass(frozen=True)
+class JsmSlaCheck:
+    """`sla check --vendor jira`: open requests checked and where JSM's goal differs from the matrix."""
 
-    loaded = load_matrix(matrix_path)
-    try:
-        connector = build_from_env(loaded.matrix)
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    checked: int
+    drift: tuple[Drift, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.drift
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"checked": self.checked, "drift": [asdict(d) for d in self.drift]}
+
+    def render(self) -> str:
+        return "\n".join([item.describe() for item in self.drift] + [
+            f"{self.checked} open request(s) checked, {len(self.drift)} SLA goal(s) differ from the matrix."])
+
+
+def check_from_env(loaded: Any, **_urls: Any) -> JsmSlaCheck:
+    """`sla check --vendor jira` against the site JIRA_* configures. Raises ConfigurationError without
+    (complete) credentials, ConnectorError when Jira cannot be read."""
+    connector = build_from_env(loaded.matrix)
     if connector is None:
-        print("error: set JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN to read SLAs from JSM", file=sys.stderr)
-        return 2
-    try:
-        checked, found = check_open_requests(connector, loaded.matrix)
-    except ConnectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if fmt == "json":
-        print(json.dumps({"checked": checked, "drift": [asdict(d) for d in found]}, indent=2))
-    else:
-        for item in found:
-            print(item.describe())
-        print(f"{checked} open request(s) checked, {len(found)} SLA goal(s) differ from the matrix.")
-    return 1 if found else 0
+        raise ConfigurationError("set JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN to read SLAs from JSM")
+    checked, found = check_open_requests(connector, loaded.matrix)
+    return JsmSlaCheck(checked, tuple(found))

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
-from connectors.zendesk import ZendeskSettings
+from connectors.zendesk.settings import ZendeskSettings
 from tests.support.openapi_check import validate_zendesk_calls
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "zendesk_api"

@@ -1,5 +1,6 @@
 """Zendesk SLA policies implied by the matrix: plan (pure), apply (create/update/delete/reorder, then
-re-read to confirm), and the `escalation sla plan|apply` hooks.
+re-read to confirm), and what `escalation sla plan|apply` and the SLA_SYNC job call (report objects; the
+cli prints them).
 
 Per level one policy titled `{title_prefix}{level.id} {level.name}` whose filter matches the level marker
 (`current_tags includes esc_l2` for a tag-prefix marker, `custom_fields_<id> is <option>` for a field
@@ -25,12 +26,11 @@ event, which is why the connector writes the level tag in the same PUT as the re
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from connectors.base import ConfigurationError, ConnectorError
-from integration.settings import Settings
+from connectors.base import ConfigurationError
+from connectors.zendesk.connector import build_from_env
 from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Level, Matrix
 
 POLICIES_PATH = "/api/v2/slas/policies"
@@ -49,7 +49,7 @@ BUSINESS_HOURS_NOTE = (
     "or Zendesk's SLA badges and the service's clocks will disagree.")
 
 
-class SlaConfigError(Exception):
+class SlaConfigError(ValueError):
     """The matrix cannot be expressed as Zendesk SLA policies (e.g. no level marker mapping)."""
 
 
@@ -306,26 +306,67 @@ def apply_plan(client, plan_: SlaPlan) -> SlaApplyResult:
 
 
 # ------------------------------------------------------------------------------------ entry points
-def _client_from_env(matrix: Matrix, settings: Settings | None = None):
-    from connectors.ratelimit import shared_redis_url
-    from connectors.zendesk import build_from_env
+# What `escalation sla plan|apply` and the periodic SLA_SYNC job call (through the vendor plugin). They
+# return report objects; the cli renders them and chooses the exit status.
+NO_CREDENTIALS_NOTE = ("no Zendesk credentials: compared with an empty account (set ZENDESK_SUBDOMAIN, ZENDESK_EMAIL, "
+                       "ZENDESK_API_TOKEN to diff against the real one)")
+CREDENTIALS_MISSING = ("Zendesk credentials missing: set ZENDESK_SUBDOMAIN (or ZENDESK_BASE_URL), ZENDESK_EMAIL and "
+                       "ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN)")
 
-    settings = settings or Settings()
-    connector = build_from_env(matrix, database_url=settings.database_url,
-                               redis_url=shared_redis_url(settings.redis_url, settings.queue_url))
+
+@dataclass(frozen=True)
+class SlaApplyReport:
+    """`sla apply`: the plan found and, when it was not empty, what applying it did."""
+
+    plan: SlaPlan
+    result: SlaApplyResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is None or self.result.confirmed
+
+    def render(self) -> str:
+        return self.plan.render()
+
+    def outcome(self) -> str:
+        """The closing line: what was written, or what a re-read still found different."""
+        if self.result is None:
+            return ""
+        if not self.result.confirmed:
+            return "applied, but a re-read still differs:\n" + self.result.remaining.render()
+        return f"Applied {self.result.writes} change(s); re-read confirms the policies match the matrix."
+
+
+def _client_from_env(matrix: Matrix, *, database_url: str | None, redis_url: str | None):
+    """The client of the connector ZENDESK_* configures; None without credentials. Raises
+    ConfigurationError when the credentials are set only in part."""
+    connector = build_from_env(matrix, database_url=database_url, redis_url=redis_url)
     return connector.client if connector is not None else None
 
 
-def sync_if_enabled(matrix: Matrix, *, client=None, settings: Settings | None = None) -> SlaPlan | None:
-    """Periodic task body for SLA_SYNC=auto: apply the plan when it is not empty. Returns the plan that
-    was found (possibly empty), or None when sync is off or no credentials are configured. `settings`
-    defaults to `Settings()` (the environment and `.env`)."""
-    settings = settings or Settings()
-    if settings.sla_sync != "auto":
-        return None
-    client = client or _client_from_env(matrix, settings)
+def plan_from_env(loaded: Any, *, database_url: str | None = None, redis_url: str | None = None) -> SlaPlan:
+    """`sla plan`: the account's managed policies against the matrix (an empty account without credentials)."""
+    client = _client_from_env(loaded.matrix, database_url=database_url, redis_url=redis_url)
+    found = plan(loaded.matrix, list_policies(client) if client is not None else [])
     if client is None:
-        return None
+        found = SlaPlan(found.items, found.desired, found.title_prefix, found.position, found.notes + (NO_CREDENTIALS_NOTE,))
+    return found
+
+
+def apply_from_env(loaded: Any, *, database_url: str | None = None, redis_url: str | None = None) -> SlaApplyReport:
+    """`sla apply`: create, update, delete and reorder the managed policies, then confirm by re-reading."""
+    client = _client_from_env(loaded.matrix, database_url=database_url, redis_url=redis_url)
+    if client is None:
+        raise ConfigurationError(CREDENTIALS_MISSING)
+    found = plan(loaded.matrix, list_policies(client))
+    if found.empty:
+        return SlaApplyReport(found)
+    return SlaApplyReport(found, apply_plan(client, found))
+
+
+def sync(matrix: Matrix, client) -> SlaPlan:
+    """Apply the plan when it is not empty; the plan that was found (possibly empty). Raises SlaConfigError
+    when a re-read after applying still differs."""
     found = plan(matrix, list_policies(client))
     if not found.empty:
         result = apply_plan(client, found)
@@ -334,68 +375,11 @@ def sync_if_enabled(matrix: Matrix, *, client=None, settings: Settings | None = 
     return found
 
 
-def _load(matrix_path: str) -> Matrix:
-    from matrix_config.loader import load_matrix
-
-    return load_matrix(matrix_path).matrix
-
-
-def _client_or_error(matrix: Matrix) -> tuple[Any, bool]:
-    """(client or None, ok); prints the error and answers ok=False for invalid settings or incomplete
-    credentials. Messages name settings, never their values."""
-    from pydantic import ValidationError
-
-    try:
-        return _client_from_env(matrix), True
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
-        print(f"error: invalid configuration: {problems}", file=sys.stderr)
-        return None, False
-    except ConfigurationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return None, False
-
-
-def cli_plan(matrix_path: str, fmt: str = "text") -> int:
-    matrix = _load(matrix_path)
-    client, ok = _client_or_error(matrix)
-    if not ok:
-        return 2
-    try:
-        existing = list_policies(client) if client is not None else []
-        result = plan(matrix, existing)
-    except (ConnectorError, SlaConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if client is None:
-        result = SlaPlan(result.items, result.desired, result.title_prefix, result.position, result.notes + (
-            "no Zendesk credentials: compared with an empty account (set ZENDESK_SUBDOMAIN, ZENDESK_EMAIL, "
-            "ZENDESK_API_TOKEN to diff against the real one)",))
-    print(json.dumps(result.to_dict(), indent=2) if fmt == "json" else result.render())
-    return 0
-
-
-def cli_apply(matrix_path: str) -> int:
-    matrix = _load(matrix_path)
-    client, ok = _client_or_error(matrix)
-    if not ok:
-        return 2
-    if client is None:
-        print("error: Zendesk credentials missing: set ZENDESK_SUBDOMAIN (or ZENDESK_BASE_URL), ZENDESK_EMAIL and "
-              "ZENDESK_API_TOKEN (or ZENDESK_OAUTH_TOKEN)", file=sys.stderr)
-        return 2
-    try:
-        found = plan(matrix, list_policies(client))
-        if found.empty:
-            print(found.render())
-            return 0
-        print(found.render())
-        result = apply_plan(client, found)
-    except (ConnectorError, SlaConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if not result.confirmed:
-        print("error: applied, but a re-read still differs:\n" + result.remaining.render(), file=sys.stderr)
-        return 1
-    print(f"Applied {result.writes} change(s); re-read confirms the policies match the matrix.")
-    return 0
+def sync_from_env(matrix: Matrix, *, enabled: bool, database_url: str | None = None,
+                  redis_url: str | None = None) -> SlaPlan | None:
+    """The periodic job of SLA_SYNC=auto (`enabled`): `sync` with the configured account. None when sync is
+    off or no Zendesk credentials are set."""
+    if not enabled:
+        return None
+    client = _client_from_env(matrix, database_url=database_url, redis_url=redis_url)
+    return sync(matrix, client) if client is not None else None
