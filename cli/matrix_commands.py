@@ -25,7 +25,7 @@ def _remote_errors(vendor: str, loaded: LoadedMatrix) -> list[str]:
     from connectors.vendors import PLUGINS
 
     try:
-        return [str(problem) for problem in PLUGINS[vendor].check_remote(loaded)]
+        return [str(problem) for problem in PLUGINS[vendor].check_remote(loaded.matrix)]
     except Exception as exc:  # a connector error (auth, network) must not read as "matrix valid"
         return [f"{loaded.path}: --remote {vendor}: the remote check failed: {type(exc).__name__}: {exc}"]
 

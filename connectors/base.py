@@ -229,7 +229,7 @@ class VendorPlugin:
       (dry run); raises ConfigurationError when some are set but not all. The URLs say where the shared
       request budget lives (a vendor without a client-side budget ignores them).
     - `snapshot_from_webhook(payload, matrix, *, previous)`: a best-effort Ticket from one stored webhook.
-    - `check_remote(loaded)`: `escalation validate --remote`: one message per thing the account lacks.
+    - `check_remote(matrix)`: `escalation validate --remote`: one message per thing the account lacks.
     - `sla_plan(loaded, **urls)`, `sla_apply(loaded, **urls)`, `sla_check(loaded, **urls)`: report objects
       the cli renders (`render()`, `to_dict()`, `ok`); `sla_sync(matrix, *, enabled, **urls)`: the periodic
       job (the plan it applied, or None when off or without credentials)."""
@@ -238,7 +238,7 @@ class VendorPlugin:
     settings: Callable[[], Any]
     build: Callable[..., Connector | None]
     snapshot_from_webhook: Callable[..., Ticket | None]
-    check_remote: Callable[[Any], list[str]]
+    check_remote: Callable[..., list[str]]
     sla_plan: Callable[..., Any] | None = None
     sla_apply: Callable[..., Any] | None = None
     sla_check: Callable[..., Any] | None = None

@@ -182,8 +182,8 @@ def _fake_connector(monkeypatch: pytest.MonkeyPatch, vendor: str, check) -> None
 def test_remote_problems_make_the_matrix_invalid(in_repo: None, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
 
-    def check_remote(loaded):
-        seen.append(loaded.version)
+    def check_remote(matrix):
+        seen.append(matrix.name)
         return ["matrix_config/examples/minimal.yaml:21:3: groups.engineering.jira: no Jira group 'engineering'"]
 
     _fake_connector(monkeypatch, "jira", check_remote)
@@ -194,13 +194,13 @@ def test_remote_problems_make_the_matrix_invalid(in_repo: None, monkeypatch: pyt
 
 
 def test_remote_check_that_passes(in_repo: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_connector(monkeypatch, "zendesk", lambda loaded: [])
+    _fake_connector(monkeypatch, "zendesk", lambda matrix: [])
     result = _validate("matrix_config/examples/minimal.yaml", "--remote", "zendesk")
     assert result.exit_code == 0, result.output
 
 
 def test_remote_check_crash_is_not_valid(in_repo: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    def check_remote(loaded):
+    def check_remote(matrix):
         raise ConnectionError("vendor unreachable")
 
     _fake_connector(monkeypatch, "jira", check_remote)

@@ -280,7 +280,7 @@ def test_validate_remote_zendesk_reports_a_missing_organization_field(fake, tmp_
                                  rate_limiter=TokenBucket(10_000))
     fake.organization_fields = [f for f in fake.organization_fields if f["key"] != "support_tier"]
 
-    problems = check_remote(loaded, connector=connector)
+    problems = check_remote(loaded.matrix, connector=connector)
 
     assert "fields.customer_tier.zendesk.organization_field: organization field 'support_tier' does not exist " \
            "in Zendesk (its organization fields: contract)" in problems
@@ -290,7 +290,7 @@ def test_validate_remote_zendesk_accepts_an_existing_organization_field(fake, tm
     loaded = load_matrix(org_tier_matrix_file(tmp_path))
     connector = ZendeskConnector(zendesk_settings(), loaded.matrix, retry_policy=RetryPolicy(sleep=lambda s: None),
                                  rate_limiter=TokenBucket(10_000))
-    problems = check_remote(loaded, connector=connector)
+    problems = check_remote(loaded.matrix, connector=connector)
     assert not [p for p in problems if "organization" in p]
     assert len(fake.calls("GET", "/api/v2/organization_fields")) == 1
 

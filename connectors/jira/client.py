@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import requests
+from jira.exceptions import JIRAError
 
 from connectors import http
 from connectors.base import ConnectorError, Permanent, Transient
@@ -58,8 +59,6 @@ def _translate_http_error(method: str, path: str, response: requests.Response, r
 
 def _translate_exception(method: str, path: str, error: BaseException, redact: Redactor) -> ConnectorError:
     """THE mapping from client/transport exceptions (jira.JIRAError, requests errors) to our error types."""
-    from jira.exceptions import JIRAError
-
     if isinstance(error, ConnectorError):
         return error
     if isinstance(error, JIRAError):

@@ -78,7 +78,7 @@ class JiraConnector:
     def __init__(
         self,
         settings: JiraSettings,
-        matrix: Any,
+        matrix: Matrix,
         *,
         session: requests.Session | None = None,
         retry_policy: RetryPolicy = DEFAULT_POLICY,
@@ -89,7 +89,7 @@ class JiraConnector:
         if not settings.has_credentials:
             raise Permanent("jira: JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN are required")
         self.settings = settings
-        self.matrix: Matrix = getattr(matrix, "matrix", matrix)
+        self.matrix = matrix
         self.retry_policy = retry_policy
         self.api_version = int(settings.api_version)
         self.base_url = str(settings.url).rstrip("/")
@@ -459,7 +459,7 @@ def _jql_quote(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ factories
-def build_from_env(matrix: Any, *, database_url: str | None = None, redis_url: str | None = None,
+def build_from_env(matrix: Matrix, *, database_url: str | None = None, redis_url: str | None = None,
                    **kwargs: Any) -> JiraConnector | None:
     """The connector from JIRA_* environment variables, or None (dry run) when none of JIRA_URL,
     JIRA_EMAIL, JIRA_API_TOKEN is set. Raises ConfigurationError when only some are. `database_url` and

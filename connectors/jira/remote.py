@@ -118,9 +118,8 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
     return problems
 
 
-def check_remote(loaded_matrix: Any, *, connector: JiraConnector | None = None) -> list[str]:
+def check_remote(matrix: Matrix, *, connector: JiraConnector | None = None) -> list[str]:
     """`escalation validate --remote jira`: one error line per missing priority, field, option, group or team."""
-    matrix: Matrix = getattr(loaded_matrix, "matrix", loaded_matrix)
     try:
         connector = connector or build_from_env(matrix)
     except ConfigurationError as exc:

@@ -7,9 +7,10 @@ from connectors.base import fold_reply_times
 from connectors.jira.mapping import is_agent_comment, parse_jira_time, ticket_from_issue
 from connectors.jira.settings import VENDOR, JiraSettings, NormalizeOptions
 from integration.model import Ticket, ticket_reference
+from matrix_config.schema import Matrix
 
 
-def snapshot_from_webhook(payload: dict[str, Any], matrix: Any, *, previous: Ticket | None = None) -> Ticket | None:
+def snapshot_from_webhook(payload: dict[str, Any], matrix: Matrix, *, previous: Ticket | None = None) -> Ticket | None:
     """Best-effort Ticket from a webhook (no API call), for dry runs without credentials and for logging.
 
     `jira:issue_*` payloads carry the issue. A `comment_created`/`comment_updated` payload that is public
@@ -24,7 +25,6 @@ def snapshot_from_webhook(payload: dict[str, Any], matrix: Any, *, previous: Tic
     says nothing usable returns `previous` unchanged."""
     if not isinstance(payload, dict):
         return previous
-    matrix = getattr(matrix, "matrix", matrix)
     issue = payload.get("issue")
     issue_key = ticket_reference(issue.get("key")) if isinstance(issue, dict) and issue.get("key") else None
     if previous is not None and (previous.vendor != VENDOR or (issue_key and previous.id != issue_key)):

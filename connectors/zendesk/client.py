@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
 
 from connectors import http
 from connectors.base import ConnectorError, NotFound, Permanent, Transient
@@ -101,8 +102,6 @@ def error_for_exception(error: BaseException, redact: Redactor = Redactor()) -> 
     })
     if mapped is not None:
         return mapped
-    from zenpy.lib.exception import APIException, RecordNotFoundException, ZenpyException
-
     if isinstance(error, RecordNotFoundException):
         return NotFound("Zendesk: record not found")
     if isinstance(error, APIException):

@@ -2,9 +2,6 @@
 matrix names must exist in the account."""
 from __future__ import annotations
 
-from dataclasses import field
-from typing import Any
-
 from connectors.base import ConfigurationError, ConnectorError
 from connectors.zendesk.client import ZendeskClient
 from connectors.zendesk.connector import ZendeskConnector, build_from_env
@@ -12,10 +9,9 @@ from matrix_config.schema import LEVEL_ATTRIBUTE, Matrix
 
 
 # ------------------------------------------------------------------------------ remote validation
-def check_remote(loaded_matrix: Any, *, connector: ZendeskConnector | None = None) -> list[str]:
+def check_remote(matrix: Matrix, *, connector: ZendeskConnector | None = None) -> list[str]:
     """`escalation validate --remote zendesk`: every group id, custom field id and option value the
     matrix names must exist in the account. One message per missing item; [] when all exist."""
-    matrix: Matrix = getattr(loaded_matrix, "matrix", loaded_matrix)
     if connector is None:
         try:
             connector = build_from_env(matrix)
