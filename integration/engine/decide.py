@@ -6,8 +6,9 @@ computed once and cached by matrix identity and version.
 
 Semantics, in the order they apply
 ----------------------------------
-(`_decide` runs them as named steps: `_resolved`, `_place`, `_read_level_field`, `_target`, `_gate`, then
-`_enter_level` or `_stay_at_level`, `_hold_for_data`, `_reject_level_field`; each says which number it is.)
+(`decide_compiled` runs `_resolved`, or else the table `_STEPS` over one `_Pass` (the per-decision context): `_place`,
+`_read_level_field`, `_target`, `_gate`, then `_enter_level` or `_stay_at_level`, `_hold_for_data`,
+`_reject_level_field`, `_answer_bypass`; each says which number it is.)
 
 1. **Resolved** (the ticket meets `milestones.resolve`, by default status solved/closed): no escalation.
    The resolve milestone is recorded once and every clock still running at the level is stopped.
@@ -79,242 +80,32 @@ Every decision carries `matrix_version` and a one-line `reason`.
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple
 
-from integration.model import ClockStart, Decision, Ticket, TicketState
-from integration.rules_index import CompiledRule, RuleIndex, RuleTrace, normalize
-from matrix_config.schema import (
-    CLOCKS,
-    LEVEL_ATTRIBUTE,
-    PRIORITIES,
-    Level,
-    Matrix,
-    MilestoneSignal,
-    format_duration,
+from integration.engine.compile import (
+    BREACH_PREFIX,
+    DEFAULT_PLACEMENT,
+    MANUAL,
+    UPDATE_CADENCE_CLOCK,
+    CompiledMatrix,
+    Texts,
+    compile_matrix,
+    format_duration_seconds,
+    is_empty_value,
+    owner_group,
+    template_context,
 )
-from matrix_config.templates import PlainContext, TemplateRenderError, render_template
+from integration.model import ClockStart, Decision, Ticket, TicketState
+from integration.rules_index import CompiledRule
+from matrix_config.schema import CLOCKS, LEVEL_ATTRIBUTE, PRIORITIES, Level, Matrix
+from matrix_config.templates import PlainContext
 
-UPDATE_CADENCE_CLOCK = "update_cadence"
 _PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
-
-# Cause encoding shared with TicketState.rule_id / pending_cause and Decision.rule_id.
-MANUAL = "manual"
-DEFAULT_PLACEMENT = "default"  # no rule matched: the first level
-BREACH_PREFIX = "breach:"
-
-
-def is_empty_value(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, (list, tuple, set, frozenset, dict)):
-        return len(value) == 0
-    return False
-
-
-# ------------------------------------------------------------------------------ per-matrix data
-def _signal_check(signal: MilestoneSignal) -> Callable[[Ticket], bool]:
-    tags = frozenset(t.casefold() for t in signal.tags)
-    statuses = frozenset(signal.statuses)
-    field_name = signal.field
-    wanted = normalize(signal.equals) if signal.equals is not None else None
-
-    def holds(ticket: Ticket) -> bool:
-        if tags and any(t.casefold() in tags for t in ticket.tags):
-            return True
-        if statuses and ticket.status in statuses:
-            return True
-        if field_name is not None:
-            value = ticket.attribute(field_name)
-            if wanted is None:
-                return not is_empty_value(value)
-            if isinstance(value, (list, tuple, set, frozenset)):
-                return any(normalize(v) == wanted for v in value)
-            return normalize(value) == wanted
-        return False
-
-    return holds
-
-
-@dataclass(frozen=True)
-class LevelInfo:
-    level: Level
-    position: int
-    sla_seconds: tuple[tuple[str, int], ...]
-    calendar: str | None
-    owners: dict[Any, str]  # normalised issue type -> group key
-    context_base: dict[str, Any]  # template `level` dict without `owner`
-    clock_starts: tuple[ClockStart, ...]  # SLA clocks then the update cadence, started on entry
-
-
-@dataclass
-class CompiledMatrix:
-    """What `decide` needs from a matrix, computed once."""
-
-    matrix: Matrix
-    version: str
-    index: RuleIndex
-    levels: dict[str, LevelInfo]
-    level_ids: tuple[str, ...]
-    level_by_folded: dict[str, str]
-    has_level_field: bool
-    field_labels: dict[str, str]
-    group_labels: dict[str, str]
-    resolve: Callable[[Ticket], bool]
-    progress_signals: tuple[tuple[str, Callable[[Ticket], bool]], ...]  # diagnose, interim_fix
-    rules_by_id: dict[str, CompiledRule]
-    matrix_context: dict[str, Any]
-
-    def label(self, attribute: str) -> str:
-        return self.field_labels.get(attribute) or attribute.replace("_", " ")
-
-    def group_label(self, group: str) -> str:
-        return self.group_labels.get(group, group)
-
-
-def _compile(matrix: Matrix, version: str) -> CompiledMatrix:
-    levels: dict[str, LevelInfo] = {}
-    for position, level in enumerate(matrix.levels):
-        calendar = level.calendar or matrix.clocks.calendar
-        clock_starts = [ClockStart(clock, int(target.total_seconds()), calendar) for clock, target in level.sla.items()]
-        if level.update_cadence is not None:
-            clock_starts.append(
-                ClockStart(UPDATE_CADENCE_CLOCK, int(level.update_cadence.every.total_seconds()), calendar))
-        levels[level.id] = LevelInfo(
-            level=level,
-            position=position,
-            sla_seconds=tuple((clock, int(target.total_seconds())) for clock, target in level.sla.items()),
-            calendar=calendar,
-            owners={normalize(k): v for k, v in level.owner.by_issue_type.items()},
-            context_base={
-                "id": level.id,
-                "name": level.name,
-                "priority": level.priority,
-                "sla": {clock: format_duration(target) for clock, target in level.sla.items()},
-                "update_every": format_duration(level.update_cadence.every) if level.update_cadence else None,
-            },
-            clock_starts=tuple(clock_starts),
-        )
-    index = RuleIndex.build(matrix.rules)
-    return CompiledMatrix(
-        matrix=matrix,
-        version=version,
-        index=index,
-        levels=levels,
-        level_ids=tuple(level.id for level in matrix.levels),
-        level_by_folded={level.id.casefold(): level.id for level in matrix.levels},
-        has_level_field=LEVEL_ATTRIBUTE in matrix.fields,
-        field_labels={name: m.label for name, m in matrix.fields.items() if m.label},
-        group_labels={name: g.label for name, g in matrix.groups.items() if g.label},
-        resolve=_signal_check(matrix.milestones.resolve),
-        progress_signals=(
-            ("diagnose", _signal_check(matrix.milestones.diagnose)),
-            ("interim_fix", _signal_check(matrix.milestones.interim_fix)),
-        ),
-        rules_by_id={r.rule.id: r for r in index.rules},
-        matrix_context={"name": matrix.name, "version": version},
-    )
-
-
-_CACHE_SIZE = 32
-_cache: "OrderedDict[tuple[int, str | None], CompiledMatrix]" = OrderedDict()
-_cache_lock = threading.Lock()
-
-
-def compile_matrix(matrix: Matrix, version: str | None = None) -> CompiledMatrix:
-    """Per-matrix engine data, cached by (identity, version); the matrix object is kept alive by the
-    cache entry, so an identity is never reused while cached. `version=None` hashes the matrix once."""
-    key = (id(matrix), version)
-    compiled = _cache.get(key)
-    if compiled is not None and compiled.matrix is matrix:
-        return compiled
-    with _cache_lock:
-        compiled = _cache.get(key)
-        if compiled is None or compiled.matrix is not matrix:
-            compiled = _compile(matrix, version if version is not None else matrix.version())
-            _cache[key] = compiled
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-    return compiled
-
-
-# ---------------------------------------------------------------------------------- templates
-def template_context(
-    compiled: CompiledMatrix,
-    ticket: Ticket,
-    level_id: str,
-    *,
-    previous_level: str | None = None,
-    missing: Sequence[str] = (),
-    rule_id: str | None = None,
-    clock: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Plain dicts in the shape of `matrix_config.schema.TEMPLATE_CONTEXT` (also for the timer code's
-    cadence and warning templates)."""
-    info = compiled.levels[level_id]
-    level_dict = dict(info.context_base)
-    level_dict["owner"] = compiled.group_label(_owner_group(info, ticket))
-    level_dict["required_data"] = [
-        {"name": name, "label": compiled.label(name), "value": ticket.attribute(name)}
-        for name in info.level.required_data
-    ]
-    level_dict["roles"] = [
-        {"name": name, "label": compiled.label(name), "value": ticket.attribute(name)} for name in info.level.roles
-    ]
-    previous = compiled.levels.get(previous_level) if previous_level else None
-    rule = compiled.rules_by_id.get(rule_id) if rule_id else None
-    return {
-        "ticket": {
-            "id": ticket.id,
-            "subject": ticket.subject,
-            "status": ticket.status,
-            "priority": ticket.priority,
-            "organization": ticket.organization,
-            "requester": {"name": ticket.requester.name, "email": ticket.requester.email},
-            "fields": dict(ticket.fields),
-            "tags": sorted(ticket.tags),
-            "url": ticket.url,
-        },
-        "level": level_dict,
-        "previous_level": {"id": previous.level.id, "name": previous.level.name} if previous else None,
-        "missing": [{"name": name, "label": compiled.label(name)} for name in missing],
-        "rule": {"id": rule.rule.id, "description": rule.rule.description} if rule else None,
-        "clock": dict(clock) if clock is not None else None,
-        "matrix": compiled.matrix_context,
-    }
-
-
-class _Texts:
-    """Collects rendered texts and render failures for one decision."""
-
-    def __init__(self, compiled: CompiledMatrix):
-        self.compiled = compiled
-        self.failures: list[str] = []
-
-    def render(self, name: str | None, context: Mapping[str, Any] | PlainContext) -> str | None:
-        if not name:
-            return None
-        try:
-            return render_template(self.compiled.matrix, name, context)
-        except TemplateRenderError as exc:
-            self.failures.append(f"Template {name!r} could not be rendered: {exc.message}")
-            return None
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _owner_group(info: LevelInfo, ticket: Ticket) -> str:
-    if info.owners:
-        issue_type = normalize(ticket.attribute("issue_type"))
-        if issue_type is not None and issue_type in info.owners:
-            return info.owners[issue_type]
-    return info.level.owner.default
-
-
 def _priority_rank(priority: str | None) -> int:
     return _PRIORITY_RANK.get(priority or "", -1)
 
@@ -354,12 +145,6 @@ def _cause_text(compiled: CompiledMatrix, cause: str, from_level: str | None, to
     return f"{moved} by rule {cause} of matrix version {version}."
 
 
-def format_duration_seconds(seconds: int) -> str:
-    from datetime import timedelta
-
-    return format_duration(timedelta(seconds=seconds))
-
-
 def _reason_cause(cause: str) -> str:
     if cause == MANUAL:
         return "set by hand"
@@ -391,22 +176,6 @@ class _Draft:
     missing_data: tuple[str, ...] = ()
 
 
-# ------------------------------------------------------------------------------------ decide
-def decide(
-    ticket: Ticket,
-    state: TicketState | None,
-    matrix: Matrix,
-    now: datetime,
-    *,
-    version: str | None = None,
-    breached_at: datetime | None = None,
-) -> Decision:
-    """What to do with `ticket` now. Pure; see the module docstring for the rules. `breached_at`: when the
-    clocks in `state.pending_breaches` ran out (their due time); a breach-caused entry starts there."""
-    compiled = compile_matrix(matrix, version)
-    return _decide(compiled, ticket, state, now, breached_at)
-
-
 class _Placement(NamedTuple):
     """Step 2: the first matching rule and the level it points at."""
 
@@ -424,55 +193,77 @@ class _LevelField(NamedTuple):
     rejected: str | None  # a value that names no level
 
 
-def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime,
+_NOT_PLACED = _Placement(None, False, None, DEFAULT_PLACEMENT)
+_NO_LEVEL_FIELD = _LevelField(None, None, None)
+
+
+@dataclass(slots=True, eq=False)
+class _Pass:
+    """One decision in the making: its inputs, what each step found so far, and the draft the steps fill in.
+    The steps in `_STEPS` read and set these fields in order."""
+
+    compiled: CompiledMatrix
+    ticket: Ticket
+    state: TicketState | None
+    now: datetime
+    breached_at: datetime | None  # when the clocks in `state.pending_breaches` ran out
+    current: str | None  # the stored level, if it is a level of this matrix
+    draft: _Draft
+    texts: Texts
+    reasons: list[str] = field(default_factory=list)
+    was_bypassed: bool = False
+    placement: _Placement = _NOT_PLACED  # 2
+    level_field: _LevelField = _NO_LEVEL_FIELD  # 4
+    target: str | None = None  # 3 + 4 + 5: where the ticket should be
+    cause: str | None = None  # what made it so (None: it stays)
+    hand_set: bool = False  # a level a person set
+    enter: str | None = None  # 6: the level entered by this decision
+    held: str | None = None  # 6: the level waiting for data
+    missing: list[str] = field(default_factory=list)
+    entered_without: tuple[str, ...] = ()
+    entered_at: datetime | None = None  # 7: the vendor's time of the entry's cause
+    rejected: str | None = None  # 4 (continued): a level field value to remember as rejected
+    bypass_change: bool | None = None  # 2 (bypass): a bypass that starts (True) or ends (False)
+
+    def decision(self, **fields: Any) -> Decision:
+        return Decision(vendor=self.ticket.vendor, ticket_id=self.ticket.id, matrix_version=self.compiled.version,
+                        decided_at=self.now, from_level=self.current, **fields)
+
+
+# ------------------------------------------------------------------------------------ decide
+def decide(
+    ticket: Ticket,
+    state: TicketState | None,
+    matrix: Matrix,
+    now: datetime,
+    *,
+    version: str | None = None,
+    breached_at: datetime | None = None,
+) -> Decision:
+    """What to do with `ticket` now. Pure; see the module docstring for the rules. `breached_at`: when the
+    clocks in `state.pending_breaches` ran out (their due time); a breach-caused entry starts there."""
+    compiled = compile_matrix(matrix, version)
+    return decide_compiled(compiled, ticket, state, now, breached_at)
+
+
+def decide_compiled(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime,
             breached_at: datetime | None = None) -> Decision:
     current = state.level if state is not None and state.level in compiled.levels else None
-    base = dict(vendor=ticket.vendor, ticket_id=ticket.id, matrix_version=compiled.version, decided_at=now,
-                from_level=current)
-
+    p = _Pass(compiled, ticket, state, now, breached_at, current, _Draft(), Texts(compiled))
     if compiled.resolve(ticket):
-        return _resolved(compiled, ticket, state, current, base, now)  # 1
-    placement = _place(compiled, ticket)  # 2
-    was_bypassed = bool(state.bypassed) if state is not None and current else False
-    level_field = _read_level_field(compiled, ticket)  # 4
-    target, cause = _target(compiled, state, current, placement, level_field.level)  # 3 + 4 + 5
-    # A level a person set: an agent's change of the level field, or the level already on a new ticket.
-    hand_set = cause == MANUAL or (current is None and level_field.level is not None and level_field.level == target)
-    enter, held, missing = _gate(compiled, ticket, current, target, hand_set=hand_set)  # 6
-    entered_without = tuple(missing) if enter is not None and enter == target and missing else ()
+        return _resolved(p)  # 1
+    for step in _STEPS:
+        step(p)
+    return _finish(p)
 
-    draft = _Draft()
-    texts = _Texts(compiled)
-    reasons: list[str] = []
-    entered_at: datetime | None = None
-    if enter is not None:
-        entered_at = _entry_time(compiled, ticket, state, now, cause, current=current, enter=enter,
-                                 breached_at=breached_at)
-        _enter_level(compiled, ticket, state, now, draft, texts, reasons, current=current, enter=enter,
-                     target=target, cause=cause, placement=placement, level_field=level_field,
-                     entered_at=entered_at, hand_set=hand_set, entered_without=entered_without)  # 7
-    else:
-        _stay_at_level(compiled, ticket, state, now, draft, reasons, current=current, placement=placement,
-                       was_bypassed=was_bypassed, level_field=level_field)  # 8
-    if held:
-        _hold_for_data(compiled, ticket, state, draft, texts, reasons, current=current, enter=enter, held=held,
-                       missing=missing, cause=cause)  # 6 (continued)
-    rejected = _reject_level_field(compiled, state, draft, reasons, level_field.rejected,
-                                   shown=enter or current)  # 4 (continued)
 
-    bypass_change = None
-    if current is None:
-        bypass_change = True if placement.bypass else None
-    elif placement.bypass != was_bypassed:
-        bypass_change = placement.bypass
-    if bypass_change:
-        _answer_bypass(compiled, ticket, draft, texts, placement, level=enter or current)
-    draft.notes.extend(texts.failures)
-    return Decision(
-        **base,
+def _finish(p: _Pass) -> Decision:
+    draft, current, enter = p.draft, p.current, p.enter
+    draft.notes.extend(p.texts.failures)
+    return p.decision(
         to_level=enter,
-        reason="; ".join(reasons) or (f"no change at {current}" if current else "no change"),
-        rule_id=cause if (enter or held) else None,
+        reason="; ".join(p.reasons) or (f"no change at {current}" if current else "no change"),
+        rule_id=p.cause if (enter or p.held) else None,
         priority=draft.priority,
         owner_group=draft.owner_group,
         field_updates=draft.field_updates,
@@ -482,53 +273,65 @@ def _decide(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None,
         start_clocks=tuple(draft.start_clocks),
         stop_clocks=tuple(draft.stop_clocks),
         milestones=draft.milestones,
-        entered_at=entered_at if enter is not None else None,
-        held_level=held,
-        rule_level=placement.rule_level,
-        bypassed=bypass_change,
+        entered_at=p.entered_at if enter is not None else None,
+        held_level=p.held,
+        rule_level=p.placement.rule_level,
+        bypassed=p.bypass_change,
         reply_template=draft.reply_template,
-        rejected_level=rejected,
-        entered_without=entered_without,
-        bypass_rule=placement.matched.rule.id if bypass_change else None,
+        rejected_level=p.rejected,
+        entered_without=p.entered_without,
+        bypass_rule=p.placement.matched.rule.id if p.bypass_change else None,
     )
 
 
-def _resolved(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, current: str | None,
-              base: dict[str, Any], now: datetime) -> Decision:
+def _resolved(p: _Pass) -> Decision:
     """1. Resolved: record the resolve milestone once and stop every clock still running at the level."""
+    compiled, ticket, state, current, now = p.compiled, p.ticket, p.state, p.current, p.now
     if current is None:
-        return Decision(**base, reason="resolved before the service placed it: nothing to do")
+        return p.decision(reason="resolved before the service placed it: nothing to do")
     if "resolve" in state.milestones:
-        return Decision(**base, reason=f"resolved at {current}")
+        return p.decision(reason=f"resolved at {current}")
     current_info = compiled.levels[current]
     running = [c for c, _ in current_info.sla_seconds if c not in state.milestones]
     if current_info.level.update_cadence is not None:
         running.append(UPDATE_CADENCE_CLOCK)
     resolved_at = _vendor_time(ticket.updated_at, state.entered_level_at, now)
-    return Decision(**base, reason=f"resolved at {current}: clocks stopped", milestones={"resolve": resolved_at},
-                    stop_clocks=tuple(running))
+    return p.decision(reason=f"resolved at {current}: clocks stopped", milestones={"resolve": resolved_at},
+                      stop_clocks=tuple(running))
 
 
-def _place(compiled: CompiledMatrix, ticket: Ticket) -> _Placement:
+def _place(p: _Pass) -> None:
     """2. Placement by rule: the first match in file order; none matching is the first level."""
+    compiled, ticket, state = p.compiled, p.ticket, p.state
+    p.was_bypassed = bool(state.bypassed) if state is not None and p.current else False
     matched = compiled.index.first_match(ticket, compiled.index.values(ticket))
     if matched is None:
-        return _Placement(None, False, compiled.level_ids[0], DEFAULT_PLACEMENT)
-    if matched.rule.bypass:
-        return _Placement(matched, True, None, matched.rule.id)
-    return _Placement(matched, False, matched.rule.level, matched.rule.id)
+        p.placement = _Placement(None, False, compiled.level_ids[0], DEFAULT_PLACEMENT)
+    elif matched.rule.bypass:
+        p.placement = _Placement(matched, True, None, matched.rule.id)
+    else:
+        p.placement = _Placement(matched, False, matched.rule.level, matched.rule.id)
 
 
-def _read_level_field(compiled: CompiledMatrix, ticket: Ticket) -> _LevelField:
+def _read_level_field(p: _Pass) -> None:
     """4. The level field as the agent left it: the level it names, or the value that names none."""
-    raw = ticket.level if compiled.has_level_field else None
+    compiled = p.compiled
+    raw = p.ticket.level if compiled.has_level_field else None
     level = compiled.level_by_folded.get(raw.strip().casefold()) if raw else None
-    return _LevelField(raw, level, raw if raw and level is None else None)
+    p.level_field = _LevelField(raw, level, raw if raw and level is None else None)
 
 
-def _target(compiled: CompiledMatrix, state: TicketState | None, current: str | None, placement: _Placement,
-            marker: str | None) -> tuple[str, str | None]:
-    """3 + 4 + 5. The level the ticket should be at and what caused it (None: it stays)."""
+def _target(p: _Pass) -> None:
+    """3 + 4 + 5. The level the ticket should be at and what caused it (None: it stays), and whether a person
+    set it: an agent's change of the level field, or the level already on a new ticket."""
+    p.target, p.cause = _target_and_cause(p)
+    marker = p.level_field.level
+    p.hand_set = p.cause == MANUAL or (p.current is None and marker is not None and marker == p.target)
+
+
+def _target_and_cause(p: _Pass) -> tuple[str, str | None]:
+    compiled, state, current, placement = p.compiled, p.state, p.current, p.placement
+    marker = p.level_field.level
     levels = compiled.levels
     if current is None:
         if placement.bypass:
@@ -566,11 +369,18 @@ def _target(compiled: CompiledMatrix, state: TicketState | None, current: str | 
     return target, cause
 
 
-def _gate(compiled: CompiledMatrix, ticket: Ticket, current: str | None, target: str, *,
-          hand_set: bool) -> tuple[str | None, str | None, list[str]]:
-    """6. Required-data gate: (level entered, level held for data, missing attributes). A level a person set
-    is entered with data missing under `gate.manual: flag` (the missing attributes come back for the data
-    request and the flag); otherwise the gate holds."""
+def _gate(p: _Pass) -> None:
+    """6. Required-data gate: the level entered, the level held for data, the missing attributes. A level a
+    person set is entered with data missing under `gate.manual: flag` (the missing attributes come back for
+    the data request and the flag); otherwise the gate holds."""
+    p.enter, p.held, p.missing = _gate_outcome(p)
+    if p.enter is not None and p.enter == p.target and p.missing:
+        p.entered_without = tuple(p.missing)
+
+
+def _gate_outcome(p: _Pass) -> tuple[str | None, str | None, list[str]]:
+    """(level entered, level held for data, missing attributes)."""
+    compiled, ticket, current, target, hand_set = p.compiled, p.ticket, p.current, p.target, p.hand_set
     if target == current:
         return None, None, []
     missing = _missing(compiled.levels[target].level, ticket)
@@ -582,13 +392,20 @@ def _gate(compiled: CompiledMatrix, ticket: Ticket, current: str | None, target:
     return (first_level if current is None else None), target, missing
 
 
-def _enter_level(
-    compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime, draft: _Draft,
-    texts: _Texts, reasons: list[str], *, current: str | None, enter: str, target: str, cause: str | None,
-    placement: _Placement, level_field: _LevelField, entered_at: datetime, hand_set: bool = False,
-    entered_without: tuple[str, ...] = (),
-) -> None:
+def _enter_or_stay(p: _Pass) -> None:
+    """7 or 8."""
+    if p.enter is not None:
+        p.entered_at = _entry_time(p)
+        _enter_level(p)
+    else:
+        _stay_at_level(p)
+
+
+def _enter_level(p: _Pass) -> None:
     """7. Entering a level: priority, owner group, level field, reply, note, clocks (run from `entered_at`)."""
+    compiled, ticket, state, now, draft, texts = p.compiled, p.ticket, p.state, p.now, p.draft, p.texts
+    current, enter, target, cause, placement = p.current, p.enter, p.target, p.cause, p.placement
+    level_field, entered_at, hand_set, reasons = p.level_field, p.entered_at, p.hand_set, p.reasons
     info = compiled.levels[enter]
     level = info.level
     gated_entry = enter != target  # a new ticket enters the entry level while its target waits for data
@@ -600,7 +417,7 @@ def _enter_level(
         priority = rule_obj.rule.priority
     if not bypass_entry and _priority_rank(priority) > _priority_rank(ticket.priority):
         draft.priority = priority
-    owner = _owner_group(info, ticket)
+    owner = owner_group(info, ticket)
     kept_group = None
     if owner != ticket.group:
         if ticket.group is not None and (bypass_entry or (
@@ -631,9 +448,8 @@ def _enter_level(
             arrived = ", ".join(compiled.label(name) for name in state.data_requested)
             draft.notes.append(f"The required data arrived ({arrived}).")
         draft.notes.append(_cause_text(compiled, entry_cause, current, enter))
-    if entered_without:
-        _flag_entry_without_data(compiled, ticket, state, draft, texts, current=current, enter=enter,
-                                 missing=entered_without)
+    if p.entered_without:
+        _flag_entry_without_data(p)
     if kept_group is not None and not bypass_entry:
         draft.notes.append(
             f"Owner group left at {compiled.group_label(kept_group)}, as set on the ticket "
@@ -663,15 +479,14 @@ def _enter_level(
 def _service_group(compiled: CompiledMatrix, ticket: Ticket, current: str | None) -> str:
     """The owner group the matrix gives the level a ticket comes from (the entry level for a new ticket): a
     ticket still in it was routed by the service or the helpdesk's defaults, not by a person."""
-    return _owner_group(compiled.levels[current or compiled.level_ids[0]], ticket)
+    return owner_group(compiled.levels[current or compiled.level_ids[0]], ticket)
 
 
-def _flag_entry_without_data(
-    compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, draft: _Draft, texts: _Texts, *,
-    current: str | None, enter: str, missing: tuple[str, ...],
-) -> None:
+def _flag_entry_without_data(p: _Pass) -> None:
     """6 (gate `manual: flag`). A hand-set level entered without its required data: the level stands, the
     customer is asked once (after the level's welcome, in the same reply) and the note flags it."""
+    compiled, ticket, state, draft, texts = p.compiled, p.ticket, p.state, p.draft, p.texts
+    current, enter, missing = p.current, p.enter, p.entered_without
     labels = ", ".join(compiled.label(name) for name in missing)
     level = compiled.levels[enter].level
     already_asked = state is not None and set(missing) <= set(state.data_requested)
@@ -691,9 +506,16 @@ def _flag_entry_without_data(
                        f"{asked[1:]}")
 
 
-def _answer_bypass(compiled: CompiledMatrix, ticket: Ticket, draft: _Draft, texts: _Texts,
-                   placement: _Placement, *, level: str) -> None:
-    """2 (bypass). The rule's own public reply (a help-centre answer) and its knowledge-base link for the agent."""
+def _answer_bypass(p: _Pass) -> None:
+    """2 (bypass). A bypass that starts: the rule's own public reply (a help-centre answer) and its knowledge-base link for the agent."""
+    compiled, ticket, draft, texts, placement = p.compiled, p.ticket, p.draft, p.texts, p.placement
+    if p.current is None:
+        p.bypass_change = True if placement.bypass else None
+    elif placement.bypass != p.was_bypassed:
+        p.bypass_change = placement.bypass
+    if not p.bypass_change:
+        return
+    level = p.enter or p.current
     rule = placement.matched.rule
     if rule.reply:
         context = template_context(compiled, ticket, level, rule_id=rule.id)
@@ -704,12 +526,11 @@ def _answer_bypass(compiled: CompiledMatrix, ticket: Ticket, draft: _Draft, text
         draft.notes.append(f"Known answer: {rule.kb_article}")
 
 
-def _stay_at_level(
-    compiled: CompiledMatrix, ticket: Ticket, state: TicketState, now: datetime, draft: _Draft,
-    reasons: list[str], *, current: str, placement: _Placement, was_bypassed: bool, level_field: _LevelField,
-) -> None:
+def _stay_at_level(p: _Pass) -> None:
     """8. Milestones at the current level, a reopened ticket's resolve clock, a bypass that starts or ends,
     and the level field shown again."""
+    compiled, ticket, state, now, draft, reasons = p.compiled, p.ticket, p.state, p.now, p.draft, p.reasons
+    current, placement, was_bypassed, level_field = p.current, p.placement, p.was_bypassed, p.level_field
     current_info = compiled.levels[current]
     met = _detect_milestones(compiled, ticket, state.milestones, state.entered_level_at, now)
     draft.milestones.update(met)
@@ -740,12 +561,12 @@ def _stay_at_level(
         draft.field_updates[LEVEL_ATTRIBUTE] = current  # the level field was cleared: show the level
 
 
-def _hold_for_data(
-    compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, draft: _Draft, texts: _Texts,
-    reasons: list[str], *, current: str | None, enter: str | None, held: str, missing: list[str],
-    cause: str | None,
-) -> None:
+def _hold_for_data(p: _Pass) -> None:
     """6 (continued). Ask for the missing data once per held level and set of missing attributes."""
+    if not p.held:
+        return
+    compiled, ticket, state, draft, texts, reasons = p.compiled, p.ticket, p.state, p.draft, p.texts, p.reasons
+    current, enter, held, missing, cause = p.current, p.enter, p.held, p.missing, p.cause
     already_asked = (
         state is not None and state.pending_level == held and set(missing) <= set(state.data_requested)
     )
@@ -772,19 +593,20 @@ def _hold_for_data(
     reasons.append(f"held before {held}: missing {', '.join(missing)}")
 
 
-def _reject_level_field(compiled: CompiledMatrix, state: TicketState | None, draft: _Draft, reasons: list[str],
-                        rejected: str | None, *, shown: str | None) -> str | None:
+def _reject_level_field(p: _Pass) -> None:
     """4 (continued). A level field value that names no level: one note (not repeated for the same value) and
-    the field set back. Returns the value to remember in `state.rejected_level`, or None."""
+    the field set back; `p.rejected` is the value to remember in `state.rejected_level`."""
+    compiled, state, draft, reasons = p.compiled, p.state, p.draft, p.reasons
+    rejected, shown = p.level_field.rejected, p.enter or p.current
     if not rejected or (state is not None and state.rejected_level == rejected):
-        return None
+        return
     draft.notes.append(
         f"The level field says {rejected!r}, which is not a level of this matrix "
         f"(levels: {', '.join(compiled.level_ids)}); the ticket stays at {shown}."
     )
     draft.field_updates[LEVEL_ATTRIBUTE] = shown
     reasons.append(f"level field {rejected!r} is not a level")
-    return rejected
+    p.rejected = rejected
 
 
 def _breach_clock(compiled: CompiledMatrix, cause: str | None, from_level: str | None) -> dict[str, Any] | None:
@@ -827,8 +649,7 @@ def _vendor_time(moment: datetime | None, floor: datetime | None, now: datetime)
     return min(moment, now)
 
 
-def _entry_time(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | None, now: datetime,
-                cause: str | None, *, current: str | None, enter: str, breached_at: datetime | None) -> datetime:
+def _entry_time(p: _Pass) -> datetime:
     """When a level entry happened on the ticket: the vendor's time of the change that caused it, so that the
     order webhooks arrive in and queue delays never change when the level's clocks start.
     Set by hand: when the level field got its value (`level_set_at`, from audits/changelog), else the
@@ -837,6 +658,8 @@ def _entry_time(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | N
     the rule match can have happened, or, where the connector knows when attributes changed
     (`field_changed_at`), the latest change of an attribute the rule tests or the level requires: the
     entry became due when the last of those changed."""
+    compiled, ticket, state, now, cause = p.compiled, p.ticket, p.state, p.now, p.cause
+    current, enter, breached_at = p.current, p.enter, p.breached_at
     previous = state.entered_level_at if state is not None and current is not None else None
     cause = cause or DEFAULT_PLACEMENT
     if cause == MANUAL:
@@ -854,83 +677,14 @@ def _entry_time(compiled: CompiledMatrix, ticket: Ticket, state: TicketState | N
     return _vendor_time(moment, previous, now)
 
 
-# ---------------------------------------------------------------------------------- next_state
-def next_state(state: TicketState | None, ticket: Ticket, decision: Decision) -> TicketState:
-    """The state to store after `decision` was carried out on `ticket`."""
-    base = state if state is not None else TicketState(vendor=ticket.vendor, ticket_id=ticket.id)
-    changes: dict[str, Any] = {"matrix_version": decision.matrix_version, "pending_breaches": ()}
-    if decision.to_level:
-        changes.update(
-            level=decision.to_level,
-            entered_level_at=decision.entered_at or decision.decided_at,
-            rule_id=decision.rule_id or base.rule_id,
-            milestones=dict(decision.milestones),
-        )
-        if decision.rule_id == MANUAL and not decision.held_level and base.level is not None:
-            changes["manual_rule_level"] = decision.rule_level
-    else:
-        milestones = {**base.milestones, **decision.milestones}
-        for clock in decision.start_clocks:  # a clock started again (reopened) is no longer met
-            if clock.clock not in decision.milestones:
-                milestones.pop(clock.clock, None)
-        changes["milestones"] = milestones
-    if decision.held_level:
-        same = base.pending_level == decision.held_level
-        requested = set(base.data_requested) if same else set()
-        requested.update(decision.missing_data)
-        changes.update(
-            pending_level=decision.held_level,
-            pending_cause=decision.rule_id,
-            data_requested=tuple(sorted(requested)),
-        )
-    else:
-        changes.update(pending_level=None, pending_cause=None, data_requested=())
-    if decision.bypassed is not None:
-        changes["bypassed"] = decision.bypassed
-    if decision.rejected_level:
-        changes["rejected_level"] = decision.rejected_level
-    updates = [t for t in (base.last_public_update_at, ticket.last_public_agent_reply_at) if t is not None]
-    if decision.public_reply:
-        updates.append(decision.decided_at)
-    if updates:
-        changes["last_public_update_at"] = max(updates)
-    return replace(base, **changes)
-
-
-# ------------------------------------------------------------------------------ applying, explaining
-def apply_to_ticket(ticket: Ticket, decision: Decision) -> Ticket:
-    """The ticket as a connector leaves it after carrying out `decision` (for simulation and tests).
-    The service's own replies are not agent replies, so reply timestamps do not change."""
-    changes: dict[str, Any] = {}
-    if decision.priority:
-        changes["priority"] = decision.priority
-    if decision.owner_group:
-        changes["group"] = decision.owner_group
-    if decision.add_tags or decision.remove_tags:
-        changes["tags"] = (ticket.tags - set(decision.remove_tags)) | set(decision.add_tags)
-    if decision.field_updates:
-        changes["fields"] = {**ticket.fields, **decision.field_updates}
-    return replace(ticket, **changes) if changes else ticket
-
-
-@dataclass(frozen=True)
-class Explanation:
-    traces: tuple[RuleTrace, ...]
-    matched_rule: str | None
-    decision: Decision
-
-
-def explain(
-    ticket: Ticket,
-    state: TicketState | None,
-    matrix: Matrix,
-    now: datetime,
-    *,
-    version: str | None = None,
-    all_rules: bool = False,
-) -> Explanation:
-    """The rules tried (each condition with what it wants and what the ticket has) and the decision."""
-    compiled = compile_matrix(matrix, version)
-    traces = tuple(compiled.index.explain(ticket, all_rules=all_rules))
-    matched = next((t.rule_id for t in traces if t.matched), None)
-    return Explanation(traces, matched, _decide(compiled, ticket, state, now))
+# The steps after `_resolved`, in the order the module docstring numbers them.
+_STEPS: tuple[Callable[[_Pass], None], ...] = (
+    _place,  # 2
+    _read_level_field,  # 4
+    _target,  # 3 + 4 + 5
+    _gate,  # 6
+    _enter_or_stay,  # 7 or 8
+    _hold_for_data,  # 6 (continued)
+    _reject_level_field,  # 4 (continued)
+    _answer_bypass,  # 2 (bypass)
+)
