@@ -94,7 +94,7 @@ def test_client_is_built_without_a_request_and_never_retries_by_itself(http, mon
     from jira.exceptions import JIRAError
 
     with pytest.raises(JIRAError):
-        connector.client.issue("SUP-7")
+        connector.client.jira.issue("SUP-7")
     assert len(http.calls) == 1
     assert naps == []
 
@@ -317,7 +317,7 @@ def test_our_own_bug_propagates_instead_of_being_retried_as_transient(connector,
     def broken(*args, **kwargs):
         raise ValueError("a bug of ours, not a Jira answer")
 
-    monkeypatch.setattr(connector.session, "request", broken)
+    monkeypatch.setattr(connector.client.session, "request", broken)
     with pytest.raises(ValueError, match="a bug of ours"):
         connector.apply(snapshot(), decision(priority="high"))
     assert sleeps.waits == []
@@ -590,7 +590,7 @@ def test_a_caller_supplied_session_gets_the_credentials_and_sends_once(http, sle
         connector.apply(snapshot(), decision(priority="high"))
     assert len(http.calls) == 1
     assert http.calls[0].request.headers["Authorization"].startswith("Basic ")
-    assert connector.client._session is session
+    assert connector.client.jira._session is session
 
 
 def test_bot_and_automation_replies_are_not_acknowledgements():

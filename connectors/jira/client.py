@@ -1,15 +1,22 @@
-"""Jira's error edge: every Jira/JSM HTTP error and client exception becomes a `connectors.base` error
-here, through the one status and transport tables in `connectors.http`, with Jira's own text redacted."""
+"""Jira's HTTP edge: `JiraClient` (the jira library's client and session, one attempt per request, the one
+retry layer around it), and the error mapping: every Jira/JSM HTTP error and client exception becomes a
+`connectors.base` error here, through the one status and transport tables in `connectors.http`, with
+Jira's own text redacted."""
 from __future__ import annotations
 
 import json
+from typing import Any, Callable, Mapping
 
 import requests
+from jira import JIRA
 from jira.exceptions import JIRAError
+from jira.resilientsession import ResilientSession
 
 from connectors import http
 from connectors.base import ConnectorError, Permanent, Transient
-from connectors.http import Redactor, error_for_status, error_for_transport
+from connectors.http import DoNotRepeat, Redactor, error_for_status, error_for_transport, safe_to_repeat
+from connectors.jira.settings import JiraSettings
+from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -80,3 +87,88 @@ def _translate_exception(method: str, path: str, error: BaseException, redact: R
     if mapped is None:
         raise error  # anything else is our own bug: it propagates as itself, never retried as a vendor error
     return mapped
+
+
+# ------------------------------------------------------------------------------------------ transport
+class JiraClient:
+    """The HTTP edge to one Jira site: the `jira.JIRA` client, its session, retries and error mapping.
+
+    Built with `get_server_info=False`, `validate=False` and `max_retries=0`: nothing is sent at
+    construction (start-up never fails on a Jira outage), and its `ResilientSession` makes exactly one
+    attempt per request; `connectors.retry` is the only retry layer. Paths start with /rest."""
+
+    def __init__(self, settings: JiraSettings, *, session: requests.Session | None = None,
+                 retry_policy: RetryPolicy = DEFAULT_POLICY):
+        self.settings = settings
+        self.retry_policy = retry_policy
+        self.api_version = int(settings.api_version)
+        self.base_url = str(settings.url).rstrip("/")
+        token = settings.api_token.get_secret_value() if settings.api_token else ""
+        self._redact = settings.redactor()
+        # No request here: get_server_info=False, validate=False, check_update off. max_retries=0 makes
+        # ResilientSession try exactly once (its loop runs while retry_number <= max_retries).
+        self.jira = JIRA(
+            server=self.base_url,
+            options={"rest_api_version": str(self.api_version), "check_update": False},
+            basic_auth=(str(settings.email), token),
+            get_server_info=False,
+            validate=False,
+            max_retries=0,
+            timeout=settings.timeout_seconds,
+        )
+        if session is not None:
+            # A caller-supplied session (proxy, custom adapters): give it the client's auth and headers and
+            # let the client use it too. A plain requests.Session never retries on its own.
+            if session.auth is None:
+                session.auth = self.jira._session.auth
+            for name, value in self.jira._session.headers.items():
+                session.headers.setdefault(name, value)
+            self.jira._session = session  # type: ignore[assignment]
+        self.session: requests.Session = self.jira._session
+
+    def platform(self, path: str) -> str:
+        """The platform REST path of the configured API version: `/rest/api/{2|3}/{path}`."""
+        return f"/rest/api/{self.api_version}/{path.lstrip('/')}"
+
+    def _once(self, method: str, path: str, call: Callable[[], Any]) -> Any:
+        try:
+            result = call()
+        except ConnectorError:
+            raise
+        except Exception as exc:  # translated once, here
+            error = _translate_exception(method, path, exc, self._redact)
+            if isinstance(error, Transient) and not safe_to_repeat(method, error):
+                raise DoNotRepeat(error) from None
+            raise error from None
+        if isinstance(result, requests.Response) and not result.ok:
+            error = _translate_http_error(method, path, result, self._redact)
+            if isinstance(error, Transient) and not safe_to_repeat(method, error):
+                raise DoNotRepeat(error)
+            raise error
+        return result
+
+    def call(self, method: str, path: str, call: Callable[[], Any]) -> Any:
+        """`call()` (one request to `method path`) through the retry layer, its errors translated."""
+        try:
+            return call_with_retry(self._once, method, path, call, policy=self.retry_policy)
+        except DoNotRepeat as wrapped:
+            raise wrapped.error from None
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                json: Any = None) -> requests.Response:
+        url = self.base_url + path
+        extra: dict[str, Any] = {}
+        if not isinstance(self.session, ResilientSession):
+            extra["timeout"] = self.settings.timeout_seconds  # ResilientSession adds its own
+
+        def send() -> requests.Response:
+            return self.session.request(method, url, params=params, json=json, **extra)
+
+        return self.call(method, path, send)
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        response = self.request("GET", path, params=params)
+        try:
+            return response.json()
+        except (requests.JSONDecodeError, json.JSONDecodeError):
+            raise Transient(f"jira GET {path}: unreadable response") from None

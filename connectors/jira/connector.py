@@ -1,12 +1,8 @@
 """Jira Service Management connector (jira 3.10.5 client + the JSM `servicedeskapi`).
 
-What goes through which door, and why:
+What goes through which door, and why (the transport is `connectors.jira.client.JiraClient`):
 
-* The `jira.JIRA` client is built with `get_server_info=False`, `validate=False` and `max_retries=0`:
-  nothing is sent at construction (start-up never fails on a Jira outage), and its `ResilientSession`
-  makes exactly one attempt per request. Its own loop would otherwise repeat 429/503 responses *including
-  POSTs*, which would duplicate customer replies; `connectors.retry` is the only retry layer.
-* Reads that are one request in the client go through the client (`issue()`, `myself()`).
+* Reads that are one request in the jira library's client go through it (`issue()`, `myself()`).
 * Everything else is sent through the client's session with the exact URL and body we want:
   - the field edit: `Issue.update()` would reload the issue with a GET after the PUT (and translates
     `fields=` in ways we do not control), so we PUT `/rest/api/{2|3}/issue/{key}` ourselves;
@@ -23,14 +19,12 @@ The rest of the package: `settings` (JIRA_*), `mapping` (API JSON <-> Ticket), `
 runs), `remote` (`validate --remote jira`), `sla` (JSM SLA goals)."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
-from jira.resilientsession import ResilientSession
 
 from connectors.base import (
     PART_FIELDS,
@@ -42,11 +36,9 @@ from connectors.base import (
     NotFound,
     Permanent,
     PostedComment,
-    Transient,
 )
 from connectors.customer_data import TtlCache
-from connectors.http import DoNotRepeat, safe_to_repeat
-from connectors.jira.client import _translate_exception, _translate_http_error
+from connectors.jira.client import JiraClient
 from connectors.jira.mapping import (
     _same,
     _to_jira_value,
@@ -58,7 +50,7 @@ from connectors.jira.mapping import (
     ticket_from_issue,
 )
 from connectors.jira.settings import JSM_API, PAGE_SIZE, VENDOR, JiraSettings, NormalizeOptions
-from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from connectors.retry import DEFAULT_POLICY, RetryPolicy
 from integration.model import Decision, Ticket
 from matrix_config.schema import Matrix
 
@@ -84,94 +76,21 @@ class JiraConnector:
         retry_policy: RetryPolicy = DEFAULT_POLICY,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
-        from jira import JIRA
-
         if not settings.has_credentials:
             raise Permanent("jira: JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN are required")
         self.settings = settings
         self.matrix = matrix
-        self.retry_policy = retry_policy
-        self.api_version = int(settings.api_version)
-        self.base_url = str(settings.url).rstrip("/")
-        token = settings.api_token.get_secret_value() if settings.api_token else ""
-        self._redact = settings.redactor()
-        # No request here: get_server_info=False, validate=False, check_update off. max_retries=0 makes
-        # ResilientSession try exactly once (its loop runs while retry_number <= max_retries).
-        self.client = JIRA(
-            server=self.base_url,
-            options={"rest_api_version": str(self.api_version), "check_update": False},
-            basic_auth=(str(settings.email), token),
-            get_server_info=False,
-            validate=False,
-            max_retries=0,
-            timeout=settings.timeout_seconds,
-        )
-        if session is not None:
-            # A caller-supplied session (proxy, custom adapters): give it the client's auth and headers and
-            # let the client use it too. A plain requests.Session never retries on its own.
-            if session.auth is None:
-                session.auth = self.client._session.auth
-            for name, value in self.client._session.headers.items():
-                session.headers.setdefault(name, value)
-            self.client._session = session  # type: ignore[assignment]
-        self.session: requests.Session = self.client._session
+        self.client = JiraClient(settings, session=session, retry_policy=retry_policy)
         self._identity: _Identity | None = None
         self._field_schemas: dict[str, dict[str, Any]] = {}
         self._all_fields_loaded = False
         self._customer_data = TtlCache(timedelta(seconds=settings.customer_data_ttl_seconds), clock)
 
-    # ---- transport -------------------------------------------------------------------------------
-    def _platform(self, path: str) -> str:
-        return f"/rest/api/{self.api_version}/{path.lstrip('/')}"
-
-    def _once(self, method: str, path: str, call: Callable[[], Any]) -> Any:
-        try:
-            result = call()
-        except ConnectorError:
-            raise
-        except Exception as exc:  # translated once, here
-            error = _translate_exception(method, path, exc, self._redact)
-            if isinstance(error, Transient) and not safe_to_repeat(method, error):
-                raise DoNotRepeat(error) from None
-            raise error from None
-        if isinstance(result, requests.Response) and not result.ok:
-            error = _translate_http_error(method, path, result, self._redact)
-            if isinstance(error, Transient) and not safe_to_repeat(method, error):
-                raise DoNotRepeat(error)
-            raise error
-        return result
-
-    def _with_retry(self, method: str, path: str, call: Callable[[], Any]) -> Any:
-        try:
-            return call_with_retry(self._once, method, path, call, policy=self.retry_policy)
-        except DoNotRepeat as wrapped:
-            raise wrapped.error from None
-
-    def _request(
-        self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None
-    ) -> requests.Response:
-        url = self.base_url + path
-
-        extra: dict[str, Any] = {}
-        if not isinstance(self.session, ResilientSession):
-            extra["timeout"] = self.settings.timeout_seconds  # ResilientSession adds its own
-        def send() -> requests.Response:
-            return self.session.request(method, url, params=params, json=json, **extra)
-
-        return self._with_retry(method, path, send)
-
-    def _get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        response = self._request("GET", path, params=params)
-        try:
-            return response.json()
-        except (requests.JSONDecodeError, json.JSONDecodeError):
-            raise Transient(f"jira GET {path}: unreadable response") from None
-
     # ---- identity ---------------------------------------------------------------------------------
     def _myself(self) -> _Identity:
         if self._identity is None:
-            path = self._platform("myself")
-            data = self._with_retry("GET", path, self.client.myself)
+            path = self.client.platform("myself")
+            data = self.client.call("GET", path, self.client.jira.myself)
             self._identity = _Identity(account_id=data.get("accountId"), time_zone=data.get("timeZone"))
         return self._identity
 
@@ -206,13 +125,13 @@ class JiraConnector:
         return NormalizeOptions.from_settings(self.settings, own_account_id=self.own_user_id())
 
     def _fetch_issue(self, key: str) -> dict[str, Any]:
-        path = self._platform(f"issue/{key}")
+        path = self.client.platform(f"issue/{key}")
         # expand=schema returns each field's type with the issue: apply() needs it to shape edit values.
         # expand=changelog returns the recent history, newest first, in the same request: when an agent set
         # the level, the level's clocks start at that change (Ticket.level_set_at), with no extra call.
-        issue = self._with_retry(
+        issue = self.client.call(
             "GET", path,
-            lambda: self.client.issue(key, fields=",".join(self._issue_fields()), expand="schema,changelog"),
+            lambda: self.client.jira.issue(key, fields=",".join(self._issue_fields()), expand="schema,changelog"),
         )
         raw = dict(issue.raw)
         for field_id, schema in (raw.get("schema") or {}).items():
@@ -226,7 +145,7 @@ class JiraConnector:
         comments: list[dict[str, Any]] = []
         start = 0
         while True:
-            page = self._get_json(path, {"public": "true", "internal": "false", "start": start, "limit": PAGE_SIZE})
+            page = self.client.get_json(path, {"public": "true", "internal": "false", "start": start, "limit": PAGE_SIZE})
             values = page.get("values") or []
             comments.extend(c for c in values if c.get("public") is True)
             if page.get("isLastPage", True) or not values:
@@ -272,7 +191,7 @@ class JiraConnector:
 
             def load(path: str = path) -> Any:
                 try:
-                    return (self._get_json(path) or {}).get("value")
+                    return (self.client.get_json(path) or {}).get("value")
                 except NotFound:
                     return None
 
@@ -286,7 +205,7 @@ class JiraConnector:
 
     # ---- field metadata -------------------------------------------------------------------------------
     def all_fields(self) -> list[dict[str, Any]]:
-        fields = self._get_json(self._platform("field"))
+        fields = self.client.get_json(self.client.platform("field"))
         for item in fields:
             if item.get("id") and item.get("schema"):
                 self._field_schemas[item["id"]] = item["schema"]
@@ -343,7 +262,7 @@ class JiraConnector:
                     add_labels.append(new_label)
             else:
                 schema = self._schema_for(str(jira.field))
-                set_fields[str(jira.field)] = encode_field_value(jira_value, schema, self.api_version)
+                set_fields[str(jira.field)] = encode_field_value(jira_value, schema, self.client.api_version)
 
         body: dict[str, Any] = {}
         if set_fields:
@@ -370,7 +289,7 @@ class JiraConnector:
             if result.requests and progress is not None:
                 progress(list(result.parts), [part])
             try:
-                response = self._request(method, path, json=payload)
+                response = self.client.request(method, path, json=payload)
             except ConnectorError as error:
                 if maybe_written:
                     error.sent = None
@@ -379,7 +298,7 @@ class JiraConnector:
             return response
 
         if body:
-            path = self._platform(f"issue/{key}")
+            path = self.client.platform(f"issue/{key}")
             response = write("PUT", path, body, PART_FIELDS)
             result.writes += 1
             result.requests.append({"method": "PUT", "path": path, "status": response.status_code})
@@ -404,7 +323,7 @@ class JiraConnector:
         posted: list[PostedComment] = []
         start = 0
         while True:
-            page = self._get_json(path, {"public": "true", "internal": "true", "start": start, "limit": PAGE_SIZE})
+            page = self.client.get_json(path, {"public": "true", "internal": "true", "start": start, "limit": PAGE_SIZE})
             values = page.get("values") or []
             for comment in values:
                 created = parse_jira_time(comment.get("created"))
@@ -421,13 +340,13 @@ class JiraConnector:
     # ---- catch-up ----------------------------------------------------------------------------------------
     def search(self, jql: str, fields: Sequence[str], page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
         """`GET /rest/api/3/search/jql`, following `nextPageToken` until `isLast`."""
-        path = self._platform("search/jql")
+        path = self.client.platform("search/jql")
         token: str | None = None
         while True:
             params: dict[str, Any] = {"jql": jql, "fields": ",".join(fields), "maxResults": page_size}
             if token:
                 params["nextPageToken"] = token
-            page = self._get_json(path, params)
+            page = self.client.get_json(path, params)
             yield from page.get("issues") or []
             token = page.get("nextPageToken")
             if page.get("isLast", True) or not token:

@@ -14,7 +14,7 @@ def _paged_values(connector: JiraConnector, path: str, params: dict[str, Any] | 
     values: list[dict[str, Any]] = []
     start = 0
     while True:
-        page = connector._get_json(path, {**(params or {}), "startAt": start, "maxResults": 50})
+        page = connector.client.get_json(path, {**(params or {}), "startAt": start, "maxResults": 50})
         batch = page.get("values") or []
         values.extend(batch)
         if page.get("isLast", True) or not batch:
@@ -24,8 +24,8 @@ def _paged_values(connector: JiraConnector, path: str, params: dict[str, Any] | 
 
 def _field_options(connector: JiraConnector, field_id: str) -> set[str]:
     options: set[str] = set()
-    for context in _paged_values(connector, connector._platform(f"field/{field_id}/context")):
-        for option in _paged_values(connector, connector._platform(f"field/{field_id}/context/{context['id']}/option")):
+    for context in _paged_values(connector, connector.client.platform(f"field/{field_id}/context")):
+        for option in _paged_values(connector, connector.client.platform(f"field/{field_id}/context/{context['id']}/option")):
             if option.get("value") is not None:
                 options.add(str(option["value"]).lower())
     return options
@@ -36,7 +36,7 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
     problems: list[str] = []
     jira_vendor = matrix.vendors.jira
 
-    priorities = {str(p.get("name", "")).lower() for p in _paged_values(connector, connector._platform("priority/search"))}
+    priorities = {str(p.get("name", "")).lower() for p in _paged_values(connector, connector.client.platform("priority/search"))}
     for neutral, name in jira_vendor.priorities.items():
         if name.lower() not in priorities:
             problems.append(f"vendors.jira.priorities.{neutral}: Jira has no priority named {name!r}")
@@ -98,7 +98,7 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
         for start in range(0, len(names), 50):
             batch = names[start:start + 50]
             found |= {str(g.get("name", "")).lower()
-                      for g in _paged_values(connector, connector._platform("group/bulk"), {"groupName": batch})}
+                      for g in _paged_values(connector, connector.client.platform("group/bulk"), {"groupName": batch})}
         for key, name in group_ids.items():
             if name.lower() not in found:
                 problems.append(f"groups.{key}.jira: Jira has no group {name!r}")

@@ -305,7 +305,7 @@ def sla_records(connector: Any, key: str) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     start = 0
     while True:
-        page = connector._get_json(f"{JSM_API}/request/{key}/sla", {"start": start, "limit": 50})
+        page = connector.client.get_json(f"{JSM_API}/request/{key}/sla", {"start": start, "limit": 50})
         values = page.get("values") or []
         records.extend(values)
         if page.get("isLastPage", True) or not values:
