@@ -1,6 +1,6 @@
 """Service configuration from the environment (pydantic-settings). Secrets are SecretStr: they never
 print, log or reach the database. Vendor API settings live with their connectors
-(connectors.zendesk.ZendeskSettings, connectors.jira.settings.JiraSettings)."""
+(connectors.zendesk.settings.ZendeskSettings, connectors.jira.settings.JiraSettings)."""
 from __future__ import annotations
 
 from pathlib import Path
