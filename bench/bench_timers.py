@@ -6,7 +6,8 @@
    tickets on the example matrix (Europe/Berlin business calendar) — the cost a pass adds per ticket.
 2. Lateness (real processes): schedules `--timers` durable timers due over the next `--horizon` seconds
    (one pre-breach warning per ticket, on the fake helpdesk of tests/support/fake_connector.py), runs
-   `escalation worker` on a temporary SQLite database and queue, SIGKILLs it at `--restart-at` seconds and
+   the worker (`escalation worker` built with that helpdesk by tests/support/worker_entry.py) on a
+   temporary SQLite database and queue, SIGKILLs it at `--restart-at` seconds and
    starts it again; reports fired/expected, duplicates, and lateness (fired_at - due_at) p50/p99/max.
    Goal: every timer fires exactly once, p99 <= 5 s.
 """
@@ -106,9 +107,6 @@ class TimerRig:
             "QUEUE_URL": f"sqlite:///{self.workdir / 'queue.db'}",
             "MATRIX_PATH": str(self.matrix_path),
             "DRY_RUN": "false",
-            "ESCALATION_TESTING": "1",  # the fake connector below is a test-only hook
-            "ESCALATION_TEST_CONNECTOR": "tests.support.fake_connector:from_env",
-            "ESCALATION_FAKE_VENDOR_DIR": str(self.vendor_dir),
             "RECONCILE_INTERVAL_SECONDS": str(reconcile_interval),
             # How long a SIGKILLed worker's ticket leases block the next one (the production default: 30).
             "LEASE_SECONDS": str(lease_seconds),
@@ -169,7 +167,7 @@ class TimerRig:
         log_path = self.workdir / f"worker-{name}.log"
         self.logs.append(log_path)
         handle = open(log_path, "ab")
-        return subprocess.Popen(_escalation_cmd() + ["worker"], env=self.env, cwd=REPO_ROOT, stdout=handle,
+        return subprocess.Popen(_worker_cmd(self.vendor_dir), env=self.env, cwd=REPO_ROOT, stdout=handle,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def _rows(self) -> list:
@@ -271,13 +269,14 @@ class TimerRig:
 
 
 
-def _escalation_cmd() -> list[str]:
-    exe = REPO_ROOT / ".venv" / "bin" / "escalation"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cli.main"]
+def _worker_cmd(vendor_dir: Path) -> list[str]:
+    """`escalation worker` whose vendors are the fake helpdesk in `vendor_dir`."""
+    return [sys.executable, "-m", "tests.support.worker_entry", "--vendor-dir", str(vendor_dir), "worker"]
 
 
 def worker_available() -> bool:
-    result = subprocess.run(_escalation_cmd() + ["worker", "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run([sys.executable, "-m", "tests.support.worker_entry", "--help"], capture_output=True,
+                            text=True, cwd=REPO_ROOT)
     return result.returncode == 0
 
 

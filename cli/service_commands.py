@@ -14,7 +14,9 @@ from pathlib import Path
 import click
 
 
-def _settings(matrix: str | None = None):
+def process_settings(matrix: str | None = None):
+    """The Settings of this process (`matrix` overrides MATRIX_PATH), with logging configured from them;
+    a bad setting stops the command with a ClickException naming it."""
     from pydantic import ValidationError
 
     from integration.settings import Settings
@@ -34,15 +36,18 @@ def _settings(matrix: str | None = None):
     return settings
 
 
-def _runtime(settings, *, matrix: bool = True):
+def _runtime(settings, *, matrix: bool = True, connector_factory=None):
     """The process Runtime. `matrix=False` for read-only commands (events, tickets list-versions): they
-    work on the database alone, even when MATRIX_PATH is missing or invalid."""
+    work on the database alone, even when MATRIX_PATH is missing or invalid. `connector_factory`
+    (vendor -> Connector) replaces the vendor connectors: a process built around test doubles
+    (tests/support/worker_entry.py) gets a Runtime of its own with it."""
     from integration.db import DatabaseConfigError
     from integration.queue import QueueConfigError
-    from integration.tasks import get_runtime
+    from integration.tasks import Runtime, get_runtime
 
     try:
-        runtime = get_runtime(settings)
+        runtime = get_runtime(settings) if connector_factory is None else Runtime(
+            settings, connector_factory=connector_factory)
         if matrix:
             runtime.matrix()  # fail fast on a missing or invalid matrix
     except FileNotFoundError as exc:
@@ -70,7 +75,7 @@ def start_connectors(runtime, settings) -> list[str]:
     per vendor). Incomplete credentials, or DRY_RUN=false with a configured webhook secret and no API
     credentials, stop the process with a ClickException naming the settings (never their values)."""
     from connectors.base import ConfigurationError
-    from connectors.registry import is_offline, test_factory_spec
+    from connectors.registry import is_offline
     from connectors.vendors import PLUGINS
 
     lines = []
@@ -79,8 +84,8 @@ def start_connectors(runtime, settings) -> list[str]:
             connector = runtime.connector(vendor)
         except ConfigurationError as exc:
             raise click.ClickException(str(exc)) from None
-        if test_factory_spec():
-            description = f"test connector ({test_factory_spec()}; ESCALATION_TESTING=1)"
+        if runtime.injected_connectors:
+            description = f"{type(connector).__name__} (connector factory given to the Runtime)"
         else:
             description = _vendor_settings_line(vendor)
         if is_offline(connector):
@@ -104,10 +109,11 @@ def _escalation_command() -> list[str]:
     return [found] if found else [sys.executable, "-c", "from cli.main import main; main()"]
 
 
-def run_worker(settings, concurrency: int | None = None) -> None:
+def run_worker(settings, concurrency: int | None = None, *, connector_factory=None) -> None:
+    """The worker process: huey consumer threads plus the periodic jobs. `connector_factory`: see _runtime."""
     from integration.tasks import PeriodicJobs, describe_periodic_jobs
 
-    runtime = _runtime(settings)
+    runtime = _runtime(settings, connector_factory=connector_factory)
     log = logging.getLogger("escalation.worker")
     for line in start_connectors(runtime, settings):
         log.info("%s", line)
@@ -140,6 +146,53 @@ def run_worker(settings, concurrency: int | None = None) -> None:
         periodic.stop()
 
 
+def run_serve(settings, host: str, port: int, web_concurrency: int, *, connector_factory=None,
+              worker_command: list[str] | None = None) -> None:
+    """The web process (webhooks.server) and one worker (`worker_command`, default `escalation worker`) as
+    children of this one; exits with the status of the first child that stops. `connector_factory`: see
+    _runtime (it serves this process's start-up checks; the worker command builds its own)."""
+    runtime = _runtime(settings, connector_factory=connector_factory)  # migrate and validate before starting children
+    banner = start_connectors(runtime, settings)
+    env = dict(os.environ)
+    procs = {
+        "web": subprocess.Popen(
+            [sys.executable, "-m", "webhooks.server", "--processes", str(web_concurrency), "--host", host,
+             "--port", str(port)], env=env),
+        "worker": subprocess.Popen(worker_command or _escalation_command() + ["worker"], env=env),
+    }
+    click.echo(f"escalation: web on http://{host}:{port} (pid {procs['web'].pid}), "
+               f"worker pid {procs['worker'].pid}; " + "; ".join(banner))
+
+    def forward(signum, _frame):
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    try:
+        while True:
+            for name, proc in procs.items():
+                result = proc.poll()
+                if result is not None:
+                    code = result
+                    raise StopIteration(name)
+            time.sleep(0.5)
+    except StopIteration as stopped:
+        click.echo(f"escalation: {stopped.value} exited with {code}; stopping the rest", err=True)
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + settings.shutdown_timeout_seconds + 5
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    sys.exit(code)
+
+
 def register(group: click.Group) -> None:
     @group.command("migrate")
     def migrate() -> None:
@@ -149,7 +202,7 @@ def register(group: click.Group) -> None:
 
         from integration.db import DatabaseConfigError
 
-        settings = _settings()
+        settings = process_settings()
         try:
             db = Database(settings.database_url)
         except DatabaseConfigError as exc:
@@ -161,7 +214,7 @@ def register(group: click.Group) -> None:
     @click.option("--concurrency", type=int, default=None, help="Worker threads (default WORKER_CONCURRENCY).")
     def worker(concurrency: int | None) -> None:
         """Process queued events and timers; runs the reconciler and catch-up scan (one worker at a time)."""
-        run_worker(_settings(), concurrency)
+        run_worker(process_settings(), concurrency)
 
     @group.command("serve")
     @click.option("--matrix", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -172,54 +225,14 @@ def register(group: click.Group) -> None:
                   show_default="WEB_CONCURRENCY or 2")
     def serve(matrix: str | None, host: str, port: int, web_concurrency: int) -> None:
         """Run the webhook server (webhooks.server, waitress) and one worker together: one command for one machine."""
-        settings = _settings(matrix)
-        runtime = _runtime(settings)  # migrate and validate before starting children
-        banner = start_connectors(runtime, settings)
-        env = dict(os.environ)
-        procs = {
-            "web": subprocess.Popen(
-                [sys.executable, "-m", "webhooks.server", "--processes", str(web_concurrency), "--host", host,
-                 "--port", str(port)], env=env),
-            "worker": subprocess.Popen(_escalation_command() + ["worker"], env=env),
-        }
-        click.echo(f"escalation: web on http://{host}:{port} (pid {procs['web'].pid}), "
-                   f"worker pid {procs['worker'].pid}; " + "; ".join(banner))
-
-        def forward(signum, _frame):
-            for proc in procs.values():
-                if proc.poll() is None:
-                    proc.send_signal(signum)
-
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        code = 0
-        try:
-            while True:
-                for name, proc in procs.items():
-                    result = proc.poll()
-                    if result is not None:
-                        code = result
-                        raise StopIteration(name)
-                time.sleep(0.5)
-        except StopIteration as stopped:
-            click.echo(f"escalation: {stopped.value} exited with {code}; stopping the rest", err=True)
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + settings.shutdown_timeout_seconds + 5
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        sys.exit(code)
+        run_serve(process_settings(matrix), host, port, web_concurrency)
 
     @group.command("reconcile")
     @click.option("--scan/--no-scan", default=True, show_default=True, help="Also run the catch-up scan.")
     @click.option("--inline", is_flag=True, help="Process here and now instead of enqueueing for workers.")
     def reconcile(scan: bool, inline: bool) -> None:
         """One reconciler pass now: re-enqueue events whose worker died, forgotten events, overdue timers."""
-        runtime = _runtime(_settings(), matrix=scan or inline)  # only enqueueing needs no matrix
+        runtime = _runtime(process_settings(), matrix=scan or inline)  # only enqueueing needs no matrix
         report = runtime.reconcile(inline=inline)
         click.echo(f"reconcile: {report}")
         if scan:
@@ -237,7 +250,7 @@ def register(group: click.Group) -> None:
         """Newest events first (dead letters with their reason)."""
         from integration.events import count_by_status, list_events
 
-        runtime = _runtime(_settings(), matrix=False)
+        runtime = _runtime(process_settings(), matrix=False)
         rows = list_events(runtime.db, status=status, limit=limit)
         if fmt == "json":
             click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
@@ -260,7 +273,7 @@ def register(group: click.Group) -> None:
 
         if not ids and not all_dead:
             raise click.UsageError("give event ids or --all-dead")
-        runtime = _runtime(_settings(), matrix=False)
+        runtime = _runtime(process_settings(), matrix=False)
         tickets = retry_dead(runtime.db, None if all_dead else ids)
         for vendor, ticket_id in tickets:
             runtime.enqueue_ticket(vendor, ticket_id)
@@ -291,7 +304,7 @@ def register(group: click.Group) -> None:
         if all_open:
             if vendor or ticket_id or version:
                 raise click.UsageError("--all takes no VENDOR/TICKET_ID/VERSION (use --from/--to)")
-            runtime = _runtime(_settings(), matrix=to_version is None)
+            runtime = _runtime(process_settings(), matrix=to_version is None)
             target = to_version or runtime.matrix().version
             try:
                 moved = repin_open(runtime.db, target, from_version=from_version)
@@ -308,7 +321,7 @@ def register(group: click.Group) -> None:
             raise click.UsageError("--from/--to go with --all")
         if not vendor or not ticket_id:
             raise click.UsageError("give VENDOR TICKET_ID [VERSION], or --all")
-        runtime = _runtime(_settings(), matrix=version is None)
+        runtime = _runtime(process_settings(), matrix=version is None)
         target = version or runtime.matrix().version
         try:
             repin(runtime.db, vendor, ticket_id, target)
@@ -324,7 +337,7 @@ def register(group: click.Group) -> None:
         """How many open (not solved/closed/deleted) tickets are pinned to each matrix version."""
         from integration.pipeline import open_tickets_by_version
 
-        runtime = _runtime(_settings(), matrix=False)
+        runtime = _runtime(process_settings(), matrix=False)
         counts = open_tickets_by_version(runtime.db)
         if fmt == "json":
             click.echo(json.dumps(counts, indent=2, sort_keys=True))

@@ -51,7 +51,6 @@ it (see integration.tasks.mapping_matrix for which mapping wins).
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -110,12 +109,6 @@ DELETION_EVENTS = frozenset({"ticket.soft_deleted", "ticket.permanently_deleted"
                              "jira:issue_deleted"})
 DELETED = "deleted"  # ticket_state.status of a ticket closed that way
 PERMANENT_ERRORS = (NotFound, Unauthorized, Permanent)
-
-# TEST-ONLY hooks (the end-to-end test kills a worker inside these windows). Honoured only when
-# ESCALATION_TESTING=1 is set too, so a stray variable in production cannot slow every pass down.
-TESTING_ENV = "ESCALATION_TESTING"
-TEST_PASS_DELAY_ENV = "ESCALATION_TEST_PASS_DELAY"  # seconds to sleep after claiming events
-TEST_APPLY_DELAY_ENV = "ESCALATION_TEST_APPLY_DELAY"  # seconds to sleep between apply and the final commit
 
 
 @dataclass
@@ -198,15 +191,6 @@ class _Heartbeat:
                     )
             except Exception:  # noqa: BLE001 - a missed heartbeat only risks a duplicate pass, which is safe
                 log.warning("lease heartbeat failed for %s", self.lease_name, exc_info=True)
-
-
-def _test_delay(env: str) -> None:
-    """TEST-ONLY: sleep for the seconds in `env`, when ESCALATION_TESTING=1."""
-    if os.environ.get(TESTING_ENV) != "1":
-        return
-    value = os.environ.get(env)
-    if value:
-        time.sleep(float(value))
 
 
 def _short(error: BaseException) -> str:
@@ -315,7 +299,6 @@ def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, cla
         log.info("ticket %s:%s: %d event(s) were our own writes; no pass", vendor, ticket_id, len(echoes))
     if not work:
         return PassResult("echo", events=echoes)
-    _test_delay(TEST_PASS_DELAY_ENV)
     work_ids = [c.id for c in work]
 
     def decide_events(ticket: Ticket, state: TicketState | None, matrix: LoadedMatrix, now: datetime):
@@ -541,7 +524,6 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
             raise
         # Any other error leaves the intent `applying`: the write may or may not have reached the vendor,
         # and the next pass finds out from the ticket itself.
-        _test_delay(TEST_APPLY_DELAY_ENV)
         decision_id = _finalize(deps, ctx, outcome, ticket, now, status="applied", intent_id=intent_id,
                                 api_result=result, parts={part: "written" for part in _decision_parts(decision)})
         return PassResult("done", decision_id=decision_id, writes=result.writes)

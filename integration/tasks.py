@@ -98,6 +98,11 @@ class Runtime:
                 self._matrix = loaded
             return self._matrix
 
+    @property
+    def injected_connectors(self) -> bool:
+        """A connector factory given to this Runtime serves every vendor (tests/support/worker_entry.py)."""
+        return self._connector_factory is not None
+
     def connector(self, vendor: str) -> Connector:
         with self._lock:
             connector = self._connectors.get(vendor)

@@ -1,4 +1,4 @@
-"""A real `escalation worker` killed with SIGKILL between the two updates Zendesk needs for one decision
+"""A real worker process (`escalation worker` built with a test double, tests/support/worker_entry.py) killed with SIGKILL between the two updates Zendesk needs for one decision
 (fields + customer reply, then the internal note), restarted: every ticket ends with the reply once and
 the note once, and `escalation history` lists only what reached the helpdesk. The helpdesk is the
 two-update test double (tests/support/two_update_helpdesk.py) in a directory shared by the processes."""
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from tests.support.fake_connector import neutral_event
 from tests.support.two_update_helpdesk import TwoUpdateHelpdesk
-from tests.test_e2e_processes import BIN, TICKETS, _query, _wait, environment  # noqa: F401 - a fixture
+from tests.test_e2e_processes import TICKETS, _query, _wait, environment, worker_entry  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +33,11 @@ def test_worker_killed_between_reply_and_note_update_sends_each_once(environment
         sink.accept(neutral_event(ticket_id, f"created-{ticket_id}"), json.dumps({"n": ticket_id}).encode(),
                     datetime.now(timezone.utc))
     database.dispose()
-    double = {"ESCALATION_TEST_CONNECTOR": "tests.support.two_update_helpdesk:from_env",
-              "ESCALATION_TEST_APPLY_DELAY": "0", "WORKER_CONCURRENCY": str(len(TICKETS))}
+    concurrency = {"WORKER_CONCURRENCY": str(len(TICKETS))}
 
     # Every pass stops between its two updates; kill the worker once every ticket is in that window.
-    worker = start([str(BIN / "escalation"), "worker"], "worker-1.log", ESCALATION_TEST_BETWEEN_UPDATES="60",
-                   **double)
+    worker = start(worker_entry(fake, "--helpdesk", "two-update", "--between-updates", "60"), "worker-1.log",
+                   **concurrency)
 
     def first_updates_only() -> set[str]:
         updates = [(w["ticket_id"], w["update"]) for w in helpdesk.writes()]
@@ -54,7 +53,7 @@ def test_worker_killed_between_reply_and_note_update_sends_each_once(environment
     assert all(note is None for note in (w["internal_note"] for w in helpdesk.writes())), "no note went out yet"
     assert _query(db_path, "SELECT COUNT(*) FROM decisions WHERE status = 'applying'") == [(len(TICKETS),)]
 
-    start([str(BIN / "escalation"), "worker"], "worker-2.log", **double)
+    start(worker_entry(fake, "--helpdesk", "two-update"), "worker-2.log", **concurrency)
     _wait(lambda: _query(db_path, "SELECT COUNT(*) FROM events WHERE status = 'done'")[0][0] == len(TICKETS),
           45, "every event to be processed after the restart", interval=0.2)
 

@@ -1,6 +1,6 @@
-"""End to end with real processes, as the Procfile runs them: webhooks.server (web) + `escalation worker`, on
-SQLite (database and queue files in a temp dir), with a fake helpdesk that records every write in a
-file. Signed Zendesk webhooks go in over HTTP; the worker is killed with SIGKILL in the middle of a
+"""End to end with real processes, as the Procfile runs them: webhooks.server (web) + the worker (the
+product's `escalation worker` built with a fake helpdesk by tests/support/worker_entry.py), on SQLite
+(database and queue files in a temp dir); the fake helpdesk records every write in a file. Signed Zendesk webhooks go in over HTTP; the worker is killed with SIGKILL in the middle of a
 pass (after its write reached the "vendor", before its final commit), restarted, and every event must
 end processed with exactly one customer reply per ticket."""
 from __future__ import annotations
@@ -31,6 +31,12 @@ pytestmark = pytest.mark.slow
 SECRET = "e2e-webhook-secret"
 TICKETS = ["7001", "7002", "7003", "7004"]
 BIN = Path(sys.executable).parent
+
+
+def worker_entry(fake: FakeConnector, *options: str, command: str = "worker") -> list[str]:
+    """`escalation worker` (or `serve`) whose every vendor is a FakeConnector over `fake`'s FileStore."""
+    return [sys.executable, "-m", "tests.support.worker_entry", "--vendor-dir", str(fake.store.directory), *options,
+            command]
 
 
 def _ready(port: int) -> bool:
@@ -106,10 +112,6 @@ def environment(tmp_path, enterprise_matrix_path):
         "MATRIX_PATH": str(enterprise_matrix_path),
         "ZENDESK_WEBHOOK_SECRET": SECRET,
         "DRY_RUN": "false",
-        "ESCALATION_TESTING": "1",  # switches the test-only hooks below on
-        "ESCALATION_TEST_CONNECTOR": "tests.support.fake_connector:from_env",
-        "ESCALATION_FAKE_VENDOR_DIR": str(vendor_dir),
-        "ESCALATION_TEST_APPLY_DELAY": "1.0",  # a window between the vendor write and the final commit
         "LEASE_SECONDS": "3",
         "RECONCILE_INTERVAL_SECONDS": "1",
         "WORKER_CONCURRENCY": "2",
@@ -143,7 +145,8 @@ def test_worker_killed_mid_pass_loses_nothing_and_writes_no_reply_twice(environm
     db_path = tmp_path / "var" / "escalation.db"
     port = _free_port()
     start([sys.executable, "-m", "webhooks.server", "--host", "127.0.0.1", "--port", str(port)], "web.log")
-    worker = start([str(BIN / "escalation"), "worker"], "worker-1.log")
+    # A window between each vendor write and the pass's final commit.
+    worker = start(worker_entry(fake, "--apply-delay", "1.0"), "worker-1.log")
 
     _wait(lambda: _ready(port), 30, "the web process to be ready", interval=0.2)
 
@@ -165,7 +168,7 @@ def test_worker_killed_mid_pass_loses_nothing_and_writes_no_reply_twice(environm
     writes_at_kill = len(fake.writes())
     assert _query(db_path, "SELECT COUNT(*) FROM events WHERE status = 'processing'")[0][0] >= 1
 
-    start([str(BIN / "escalation"), "worker"], "worker-2.log")
+    start(worker_entry(fake, "--apply-delay", "1.0"), "worker-2.log")
     _wait(lambda: _query(db_path, "SELECT COUNT(*) FROM events WHERE status = 'done'")[0][0] == accepted,
           45, "every event to be processed after the restart", interval=0.2)
 
@@ -195,8 +198,7 @@ def test_sigterm_hands_interrupted_work_back_without_waiting_for_the_lease(envir
     database.dispose()
     # Passes slower than the shutdown grace, and a lease far longer than the test: only the SIGTERM
     # hand-back can explain a quick recovery.
-    worker = start([str(BIN / "escalation"), "worker"], "worker-1.log",
-                   ESCALATION_TEST_PASS_DELAY="30", LEASE_SECONDS="600", ESCALATION_TEST_APPLY_DELAY="0")
+    worker = start(worker_entry(fake, "--fetch-delay", "30"), "worker-1.log", LEASE_SECONDS="600")
     _wait(lambda: _query(db_path, "SELECT COUNT(*) FROM events WHERE status = 'processing'")[0][0] == 1,
           30, "the worker to claim the event", interval=0.1)
     # After huey's "Periodic tasks are disabled.", the worker says which of its own jobs run.
@@ -207,7 +209,7 @@ def test_sigterm_hands_interrupted_work_back_without_waiting_for_the_lease(envir
     assert _query(db_path, "SELECT status, lease_owner FROM events") == [("pending", None)]
     assert _query(db_path, "SELECT COUNT(*) FROM leases WHERE name LIKE 'ticket:%'") == [(0,)]
 
-    start([str(BIN / "escalation"), "worker"], "worker-2.log", ESCALATION_TEST_APPLY_DELAY="0")
+    start(worker_entry(fake), "worker-2.log")
     _wait(lambda: _query(db_path, "SELECT status FROM events") == [("done",)], 30, "the event to be processed")
     assert fake.replies(TICKETS[0]) and len(fake.replies(TICKETS[0])) == 1
 
@@ -216,7 +218,7 @@ def test_serve_runs_web_and_worker_with_one_command(environment):
     tmp_path, fake, start = environment
     db_path = tmp_path / "var" / "escalation.db"
     port = _free_port()
-    serve = start([str(BIN / "escalation"), "serve", "--port", str(port)], "serve.log", ESCALATION_TEST_APPLY_DELAY="0")
+    serve = start(worker_entry(fake, command="serve") + ["--port", str(port)], "serve.log")
 
     _wait(lambda: _ready(port), 30, "serve's web process", interval=0.2)
     assert _signed_post(port, _event(TICKETS[1], "ticket.created", 1), "serve-1") == 202

@@ -199,8 +199,7 @@ def _fresh_sample(path) -> bytes:
 
 
 def _offline_runtime(tmp_path, monkeypatch):
-    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
-                 "ESCALATION_TEST_CONNECTOR"):
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     settings = make_settings(f"sqlite:///{tmp_path}/db.sqlite", DRY_RUN=None)
     from integration.db import Database

@@ -1,5 +1,4 @@
-"""What an operator meets around the pipeline: start-up checks and banner, test-only hooks switched off
-in production, secrets kept out of messages, read-only commands without a matrix from any directory,
+"""What an operator meets around the pipeline: start-up checks and banner, secrets kept out of messages, read-only commands without a matrix from any directory,
 re-pinning every open ticket, and dry-run acknowledgements folded from stored webhooks."""
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from integration.settings import Settings, redact_url
 PASSWORD = "hunter2-s3cret"
 VENDOR_ENV = ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
               "ZENDESK_WEBHOOK_SECRET", "JIRA_URL", "JIRA_EMAIL", "JIRA_API_TOKEN", "JIRA_WEBHOOK_SECRET",
-              "JIRA_SHARED_SECRET", "ESCALATION_TEST_CONNECTOR", "ESCALATION_TESTING", "DRY_RUN", "MATRIX_PATH",
+              "JIRA_SHARED_SECRET", "DRY_RUN", "MATRIX_PATH",
               "DATABASE_URL", "QUEUE_URL", "REDIS_URL")
 FIXTURES = Path(__file__).parent / "fixtures" / "zendesk"
 
@@ -91,7 +90,6 @@ def test_the_banner_names_each_vendors_mode_and_connectors_get_the_database_url(
     assert seen["database_url"] == settings.database_url
 
 
-# ------------------------------------------------------------------ test-only hooks
 def test_the_worker_log_names_the_periodic_jobs_it_runs_instead_of_hueys(clean_env):
     """huey logs "Periodic tasks are disabled."; the worker's own line says the reconciler does run."""
     from integration.tasks import describe_periodic_jobs
@@ -101,33 +99,6 @@ def test_the_worker_log_names_the_periodic_jobs_it_runs_instead_of_hueys(clean_e
                        "(run by one worker at a time, under a lease)")
     synced = describe_periodic_jobs(Settings(SLA_SYNC="auto", SCAN_INTERVAL_SECONDS=60))
     assert "catch-up scan every 60s, SLA sync auto every 3600s" in synced
-
-
-def test_the_test_connector_hook_needs_escalation_testing(clean_env, monkeypatch, tmp_path):
-    from connectors.registry import OfflineConnector, build_connector
-    from tests.support.fake_connector import FakeConnector
-
-    monkeypatch.setenv("ESCALATION_TEST_CONNECTOR", "tests.support.fake_connector:from_env")
-    monkeypatch.setenv("ESCALATION_FAKE_VENDOR_DIR", str(tmp_path / "vendor"))
-    settings = Settings(_env_file=None)
-    matrix = None
-    assert isinstance(build_connector("zendesk", settings, matrix), OfflineConnector)
-    monkeypatch.setenv("ESCALATION_TESTING", "1")
-    assert isinstance(build_connector("zendesk", settings, matrix), FakeConnector)
-
-
-def test_the_delay_hooks_need_escalation_testing(monkeypatch):
-    from integration import pipeline
-
-    slept = []
-    monkeypatch.setattr(pipeline.time, "sleep", slept.append)
-    monkeypatch.delenv("ESCALATION_TESTING", raising=False)
-    monkeypatch.setenv(pipeline.TEST_APPLY_DELAY_ENV, "30")
-    pipeline._test_delay(pipeline.TEST_APPLY_DELAY_ENV)
-    assert slept == []
-    monkeypatch.setenv("ESCALATION_TESTING", "1")
-    pipeline._test_delay(pipeline.TEST_APPLY_DELAY_ENV)
-    assert slept == [30.0]
 
 
 # ------------------------------------------------------------------ secrets in URLs

@@ -421,8 +421,7 @@ def test_offline_dry_run_takes_the_times_from_the_webhook_payloads(order, tmp_pa
     Zendesk (the events' `time`), whatever order they arrived in: the same L3 entry and acknowledgement.
     (The first pass comes after all three webhooks: once a dry-run decision set the level, the offline
     snapshot shows that level, which masks an agent's later change; see OfflineConnector.)"""
-    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
-                 "ESCALATION_TEST_CONNECTOR"):
+    for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     clock = Clock(CREATED)
     settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",

@@ -5,8 +5,8 @@ between processes, guarded by a file lock). Every apply is appended to the store
 test can count exactly what reached the "vendor". Writes check the snapshot's version token like
 Zendesk's safe_update: a stale snapshot raises Conflict.
 
-`ESCALATION_TEST_CONNECTOR=tests.support.fake_connector:from_env` with
-`ESCALATION_FAKE_VENDOR_DIR=/some/dir` makes every worker process use a FileStore there.
+Worker and serve processes get a FakeConnector over a FileStore through tests/support/worker_entry.py;
+`fetch_delay` and `apply_delay` hold a pass where a process test wants to stop or kill it.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -135,6 +136,10 @@ class FakeConnector:
     # Changes made "by an agent" between our fetch and our write (conflict tests): applied once per call.
     concurrent_edits: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     changed: list[tuple[str, str]] = field(default_factory=list)  # for changed_since
+    # Seconds each fetch waits before reading (a pass holds its claimed events that long), and each write
+    # waits after reaching the store (a window between the vendor write and the pass's final commit).
+    fetch_delay: float = 0.0
+    apply_delay: float = 0.0
 
     # ---- test helpers
     def put(self, ticket_id: str, **overrides: Any) -> dict[str, Any]:
@@ -159,6 +164,8 @@ class FakeConnector:
     # ---- Connector
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         self.fetch_count += 1
+        if self.fetch_delay:
+            time.sleep(self.fetch_delay)
         if self.fetch_failures:
             raise self.fetch_failures.pop(0)
         record = self.store.load(str(ticket_id))
@@ -223,6 +230,8 @@ class FakeConnector:
             self.store.append_write(entry)
         if self.after_write is not None:
             self.after_write(entry)
+        if self.apply_delay:
+            time.sleep(self.apply_delay)
         return ApplyResult(writes=1, requests=[{"method": "PUT", "path": f"/tickets/{ticket.id}", "status": 200}])
 
     def own_user_id(self) -> str | None:
@@ -232,11 +241,6 @@ class FakeConnector:
         for ticket_id, mark in self.changed:
             if watermark is None or mark > watermark:
                 yield ticket_id, mark
-
-
-def from_env(vendor: str, settings: Any, matrix: Any) -> FakeConnector:
-    """Factory for ESCALATION_TEST_CONNECTOR: a FileStore in ESCALATION_FAKE_VENDOR_DIR."""
-    return FakeConnector(vendor=vendor, store=FileStore(os.environ["ESCALATION_FAKE_VENDOR_DIR"]))
 
 
 # ------------------------------------------------------------------ pipeline test environment

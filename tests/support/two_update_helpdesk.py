@@ -5,27 +5,27 @@ It extends the FileStore fake (tests/support/fake_connector.py, shared between p
 stored and logged on its own (`writes()` has one entry per update, with `update` 1 or 2), comments are
 kept on the ticket record with their author and time, and `own_comments` lists the integration user's
 comments like the Zendesk connector does. Between the two updates `progress` is reported, as the real
-connectors do. `ESCALATION_TEST_BETWEEN_UPDATES=<seconds>` (honoured with ESCALATION_TESTING=1) holds the
-worker between the two updates, so a test can kill it there.
+connectors do. `between_updates_delay` holds the worker between the two updates, so a test can kill it there.
 
-`ESCALATION_TEST_CONNECTOR=tests.support.two_update_helpdesk:from_env` selects it in worker processes.
+`python -m tests.support.worker_entry --helpdesk two-update ...` runs a worker process with it.
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from connectors.base import PART_FIELDS, PART_NOTE, PART_REPLY, ApplyProgress, ApplyResult, Conflict, NotFound, PostedComment
 from integration.model import Decision, Ticket
-from tests.support.fake_connector import FakeConnector, FileStore
-
-BETWEEN_UPDATES_ENV = "ESCALATION_TEST_BETWEEN_UPDATES"
+from tests.support.fake_connector import FakeConnector
 
 
+@dataclass
 class TwoUpdateHelpdesk(FakeConnector):
+    between_updates_delay: float = 0.0  # seconds between the first update and the second
+
     def apply(self, ticket: Ticket, decision: Decision, progress: ApplyProgress | None = None) -> ApplyResult:
         if not decision.writes_to_ticket:
             return ApplyResult(writes=0)
@@ -40,11 +40,14 @@ class TwoUpdateHelpdesk(FakeConnector):
             if number > 1:
                 if progress is not None:
                     progress(list(result.parts), [PART_NOTE])
-                _pause_between_updates()
+                if self.between_updates_delay:
+                    time.sleep(self.between_updates_delay)
             stamp = self._store_update(ticket.id, update, stamp, number)
             result.writes += 1
             result.requests.append({"method": "PUT", "path": f"/tickets/{ticket.id}", "status": 200})
             result.parts.extend(_parts(update))
+        if self.apply_delay:
+            time.sleep(self.apply_delay)
         return result
 
     def _store_update(self, ticket_id: str, update: Decision, stamp: str | None, number: int) -> str:
@@ -100,12 +103,3 @@ def _parts(update: Decision) -> list[str]:
         parts.append(PART_NOTE)
     return parts
 
-
-def _pause_between_updates() -> None:
-    if os.environ.get("ESCALATION_TESTING") == "1" and os.environ.get(BETWEEN_UPDATES_ENV):
-        time.sleep(float(os.environ[BETWEEN_UPDATES_ENV]))
-
-
-def from_env(vendor: str, settings: Any, matrix: Any) -> TwoUpdateHelpdesk:
-    """Factory for ESCALATION_TEST_CONNECTOR: a FileStore in ESCALATION_FAKE_VENDOR_DIR."""
-    return TwoUpdateHelpdesk(vendor=vendor, store=FileStore(os.environ["ESCALATION_FAKE_VENDOR_DIR"]))
