@@ -386,3 +386,20 @@ def test_plan_and_apply_refuse_incomplete_credentials(capsys, monkeypatch, tmp_p
     assert "missing ZENDESK_API_TOKEN or ZENDESK_OAUTH_TOKEN" in capsys.readouterr().err
     assert _sla_cli("apply", matrix_path) == 2
     assert "Zendesk settings incomplete" in capsys.readouterr().err
+
+
+def test_sla_apply_prints_the_plan_then_what_the_re_read_confirmed(fake, capsys, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in (("ZENDESK_SUBDOMAIN", "acme"), ("ZENDESK_EMAIL", "bot@acme.example"),
+                        ("ZENDESK_API_TOKEN", "t0k3n"), ("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")):
+        monkeypatch.setenv(name, value)
+    matrix_path = str(Path(__file__).resolve().parent.parent / EXAMPLE)
+    assert _sla_cli("apply", matrix_path) == 0
+    out = capsys.readouterr().out
+    assert "+ create  '[matrix] L1 Frontline'" in out
+    assert out.strip().endswith("Applied 4 change(s); re-read confirms the policies match the matrix.")
+    assert len(fake.policies) == 4
+    assert _sla_cli("apply", matrix_path) == 0
+    assert capsys.readouterr().out.startswith("No changes: Zendesk SLA policies match the matrix.")
