@@ -40,14 +40,14 @@ from connectors.base import (
 from connectors.customer_data import TtlCache
 from connectors.jira.client import JiraClient
 from connectors.jira.mapping import (
-    _same,
-    _to_jira_value,
-    _to_matrix_value,
     encode_field_value,
     group_field_value,
     jira_value_to_plain,
     parse_jira_time,
+    same_value,
     ticket_from_issue,
+    to_jira_value,
+    to_matrix_value,
 )
 from connectors.jira.settings import JSM_API, PAGE_SIZE, VENDOR, JiraSettings, NormalizeOptions
 from connectors.retry import DEFAULT_POLICY, RetryPolicy
@@ -200,7 +200,7 @@ class JiraConnector:
                 # A property written as {"value": ...} or {"name": ...} by an admin's script.
                 value = jira_value_to_plain(value)
             if value not in (None, ""):
-                out[name] = _to_matrix_value(value, jira)
+                out[name] = to_matrix_value(value, jira)
         return out
 
     # ---- field metadata -------------------------------------------------------------------------------
@@ -249,9 +249,9 @@ class JiraConnector:
                 continue
             if jira.organization_property is not None:
                 raise Permanent(f"jira: matrix field {name!r} is an organization property; the service only reads it")
-            if _same(ticket.fields.get(name), value):
+            if same_value(ticket.fields.get(name), value):
                 continue
-            jira_value = _to_jira_value(value, jira)
+            jira_value = to_jira_value(value, jira)
             if jira.label_prefix is not None:
                 prefix = jira.label_prefix.lower()
                 new_label = f"{jira.label_prefix}{jira_value}" if value not in (None, "") else None
@@ -354,7 +354,7 @@ class JiraConnector:
 
     def _project_clause(self) -> str:
         keys = self.settings.project_keys
-        return f"project in ({', '.join(_jql_quote(k) for k in keys)}) AND " if keys else ""
+        return f"project in ({', '.join(jql_quote(k) for k in keys)}) AND " if keys else ""
 
     def changed_since(self, watermark: str | None) -> Iterator[tuple[str, str]]:
         """Issues updated at or after the watermark (an ISO-8601 instant), oldest first.
@@ -373,7 +373,7 @@ class JiraConnector:
             yield str(issue.get("key")), mark
 
 
-def _jql_quote(value: str) -> str:
+def jql_quote(value: str) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

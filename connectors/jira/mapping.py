@@ -77,7 +77,7 @@ def jira_value_to_plain(value: Any) -> Any:
     return value
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         return a.strip().lower() == b.strip().lower()
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
@@ -85,19 +85,19 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _to_matrix_value(plain: Any, mapping: JiraField) -> Any:
+def to_matrix_value(plain: Any, mapping: JiraField) -> Any:
     """Jira option value -> matrix value via `values` (matrix value -> Jira value); unmapped values pass as is."""
     if isinstance(plain, list):
-        return [_to_matrix_value(v, mapping) for v in plain]
+        return [to_matrix_value(v, mapping) for v in plain]
     for matrix_value, jira_value in mapping.values.items():
-        if _same(jira_value, plain):
+        if same_value(jira_value, plain):
             return matrix_value
     return plain
 
 
-def _to_jira_value(value: Any, mapping: JiraField) -> Any:
+def to_jira_value(value: Any, mapping: JiraField) -> Any:
     if isinstance(value, (list, tuple)):
-        return [_to_jira_value(v, mapping) for v in value]
+        return [to_jira_value(v, mapping) for v in value]
     if isinstance(value, str) and value in mapping.values:
         return mapping.values[value]
     return value
@@ -131,7 +131,7 @@ def neutral_priority(priority: Mapping[str, Any] | None, matrix: Matrix) -> str 
     if not name:
         return None
     for neutral, jira_name in matrix.vendors.jira.priorities.items():
-        if _same(jira_name, name):
+        if same_value(jira_name, name):
             return neutral
     return None
 
@@ -155,12 +155,12 @@ def matrix_group(raw: Any, matrix: Matrix) -> str | None:
     if value is None:
         return None
     for key, group in matrix.groups.items():
-        if group.jira is not None and _same(group.jira, value):
+        if group.jira is not None and same_value(group.jira, value):
             return key
     # A Team field may come back as an object whose id we configured while `name` was read first.
     if isinstance(raw, dict):
         for key, group in matrix.groups.items():
-            if group.jira is not None and any(_same(group.jira, v) for v in raw.values() if isinstance(v, str)):
+            if group.jira is not None and any(same_value(group.jira, v) for v in raw.values() if isinstance(v, str)):
                 return key
     return None
 
@@ -264,9 +264,9 @@ def ticket_from_issue(
             continue
         if jira.label_prefix is not None:
             raw_label = _label_value(labels, jira.label_prefix)
-            values[name] = None if raw_label is None else _to_matrix_value(raw_label, jira)
+            values[name] = None if raw_label is None else to_matrix_value(raw_label, jira)
         elif jira.field in fields:
-            values[name] = _to_matrix_value(jira_value_to_plain(fields.get(jira.field)), jira)
+            values[name] = to_matrix_value(jira_value_to_plain(fields.get(jira.field)), jira)
     if options.request_type_field and "request_type" not in values:
         values["request_type"] = jira_value_to_plain(fields.get(options.request_type_field))
 

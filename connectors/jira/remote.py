@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.base import ConfigurationError, ConnectorError, Permanent
-from connectors.jira.connector import JiraConnector, _jql_quote, build_from_env
+from connectors.jira.connector import JiraConnector, build_from_env, jql_quote
 from matrix_config.schema import LEVEL_ATTRIBUTE, Matrix
 
 
@@ -112,7 +112,7 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
         number = group_field.removeprefix("customfield_")
         for key, team_id in group_ids.items():
             try:
-                next(iter(connector.search(f"cf[{number}] = {_jql_quote(team_id)}", ["id"], page_size=1)), None)
+                next(iter(connector.search(f"cf[{number}] = {jql_quote(team_id)}", ["id"], page_size=1)), None)
             except Permanent as exc:
                 problems.append(f"groups.{key}.jira: team {team_id!r} not accepted by Jira ({exc})")
     return problems

@@ -20,7 +20,7 @@ PAGE_SIZE = 100
 
 
 # ------------------------------------------------------------------------------------------ settings
-def _split_list(value: str | None) -> list[str]:
+def split_list(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
@@ -62,7 +62,7 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
 
     @property
     def project_keys(self) -> list[str]:
-        return _split_list(self.project_keys_csv)
+        return split_list(self.project_keys_csv)
 
     @property
     def has_credentials(self) -> bool:
@@ -90,7 +90,7 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
 
     @property
     def sla_metric_names(self) -> dict[str, str]:
-        pairs = (item.split("=", 1) for item in _split_list(self.sla_metrics_csv) if "=" in item)
+        pairs = (item.split("=", 1) for item in split_list(self.sla_metrics_csv) if "=" in item)
         return {clock.strip(): name.strip() for clock, name in pairs}
 
     def redactor(self) -> Redactor:
@@ -101,9 +101,9 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
 
     def status_config(self) -> "StatusConfig":
         return StatusConfig(
-            pending=frozenset(s.lower() for s in _split_list(self.pending_statuses_csv)),
-            on_hold=frozenset(s.lower() for s in _split_list(self.on_hold_statuses_csv)),
-            closed=frozenset(s.lower() for s in _split_list(self.closed_statuses_csv)),
+            pending=frozenset(s.lower() for s in split_list(self.pending_statuses_csv)),
+            on_hold=frozenset(s.lower() for s in split_list(self.on_hold_statuses_csv)),
+            closed=frozenset(s.lower() for s in split_list(self.closed_statuses_csv)),
         )
 
 
@@ -133,5 +133,5 @@ class NormalizeOptions:
             organization_field=settings.organization_field,
             request_type_field=settings.request_type_field,
             own_account_id=own_account_id or settings.account_id,
-            non_agents=frozenset(_split_list(settings.non_agent_accounts_csv)),
+            non_agents=frozenset(split_list(settings.non_agent_accounts_csv)),
         )

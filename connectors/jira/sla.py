@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from connectors.base import ConfigurationError
 from connectors.jira.connector import build_from_env
 from connectors.jira.mapping import ticket_from_issue
-from connectors.jira.settings import JSM_API, JiraSettings, NormalizeOptions, _split_list
+from connectors.jira.settings import JSM_API, JiraSettings, NormalizeOptions, split_list
 from matrix_config.schema import CLOCKS, LEVEL_ATTRIBUTE, Matrix
 
 # JSM's default metric names for the two clocks JSM projects come with, and suggested names for the
@@ -286,8 +286,8 @@ class JsmSlaPlan:
 
 def pause_status_names(matrix: Matrix, settings: Any) -> list[str]:
     """The Jira status names behind the matrix's neutral pause statuses (JIRA_PENDING/ON_HOLD_STATUSES)."""
-    by_neutral = {"pending": _split_list(settings.pending_statuses_csv),
-                  "on_hold": _split_list(settings.on_hold_statuses_csv)}
+    by_neutral = {"pending": split_list(settings.pending_statuses_csv),
+                  "on_hold": split_list(settings.on_hold_statuses_csv)}
     names: list[str] = []
     for neutral in matrix.clocks.pause_statuses:
         names.extend(n for n in by_neutral.get(neutral, []) if n not in names)

@@ -31,15 +31,15 @@ from connectors.ratelimit import RateLimiter
 from connectors.retry import DEFAULT_POLICY, RetryPolicy
 from connectors.zendesk.client import ZendeskClient
 from connectors.zendesk.mapping import (
-    _id_or_none,
-    _matrix_value,
-    _parse_time,
-    _tag,
-    _ticket_from_raw,
-    _zendesk_value,
     attribute_changes,
+    id_or_none,
+    parse_time,
+    prefixed_tag,
+    ticket_from_raw,
+    to_matrix_value,
+    to_zendesk_value,
 )
-from connectors.zendesk.settings import VENDOR, _AGENT_ROLES, ZendeskSettings
+from connectors.zendesk.settings import AGENT_ROLES, VENDOR, ZendeskSettings
 from integration.model import Decision, Person, Ticket
 from matrix_config.schema import Matrix
 
@@ -114,7 +114,7 @@ class ZendeskConnector:
         for source, id_key, collection, record, fields_key in sources:
             mapped = {name: m.zendesk for name, m in self.matrix.fields.items()
                       if m.zendesk is not None and getattr(m.zendesk, source) is not None}
-            record_id = _id_or_none(raw.get(id_key))
+            record_id = id_or_none(raw.get(id_key))
             if not mapped or record_id is None:
                 continue
 
@@ -127,7 +127,7 @@ class ZendeskConnector:
 
             values = self._customer_data.get_or_load((collection, record_id), load)
             for name, zd in mapped.items():
-                value = _matrix_value(zd, values.get(getattr(zd, source)))
+                value = to_matrix_value(zd, values.get(getattr(zd, source)))
                 if value is not None:
                     out[name] = value
         return out
@@ -143,15 +143,15 @@ class ZendeskConnector:
         custom = {int(cf["id"]): cf.get("value") for cf in raw.get("custom_fields") or [] if cf.get("id") is not None}
         mapped = self._mapped_custom_field_ids() & set(custom)
         field_types = self._field_types(mapped) if mapped else {}
-        requester_id = _id_or_none(raw.get("requester_id"))
+        requester_id = id_or_none(raw.get("requester_id"))
         requester = users.get(requester_id or "", {})
-        assignee_id = _id_or_none(raw.get("assignee_id"))
+        assignee_id = id_or_none(raw.get("assignee_id"))
         assignee = users.get(assignee_id or "")
         organization = orgs.get(str(raw.get("organization_id")))
         first_reply, last_reply = self._public_agent_replies(str(raw["id"]), requester_id)
         rating = raw.get("satisfaction_rating") or {}
         score = rating.get("score") if isinstance(rating, dict) else None
-        ticket = _ticket_from_raw(
+        ticket = ticket_from_raw(
             raw, self.matrix, custom=custom, field_types=field_types,
             organization=organization.get("name") if organization else None,
             requester=Person(id=requester_id, name=requester.get("name"), email=requester.get("email")),
@@ -187,9 +187,9 @@ class ZendeskConnector:
             if author is None or author == requester_id or author == own:
                 continue
             role = (authors.get(author) or {}).get("role")
-            if role is not None and role not in _AGENT_ROLES:
+            if role is not None and role not in AGENT_ROLES:
                 continue
-            when = _parse_time(comment.get("created_at"))
+            when = parse_time(comment.get("created_at"))
             if when is not None:
                 times.append(when)
         return (min(times), max(times)) if times else (None, None)
@@ -256,7 +256,7 @@ class ZendeskConnector:
                 raise Permanent(f"matrix field {name!r} is an organization/user field; the service only reads it")
             if zd.tag_prefix is not None:
                 prefix = zd.tag_prefix.lower()
-                new_tag = _tag(zd.tag_prefix, _zendesk_value(zd, value)) if value not in (None, "") else None
+                new_tag = prefixed_tag(zd.tag_prefix, to_zendesk_value(zd, value)) if value not in (None, "") else None
                 if new_tag:
                     add.append(new_tag)
                 # The old value's tag goes: for `level` this takes the previous level's SLA policy off.
@@ -264,7 +264,7 @@ class ZendeskConnector:
             else:
                 if ticket.fields.get(name) == value:
                     continue
-                custom_fields.append({"id": zd.custom_field, "value": _zendesk_value(zd, value)})
+                custom_fields.append({"id": zd.custom_field, "value": to_zendesk_value(zd, value)})
         add_tags = sorted({t for t in add if t not in current_tags})
         remove_tags = sorted({t for t in remove if t in current_tags and t not in add})
         if add_tags:
@@ -300,7 +300,7 @@ class ZendeskConnector:
         stamp = ticket.version_token
         # Our own comments from this apply are newer than the snapshot the decision was made from; an
         # identical comment from an earlier cycle (the same data request sent last week) is not.
-        since = ticket.updated_at or _parse_time(ticket.version_token)
+        since = ticket.updated_at or parse_time(ticket.version_token)
         path = f"/api/v2/tickets/{ticket.id}"
         maybe_written = False
         try:
@@ -382,7 +382,7 @@ class ZendeskConnector:
         own = self.own_user_id()
 
         def ours_since(c: Mapping[str, Any]) -> bool:
-            created = _parse_time(c.get("created_at"))
+            created = parse_time(c.get("created_at"))
             # Strictly newer: a comment from the snapshot's very second may be an earlier cycle's (its
             # write set that updated_at). Missing our own same-second comment costs a duplicate at
             # worst; counting an old one would silently drop this comment.
@@ -401,7 +401,7 @@ class ZendeskConnector:
         own = self.own_user_id()
         posted = []
         for comment in latest:
-            created = _parse_time(comment.get("created_at"))
+            created = parse_time(comment.get("created_at"))
             if str(comment.get("author_id")) != own or (since is not None and (created is None or created <= since)):
                 continue
             posted.append(PostedComment(body=str(comment.get("body") or ""), public=bool(comment.get("public")),

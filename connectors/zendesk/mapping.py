@@ -14,12 +14,12 @@ from matrix_config.schema import LEVEL_ATTRIBUTE, PRIORITIES, Matrix, ZendeskFie
 _STATUS_FROM_ZENDESK = {"new": "new", "open": "open", "pending": "pending", "hold": "on_hold",
                         "on-hold": "on_hold", "on_hold": "on_hold", "solved": "solved", "closed": "closed"}
 # ---------------------------------------------------------------------------- matrix <-> zendesk
-def _tag(prefix: str, value: Any) -> str:
+def prefixed_tag(prefix: str, value: Any) -> str:
     # Zendesk lower-cases tags and turns spaces into separate tags.
     return f"{prefix}{value}".strip().lower().replace(" ", "_")
 
 
-def _zendesk_value(mapping: ZendeskField, value: Any) -> Any:
+def to_zendesk_value(mapping: ZendeskField, value: Any) -> Any:
     if value is None:
         return None
     for matrix_value, vendor_value in mapping.values.items():
@@ -28,7 +28,7 @@ def _zendesk_value(mapping: ZendeskField, value: Any) -> Any:
     return value
 
 
-def _matrix_value(mapping: ZendeskField, vendor_value: Any) -> Any:
+def to_matrix_value(mapping: ZendeskField, vendor_value: Any) -> Any:
     if vendor_value is None or vendor_value == "":
         return None
     for matrix_value, mapped in mapping.values.items():
@@ -61,7 +61,7 @@ def _coerce(value: Any, field_type: str | None) -> Any:
     return value
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if not value:
         return None
     try:
@@ -70,16 +70,16 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
-def _neutral_priority(value: Any) -> str | None:
+def neutral_priority(value: Any) -> str | None:
     text = str(value).lower() if value else None
     return text if text in PRIORITIES else None
 
 
-def _neutral_status(value: Any) -> str:
+def neutral_status(value: Any) -> str:
     return _STATUS_FROM_ZENDESK.get(str(value or "open").lower(), "open")
 
 
-def _fields_from(matrix: Matrix, tags: frozenset[str], custom: Mapping[int, Any],
+def fields_from(matrix: Matrix, tags: frozenset[str], custom: Mapping[int, Any],
                  field_types: Mapping[int, str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, mapping in matrix.fields.items():
@@ -91,16 +91,16 @@ def _fields_from(matrix: Matrix, tags: frozenset[str], custom: Mapping[int, Any]
             matches = sorted(t[len(prefix):] for t in tags if t.startswith(prefix) and len(t) > len(prefix))
             if not matches:
                 continue
-            value = _matrix_value(zd, matches[0])
+            value = to_matrix_value(zd, matches[0])
             if name == LEVEL_ATTRIBUTE:
                 # Several level tags (an agent added one by hand): the highest level wins.
-                levels = [_canonical_level(matrix, _matrix_value(zd, m)) for m in matches]
+                levels = [_canonical_level(matrix, to_matrix_value(zd, m)) for m in matches]
                 known = [lv for lv in levels if any(lv == level.id for level in matrix.levels)]
                 value = max(known, key=matrix.level_index) if known else levels[0]
             out[name] = value
         elif zd.custom_field is not None and zd.custom_field in custom:
             raw = _coerce(custom[zd.custom_field], (field_types or {}).get(zd.custom_field))
-            value = _matrix_value(zd, raw) if zd.values else raw
+            value = to_matrix_value(zd, raw) if zd.values else raw
             if name == LEVEL_ATTRIBUTE:
                 value = _canonical_level(matrix, value)
             if value is not None:
@@ -117,11 +117,11 @@ def _group_key(matrix: Matrix, group_id: Any) -> str | None:
     return None
 
 
-def _id_or_none(value: Any) -> str | None:
+def id_or_none(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def _ticket_from_raw(raw: Mapping[str, Any], matrix: Matrix, *, custom: Mapping[int, Any] | None = None,
+def ticket_from_raw(raw: Mapping[str, Any], matrix: Matrix, *, custom: Mapping[int, Any] | None = None,
                      field_types: Mapping[int, str] | None = None, **facts: Any) -> Ticket:
     """A Ticket from a Zendesk ticket object: the API's `ticket` or an event's `detail` (same keys; the
     event has string ids and UPPER-case enums). `facts` adds what only the caller knows (requester,
@@ -132,14 +132,14 @@ def _ticket_from_raw(raw: Mapping[str, Any], matrix: Matrix, *, custom: Mapping[
         vendor=VENDOR,
         id=ticket_reference(raw["id"]),
         subject=raw.get("subject") or "",
-        status=_neutral_status(raw.get("status")),
-        priority=_neutral_priority(raw.get("priority")),
+        status=neutral_status(raw.get("status")),
+        priority=neutral_priority(raw.get("priority")),
         tags=tags,
         group=_group_key(matrix, raw.get("group_id")),
         channel=via.get("channel") if isinstance(via, Mapping) else None,
-        fields=_fields_from(matrix, tags, custom or {}, field_types),
-        created_at=_parse_time(raw.get("created_at")),
-        updated_at=_parse_time(raw.get("updated_at")),
+        fields=fields_from(matrix, tags, custom or {}, field_types),
+        created_at=parse_time(raw.get("created_at")),
+        updated_at=parse_time(raw.get("updated_at")),
         version_token=raw.get("updated_at"),
         **facts,
     )
@@ -171,7 +171,7 @@ def attribute_changes(audits: Any, matrix: Matrix) -> dict[str, datetime]:
     changed: dict[str, datetime] = {}
     # Zendesk lists a ticket's audits oldest first: the last audit that changed an attribute set its value.
     for audit in reversed(audits):
-        when = _parse_time(audit.get("created_at")) if isinstance(audit, Mapping) else None
+        when = parse_time(audit.get("created_at")) if isinstance(audit, Mapping) else None
         if when is None:
             continue
         for event in audit.get("events") or []:

@@ -14,7 +14,7 @@ from connectors.http import Redactor
 
 VENDOR = "zendesk"
 
-_AGENT_ROLES = {"agent", "admin"}
+AGENT_ROLES = {"agent", "admin"}
 # ------------------------------------------------------------------------------------------ settings
 class ZendeskSettings(AllOrNothingCredentials, BaseSettings):
     vendor_label: ClassVar[str] = "Zendesk"

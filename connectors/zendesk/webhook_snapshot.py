@@ -6,14 +6,14 @@ from typing import Any, Mapping
 
 from connectors.base import fold_reply_times
 from connectors.zendesk.mapping import (
-    _fields_from,
-    _id_or_none,
-    _neutral_priority,
-    _neutral_status,
-    _parse_time,
-    _ticket_from_raw,
+    fields_from,
+    id_or_none,
+    neutral_priority,
+    neutral_status,
+    parse_time,
+    ticket_from_raw,
 )
-from connectors.zendesk.settings import VENDOR, _AGENT_ROLES
+from connectors.zendesk.settings import AGENT_ROLES, VENDOR
 from integration.model import Person, Ticket, ticket_reference
 from matrix_config.schema import Matrix
 
@@ -47,7 +47,7 @@ def _ticket_from_payload(payload: Mapping[str, Any], matrix: Matrix) -> Ticket |
     detail = payload.get("detail")
     if isinstance(detail, Mapping) and detail.get("id") is not None:
         # Event payloads carry no custom fields and no sideloads: only tag-based fields and ids.
-        return _ticket_from_raw(detail, matrix, requester=Person(id=_id_or_none(detail.get("requester_id"))))
+        return ticket_from_raw(detail, matrix, requester=Person(id=id_or_none(detail.get("requester_id"))))
     ticket_id = payload.get("ticket_id")
     if ticket_id is None and isinstance(payload.get("ticket"), Mapping):
         ticket_id = payload["ticket"].get("id")
@@ -59,10 +59,10 @@ def _ticket_from_payload(payload: Mapping[str, Any], matrix: Matrix) -> Ticket |
         vendor=VENDOR,
         id=ticket_reference(ticket_id),
         subject=str(payload.get("ticket_title") or ""),
-        status=_neutral_status(payload.get("ticket_status")),
-        priority=_neutral_priority(payload.get("ticket_priority")),
+        status=neutral_status(payload.get("ticket_status")),
+        priority=neutral_priority(payload.get("ticket_priority")),
         tags=tags,
-        fields=_fields_from(matrix, tags, {}),
+        fields=fields_from(matrix, tags, {}),
     )
 
 
@@ -75,7 +75,7 @@ def _event_time(value: Any) -> datetime | None:
     if dot:
         digits = len(rest) - len(rest.lstrip("0123456789"))
         text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}" if digits else head + rest
-    return _parse_time(text)
+    return parse_time(text)
 
 
 def _agent_reply_time(payload: Mapping[str, Any], requester_id: str | None) -> datetime | None:
@@ -91,7 +91,7 @@ def _agent_reply_time(payload: Mapping[str, Any], requester_id: str | None) -> d
     if author_id is not None and author_id == requester_id:
         return None
     role = str(author.get("role") or "").lower()
-    if author.get("is_staff") is not True and role not in _AGENT_ROLES:
+    if author.get("is_staff") is not True and role not in AGENT_ROLES:
         return None
     detail = payload.get("detail") if isinstance(payload.get("detail"), Mapping) else {}
     return (_event_time(comment.get("created_at")) or _event_time(payload.get("time"))
