@@ -247,7 +247,7 @@ def run_database(args: argparse.Namespace, database: str, tmp: str) -> dict | No
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "bench")]),
     })
     try:  # create the schema once, before the server's processes would race to migrate it
-        from integration.db import get_database
+        from integration.store.db import get_database
 
         get_database(database_url)
     except Exception as exc:  # noqa: BLE001
@@ -303,7 +303,7 @@ def run_database(args: argparse.Namespace, database: str, tmp: str) -> dict | No
         if "Traceback" in log:
             print("server log (errors):\n" + log[-3000:])
         if drop is not None:
-            from integration.db import reset_databases
+            from integration.store.db import reset_databases
 
             reset_databases()
             drop()

@@ -129,7 +129,8 @@ class TimerRig:
         `first_due` and `first_due + horizon` (evenly spread)."""
         from integration import timers as timer_host
         from integration.clocks import WARNING, plan_timers
-        from integration.db import TicketStateRow, to_json
+        from integration.store.db import TicketStateRow
+        from integration.store.codec import to_json
         from integration.engine import decide, next_state
         from integration.tasks import Runtime
         from tests.support.fake_connector import FakeConnector, FileStore

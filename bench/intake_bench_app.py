@@ -31,7 +31,7 @@ def _build_sink(settings: Settings):
             errors.append(f"events: {type(exc).__name__}: {exc}")
     if wanted in ("", "database"):
         try:
-            from integration.db import get_database
+            from integration.store.db import get_database
             from integration.events import DatabaseEventSink
 
             kind = "database (no queue; " + "; ".join(errors)[:200] + ")" if errors else "database (no queue)"

@@ -23,7 +23,7 @@ def _settings():
 
 
 def _database():
-    from integration.db import get_database
+    from integration.store.db import get_database
 
     return get_database(_settings().database_url)
 
@@ -102,7 +102,7 @@ def _delivery(row) -> tuple[list[str], list[str]]:
 def ticket_history(db, vendor: str, ticket_id: str) -> dict:
     from sqlalchemy import select
 
-    from integration.db import DecisionRow, TicketStateRow
+    from integration.store.db import DecisionRow, TicketStateRow
 
     with db.session() as session:
         state = session.get(TicketStateRow, (vendor, ticket_id))

@@ -22,7 +22,7 @@ def _settings():
 
 
 def _database():
-    from integration.db import DatabaseConfigError, get_database
+    from integration.store.db import DatabaseConfigError, get_database
 
     try:
         return get_database(_settings().database_url)

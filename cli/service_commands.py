@@ -41,7 +41,7 @@ def _runtime(settings, *, matrix: bool = True, connector_factory=None):
     work on the database alone, even when MATRIX_PATH is missing or invalid. `connector_factory`
     (vendor -> Connector) replaces the vendor connectors: a process built around test doubles
     (tests/support/worker_entry.py) gets a Runtime of its own with it."""
-    from integration.db import DatabaseConfigError
+    from integration.store.db import DatabaseConfigError
     from integration.queue import QueueConfigError
     from integration.tasks import Runtime, get_runtime
 
@@ -197,10 +197,10 @@ def register(group: click.Group) -> None:
     @group.command("migrate")
     def migrate() -> None:
         """Create or upgrade the database schema (also done by serve and worker at start)."""
-        from integration.db import Database
-        from integration.migrations import current_revision
+        from integration.store.db import Database
+        from integration.store.migrations import current_revision
 
-        from integration.db import DatabaseConfigError
+        from integration.store.db import DatabaseConfigError
 
         settings = process_settings()
         try:

@@ -10,7 +10,7 @@ import json
 import logging
 from typing import Any, Callable, Iterator
 
-from connectors.base import ApplyResult, Connector, Permanent
+from connectors.base import ApplyResult, Connector
 from connectors.ratelimit import shared_redis_url
 from connectors.vendors import plugin
 from integration.model import Decision, Ticket
@@ -88,7 +88,8 @@ class OfflineConnector:
             return ticket
         from sqlalchemy import select
 
-        from integration.db import DecisionRow, from_json
+        from integration.store.db import DecisionRow
+        from integration.store.codec import from_json
         from integration.engine import apply_to_ticket
 
         with self.db.session() as session:
@@ -111,7 +112,7 @@ class OfflineConnector:
             return []
         from sqlalchemy import select
 
-        from integration.db import EventRow
+        from integration.store.db import EventRow
 
         with self.db.session() as session:
             raws = [tuple(row) for row in session.execute(

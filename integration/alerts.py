@@ -49,7 +49,7 @@ from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint, eve
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from integration.db import Base, BigId, Database, UtcDateTime, utcnow
+from integration.store.db import Base, BigId, Database, UtcDateTime, utcnow
 from integration.model import Decision, Ticket, TicketState
 from matrix_config.loader import LoadedMatrix
 from matrix_config.schema import AlertChannel, Level, Matrix, format_duration
@@ -368,7 +368,7 @@ def record_for_finalize(session: Session, loaded: LoadedMatrix, ticket: Ticket, 
     try:
         timer = None
         if timer_id is not None:
-            from integration.db import TimerRow
+            from integration.store.db import TimerRow
 
             timer = session.get(TimerRow, timer_id)
         with session.begin_nested():
@@ -378,28 +378,24 @@ def record_for_finalize(session: Session, loaded: LoadedMatrix, ticket: Ticket, 
         log.error("ticket %s:%s: alerts could not be queued", ticket.vendor, ticket.id, exc_info=True)
 
 
-# The runtime that owns the worker queue: called after a commit that queued alerts (integration.tasks).
-_enqueue: Callable[[], None] | None = None
+def send_after_commit(db: Database, enqueue: Callable[[], None]) -> None:
+    """Call `enqueue()` (the runtime's alert-sender task) once a session of `db` that queued alerts has
+    committed; never for a rolled-back one. Registered by the runtime that owns the worker queue, for its
+    own Database only (like integration.timers.enqueue_after_commit)."""
 
+    def after_commit(session: Session) -> None:
+        if not session.info.pop("alerts_to_send", False):
+            return
+        try:
+            enqueue()
+        except Exception:  # noqa: BLE001 - the periodic job sends due rows anyway
+            log.warning("could not enqueue the alert sender; the periodic job sends the alerts", exc_info=True)
 
-def set_enqueuer(enqueue: Callable[[], None] | None) -> None:
-    global _enqueue
-    _enqueue = enqueue
+    def forget_after_rollback(session: Session) -> None:
+        session.info.pop("alerts_to_send", None)
 
-
-@event.listens_for(Session, "after_commit")
-def _send_after_commit(session: Session) -> None:
-    if not session.info.pop("alerts_to_send", False) or _enqueue is None:
-        return
-    try:
-        _enqueue()
-    except Exception:  # noqa: BLE001 - the periodic job sends due rows anyway
-        log.warning("could not enqueue the alert sender; the periodic job sends the alerts", exc_info=True)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop("alerts_to_send", None)
+    event.listen(db.sessions, "after_commit", after_commit)
+    event.listen(db.sessions, "after_rollback", forget_after_rollback)
 
 
 # ------------------------------------------------------------------------------------ sending
@@ -459,7 +455,7 @@ class ChannelResolver:
                 if current.version == version:
                     loaded = current
             if loaded is None:
-                from integration.matrix_store import load_version
+                from integration.store.matrix_versions import load_version
 
                 with self.db.session() as session:
                     loaded = load_version(session, version)

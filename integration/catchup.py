@@ -34,20 +34,20 @@ class WatermarkStore(Protocol):
 
 
 class DatabaseWatermarks:
-    """The `watermarks` table of `integration.db` (one row per name), each put its own transaction."""
+    """The `watermarks` table of `integration.store.db` (one row per name), each put its own transaction."""
 
-    def __init__(self, database):  # integration.db.Database
+    def __init__(self, database):  # integration.store.db.Database
         self.database = database
 
     def get(self, name: str) -> str | None:
-        from integration.db import WatermarkRow
+        from integration.store.db import WatermarkRow
 
         with self.database.session() as session:
             row = session.get(WatermarkRow, name)
             return row.value if row is not None else None
 
     def put(self, name: str, value: str) -> None:
-        from integration.db import WatermarkRow
+        from integration.store.db import WatermarkRow
 
         now = datetime.now(timezone.utc)
         with self.database.session() as session:

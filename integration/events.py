@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Iterator
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
-from integration.db import Database, EventRow, UtcDateTime, WatermarkRow, utcnow
+from integration.store.db import Database, EventRow, UtcDateTime, WatermarkRow, utcnow
 from integration.intake import AcceptResult, UnstorableEvent
 from integration.model import NeutralEvent
 from integration.settings import Settings, redact_url

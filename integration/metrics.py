@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from integration.db import Database, DecisionRow
+from integration.store.db import Database, DecisionRow
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def csat_before_after_escalation(db: Database, *, since: datetime | None = None)
 
 
 def _naive(value: datetime | None) -> datetime | None:
-    """Timestamps are stored as naive UTC (integration.db.UtcDateTime)."""
+    """Timestamps are stored as naive UTC (integration.store.db.UtcDateTime)."""
     if value is None:
         return None
     from datetime import timezone

@@ -6,8 +6,23 @@ All of these are immutable values so `decide()` stays pure and decisions can be 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
-from typing import Any, Mapping
+from datetime import datetime, timezone
+from typing import Annotated, Any, Mapping
+
+from pydantic import AfterValidator, PlainSerializer
+
+
+def _stdlib_offset(moment: datetime) -> datetime:
+    offset = moment.utcoffset()
+    return moment if offset is None else moment.replace(tzinfo=timezone(offset))
+
+
+# A time in stored state and decisions (integration.store.codec): written as `datetime.isoformat()`
+# ("+00:00", the format of every row so far; pydantic's own would be "Z") and read back with a
+# `datetime.timezone` offset, as `datetime.fromisoformat` gives.
+IsoDateTime = Annotated[
+    datetime, AfterValidator(_stdlib_offset), PlainSerializer(lambda moment: moment.isoformat(), when_used="json")
+]
 
 
 @dataclass(frozen=True)
@@ -89,7 +104,7 @@ class TicketState:
     vendor: str
     ticket_id: str
     level: str | None = None  # None: the service has not placed the ticket yet
-    entered_level_at: datetime | None = None
+    entered_level_at: IsoDateTime | None = None
     matrix_version: str | None = None  # pinned: a ticket in flight keeps the matrix version it started with
     rule_id: str | None = None  # rule that placed it, or "manual", "breach:<clock>"
     bypassed: bool = False  # a bypass rule matched: never escalate automatically
@@ -97,10 +112,10 @@ class TicketState:
     pending_level: str | None = None
     data_requested: tuple[str, ...] = ()
     # Milestones met at the current level: clock name -> when (acknowledge, diagnose, interim_fix, resolve).
-    milestones: Mapping[str, datetime] = field(default_factory=dict)
+    milestones: Mapping[str, IsoDateTime] = field(default_factory=dict)
     # Clocks that ran out and have not been acted on yet; set by the timer code before it calls decide().
     pending_breaches: tuple[str, ...] = ()
-    last_public_update_at: datetime | None = None
+    last_public_update_at: IsoDateTime | None = None
     # Why the ticket waits for `pending_level` (same encoding as `rule_id`), for the note when it proceeds.
     pending_cause: str | None = None
     # Set when an agent set the level by hand: the level the rules pointed at then. From then on rules
@@ -138,7 +153,7 @@ class Decision:
     vendor: str
     ticket_id: str
     matrix_version: str
-    decided_at: datetime
+    decided_at: IsoDateTime
     from_level: str | None = None
     to_level: str | None = None  # set when the ticket enters a (new) level
     reason: str = ""  # one line for the audit log: "rule outage-enterprise", "breach acknowledge", "manual"
@@ -153,11 +168,11 @@ class Decision:
     missing_data: tuple[str, ...] = ()  # required-data gate held the escalation back
     start_clocks: tuple[ClockStart, ...] = ()
     stop_clocks: tuple[str, ...] = ()  # clocks whose milestone this pass detected
-    milestones: Mapping[str, datetime] = field(default_factory=dict)  # milestones detected this pass
+    milestones: Mapping[str, IsoDateTime] = field(default_factory=dict)  # milestones detected this pass
     # When the entry into `to_level` happened on the ticket (the vendor's time of its cause; never later than
     # `decided_at`, never earlier than the previous entry): `next_state` stores it as `entered_level_at` and
     # the level's clocks run from it. None: `decided_at`.
-    entered_at: datetime | None = None
+    entered_at: IsoDateTime | None = None
     # Informational (not part of `is_empty`), consumed by integration.engine.next_state and reports:
     held_level: str | None = None  # the required-data gate holds the ticket back from this level
     rule_level: str | None = None  # the level the matrix rules point at this pass (None: bypassed)

@@ -77,7 +77,7 @@ from connectors.base import (
 )
 from integration import alerts
 from integration import timers as timer_host
-from integration.db import (
+from integration.store.db import (
     CsatRow,
     Database,
     DecisionRow,
@@ -85,14 +85,12 @@ from integration.db import (
     MilestoneRow,
     TicketStateRow,
     TimerRow,
-    acquire_lease,
-    from_json,
-    release_lease,
-    to_json,
     utcnow,
 )
+from integration.store.leases import acquire_lease, release_lease
+from integration.store.codec import from_json, milestones_to_json, to_json
 from integration.events import due_pending_exists, requeue_expired, stale_pending
-from integration.matrix_store import load_version
+from integration.store.matrix_versions import load_version
 from integration.model import Decision, Ticket, TicketState
 from matrix_config.loader import LoadedMatrix
 
@@ -857,7 +855,7 @@ def _finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: T
         state_row.bypassed = bool(state_after.bypassed)
         state_row.pending_level = state_after.pending_level
         state_row.data_requested = list(state_after.data_requested)
-        state_row.milestones = to_json(dict(state_after.milestones))
+        state_row.milestones = milestones_to_json(state_after.milestones)
         state_row.last_public_update_at = state_after.last_public_update_at
         state_row.issue_type = str(issue_type) if issue_type is not None else None
         state_row.organization = ticket.organization

@@ -31,9 +31,10 @@ from connectors.registry import build_connector, is_offline
 from connectors.vendors import PLUGINS
 from integration import alerts
 from integration import timers as timer_host
-from integration.db import Database, LeaseRow, acquire_lease, get_database, release_lease, utcnow
+from integration.store.db import Database, LeaseRow, get_database, utcnow
+from integration.store.leases import acquire_lease, release_lease
 from integration.events import add_hint, release_ticket_events
-from integration.matrix_store import load_current, store_version
+from integration.store.matrix_versions import load_current, store_version
 from integration.pipeline import PassDeps, ReconcileReport, fire_timer, process_ticket, reconcile_once
 from integration.queue import build_huey, ping
 from integration.settings import Settings
@@ -85,8 +86,9 @@ class Runtime:
         self._lock = threading.Lock()
         self._deps_overrides = deps_overrides
         self._register_tasks()
-        timer_host.set_enqueuer(self.enqueue_timer)
-        alerts.set_enqueuer(self.enqueue_alerts)
+        # This Runtime's queue gets the timers and alert sends its own Database's commits produce.
+        timer_host.enqueue_after_commit(self.db, self.enqueue_timer)
+        alerts.send_after_commit(self.db, self.enqueue_alerts)
 
     # ------------------------------------------------------------------ parts
     def matrix(self) -> LoadedMatrix:
@@ -125,7 +127,7 @@ class Runtime:
             connector = self._pinned_connectors.get(key)
         if connector is not None:
             return connector
-        from integration.matrix_store import load_version
+        from integration.store.matrix_versions import load_version
 
         with self.db.session() as session:
             pinned = load_version(session, version)

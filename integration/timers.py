@@ -20,7 +20,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from integration.db import TimerRow, utcnow
+from integration.store.db import Database, TimerRow, utcnow
 from integration.model import Decision, TicketState
 
 log = logging.getLogger(__name__)
@@ -63,34 +63,29 @@ class TimerOutcome:
     note: str = ""
 
 
-# Set by the runtime that owns the huey instance: (timer_id, due_at) -> None.
-_enqueue: Callable[[int, datetime], None] | None = None
-
-
-def set_enqueuer(enqueue: Callable[[int, datetime], None] | None) -> None:
-    global _enqueue
-    _enqueue = enqueue
-
-
 def _pending_list(session: Session) -> list[tuple[int, datetime]]:
     return session.info.setdefault("timers_to_enqueue", [])
 
 
-@event.listens_for(Session, "after_commit")
-def _enqueue_after_commit(session: Session) -> None:
-    pending = session.info.pop("timers_to_enqueue", None)
-    if not pending or _enqueue is None:
-        return
-    for timer_id, due_at in pending:
-        try:
-            _enqueue(timer_id, due_at)
-        except Exception:  # noqa: BLE001 - the row is durable; the reconciler fires it when due
-            log.warning("could not enqueue timer %s; the reconciler will fire it when due", timer_id, exc_info=True)
+def enqueue_after_commit(db: Database, enqueue: Callable[[int, datetime], None]) -> None:
+    """Hand every timer a session of `db` scheduled to `enqueue(timer_id, due_at)` once that session has
+    committed (never for a rolled-back one). The runtime that owns the worker queue calls this for its own
+    Database; sessions of any other Database are left alone. Should two runtimes share one Database, the
+    first one's queue gets the tasks: the timer rows are durable either way and the reconciler fires them."""
 
+    def after_commit(session: Session) -> None:
+        for timer_id, due_at in session.info.pop("timers_to_enqueue", None) or ():
+            try:
+                enqueue(timer_id, due_at)
+            except Exception:  # noqa: BLE001 - the row is durable; the reconciler fires it when due
+                log.warning("could not enqueue timer %s; the reconciler will fire it when due", timer_id,
+                            exc_info=True)
 
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_after_rollback(session: Session, previous_transaction: Any) -> None:
-    session.info.pop("timers_to_enqueue", None)
+    def forget_after_rollback(session: Session, previous_transaction: Any) -> None:
+        session.info.pop("timers_to_enqueue", None)
+
+    event.listen(db.sessions, "after_commit", after_commit)
+    event.listen(db.sessions, "after_soft_rollback", forget_after_rollback)
 
 
 def _find(session: Session, spec: TimerSpec) -> TimerRow | None:

@@ -22,7 +22,8 @@ from cli.main import cli
 from connectors.retry import RetryPolicy
 from integration import alerts
 from integration.alerts import AlertRow, deliver_due
-from integration.db import Base, TicketStateRow, TimerRow, from_json
+from integration.store.db import Base, TicketStateRow, TimerRow
+from integration.store.codec import from_json
 from integration.events import add_hint
 from integration.model import TicketState
 from integration.pipeline import fire_timer, process_ticket

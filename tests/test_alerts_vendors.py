@@ -11,7 +11,7 @@ import responses
 
 from integration import pipeline
 from integration.alerts import deliver_due, list_alerts
-from integration.matrix_store import load_current
+from integration.store.matrix_versions import load_current
 from integration.pipeline import process_ticket
 from tests.support.alert_receivers import HttpReceiver
 from tests.support.jira_helpers import SITE, validate_all

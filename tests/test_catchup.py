@@ -156,7 +156,7 @@ def test_jira_jql_scan_on_updated_advances_to_the_last_issue(jira):
 
 
 def test_database_watermarks_survive_a_new_store(tmp_path):
-    from integration.db import Database
+    from integration.store.db import Database
 
     url = f"sqlite:///{tmp_path / 'wm.db'}"
     database = Database(url)

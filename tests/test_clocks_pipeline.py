@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from integration.db import TicketStateRow, TimerRow, from_json
+from integration.store.db import TicketStateRow, TimerRow
+from integration.store.codec import from_json
 from integration.events import add_hint
 from integration.model import TicketState
 from integration.pipeline import fire_timer, process_ticket

@@ -454,7 +454,7 @@ def data_request_deps(runtime, **overrides):
 def decision_statuses(runtime) -> list[str]:
     from sqlalchemy import select
 
-    from integration.db import DecisionRow
+    from integration.store.db import DecisionRow
 
     with runtime.db.session() as session:
         return [row.status for row in session.scalars(select(DecisionRow).order_by(DecisionRow.id))]

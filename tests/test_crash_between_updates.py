@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.main import cli
-from integration.db import DecisionRow, EventRow, TicketStateRow
+from integration.store.db import DecisionRow, EventRow, TicketStateRow
 from integration.pipeline import process_ticket
 from tests.support.jira_helpers import SITE, recorded, validate_all
 from tests.test_jira_e2e import BOT_ACCOUNT, NOW, WEBHOOKS, issue_as, world  # noqa: F401 - a fixture

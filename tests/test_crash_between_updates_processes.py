@@ -24,7 +24,7 @@ def test_worker_killed_between_reply_and_note_update_sends_each_once(environment
     tmp_path, fake, start = environment
     helpdesk = TwoUpdateHelpdesk("zendesk", store=fake.store)
     db_path = tmp_path / "var" / "escalation.db"
-    from integration.db import Database
+    from integration.store.db import Database
     from integration.events import DatabaseEventSink
 
     database = Database(f"sqlite:///{db_path}")

@@ -188,7 +188,7 @@ def test_worker_killed_mid_pass_loses_nothing_and_writes_no_reply_twice(environm
 def test_sigterm_hands_interrupted_work_back_without_waiting_for_the_lease(environment):
     tmp_path, fake, start = environment
     db_path = tmp_path / "var" / "escalation.db"
-    from integration.db import Database
+    from integration.store.db import Database
     from integration.events import DatabaseEventSink
     from tests.support.fake_connector import neutral_event
 

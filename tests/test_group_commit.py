@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
-from integration.db import EventRow, get_database, reset_databases
+from integration.store.db import EventRow, get_database, reset_databases
 from integration.events import DatabaseEventSink
 from integration.intake import AcceptResult
 from integration.settings import Settings

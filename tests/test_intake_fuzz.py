@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 from sqlalchemy import func, select
 
-from integration.db import EventRow, get_database
+from integration.store.db import EventRow, get_database
 from integration.events import DatabaseEventSink
 from integration.settings import Settings
 from tests.support.fake_connector import postgres_schema_url
@@ -72,7 +72,7 @@ class Edge:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def edge(request, tmp_path) -> Iterator[Edge]:
-    from integration.db import reset_databases
+    from integration.store.db import reset_databases
 
     if request.param == "sqlite":
         yield Edge(f"sqlite:///{tmp_path}/events.db")

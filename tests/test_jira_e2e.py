@@ -18,8 +18,8 @@ import integration.events as events_module  # noqa: E402
 import integration.pipeline as pipeline  # noqa: E402
 import webhooks.app as app_module  # noqa: E402
 
-from integration.db import Database  # noqa: E402
-from integration.matrix_store import load_current, store_version  # noqa: E402
+from integration.store.db import Database  # noqa: E402
+from integration.store.matrix_versions import load_current, store_version  # noqa: E402
 from webhooks.signatures import jira_signature  # noqa: E402
 
 WEBHOOKS = Path(__file__).resolve().parent / "fixtures" / "jira"

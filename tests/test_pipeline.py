@@ -13,7 +13,8 @@ from sqlalchemy import select
 from connectors.base import NotFound, RateLimited, Transient
 from connectors.registry import OfflineConnector, build_connector
 from integration import metrics
-from integration.db import DecisionRow, EventRow, TicketStateRow, TimerRow, acquire_lease
+from integration.store.db import DecisionRow, EventRow, TicketStateRow, TimerRow
+from integration.store.leases import acquire_lease
 from integration.events import DatabaseEventSink
 from integration.model import Decision
 from integration.pipeline import _claim, fire_timer, open_tickets_by_version, process_ticket, reconcile_once
@@ -202,7 +203,7 @@ def _offline_runtime(tmp_path, monkeypatch):
     for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     settings = make_settings(f"sqlite:///{tmp_path}/db.sqlite", DRY_RUN=None)
-    from integration.db import Database
+    from integration.store.db import Database
     from integration.tasks import Runtime
 
     db = Database(settings.database_url)
@@ -573,7 +574,7 @@ def test_catch_up_scan_hints_changed_tickets_and_moves_the_watermark(runtime, fa
     assert {e.ticket_id: (e.event_type, e.status) for e in rows(runtime, EventRow)} == {
         "101": ("scan", "done"), "202": ("scan", "done")}
     assert sorted(fake.replies()) and len(fake.writes()) == 2
-    from integration.db import WatermarkRow
+    from integration.store.db import WatermarkRow
 
     with runtime.db.session() as session:
         assert session.get(WatermarkRow, "scan:zendesk").value == "2026-11-27T10:05:00Z"
@@ -678,7 +679,7 @@ def test_ticket_in_flight_is_written_through_its_pinned_versions_mappings(tmp_pa
 
     import integration.tasks as tasks
     from connectors.base import Permanent
-    from integration.db import Database
+    from integration.store.db import Database
 
     written_groups: list[tuple[str, int]] = []
     store = FakeConnector("zendesk").store

@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import select
 
 from connectors.base import Conflict, NotFound, RateLimited, Transient
-from integration.db import DecisionRow, EventRow, TicketStateRow
+from integration.store.db import DecisionRow, EventRow, TicketStateRow
 from integration.events import DatabaseEventSink
 from integration.model import Decision, TicketState
 from integration.pipeline import process_ticket
@@ -214,7 +214,7 @@ def test_jira_fields_written_then_comment_refused_completes_as_recovered(world):
     a dead letter with the fields written and the state left behind."""
     import responses
 
-    from integration.db import DecisionRow as Decisions
+    from integration.store.db import DecisionRow as Decisions
     from tests.support.jira_helpers import SITE
     from tests.test_jira_e2e import WEBHOOKS, issue_as, register_reads
     from tests.test_jira_e2e import deliver as deliver_jira

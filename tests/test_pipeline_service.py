@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.main import cli
-from integration.db import Database, DatabaseConfigError, EventRow, MilestoneRow, TicketStateRow
+from integration.store.db import Database, DatabaseConfigError, EventRow, MilestoneRow, TicketStateRow
 from integration.model import TicketState
 from integration.queue import QueueConfigError, build_huey
 from integration.settings import Settings, redact_url
@@ -149,14 +149,14 @@ def test_the_default_matrix_is_the_packaged_example_from_any_directory(clean_env
 # ------------------------------------------------------------------ repin every open ticket
 def _state_row(vendor, ticket_id, version, status, now):
     state = TicketState(vendor=vendor, ticket_id=ticket_id, level="L1", matrix_version=version)
-    from integration.db import to_json
+    from integration.store.codec import to_json
 
     return TicketStateRow(vendor=vendor, ticket_id=ticket_id, state=to_json(state), level="L1", matrix_version=version,
                           status=status, first_seen_at=now, updated_at=now)
 
 
 def test_repin_all_moves_every_open_ticket_to_the_current_matrix(clean_env, monkeypatch, enterprise_matrix_path):
-    from integration.matrix_store import load_current, store_version
+    from integration.store.matrix_versions import load_current, store_version
     from integration.tasks import get_runtime
 
     old_file = clean_env / "old.yaml"

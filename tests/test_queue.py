@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from connectors.base import RateLimited
-from integration.db import EventRow
+from integration.store.db import EventRow
 from integration.events import DatabaseEventSink
 from integration.queue import QueueConfigError, build_huey, describe
 from tests.support.fake_connector import (

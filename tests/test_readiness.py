@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, func, select
 
-from integration.db import Database, EventRow, reset_databases
+from integration.store.db import Database, EventRow, reset_databases
 from integration.events import DatabaseEventSink
 from integration.settings import Settings
 from tests.support.fake_connector import postgres_schema_url

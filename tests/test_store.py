@@ -11,19 +11,11 @@ from sqlalchemy import inspect, select, update
 
 from integration import metrics
 from integration import timers as timer_host
-from integration.db import (
-    CsatRow,
-    Database,
-    DecisionRow,
-    EventRow,
-    MilestoneRow,
-    TimerRow,
-    acquire_lease,
-    release_lease,
-)
+from integration.store.db import CsatRow, Database, DecisionRow, EventRow, MilestoneRow, TimerRow
+from integration.store.leases import acquire_lease, release_lease
 from integration.events import DatabaseEventSink
-from integration.matrix_store import load_current, load_version, store_version
-from integration.migrations import current_revision
+from integration.store.matrix_versions import load_current, load_version, store_version
+from integration.store.migrations import current_revision
 from integration.timers import TimerSpec
 from tests.support.fake_connector import neutral_event, postgres_schema_url
 
@@ -60,7 +52,7 @@ def test_migration_creates_every_table_and_is_repeatable(db):
     assert TABLES <= set(inspect(db.engine).get_table_names())
     from alembic.script import ScriptDirectory
 
-    from integration.migrations import alembic_config
+    from integration.store.migrations import alembic_config
 
     assert current_revision(db.engine) == ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert "parts" in {column["name"] for column in inspect(db.engine).get_columns("decisions")}
@@ -208,30 +200,27 @@ def _spec(**kw):
 
 def test_timer_is_stored_once_enqueued_after_commit_and_fires_once(db):
     enqueued = []
-    timer_host.set_enqueuer(lambda timer_id, due: enqueued.append((timer_id, due)))
-    try:
-        with db.session() as session:
-            first = timer_host.schedule(session, _spec())
-            again = timer_host.schedule(session, _spec())
-            assert first.id == again.id
-            assert enqueued == []  # nothing before commit
-        assert enqueued == [(first.id, NOW)]
-        with db.session() as session:
-            timer_host.schedule(session, _spec())  # planned again in a later pass: still one row
-        assert len(enqueued) == 1
+    timer_host.enqueue_after_commit(db, lambda timer_id, due: enqueued.append((timer_id, due)))
+    with db.session() as session:
+        first = timer_host.schedule(session, _spec())
+        again = timer_host.schedule(session, _spec())
+        assert first.id == again.id
+        assert enqueued == []  # nothing before commit
+    assert enqueued == [(first.id, NOW)]
+    with db.session() as session:
+        timer_host.schedule(session, _spec())  # planned again in a later pass: still one row
+    assert len(enqueued) == 1
 
-        with pytest.raises(RuntimeError):
-            with db.session() as session:
-                timer_host.schedule(session, _spec(kind="warning", fraction=0.5))
-                raise RuntimeError("pass failed")
-        assert len(enqueued) == 1  # rolled back: no task for a timer that does not exist
+    with pytest.raises(RuntimeError):
+        with db.session() as session:
+            timer_host.schedule(session, _spec(kind="warning", fraction=0.5))
+            raise RuntimeError("pass failed")
+    assert len(enqueued) == 1  # rolled back: no task for a timer that does not exist
 
-        with db.session() as session:
-            assert timer_host.mark_fired(session, first.id, NOW)
-        with db.session() as session:
-            assert not timer_host.mark_fired(session, first.id, NOW)
-    finally:
-        timer_host.set_enqueuer(None)
+    with db.session() as session:
+        assert timer_host.mark_fired(session, first.id, NOW)
+    with db.session() as session:
+        assert not timer_host.mark_fired(session, first.id, NOW)
 
 
 def test_cancel_only_touches_pending_timers_of_other_levels(db):
@@ -264,9 +253,9 @@ def test_pinned_matrix_version_reloads_after_the_file_changed(db, tmp_path, ente
     path.write_text(enterprise_matrix_path.read_text().replace("acknowledge: 1h", "acknowledge: 2h", 1))
     changed, _ = load_current(path)
     assert changed.version != original.version
-    from integration import matrix_store
+    from integration.store import matrix_versions
 
-    matrix_store._cache.clear()  # a fresh process knows only the database
+    matrix_versions._cache.clear()  # a fresh process knows only the database
     with db.session() as session:
         reloaded = load_version(session, original.version)
         assert reloaded.version == original.version

@@ -23,7 +23,8 @@ from connectors.jira.connector import JiraConnector
 from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk.connector import ZendeskConnector
-from integration.db import MilestoneRow, TicketStateRow, from_json
+from integration.store.db import MilestoneRow, TicketStateRow
+from integration.store.codec import from_json
 from integration.events import DatabaseEventSink, add_hint
 from integration.model import TicketState
 from integration.pipeline import process_ticket

@@ -11,7 +11,7 @@ from integration.model import NeutralEvent, ticket_reference
 from webhooks.errors import PayloadError, quote
 
 _MISSING = object()
-# Ids and references are stored in 64-character columns (integration.db.EventRow); PostgreSQL refuses
+# Ids and references are stored in 64-character columns (integration.store.db.EventRow); PostgreSQL refuses
 # longer text where SQLite would keep it, so the edge refuses it on both.
 MAX_ID_LENGTH = 64
 # Python refuses to turn longer digit strings into int (sys.get_int_max_str_digits); no vendor id is near it.

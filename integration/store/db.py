@@ -1,7 +1,7 @@
 """Durable storage: SQLAlchemy 2 models, engine and session factory.
 
 SQLite (the default, one file in WAL mode) and PostgreSQL (`postgresql+psycopg://`) share one schema,
-created by the Alembic migrations in `integration/migrations` (`Database.migrate()`).
+created by the Alembic migrations in `integration/store/migrations` (`Database.migrate()`).
 
 Every timestamp is stored as UTC. SQLite has no time zone type, so `UtcDateTime` stores naive UTC and
 hands back aware datetimes; code outside this module only ever sees aware UTC datetimes.
@@ -38,6 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from connectors.base import redact_url
 
 
 def utcnow() -> datetime:
@@ -308,8 +310,6 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def describe(self) -> str:
-        from integration.settings import redact_url
-
         return redact_url(self.url)
 
     def __repr__(self) -> str:
@@ -327,7 +327,7 @@ class Database:
                 yield session
 
     def migrate(self) -> None:
-        from integration.migrations import upgrade
+        from integration.store.migrations import upgrade  # alembic, only when migrating
 
         upgrade(self.engine)
 
@@ -365,101 +365,3 @@ def reset_databases() -> None:
         for db in _databases.values():
             db.dispose()
         _databases.clear()
-
-
-# ------------------------------------------------------------------------------------ leases
-def acquire_lease(db: Database, name: str, owner: str, seconds: float, now: datetime | None = None) -> bool:
-    """Take (or extend) the named lease unless someone else holds an unexpired one. Own transaction."""
-    from datetime import timedelta
-
-    from sqlalchemy import or_, update
-    from sqlalchemy.exc import IntegrityError
-
-    now = now or utcnow()
-    until = now + timedelta(seconds=seconds)
-    with db.session() as session:
-        taken = session.execute(
-            update(LeaseRow)
-            .where(LeaseRow.name == name, or_(LeaseRow.until < now, LeaseRow.owner == owner))
-            .values(owner=owner, until=until)
-        ).rowcount
-        if taken == 1:
-            return True
-        if session.get(LeaseRow, name) is not None:
-            return False
-    try:
-        with db.session() as session:
-            session.add(LeaseRow(name=name, owner=owner, until=until))
-        return True
-    except IntegrityError:
-        return False
-
-
-def release_lease(db: Database, name: str, owner: str) -> None:
-    from sqlalchemy import delete
-
-    with db.session() as session:
-        session.execute(delete(LeaseRow).where(LeaseRow.name == name, LeaseRow.owner == owner))
-
-
-# ------------------------------------------------------------------ model values <-> JSON columns
-def to_json(value: Any) -> Any:
-    """Dataclasses (TicketState, Decision, ClockStart), datetimes, tuples and sets -> JSON values."""
-    import dataclasses
-    from collections.abc import Mapping
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [to_json(v) for v in value]
-        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
-    return value
-
-
-def _from_json_typed(hint: Any, value: Any) -> Any:
-    import dataclasses
-    import typing
-    from collections.abc import Mapping as AbcMapping
-
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _from_json_typed(arg, value)
-            except (TypeError, ValueError):
-                continue
-        return value
-    if hint is datetime:
-        return datetime.fromisoformat(value) if isinstance(value, str) else value
-    if dataclasses.is_dataclass(hint):
-        return from_json(hint, value)
-    if origin is tuple:
-        inner = args[0] if args else Any
-        return tuple(_from_json_typed(inner, v) for v in value)
-    if origin in (frozenset, set):
-        inner = args[0] if args else Any
-        return frozenset(_from_json_typed(inner, v) for v in value)
-    if origin in (dict, AbcMapping, typing.Mapping) or hint in (dict,):
-        inner = args[1] if len(args) == 2 else Any
-        return {k: _from_json_typed(inner, v) for k, v in value.items()}
-    return value
-
-
-def from_json(cls: Any, data: dict[str, Any]) -> Any:
-    """Inverse of `to_json` for a dataclass; keys the class no longer has are dropped."""
-    import dataclasses
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {name: _from_json_typed(hints[name], value) for name, value in data.items() if name in known}
-    return cls(**kwargs)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from integration.db import MatrixVersionRow, utcnow
-from matrix_config.loader import LoadedMatrix
+from integration.store.db import MatrixVersionRow, utcnow
+from matrix_config.loader import LoadedMatrix, load_matrix_text
 
 log = logging.getLogger(__name__)
 
@@ -17,25 +17,10 @@ _cache: dict[str, LoadedMatrix] = {}
 _cache_lock = threading.Lock()
 
 
-def parse_matrix_text(text: str, path: str) -> LoadedMatrix:
-    """Parse matrix source text with the project loader (`load_matrix_text` when it exists)."""
-    from matrix_config import loader
-
-    load_text = getattr(loader, "load_matrix_text", None)
-    if load_text is not None:
-        return load_text(text, path)
-    from ruamel.yaml import YAML
-
-    from matrix_config.schema import Matrix
-
-    matrix = Matrix.model_validate(YAML(typ="safe", pure=True).load(text))
-    return LoadedMatrix(matrix=matrix, version=matrix.version(), path=path)
-
-
 def load_current(path: str | Path) -> tuple[LoadedMatrix, str]:
     """Load the matrix file; returns it with its source text (to store)."""
     text = Path(path).read_text(encoding="utf-8")
-    loaded = parse_matrix_text(text, str(path))
+    loaded = load_matrix_text(text, str(path))
     remember(loaded)
     return loaded, text
 
@@ -70,7 +55,7 @@ def load_version(session: Session, version: str) -> LoadedMatrix | None:
     row = session.get(MatrixVersionRow, version)
     if row is None:
         return None
-    loaded = parse_matrix_text(row.source, row.path)
+    loaded = load_matrix_text(row.source, row.path)
     if loaded.version != version:
         # The schema's canonical form changed since this text was stored; the text is still what the
         # admin wrote, so use it, but say so.

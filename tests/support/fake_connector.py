@@ -274,7 +274,7 @@ def postgres_schema_url(base_url: str) -> tuple[str, Callable[[], None]]:
     url = f"{base_url}{separator}options={quote(f'-csearch_path={schema}')}"
 
     def drop() -> None:
-        from integration.db import reset_databases
+        from integration.store.db import reset_databases
 
         reset_databases()
         with admin.begin() as conn:
@@ -301,7 +301,7 @@ def make_settings(database_url: str, queue_url: str = "memory://", **overrides: 
 
 def make_runtime(settings: Any, connector: Any, *, clock: Any = None, clocks: Any = "default", huey: Any = None) -> Any:
     """A Runtime over `settings` whose every vendor is `connector` (a FakeConnector)."""
-    from integration.db import Database
+    from integration.store.db import Database
     from integration.tasks import Runtime
 
     db = Database(settings.database_url)

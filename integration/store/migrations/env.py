@@ -1,14 +1,14 @@
-"""Alembic environment: always given a live connection by integration.migrations.upgrade()."""
+"""Alembic environment: always given a live connection by integration.store.migrations.upgrade()."""
 from __future__ import annotations
 
 from alembic import context
 
-from integration.db import Base
+from integration.store.db import Base
 
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through `escalation migrate` (integration.migrations.upgrade)")
+    raise RuntimeError("run migrations through `escalation migrate` (integration.store.migrations.upgrade)")
 
 context.configure(
     connection=connection,

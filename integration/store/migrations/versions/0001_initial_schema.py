@@ -1,6 +1,6 @@
 """Initial schema: events, ticket_state, decisions, timers, watermarks, matrix_versions, milestones, csat, leases.
 
-Timestamps are naive UTC (integration.db.UtcDateTime converts).
+Timestamps are naive UTC (integration.store.db.UtcDateTime converts).
 
 Revision ID: 0001
 Revises: 
