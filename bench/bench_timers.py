@@ -94,7 +94,7 @@ clocks:
 class TimerRig:
     """A temporary deployment for timer tests: SQLite database and queue, the fake helpdesk in a directory
     (tests/support/fake_connector.py), `escalation worker` processes, and timers seeded straight into the
-    timer host (state rows + `integration.timers.schedule`, so huey holds a task at each due time)."""
+    timer host (state rows + `integration.store.timers.schedule`, so huey holds a task at each due time)."""
 
     def __init__(self, workdir: Path, matrix_text: str, *, reconcile_interval: int = 5, lease_seconds: int = 30):
         self.workdir = Path(workdir)
@@ -127,7 +127,7 @@ class TimerRig:
     def seed(self, count: int, first_due: datetime, horizon: float) -> None:
         """`count` tickets at the first level, each with its 50 % acknowledge warning due between
         `first_due` and `first_due + horizon` (evenly spread)."""
-        from integration import timers as timer_host
+        from integration.store import timers as timer_host
         from integration.clocks import WARNING, plan_timers
         from integration.store.db import TicketStateRow
         from integration.store.codec import to_json

@@ -381,7 +381,7 @@ def record_for_finalize(session: Session, loaded: LoadedMatrix, ticket: Ticket, 
 def send_after_commit(db: Database, enqueue: Callable[[], None]) -> None:
     """Call `enqueue()` (the runtime's alert-sender task) once a session of `db` that queued alerts has
     committed; never for a rolled-back one. Registered by the runtime that owns the worker queue, for its
-    own Database only (like integration.timers.enqueue_after_commit)."""
+    own Database only (like integration.store.timers.enqueue_after_commit)."""
 
     def after_commit(session: Session) -> None:
         if not session.info.pop("alerts_to_send", False):

@@ -1,6 +1,6 @@
 """SLA clocks: which timers a ticket needs, and what a timer does when it fires.
 
-The timer host (`integration.timers`) stores every due time as a row plus a huey task and calls:
+The timer host (`integration.store.timers`) stores every due time as a row plus a huey task and calls:
 - `plan_timers(state_before, state_after, decision, ticket, matrix, now)` after each processing pass;
   the returned `TimerSpec`s are inserted (the row's unique key makes re-planning the same due time a no-op);
 - `on_timer(timer, ticket, state, matrix, now)` when a timer fires, with a freshly fetched ticket and the
@@ -11,7 +11,7 @@ accounting in `TicketState.clock_state`.
 
 Clocks. Entering a level starts its clocks (`acknowledge`, `diagnose`, `interim_fix`, `resolve`, as
 the level's `sla:` sets them) at `entered_level_at`: the vendor's time of the change that caused the entry
-(see `integration.engine._entry_time`; a breach-caused entry starts at the breached clock's due time),
+(see `integration.engine.decide._entry_time`; a breach-caused entry starts at the breached clock's due time),
 never the time a pass or a timer ran. Each clock gets one warning timer per `clocks.warn_at`
 fraction and a breach timer at 100 %. With a calendar (the level's `calendar:` or `clocks.calendar`),
 targets are business time. A clock stops when its milestone is in `state.milestones`; its timers then do
@@ -43,8 +43,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from integration.calendar import add_business_time, business_seconds_between
-from integration.model import Decision, Ticket, TicketState
+from integration.engine import compile_matrix, decide, is_empty_value, next_state, template_context
+from integration.model import Decision, Ticket, TicketState, TimerOutcome, TimerSpec
 from matrix_config.schema import Calendar, Level, Matrix, format_duration
+from matrix_config.templates import TemplateRenderError, render_template
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +58,6 @@ RESOLVED_STATUSES = frozenset({"solved", "closed"})
 # A timer that fires this close to its clock's current due time counts as on time: huey's eta and the
 # reconciler are not exact, and a clock computed a second later must not look "not yet due".
 TOLERANCE = timedelta(seconds=2)
-
-
-# ------------------------------------------------------------------------------------ timer types
-def _timer_types() -> tuple[type, type]:
-    """TimerSpec and TimerOutcome live with the timer host; imported late to avoid an import cycle."""
-    from integration.timers import TimerOutcome, TimerSpec
-
-    return TimerSpec, TimerOutcome
-
-
-def _spec(**kwargs: Any) -> Any:
-    TimerSpec, _ = _timer_types()
-    return TimerSpec(**kwargs)
-
-
-def _outcome(decision: Decision | None = None, state: TicketState | None = None, schedule: list | None = None) -> Any:
-    _, TimerOutcome = _timer_types()
-    return TimerOutcome(decision=decision, state=state, schedule=list(schedule or []))
 
 
 # ------------------------------------------------------------------------------------ bookkeeping
@@ -261,7 +245,7 @@ def _running_clocks(level: Level, state: TicketState, decision: Decision | None)
     return [(name, target) for name, target in level.sla.items() if name not in met]
 
 
-def _timers_for(state: TicketState, ticket: Ticket, matrix: Matrix, decision: Decision | None) -> list[Any]:
+def _timers_for(state: TicketState, ticket: Ticket, matrix: Matrix, decision: Decision | None) -> list[TimerSpec]:
     level = _level_of(matrix, state.level)
     if level is None or state.bypassed or state.entered_level_at is None or _is_resolved(ticket, state, matrix):
         return []
@@ -271,7 +255,7 @@ def _timers_for(state: TicketState, ticket: Ticket, matrix: Matrix, decision: De
     calendar = level_calendar(matrix, level)
     version = state.matrix_version or matrix.version()
     common = dict(vendor=state.vendor, ticket_id=state.ticket_id, level=level.id, matrix_version=version)
-    specs: list[Any] = []
+    specs: list[TimerSpec] = []
     for clock, target in _running_clocks(level, state, decision):
         seconds, offset = target.total_seconds(), book.offset(clock)
         if f"{clock}:breach" in book.alerts:
@@ -279,11 +263,11 @@ def _timers_for(state: TicketState, ticket: Ticket, matrix: Matrix, decision: De
         for fraction in sorted(set(matrix.clocks.warn_at)):
             if f"{clock}:{fraction}" not in book.alerts:
                 due = due_at(book, calendar, seconds * fraction + offset)
-                specs.append(_spec(kind=WARNING, clock=clock, due_at=due, fraction=fraction, **common))
-        specs.append(_spec(kind=BREACH, clock=clock, due_at=due_at(book, calendar, seconds + offset), fraction=1.0, **common))
+                specs.append(TimerSpec(kind=WARNING, clock=clock, due_at=due, fraction=fraction, **common))
+        specs.append(TimerSpec(kind=BREACH, clock=clock, due_at=due_at(book, calendar, seconds + offset), fraction=1.0, **common))
     cadence = cadence_due(book, calendar, level, ticket, state)
     if cadence is not None:
-        specs.append(_spec(kind=CADENCE, clock=CADENCE_CLOCK, due_at=cadence, fraction=None, **common))
+        specs.append(TimerSpec(kind=CADENCE, clock=CADENCE_CLOCK, due_at=cadence, fraction=None, **common))
     return specs
 
 
@@ -294,7 +278,7 @@ def plan_timers(
     ticket: Ticket,
     matrix: Matrix,
     now: datetime,
-) -> list[Any]:
+) -> list[TimerSpec]:
     """Timers to schedule after a processing pass: all of the level's pending thresholds when the ticket
     entered a level, resumed from a pause, or changed matrix version; the cadence timer when its due time
     moved (a public update went out). Empty while paused, resolved or bypassed.
@@ -326,15 +310,10 @@ def _human(seconds: float) -> str:
 
 def _owner(matrix: Matrix, level: Level, ticket: Ticket) -> str:
     """The owner group's label, chosen exactly as the engine chooses it (by issue type, else default)."""
-    from integration.engine import compile_matrix, template_context
-
     return str(template_context(compile_matrix(matrix), ticket, level.id)["level"]["owner"])
 
 
 def _render(matrix: Matrix, name: str, level: Level, ticket: Ticket, clock: Mapping[str, Any], version: str) -> str:
-    from integration.engine import compile_matrix, template_context
-    from matrix_config.templates import render_template
-
     context = template_context(compile_matrix(matrix, version), ticket, level.id, clock=clock)
     return render_template(matrix, name, context)
 
@@ -349,40 +328,40 @@ def _calendar_phrase(level: Level, matrix: Matrix) -> str:
     return f" (business hours, calendar {name})" if name and name in matrix.calendars else ""
 
 
-def on_timer(timer: Any, ticket: Ticket, state: TicketState, matrix: Matrix, now: datetime) -> Any:
+def on_timer(timer: TimerSpec, ticket: Ticket, state: TicketState, matrix: Matrix, now: datetime) -> TimerOutcome:
     """React to a fired timer. Re-reads everything: nothing happens when the milestone was met, the level
     or the matrix version changed, the ticket is resolved, bypassed or paused, the warning was already
     sent, or the timer's due time is stale (a pause moved the clock)."""
     if state.level != timer.level or state.entered_level_at is None:
-        return _outcome()
+        return TimerOutcome()
     if timer.matrix_version and state.matrix_version and timer.matrix_version != state.matrix_version:
-        return _outcome()
+        return TimerOutcome()
     level = _level_of(matrix, state.level)
     if level is None or state.bypassed or _is_resolved(ticket, state, matrix):
-        return _outcome()
+        return TimerOutcome()
     tracked = track(state, ticket, matrix, now)
     changed_state = tracked if tracked is not state else None
     book = ClockBook.of(tracked)
     if book.paused_since is not None:
-        return _outcome(state=changed_state)  # resume re-plans the shifted due times
+        return TimerOutcome(state=changed_state)  # resume re-plans the shifted due times
     calendar = level_calendar(matrix, level)
     version = tracked.matrix_version or matrix.version()
     if timer.kind == CADENCE:
         return _on_cadence(timer, ticket, tracked, changed_state, matrix, level, calendar, book, now, version)
     if timer.kind not in (WARNING, BREACH):
         log.warning("unknown timer kind %r for %s %s", timer.kind, timer.vendor, timer.ticket_id)
-        return _outcome(state=changed_state)
+        return TimerOutcome(state=changed_state)
     clock = timer.clock
     target = getattr(level.sla, clock, None)
     if target is None or clock in (tracked.milestones or {}):
-        return _outcome(state=changed_state)
+        return TimerOutcome(state=changed_state)
     target_seconds = target.total_seconds()
     fraction = 1.0 if timer.kind == BREACH else float(timer.fraction)
     offset = book.offset(clock)
     current_due = due_at(book, calendar, target_seconds * fraction + offset)
     if timer.due_at < current_due - TOLERANCE:
         # A pause moved this clock; the timer planned on resume (re-offered here in case it was lost) acts.
-        return _outcome(state=changed_state, schedule=[replace_due(timer, current_due)] if current_due > now else [])
+        return TimerOutcome(state=changed_state, schedule=[replace_due(timer, current_due)] if current_due > now else [])
     at = max(now, current_due)
     elapsed = active_seconds(book, calendar, at) - offset
     if timer.kind == WARNING:
@@ -391,22 +370,20 @@ def on_timer(timer: Any, ticket: Ticket, state: TicketState, matrix: Matrix, now
                       due=current_due)
 
 
-def replace_due(timer: Any, due: datetime) -> Any:
-    if hasattr(timer, "_replace"):
-        return timer._replace(due_at=due)
+def replace_due(timer: TimerSpec, due: datetime) -> TimerSpec:
     return replace(timer, due_at=due)
 
 
-def _on_warning(timer: Any, ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix,
+def _on_warning(timer: TimerSpec, ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix,
                 level: Level, book: ClockBook, clock: str, target_seconds: float, elapsed: float, now: datetime,
-                version: str) -> Any:
+                version: str) -> TimerOutcome:
     key = f"{clock}:{timer.fraction}"
     used = elapsed / target_seconds
     if key in book.alerts or used >= 1.0 or f"{clock}:breach" in book.alerts:
-        return _outcome(state=changed_state)
+        return TimerOutcome(state=changed_state)
     reached = [f for f in matrix.clocks.warn_at if f <= used + 1e-9]
     if not reached or max(reached) != timer.fraction:
-        return _outcome(state=changed_state)  # a higher threshold is already due: that warning speaks
+        return TimerOutcome(state=changed_state)  # a higher threshold is already due: that warning speaks
     remaining = target_seconds - elapsed
     note = (
         f"SLA warning for {_owner(matrix, level, ticket)}: the {clock} clock at {level.id} ({level.name}) "
@@ -416,16 +393,14 @@ def _on_warning(timer: Any, ticket: Ticket, state: TicketState, changed_state: T
     new_state = replace(book, alerts=book.alerts | {key}).store(state)
     decision = _decision(state, now, version, reason=f"sla warning {clock} {int(round(timer.fraction * 100))}%",
                          internal_note=note)
-    return _outcome(decision=decision, state=new_state)
+    return TimerOutcome(decision=decision, state=new_state)
 
 
 def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix, level: Level, book: ClockBook, clock: str,
-               target_seconds: float, elapsed: float, now: datetime, version: str, *, due: datetime) -> Any:
-    from integration.engine import compile_matrix, decide, is_empty_value, next_state
-
+               target_seconds: float, elapsed: float, now: datetime, version: str, *, due: datetime) -> TimerOutcome:
     key = f"{clock}:breach"
     if key in book.alerts:
-        return _outcome(state=changed_state)
+        return TimerOutcome(state=changed_state)
     overdue = max(0.0, elapsed - target_seconds)
     breached = replace(book, alerts=book.alerts | {key}).store(state)
     if clock not in breached.pending_breaches:
@@ -463,27 +438,25 @@ def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | 
     decision = replace(decision, internal_note=note, reason=decision.reason or f"breach {clock}")
     new_state = track(next_state(breached, ticket, decision), ticket, matrix, now)  # clears pending_breaches
     schedule = plan_timers(breached, new_state, decision, ticket, matrix, now) if new_state.level != state.level else []
-    return _outcome(decision=decision, state=new_state, schedule=schedule)
+    return TimerOutcome(decision=decision, state=new_state, schedule=schedule)
 
 
-def _on_cadence(timer: Any, ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix,
-                level: Level, calendar: Calendar | None, book: ClockBook, now: datetime, version: str) -> Any:
+def _on_cadence(timer: TimerSpec, ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix,
+                level: Level, calendar: Calendar | None, book: ClockBook, now: datetime, version: str) -> TimerOutcome:
     cadence = level.update_cadence
     if cadence is None:
-        return _outcome(state=changed_state)
+        return TimerOutcome(state=changed_state)
     current_due = cadence_due(book, calendar, level, ticket, state)
     if current_due is None:
-        return _outcome(state=changed_state)
+        return TimerOutcome(state=changed_state)
     if current_due > now + TOLERANCE:
         # A public update (or an earlier cadence message) went out since: the interval restarted from it.
-        return _outcome(state=changed_state, schedule=[replace_due(timer, current_due)])
+        return TimerOutcome(state=changed_state, schedule=[replace_due(timer, current_due)])
     last = _last_public_update(ticket, state) or book.entered_at
     silent_for = business_seconds_between(calendar, last, now)
     clock = {"name": CADENCE_CLOCK, "target": format_duration(cadence.every), "elapsed": _human(silent_for),
              "overdue_by": _human(silent_for - cadence.every.total_seconds()), "fraction": round(silent_for / cadence.every.total_seconds(), 2)}
     new_book = replace(book, cadence_at=now)
-    from matrix_config.templates import TemplateRenderError
-
     failure = None
     if cadence.mode == "send":
         try:
@@ -511,4 +484,4 @@ def _on_cadence(timer: Any, ticket: Ticket, state: TicketState, changed_state: T
         new_state = new_book.store(state)
     next_due = cadence_due(ClockBook.of(new_state), calendar, level, ticket, new_state)
     schedule = [replace_due(timer, next_due)] if next_due else []
-    return _outcome(decision=decision, state=new_state, schedule=schedule)
+    return TimerOutcome(decision=decision, state=new_state, schedule=schedule)

@@ -217,6 +217,43 @@ class Decision:
         return data
 
 
+@dataclass(frozen=True)
+class TimerSpec:
+    """One due time for one ticket (a durable `timers` row, see integration.store.timers). `kind` says what happens when it fires (e.g. "warning", "breach",
+    "cadence"); `clock` the SLA clock it belongs to ("" when none); `level` the level it was planned
+    for; `fraction` the share of the target elapsed at due time (pre-breach warnings)."""
+
+    vendor: str
+    ticket_id: str
+    kind: str
+    clock: str | None
+    due_at: datetime
+    level: str | None = None
+    matrix_version: str | None = None
+    fraction: float | None = None
+    timer_id: int | None = None  # set when read back from the database
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.vendor, self.ticket_id, self.kind, self.clock or "", self.level or "", self.due_at)
+
+
+@dataclass(frozen=True)
+class TimerOutcome:
+    """What firing a timer leads to (returned by `integration.clocks.on_timer`).
+
+    `decision`: carried out like any pass decision (None: nothing to write).
+    `state`: the ticket state afterwards (None: unchanged, or `next_state` of the decision).
+    `schedule`: further timers (e.g. the next cadence interval).
+    `cancel_kinds`: pending timers of these kinds for this ticket are cancelled.
+    """
+
+    decision: Decision | None = None
+    state: TicketState | None = None
+    schedule: list[TimerSpec] = field(default_factory=list)
+    cancel_kinds: tuple[str, ...] = ()
+    note: str = ""
+
+
 def ticket_reference(value: object) -> str:
     """The one normalisation of a vendor ticket id / issue key, used by the webhook intake (the stored
     `events.ticket_id`) and by the connectors' tickets (offline snapshots, API reads): text without

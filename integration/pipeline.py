@@ -46,7 +46,7 @@ the ticket is gone on purpose, so its events are done, its timers cancelled and 
 
 Field and group mappings: a ticket pinned to an older matrix version is read and written through a
 connector built for that version (`PassDeps.connector_for_version`), so a mapping change cannot break
-it (see integration.tasks.mapping_matrix for which mapping wins).
+it (see service.runtime.mapping_matrix for which mapping wins).
 """
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ from connectors.base import (
     apply_reporting,
 )
 from integration import alerts
-from integration import timers as timer_host
+from integration import clocks as clock_rules
+from integration.store import timers as timer_host
 from integration.store.db import (
     CsatRow,
     Database,
@@ -91,7 +92,7 @@ from integration.store.leases import acquire_lease, release_lease
 from integration.store.codec import from_json, milestones_to_json, to_json
 from integration.events import due_pending_exists, requeue_expired, stale_pending
 from integration.store.matrix_versions import load_version
-from integration.model import Decision, Ticket, TicketState
+from integration.model import Decision, Ticket, TicketState, TimerSpec
 from matrix_config.loader import LoadedMatrix
 
 log = logging.getLogger(__name__)
@@ -124,10 +125,10 @@ class PassDeps:
     enqueue_timer: Callable[[int, datetime | None], None] | None = None
     decide: Callable[..., Decision] | None = None
     next_state: Callable[[TicketState | None, Ticket, Decision], TicketState] | None = None
-    clocks: Any = field(default_factory=timer_host.clocks_module)
+    clocks: Any = clock_rules
     sleep: Callable[[float], None] = time.sleep
     # (vendor, matrix version) -> the connector whose field/group mappings serve tickets pinned to that
-    # version (integration.tasks.Runtime.connector_for_version). None: `connector_for` serves every ticket.
+    # version (service.runtime.Runtime.connector_for_version). None: `connector_for` serves every ticket.
     connector_for_version: Callable[[str, str], Connector] | None = None
 
     def engine_decide(self) -> Callable[..., Decision]:
@@ -922,7 +923,7 @@ def _finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: T
 
 # ------------------------------------------------------------------------------------ timers
 def fire_timer(timer_id: int, *, deps: PassDeps) -> str:
-    """Run one due timer (exactly once: see integration.timers). Returns what happened."""
+    """Run one due timer (exactly once: see integration.store.timers). Returns what happened."""
     now = deps.now()
     with deps.db.session() as session:
         row = session.get(TimerRow, timer_id)
@@ -950,7 +951,7 @@ def fire_timer(timer_id: int, *, deps: PassDeps) -> str:
         release_lease(deps.db, lease_name, owner)
 
 
-def _fire(deps: PassDeps, spec: timer_host.TimerSpec) -> str:
+def _fire(deps: PassDeps, spec: TimerSpec) -> str:
     clocks = deps.clocks
 
     def decide_timer(ticket: Ticket, state: TicketState | None, matrix: LoadedMatrix, now: datetime):

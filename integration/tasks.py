@@ -30,7 +30,7 @@ from connectors.ratelimit import shared_redis_url
 from connectors.registry import build_connector, is_offline
 from connectors.vendors import PLUGINS
 from integration import alerts
-from integration import timers as timer_host
+from integration.store import timers as timer_host
 from integration.store.db import Database, LeaseRow, get_database, utcnow
 from integration.store.leases import acquire_lease, release_lease
 from integration.events import add_hint, release_ticket_events

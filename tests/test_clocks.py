@@ -16,7 +16,7 @@ from integration import clocks
 from integration.clocks import BREACH, CADENCE, WARNING, on_timer, plan_timers, track
 from integration.engine import decide, next_state
 from integration.model import Person, Ticket, TicketState
-from integration.timers import TimerSpec
+from integration.model import TimerSpec
 from matrix_config.loader import load_matrix
 from matrix_config.schema import Matrix
 

@@ -125,3 +125,40 @@ def test_ordinary_words_and_links_are_left_alone():
 def test_urls_keep_their_host_and_lose_their_password():
     assert redact_urls_in_text("cannot reach postgresql://svc:hunter22@db/esc.") == "cannot reach postgresql://svc:***@db/esc."
     assert "hunter22" not in redact_urls_in_text("GET https://x.example/api?api_key=hunter22 failed")
+
+
+# --------------------------------------------------------------------- both vendors, one table
+@pytest.mark.parametrize("status, headers, expected, sent", [
+    (429, {"Retry-After": "30"}, RateLimited, False),
+    (503, {"Retry-After": "30"}, RateLimited, None),
+    (500, {}, Transient, None),
+    (401, {}, Unauthorized, False),
+    (403, {}, Unauthorized, False),
+    (404, {}, NotFound, False),
+    (409, {}, Conflict, None),
+    (400, {}, Permanent, False),
+])
+def test_both_vendors_answer_a_status_with_the_same_error(status, headers, expected, sent):
+    from connectors.jira.connector import JiraConnector
+    from connectors.ratelimit import TokenBucket
+    from connectors.retry import RetryPolicy
+    from connectors.zendesk.connector import ZendeskConnector
+    from tests.support.jira_helpers import SITE, enterprise_matrix, make_settings, validated_jira_http
+    from tests.support.zendesk_fake import validated_fake_zendesk, zendesk_settings
+
+    once = RetryPolicy(attempts=1, sleep=lambda seconds: None)
+    with validated_fake_zendesk() as fake:
+        fake.fail_next("GET", r"/api/v2/tickets/5158$", status, headers=headers, body={"error": "No"})
+        zendesk = ZendeskConnector(zendesk_settings(), enterprise_matrix(), rate_limiter=TokenBucket(10_000),
+                                   retry_policy=once)
+        with pytest.raises(expected) as from_zendesk:
+            zendesk.fetch_ticket("5158")
+    with validated_jira_http() as http:
+        http.get(f"{SITE}/rest/api/3/issue/SUP-7", status=status, headers=headers, json={"errorMessages": ["No"]})
+        jira = JiraConnector(make_settings(), enterprise_matrix(), retry_policy=once)
+        with pytest.raises(expected) as from_jira:
+            jira.fetch_ticket("SUP-7")
+    assert type(from_zendesk.value) is type(from_jira.value) is expected
+    assert from_zendesk.value.sent is from_jira.value.sent is sent
+    if expected is RateLimited:
+        assert from_zendesk.value.retry_after == from_jira.value.retry_after == 30.0

@@ -18,7 +18,7 @@ from integration.store.leases import acquire_lease
 from integration.events import DatabaseEventSink
 from integration.model import Decision
 from integration.pipeline import _claim, fire_timer, open_tickets_by_version, process_ticket, reconcile_once
-from integration.timers import TimerOutcome, TimerSpec
+from integration.model import TimerOutcome, TimerSpec
 from tests.support.fake_connector import (
     BOT_USER_ID,
     FakeConnector,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from integration import timers as timer_host
+from integration.store import timers as timer_host
 from tests.support.fake_connector import FakeConnector, make_runtime, make_settings
 
 

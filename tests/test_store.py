@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import inspect, select, update
 
 from integration import metrics
-from integration import timers as timer_host
+from integration.store import timers as timer_host
 from integration.store.db import CsatRow, Database, DecisionRow, EventRow, MilestoneRow, TimerRow
 from integration.store.leases import acquire_lease, release_lease
 from integration.events import DatabaseEventSink
 from integration.store.matrix_versions import load_current, load_version, store_version
 from integration.store.migrations import current_revision
-from integration.timers import TimerSpec
+from integration.model import TimerSpec
 from tests.support.fake_connector import neutral_event, postgres_schema_url
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)

@@ -2,7 +2,7 @@
 
 - `schedule(session, spec)` inserts the row (idempotent on (ticket, kind, clock, level, due_at)) and,
   once the session commits, enqueues the huey task at `due_at`. Rolled-back sessions enqueue nothing.
-- When the task runs, `integration.pipeline.fire_timer` re-reads the ticket and its state and asks
+- When the task runs, `integration.pipeline.cycle.fire_timer` re-reads the ticket and its state and asks
   `integration.clocks.on_timer(...)` what to do; the row's `pending -> fired` transition is a conditional
   UPDATE committed in the same transaction as the outcome, under the ticket's lease, so a timer fires
   exactly once even when its task runs twice (the reconciler re-enqueues overdue pending timers whose
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
@@ -21,46 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from integration.store.db import Database, TimerRow, utcnow
-from integration.model import Decision, TicketState
+from integration.model import TimerSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TimerSpec:
-    """One due time for one ticket. `kind` says what happens when it fires (e.g. "warning", "breach",
-    "cadence"); `clock` the SLA clock it belongs to ("" when none); `level` the level it was planned
-    for; `fraction` the share of the target elapsed at due time (pre-breach warnings)."""
-
-    vendor: str
-    ticket_id: str
-    kind: str
-    clock: str | None
-    due_at: datetime
-    level: str | None = None
-    matrix_version: str | None = None
-    fraction: float | None = None
-    timer_id: int | None = None  # set when read back from the database
-
-    def key(self) -> tuple[Any, ...]:
-        return (self.vendor, self.ticket_id, self.kind, self.clock or "", self.level or "", self.due_at)
-
-
-@dataclass(frozen=True)
-class TimerOutcome:
-    """What firing a timer leads to (returned by `integration.clocks.on_timer`).
-
-    `decision`: carried out like any pass decision (None: nothing to write).
-    `state`: the ticket state afterwards (None: unchanged, or `next_state` of the decision).
-    `schedule`: further timers (e.g. the next cadence interval).
-    `cancel_kinds`: pending timers of these kinds for this ticket are cancelled.
-    """
-
-    decision: Decision | None = None
-    state: TicketState | None = None
-    schedule: list[TimerSpec] = field(default_factory=list)
-    cancel_kinds: tuple[str, ...] = ()
-    note: str = ""
 
 
 def _pending_list(session: Session) -> list[tuple[int, datetime]]:
@@ -188,15 +150,3 @@ def overdue(session: Session, now: datetime, limit: int = 500) -> list[TimerRow]
             .limit(limit)
         )
     )
-
-
-# ------------------------------------------------------------------ integration.clocks, when present
-def clocks_module() -> Any | None:
-    """integration.clocks is written separately; until it exists no timers are planned."""
-    try:
-        import integration.clocks as clocks
-    except ModuleNotFoundError as exc:
-        if exc.name != "integration.clocks":
-            raise
-        return None
-    return clocks
