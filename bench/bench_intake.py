@@ -180,7 +180,7 @@ def _loadgen_process(port: int, path: str, rate: float | None, seconds: float, c
 def _flush_queue(queue_url: str) -> None:
     """Drop the tasks the bench enqueued (nothing consumes them) from a queue outside the temp dir."""
     try:
-        from integration.queue import build_huey
+        from service.queue import build_huey
 
         build_huey(queue_url).flush()
     except Exception as exc:  # noqa: BLE001

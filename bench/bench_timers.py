@@ -119,7 +119,7 @@ class TimerRig:
         self.logs: list[Path] = []
 
     def _settings(self):
-        from integration.settings import Settings
+        from service.settings import Settings
 
         return Settings(DATABASE_URL=self.env["DATABASE_URL"], QUEUE_URL=self.env["QUEUE_URL"],
                         MATRIX_PATH=self.env["MATRIX_PATH"], DRY_RUN=False)
@@ -132,7 +132,7 @@ class TimerRig:
         from integration.store.db import TicketStateRow
         from integration.store.codec import to_json
         from integration.engine import decide, next_state
-        from integration.tasks import Runtime
+        from service.runtime import Runtime
         from tests.support.fake_connector import FakeConnector, FileStore
 
         runtime = Runtime(self._settings(), connector_factory=lambda vendor: None)
@@ -184,7 +184,7 @@ class TimerRig:
 
     def queued_tasks(self) -> int:
         """Tasks waiting in the queue file, due now or scheduled for later."""
-        from integration.queue import build_huey
+        from service.queue import build_huey
 
         huey = build_huey(self.env["QUEUE_URL"])
         try:

@@ -2,7 +2,7 @@
 `POST /bare` that answers 204, so both run in the same gunicorn workers under the same conditions.
 
 The sink is chosen once per worker, best first, and reported by `GET /bench/sink`:
-  "events"   integration.events.build_event_sink(settings): database + queue, as in production;
+  "events"   service.sink.build_event_sink(settings): database + queue, as in production;
   "database" integration.events.DatabaseEventSink on the database alone (the queue part not available);
   "memory"   webhooks.memory_sink.InMemoryEventSink (no durable store available at all).
 BENCH_SINK=events|database|memory forces one.
@@ -13,7 +13,7 @@ import os
 
 from flask import Response, jsonify
 
-from integration.settings import Settings
+from service.settings import Settings
 from webhooks.app import create_app
 
 
@@ -22,7 +22,7 @@ def _build_sink(settings: Settings):
     errors: list[str] = []
     if wanted in ("", "events"):
         try:
-            from integration.events import build_event_sink
+            from service.sink import build_event_sink
 
             sink = build_event_sink(settings)
             sink.health()

@@ -13,7 +13,7 @@ import click
 def _settings():
     from pydantic import ValidationError
 
-    from integration.settings import Settings
+    from service.settings import Settings
 
     try:
         return Settings()

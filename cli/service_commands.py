@@ -19,7 +19,7 @@ def process_settings(matrix: str | None = None):
     a bad setting stops the command with a ClickException naming it."""
     from pydantic import ValidationError
 
-    from integration.settings import Settings
+    from service.settings import Settings
 
     if matrix:
         os.environ["MATRIX_PATH"] = matrix
@@ -42,8 +42,8 @@ def _runtime(settings, *, matrix: bool = True, connector_factory=None):
     (vendor -> Connector) replaces the vendor connectors: a process built around test doubles
     (tests/support/worker_entry.py) gets a Runtime of its own with it."""
     from integration.store.db import DatabaseConfigError
-    from integration.queue import QueueConfigError
-    from integration.tasks import Runtime, get_runtime
+    from service.queue import QueueConfigError
+    from service.runtime import Runtime, get_runtime
 
     try:
         runtime = get_runtime(settings) if connector_factory is None else Runtime(
@@ -75,7 +75,7 @@ def start_connectors(runtime, settings) -> list[str]:
     per vendor). Incomplete credentials, or DRY_RUN=false with a configured webhook secret and no API
     credentials, stop the process with a ClickException naming the settings (never their values)."""
     from connectors.base import ConfigurationError
-    from connectors.registry import is_offline
+    from service.connectors import is_offline
     from connectors.vendors import PLUGINS
 
     lines = []
@@ -111,7 +111,7 @@ def _escalation_command() -> list[str]:
 
 def run_worker(settings, concurrency: int | None = None, *, connector_factory=None) -> None:
     """The worker process: huey consumer threads plus the periodic jobs. `connector_factory`: see _runtime."""
-    from integration.tasks import PeriodicJobs, describe_periodic_jobs
+    from service.periodic import PeriodicJobs, describe_periodic_jobs
 
     runtime = _runtime(settings, connector_factory=connector_factory)
     log = logging.getLogger("escalation.worker")
@@ -232,11 +232,13 @@ def register(group: click.Group) -> None:
     @click.option("--inline", is_flag=True, help="Process here and now instead of enqueueing for workers.")
     def reconcile(scan: bool, inline: bool) -> None:
         """One reconciler pass now: re-enqueue events whose worker died, forgotten events, overdue timers."""
+        from service.periodic import catch_up_scan
+
         runtime = _runtime(process_settings(), matrix=scan or inline)  # only enqueueing needs no matrix
         report = runtime.reconcile(inline=inline)
         click.echo(f"reconcile: {report}")
         if scan:
-            click.echo(f"catch-up scan: {runtime.catch_up_scan(inline=inline)} ticket(s) hinted")
+            click.echo(f"catch-up scan: {catch_up_scan(runtime, inline=inline)} ticket(s) hinted")
 
     @group.group("events")
     def events() -> None:

@@ -23,7 +23,7 @@ def _run(vendor: str, command: str, matrix_path: str) -> Any:
     from connectors.base import ConfigurationError, ConnectorError
     from connectors.vendors import PLUGINS
     from connectors.ratelimit import shared_redis_url
-    from integration.settings import Settings
+    from service.settings import Settings
     from matrix_config.loader import load_matrix
 
     plugin = PLUGINS[vendor]

@@ -1,41 +1,17 @@
-"""Which connector serves a vendor: the real one when its credentials are configured, otherwise an
-offline stand-in that reads the ticket from the latest stored webhook and writes nothing (dry run).
-
-Incomplete vendor credentials raise connectors.base.ConfigurationError (from the vendor plugin's
-`build`, see connectors.vendors): call `build_connector` at process start so the process stops with that message.
-"""
+"""The offline stand-in for a vendor without API credentials: it reads the ticket from the stored webhooks
+and writes nothing (dry run). service.connectors.build_connector chooses between it and the real one."""
 from __future__ import annotations
 
 import json
 import logging
 from typing import Any, Callable, Iterator
 
-from connectors.base import ApplyResult, Connector
-from connectors.ratelimit import shared_redis_url
-from connectors.vendors import plugin
+from connectors.base import ApplyResult
 from integration.model import Decision, Ticket
-from integration.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OFFLINE_PAYLOAD_WINDOW = 500  # stored payloads folded into one offline snapshot (newest N, read oldest first)
-
-
-def build_connector(vendor: str, settings: Settings, matrix: Any, *, db: Any = None) -> Connector:
-    """The connector for `vendor`. `matrix` is the current matrix_config.schema.Matrix; `db` (an
-    integration.db.Database) lets the offline connector read stored webhooks. Raises
-    connectors.base.ConfigurationError when the vendor's credentials are set only in part."""
-    vendor_plugin = plugin(vendor)
-    # The shared request budget lives in Redis, else in this database when it is PostgreSQL (Jira ignores both).
-    connector = vendor_plugin.build(matrix, database_url=settings.database_url,
-                                    redis_url=shared_redis_url(settings.redis_url, settings.queue_url))
-    if connector is not None:
-        return connector
-    return OfflineConnector(vendor, db, matrix, vendor_plugin.snapshot_from_webhook)
-
-
-def is_offline(connector: Connector) -> bool:
-    return isinstance(connector, OfflineConnector)
 
 
 def _carry_level_set_at(folded: Ticket, previous: Ticket | None) -> Ticket:

@@ -10,7 +10,7 @@ last processed ticket next time (at-least-once; the pass is idempotent). The con
 ticket, the watermark that is safe once that ticket is processed (Zendesk: the previous cursor for all
 but the last ticket of an export page).
 
-The periodic scan task and `escalation reconcile` go through `integration.tasks.Runtime.catch_up_scan`,
+The periodic scan task and `escalation reconcile` go through `service.periodic.catch_up_scan`,
 which calls `catch_up(connector, DatabaseWatermarks(db), process, limit=SCAN_BATCH)` per vendor with a
 `process` that commits a hint event (durable before the watermark moves) and enqueues the ticket.
 """
@@ -60,7 +60,7 @@ class DatabaseWatermarks:
 
 
 def watermark_name(vendor: str) -> str:
-    # One row per vendor: the periodic scan and `escalation reconcile` (both Runtime.catch_up_scan, which
+    # One row per vendor: the periodic scan and `escalation reconcile` (both service.periodic.catch_up_scan, which
     # calls catch_up with DatabaseWatermarks) continue each other's scan.
     return f"scan:{vendor}"
 

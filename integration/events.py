@@ -38,10 +38,10 @@ from typing import Any, Callable, Iterable, Iterator
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
+from connectors.base import redact_url
 from integration.store.db import Database, EventRow, UtcDateTime, WatermarkRow, utcnow
 from integration.intake import AcceptResult, UnstorableEvent
 from integration.model import NeutralEvent
-from integration.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +330,7 @@ class DatabaseEventSink:
 
 
 def redact_url_in_text(text: str) -> str:
-    """Database URLs inside a driver message, with their passwords masked (integration.settings.redact_url)."""
+    """Database URLs inside a driver message, with their passwords masked (connectors.base.redact_url)."""
     return _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
 
 
@@ -414,19 +414,6 @@ def due_pending_exists(db: Database, vendor: str, ticket_id: str, now: datetime)
             )
             .limit(1)
         ).first() is not None
-
-
-def build_event_sink(settings: Settings) -> DatabaseEventSink:
-    """The sink for the web process: the database and queue from settings; migrates on first use."""
-    from integration.tasks import get_runtime
-
-    runtime = get_runtime(settings)
-    return DatabaseEventSink(
-        runtime.db,
-        runtime.enqueue_ticket,
-        queue_health=runtime.queue_health,
-        matrix_health=runtime.matrix_health,
-    )
 
 
 # ------------------------------------------------------------------------- event-row operations

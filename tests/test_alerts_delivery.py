@@ -509,7 +509,7 @@ def test_notify_test_sends_a_wiring_check(rig):
 
 # ------------------------------------------------------------------ the worker
 def test_the_worker_sends_after_the_commit_and_in_its_sweep(rig):
-    from integration.tasks import PeriodicJobs
+    from service.periodic import PeriodicJobs
 
     huey = rig.runtime.huey
     rig.new_ticket("714")

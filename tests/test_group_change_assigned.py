@@ -25,8 +25,8 @@ from connectors.zendesk.settings import ZendeskSettings
 from integration.events import DatabaseEventSink
 from integration.model import Decision
 from integration.pipeline import process_ticket
-from integration.settings import Settings
-from integration.tasks import Runtime
+from service.settings import Settings
+from service.runtime import Runtime
 from tests.support.jira_helpers import (
     SITE, SleepRecorder, body_of, enterprise_matrix, make_settings, recorded, validate_all,
 )

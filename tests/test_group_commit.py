@@ -20,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from integration.store.db import EventRow, get_database, reset_databases
 from integration.events import DatabaseEventSink
 from integration.intake import AcceptResult
-from integration.settings import Settings
+from service.settings import Settings
 from tests.support.fake_connector import neutral_event, postgres_schema_url
 from webhooks.app import create_app
 from webhooks.signatures import zendesk_signature

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from integration.store.db import EventRow, get_database
 from integration.events import DatabaseEventSink
-from integration.settings import Settings
+from service.settings import Settings
 from tests.support.fake_connector import postgres_schema_url
 from webhooks.app import create_app
 from webhooks.signatures import jira_signature, zendesk_signature

@@ -11,7 +11,7 @@ import pytest
 import responses
 
 from connectors.jira.connector import JiraConnector
-from integration.settings import Settings
+from service.settings import Settings
 from tests.support.jira_helpers import SITE, SleepRecorder, body_of, make_settings, recorded, validate_all
 
 import integration.events as events_module  # noqa: E402
@@ -43,7 +43,7 @@ def world(tmp_path):
     sleeps = SleepRecorder()
     connector = JiraConnector(make_settings(), loaded.matrix, retry_policy=sleeps.policy())
     deps = pipeline.PassDeps(db=db, connector_for=lambda vendor: connector, current_matrix=lambda: loaded,
-                             dry_run_for=lambda vendor: False, now=lambda: NOW, sleep=sleeps)
+                             dry_run_for=lambda vendor: False, now=lambda: NOW)
     return {"client": app.test_client(), "queued": queued, "deps": deps, "db": db}
 
 

@@ -24,8 +24,8 @@ from connectors.zendesk.remote import check_remote
 from connectors.zendesk.settings import ZendeskSettings
 from integration.events import DatabaseEventSink
 from integration.pipeline import process_ticket
-from integration.settings import Settings
-from integration.tasks import Runtime
+from service.settings import Settings
+from service.runtime import Runtime
 from matrix_config.loader import load_matrix
 from tests.conftest import REPO_ROOT
 from tests.support.jira_helpers import SITE, SleepRecorder, make_settings, recorded, validate_all

@@ -11,14 +11,17 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from connectors.base import NotFound, RateLimited, Transient
-from connectors.registry import OfflineConnector, build_connector
+from connectors.registry import OfflineConnector
 from integration import metrics
 from integration.store.db import DecisionRow, EventRow, TicketStateRow, TimerRow
 from integration.store.leases import acquire_lease
 from integration.events import DatabaseEventSink
 from integration.model import Decision
-from integration.pipeline import _claim, fire_timer, open_tickets_by_version, process_ticket, reconcile_once
+from integration.pipeline import fire_timer, open_tickets_by_version, process_ticket, reconcile_once
+from integration.pipeline.claims import claim
 from integration.model import TimerOutcome, TimerSpec
+from service.connectors import build_connector
+from service.periodic import catch_up_scan
 from tests.support.fake_connector import (
     BOT_USER_ID,
     FakeConnector,
@@ -115,9 +118,9 @@ def test_an_event_committed_just_after_the_last_claim_of_a_pass_is_not_stranded(
     """The race coalescing at the source must survive: a delivery that found an earlier event still
     pending (so enqueued no task) commits only after the pass that took that earlier event made its
     last claim. The pass looks again after releasing the ticket and queues the ticket."""
-    import integration.pipeline as pipeline
+    from integration.pipeline import claims
 
-    real_claim = pipeline._claim
+    real_claim = claims.claim
     calls = []
 
     def claim_then_late_commit(deps, vendor, ticket_id, owner):
@@ -130,7 +133,7 @@ def test_an_event_committed_just_after_the_last_claim_of_a_pass_is_not_stranded(
                                      payload=b"{}", status="pending", attempts=0))
         return claimed
 
-    monkeypatch.setattr(pipeline, "_claim", claim_then_late_commit)
+    monkeypatch.setattr(claims, "claim", claim_then_late_commit)
     accept(runtime, delivery="d1")
     task = runtime.huey.dequeue()
     runtime.huey.execute(task)
@@ -204,7 +207,7 @@ def _offline_runtime(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     settings = make_settings(f"sqlite:///{tmp_path}/db.sqlite", DRY_RUN=None)
     from integration.store.db import Database
-    from integration.tasks import Runtime
+    from service.runtime import Runtime
 
     db = Database(settings.database_url)
     db.migrate()
@@ -388,7 +391,7 @@ def test_events_of_a_worker_that_died_are_requeued_when_the_lease_expires(runtim
     accept(runtime, delivery="d1")
     accept(runtime, delivery="d2")
     runtime.huey.flush()  # the queue lost its tasks with the worker
-    claimed = _claim(runtime.deps(), "zendesk", "101", "dead-worker")
+    claimed = claim(runtime.deps(), "zendesk", "101", "dead-worker")
     assert len(claimed) == 2
     assert reconcile_once(runtime.deps()).expired == 0
     clock.advance(runtime.settings.lease_seconds + 1)
@@ -569,7 +572,7 @@ def test_passes_leave_the_rows_the_metrics_need(runtime, fake, clock):
 def test_catch_up_scan_hints_changed_tickets_and_moves_the_watermark(runtime, fake):
     fake.put("202")
     fake.changed = [("101", "2026-11-27T10:00:00Z"), ("202", "2026-11-27T10:05:00Z")]
-    assert runtime.catch_up_scan() == 2
+    assert catch_up_scan(runtime) == 2
     drain(runtime.huey)
     assert {e.ticket_id: (e.event_type, e.status) for e in rows(runtime, EventRow)} == {
         "101": ("scan", "done"), "202": ("scan", "done")}
@@ -578,7 +581,7 @@ def test_catch_up_scan_hints_changed_tickets_and_moves_the_watermark(runtime, fa
 
     with runtime.db.session() as session:
         assert session.get(WatermarkRow, "scan:zendesk").value == "2026-11-27T10:05:00Z"
-    assert runtime.catch_up_scan() == 0  # nothing changed since
+    assert catch_up_scan(runtime) == 0  # nothing changed since
 
 
 # ------------------------------------------------------------------------------------ internal notes vs replies
@@ -647,7 +650,7 @@ def test_customer_update_sent_just_before_a_crash_is_not_sent_again(settings, fa
 
 # ------------------------------------------------------------------------------------ mappings of pinned tickets
 def test_mapping_matrix_takes_current_ids_and_keeps_keys_only_the_pinned_version_has(enterprise_matrix_path, tmp_path):
-    from integration.tasks import mapping_matrix
+    from service.runtime import mapping_matrix
     from matrix_config.loader import load_matrix
 
     v1 = load_matrix(enterprise_matrix_path).matrix
@@ -677,7 +680,7 @@ def test_ticket_in_flight_is_written_through_its_pinned_versions_mappings(tmp_pa
     the version it started with, escalates into the group that version names instead of failing."""
     from dataclasses import dataclass, field as dc_field
 
-    import integration.tasks as tasks
+    import service.runtime as runtime_module
     from connectors.base import Permanent
     from integration.store.db import Database
 
@@ -698,7 +701,7 @@ def test_ticket_in_flight_is_written_through_its_pinned_versions_mappings(tmp_pa
                 written_groups.append((ticket.id, mapping.zendesk))
             return super().apply(ticket, decision)
 
-    monkeypatch.setattr(tasks, "build_connector",
+    monkeypatch.setattr(runtime_module, "build_connector",
                         lambda vendor, settings, matrix, db=None: MappingFake(vendor, store=store, matrix=matrix))
     matrix_file = tmp_path / "matrix.yaml"
     matrix_file.write_text(enterprise_matrix_path.read_text())
@@ -707,7 +710,7 @@ def test_ticket_in_flight_is_written_through_its_pinned_versions_mappings(tmp_pa
     def runtime_for_current_file():
         db = Database(db_url)
         db.migrate()
-        return tasks.Runtime(make_settings(db_url, MATRIX_PATH=str(matrix_file)), db=db, now=clock, backoff_base=0.01)
+        return runtime_module.Runtime(make_settings(db_url, MATRIX_PATH=str(matrix_file)), db=db, now=clock, backoff_base=0.01)
 
     fake = MappingFake("zendesk", store=store)
     fake.put("101", fields={"issue_type": "bug"})
@@ -737,7 +740,7 @@ def test_ticket_in_flight_is_written_through_its_pinned_versions_mappings(tmp_pa
 def test_cli_repin_moves_a_ticket_to_another_stored_version_and_queues_a_pass(tmp_path, fake, clock,
                                                                                enterprise_matrix_path):
     from cli.main import cli
-    from integration.tasks import get_runtime
+    from service.runtime import get_runtime
 
     matrix_file = tmp_path / "matrix.yaml"
     matrix_file.write_text(enterprise_matrix_path.read_text())
@@ -776,7 +779,7 @@ def test_zendesk_sla_sync_runs_periodically_on_exactly_one_worker(runtime, monke
     from dataclasses import replace
 
     from connectors.vendors import PLUGINS
-    from integration.tasks import PeriodicJobs
+    from service.periodic import PeriodicJobs
 
     synced = []
     monkeypatch.setitem(PLUGINS, "zendesk", replace(PLUGINS["zendesk"],

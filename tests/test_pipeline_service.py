@@ -13,8 +13,8 @@ from sqlalchemy import select
 from cli.main import cli
 from integration.store.db import Database, DatabaseConfigError, EventRow, MilestoneRow, TicketStateRow
 from integration.model import TicketState
-from integration.queue import QueueConfigError, build_huey
-from integration.settings import Settings, redact_url
+from service.queue import QueueConfigError, build_huey
+from service.settings import Settings, redact_url
 
 PASSWORD = "hunter2-s3cret"
 VENDOR_ENV = ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
@@ -62,7 +62,7 @@ def test_dry_run_false_refuses_a_vendor_with_a_webhook_secret_and_no_credentials
 
 def test_the_banner_names_each_vendors_mode_and_connectors_get_the_database_url(clean_env, monkeypatch):
     from cli.service_commands import start_connectors
-    from integration.tasks import Runtime
+    from service.runtime import Runtime
     from dataclasses import replace
 
     from connectors.vendors import PLUGINS
@@ -92,7 +92,7 @@ def test_the_banner_names_each_vendors_mode_and_connectors_get_the_database_url(
 
 def test_the_worker_log_names_the_periodic_jobs_it_runs_instead_of_hueys(clean_env):
     """huey logs "Periodic tasks are disabled."; the worker's own line says the reconciler does run."""
-    from integration.tasks import describe_periodic_jobs
+    from service.periodic import describe_periodic_jobs
 
     default = describe_periodic_jobs(Settings(RECONCILE_INTERVAL_SECONDS=30))
     assert default == ("periodic jobs: reconcile every 30s, catch-up scan every 300s, SLA sync off every 3600s "
@@ -157,7 +157,7 @@ def _state_row(vendor, ticket_id, version, status, now):
 
 def test_repin_all_moves_every_open_ticket_to_the_current_matrix(clean_env, monkeypatch, enterprise_matrix_path):
     from integration.store.matrix_versions import load_current, store_version
-    from integration.tasks import get_runtime
+    from service.runtime import get_runtime
 
     old_file = clean_env / "old.yaml"
     old_file.write_text(enterprise_matrix_path.read_text().replace("acknowledge: 1h", "acknowledge: 2h", 1))
@@ -199,7 +199,7 @@ def test_a_dry_run_records_the_acknowledgement_from_an_earlier_comment_webhook(c
                                                                                enterprise_matrix_path):
     from integration.events import DatabaseEventSink
     from integration.pipeline import process_ticket
-    from integration.tasks import Runtime
+    from service.runtime import Runtime
     from tests.support.fake_connector import ManualClock, neutral_event
 
     monkeypatch.setenv("MATRIX_PATH", str(enterprise_matrix_path))

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from connectors.base import RateLimited
 from integration.store.db import EventRow
 from integration.events import DatabaseEventSink
-from integration.queue import QueueConfigError, build_huey, describe
+from service.queue import QueueConfigError, build_huey, describe
 from tests.support.fake_connector import (
     FakeConnector,
     ManualClock,

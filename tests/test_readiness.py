@@ -14,7 +14,7 @@ from sqlalchemy import event, func, select
 
 from integration.store.db import Database, EventRow, reset_databases
 from integration.events import DatabaseEventSink
-from integration.settings import Settings
+from service.settings import Settings
 from tests.support.fake_connector import postgres_schema_url
 from webhooks.app import create_app
 

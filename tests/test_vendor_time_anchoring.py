@@ -28,8 +28,8 @@ from integration.store.codec import from_json
 from integration.events import DatabaseEventSink, add_hint
 from integration.model import TicketState
 from integration.pipeline import process_ticket
-from integration.settings import Settings
-from integration.tasks import Runtime
+from service.settings import Settings
+from service.runtime import Runtime
 from tests.support.jira_helpers import SITE, make_settings, recorded, validate_all
 from tests.support.zendesk_fake import validated_fake_zendesk, zendesk_settings
 from webhooks.app import create_app

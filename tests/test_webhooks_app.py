@@ -15,7 +15,7 @@ import pytest
 from werkzeug.test import EnvironBuilder
 
 from integration.intake import AcceptResult
-from integration.settings import Settings
+from service.settings import Settings
 from webhooks.app import ConfigurationError, create_app
 from webhooks.memory_sink import InMemoryEventSink
 from webhooks.signatures import jira_signature, zendesk_signature
@@ -377,16 +377,16 @@ def test_readyz_reports_sink_health(sink):
     )
 
 
-# --- the real sink is built lazily from integration.events ---
+# --- the real sink is built lazily from service.sink ---
 
 
 def _install_events_module(monkeypatch, builder):
-    module = types.ModuleType("integration.events")
+    module = types.ModuleType("service.sink")
     module.build_event_sink = builder
-    monkeypatch.setitem(sys.modules, "integration.events", module)
-    import integration
+    monkeypatch.setitem(sys.modules, "service.sink", module)
+    import service
 
-    monkeypatch.setattr(integration, "events", module, raising=False)
+    monkeypatch.setattr(service, "sink", module, raising=False)
 
 
 def test_default_sink_is_built_once_on_first_use(monkeypatch):
@@ -504,10 +504,10 @@ def test_wsgi_entry_builds_the_app(tmp_path):
 
 
 def test_building_the_sink_quiets_alembic_info_lines(monkeypatch):
-    import integration.events
+    import service.sink
 
     built = InMemoryEventSink()
-    monkeypatch.setattr(integration.events, "build_event_sink", lambda settings: built)
+    monkeypatch.setattr(service.sink, "build_event_sink", lambda settings: built)
     alembic_logger, root = logging.getLogger("alembic"), logging.getLogger()
     before, root_before = alembic_logger.level, root.level
     alembic_logger.setLevel(logging.NOTSET)

@@ -15,8 +15,8 @@ from connectors.zendesk.connector import ZendeskConnector  # noqa: E402
 from connectors.zendesk.settings import ZendeskSettings  # noqa: E402
 from integration.events import DatabaseEventSink  # noqa: E402
 from integration.pipeline import process_ticket  # noqa: E402
-from integration.settings import Settings  # noqa: E402
-from integration.tasks import Runtime  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.runtime import Runtime  # noqa: E402
 from tests.support.zendesk_fake import validated_fake_zendesk  # noqa: E402
 from webhooks.app import create_app  # noqa: E402
 from webhooks.signatures import zendesk_signature  # noqa: E402

@@ -51,7 +51,7 @@ def test_local_limiter_is_shared_per_account(no_shared_store):
 
 def _budget_of_the_built_connector(monkeypatch, settings):
     """The request budget of the Zendesk connector the service builds from `settings`."""
-    from connectors.registry import build_connector
+    from service.connectors import build_connector
     from tests.support.jira_helpers import enterprise_matrix
 
     for name, value in (("ZENDESK_SUBDOMAIN", "acme"), ("ZENDESK_EMAIL", "bot@acme.example"),
@@ -61,7 +61,7 @@ def _budget_of_the_built_connector(monkeypatch, settings):
 
 
 def test_redis_is_chosen_from_redis_url_else_from_a_redis_queue_url(no_shared_store):
-    from integration.settings import Settings
+    from service.settings import Settings
 
     monkeypatch = no_shared_store
     assert shared_redis_url(None, "sqlite:///var/queue.db") is None
@@ -75,7 +75,7 @@ def test_redis_is_chosen_from_redis_url_else_from_a_redis_queue_url(no_shared_st
 
 
 def test_redis_url_in_a_dotenv_file_shares_the_budget(no_shared_store, tmp_path):
-    from integration.settings import Settings
+    from service.settings import Settings
 
     # The service reads its settings from the environment *and* `.env`; the budget's store must too.
     no_shared_store.chdir(tmp_path)
@@ -86,7 +86,7 @@ def test_redis_url_in_a_dotenv_file_shares_the_budget(no_shared_store, tmp_path)
 
 
 def test_explicit_settings_decide_the_store(no_shared_store):
-    from integration.settings import Settings
+    from service.settings import Settings
 
     settings = Settings(_env_file=None, REDIS_URL="redis://cache.internal:6379/0")
     assert isinstance(_budget_of_the_built_connector(no_shared_store, settings), RedisWindowLimiter)
@@ -113,7 +113,7 @@ def test_redis_window_is_one_budget_for_all_workers(redis_url):
 
 # ------------------------------------------------------------------------------ SQL-shared window
 def test_postgres_is_chosen_without_redis_and_redis_still_wins(no_shared_store):
-    from integration.settings import Settings
+    from service.settings import Settings
 
     monkeypatch = no_shared_store
     sqlite = "sqlite:///var/escalation.db"
@@ -212,7 +212,7 @@ def test_a_long_retry_after_is_raised_at_once_and_a_short_one_is_slept():
 def test_redis_url_is_shown_redacted_and_a_wrong_scheme_is_refused_without_its_value():
     from pydantic import ValidationError
 
-    from integration.settings import Settings
+    from service.settings import Settings
 
     settings = Settings(_env_file=None, REDIS_URL="redis://worker:s3cret-pw@cache.internal:6379/0")
     assert "s3cret-pw" not in repr(settings) and "s3cret-pw" not in settings.describe_redis()

@@ -284,11 +284,12 @@ def test_sync_applies_a_non_empty_plan_then_finds_nothing(fake, client):
 
 
 def _periodic_sla_sync(monkeypatch, tmp_path, **settings_values) -> None:
-    """The worker's periodic job (Runtime.sla_sync) with ZENDESK_* pointing at the fake account."""
+    """The worker's periodic job (service.periodic.sla_sync) with ZENDESK_* pointing at the fake account."""
     from pathlib import Path
 
-    from integration.settings import Settings
-    from integration.tasks import Runtime
+    from service.settings import Settings
+    from service.periodic import sla_sync
+    from service.runtime import Runtime
 
     monkeypatch.chdir(tmp_path)
     for name, value in (("ZENDESK_SUBDOMAIN", "acme"), ("ZENDESK_EMAIL", "bot@acme.example"),
@@ -298,7 +299,7 @@ def _periodic_sla_sync(monkeypatch, tmp_path, **settings_values) -> None:
                         MATRIX_PATH=str(Path(__file__).resolve().parent.parent / EXAMPLE), **settings_values)
     runtime = Runtime(settings, huey=None)
     try:
-        runtime.sla_sync()
+        sla_sync(runtime)
     finally:
         runtime.db.dispose()
 
@@ -331,7 +332,7 @@ def test_an_sla_sync_word_other_than_off_or_auto_is_refused(word, capsys, monkey
 
     from pydantic import ValidationError
 
-    from integration.settings import Settings
+    from service.settings import Settings
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SLA_SYNC", word)

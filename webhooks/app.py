@@ -16,7 +16,7 @@ from pydantic import SecretStr, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from integration.intake import EventSink
-from integration.settings import Settings, redact_url
+from service.settings import Settings, redact_url
 from webhooks.jira import view as jira_view
 from webhooks.signatures import utc_now
 from webhooks.zendesk import view as zendesk_view
@@ -58,7 +58,7 @@ class WebhookEdge:
         if self._sink is None:
             with self._lock:
                 if self._sink is None:
-                    from integration.events import build_event_sink
+                    from service.sink import build_event_sink
 
                     # Building the sink migrates the database; alembic's INFO lines ("Context impl ...",
                     # "Will assume transactional DDL") would otherwise show in every web worker's log.
@@ -93,7 +93,7 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
 ) -> Flask:
     """Build the webhook app. `settings` default to the environment (ConfigurationError when invalid);
-    `sink` defaults to `integration.events.build_event_sink(settings)`, built on first use; `clock`
+    `sink` defaults to `service.sink.build_event_sink(settings)`, built on first use; `clock`
     (timezone-aware UTC) is used for the signature window and the received time."""
     settings = settings if settings is not None else load_settings()
     edge = WebhookEdge(settings, sink, clock or utc_now)

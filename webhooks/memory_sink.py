@@ -1,7 +1,7 @@
 """An EventSink kept in memory. It honours the sink contract (duplicates by delivery id or by identical
 content, ignored events recorded but not queued) but forgets everything when the process exits.
 
-Production never uses it (the service's sink is `integration.events.build_event_sink`). It stays a
+Production never uses it (the service's sink is `service.sink.build_event_sink`). It stays a
 module here rather than in tests/support because `bench/intake_bench_app.py` imports it for its
 "memory" mode (a benchmark run with no database), and that app runs outside the test tree."""
 from __future__ import annotations

@@ -269,7 +269,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: the event row's commit is the one durable write a webhook delivery makes before its 2xx,
     # so it must survive a power cut too (NORMAL in WAL mode only survives a killed process). The
-    # queue file, which holds hints only, runs with NORMAL (integration.queue).
+    # queue file, which holds hints only, runs with NORMAL (service.queue).
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")

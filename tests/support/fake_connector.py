@@ -285,7 +285,7 @@ def postgres_schema_url(base_url: str) -> tuple[str, Callable[[], None]]:
 
 
 def make_settings(database_url: str, queue_url: str = "memory://", **overrides: Any) -> Any:
-    from integration.settings import Settings
+    from service.settings import Settings
 
     values = {
         "DATABASE_URL": database_url,
@@ -302,7 +302,7 @@ def make_settings(database_url: str, queue_url: str = "memory://", **overrides: 
 def make_runtime(settings: Any, connector: Any, *, clock: Any = None, clocks: Any = "default", huey: Any = None) -> Any:
     """A Runtime over `settings` whose every vendor is `connector` (a FakeConnector)."""
     from integration.store.db import Database
-    from integration.tasks import Runtime
+    from service.runtime import Runtime
 
     db = Database(settings.database_url)
     db.migrate()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from integration.settings import Settings
+from service.settings import Settings
 from webhooks.delivery import VendorRoute, vendor_blueprint
 from webhooks.jira.payloads import VENDOR, parse_jira
 from webhooks.signatures import JiraVerifier

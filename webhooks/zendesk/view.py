@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from integration.settings import Settings
+from service.settings import Settings
 from webhooks.delivery import VendorRoute, vendor_blueprint
 from webhooks.signatures import Clock, ZendeskSignatureVerifier
 from webhooks.zendesk.payloads import VENDOR, parse_zendesk

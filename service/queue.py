@@ -22,7 +22,7 @@ from huey import Huey, MemoryHuey, PostgresHuey, RedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 from sqlalchemy import make_url
 
-from integration.settings import redact_url
+from connectors.base import redact_url
 
 QUEUE_NAME = "escalation"
 

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     webhook_max_age_seconds: int = Field(300, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
     webhook_max_body_bytes: int = Field(1024 * 1024, alias="WEBHOOK_MAX_BODY_BYTES", gt=0)
 
-    # Workers and the durable pipeline (integration.tasks / integration.pipeline).
+    # Workers and the durable pipeline (service.runtime / integration.pipeline).
     worker_concurrency: int = Field(2, alias="WORKER_CONCURRENCY", gt=0)  # worker threads per `escalation worker`
     # A pass renews its leases every LEASE_SECONDS/3 while it runs; one whose worker stopped renewing this
     # long (killed) is run again, and a timer in flight during the kill waits at most this long.
