@@ -1,0 +1,195 @@
+"""The final commit of a round: one transaction writes the decision row (the intent closed, or a new row
+when there was no intent), the ticket state, milestones, CSAT, timers, the alerts outbox rows and the
+claimed events, so that each of them exists if and only if the decision committed."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from integration import alerts
+from integration.model import Decision, Ticket, TicketState
+from integration.pipeline.claims import mark_events
+from integration.pipeline.deps import RESOLVED, AlreadyFired, PassContext, PassDeps, RoundOutcome, direction
+from integration.store import timers as timer_host
+from integration.store.codec import milestones_to_json, to_json
+from integration.store.db import CsatRow, DecisionRow, MilestoneRow, TicketStateRow
+from matrix_config.loader import LoadedMatrix
+
+
+def decision_row(decision: Decision, matrix: LoadedMatrix, trigger: str, ticket: Ticket, status: str,
+                  state_after: TicketState | None, dry_run: bool) -> DecisionRow:
+    issue_type = ticket.fields.get("issue_type") if ticket.fields else None
+    return DecisionRow(
+        vendor=decision.vendor or ticket.vendor,
+        ticket_id=decision.ticket_id or ticket.id,
+        decided_at=decision.decided_at,
+        trigger=trigger[:80],
+        from_level=decision.from_level,
+        to_level=decision.to_level,
+        direction=direction(matrix, decision.from_level, decision.to_level),
+        issue_type=str(issue_type) if issue_type is not None else None,
+        reason=decision.reason or "",
+        rule_id=decision.rule_id,
+        matrix_version=decision.matrix_version or matrix.version,
+        decision=to_json(decision),
+        state_after=to_json(state_after) if state_after is not None else None,
+        status=status,
+        writes=0,
+        dry_run=dry_run,
+    )
+
+
+def _normalize_csat(raw: str) -> float | None:
+    text = str(raw).strip().lower()
+    if text in ("good", "positive", "satisfied"):
+        return 1.0
+    if text in ("bad", "negative", "dissatisfied"):
+        return 0.0
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if 1 <= number <= 5:
+        return (number - 1) / 4
+    return None
+
+
+def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ticket, now: datetime, *,
+             status: str, intent_id: int | None = None, api_result: Any = None, plan: bool = True,
+             resent: bool = False, note: str | None = None, parts: dict[str, str] | None = None) -> int | None:
+    """The one commit that ends a round: the decision row (the intent closed with `status`, or a new
+    row when there was no intent), the ticket state, milestones, CSAT, timers, alerts and the claimed
+    events. Returns the decision row's id (None: nothing decided worth a row)."""
+    with deps.db.session() as session:
+        if ctx.timer_id is not None and not timer_host.mark_fired(session, ctx.timer_id, now):
+            raise AlreadyFired(ctx.timer_id)
+        decision_id = intent_id
+        if intent_id is not None:
+            _close_intent_row(session.get(DecisionRow, intent_id), status, now, api_result=api_result, resent=resent,
+                              note=note, parts=parts)
+        elif outcome.decision is not None and not outcome.decision.is_empty:
+            row = decision_row(outcome.decision, ctx.matrix, ctx.trigger, ticket, status, outcome.state_after,
+                               ctx.dry_run)
+            row.finished_at = now
+            session.add(row)
+            session.flush()
+            decision_id = row.id
+        state_row, before = _store_state(session, ctx.matrix, outcome, ticket, now)
+        _record_milestones(session, before, outcome.state_after, state_row)
+        _replan_timers(deps, session, ctx.matrix, outcome, before, ticket, now, plan=plan)
+        # Alerts outside the ticket (notify:): outbox rows in this same commit, sent later by the worker.
+        alerts.record_for_finalize(session, ctx.matrix, ticket, outcome, timer_id=ctx.timer_id,
+                                   decision_id=decision_id, dry_run=ctx.dry_run, now=now)
+        if ctx.event_ids and ctx.owner:
+            mark_events(session, ctx.owner, list(ctx.event_ids), "done", now, decision_id=decision_id)
+    return decision_id
+
+
+def _close_intent_row(row: DecisionRow, status: str, now: datetime, *, api_result: Any, resent: bool,
+                      note: str | None, parts: dict[str, str] | None) -> None:
+    row.status = status
+    row.finished_at = now
+    if api_result is not None:
+        row.writes = api_result.writes
+        row.api_result = {"writes": api_result.writes, "requests": list(api_result.requests)[:50],
+                          "dry_run": api_result.dry_run}
+        if resent:
+            row.api_result["resent_after_crash"] = True
+    if note is not None:
+        row.error = note[:500]
+    if parts is not None:
+        row.parts = {**(row.parts or {}), "outcome": dict(parts)}
+
+
+def _store_state(session: Session, matrix: LoadedMatrix, outcome: RoundOutcome, ticket: Ticket,
+                 now: datetime) -> tuple[TicketStateRow, TicketState]:
+    """The ticket's state row: the whole state as JSON plus the columns queries and admins read, a CSAT row
+    for a new rating. Returns the row and the state the round started from."""
+    vendor, ticket_id = ticket.vendor, ticket.id
+    decision, state_after = outcome.decision, outcome.state_after
+    state_row = session.get(TicketStateRow, (vendor, ticket_id))
+    previous_satisfaction = state_row.satisfaction if state_row is not None else None
+    was_escalated = bool(state_row.escalated) if state_row is not None else False
+    if state_row is None:
+        state_row = TicketStateRow(vendor=vendor, ticket_id=ticket_id, first_seen_at=now, state={})
+        session.add(state_row)
+    before = outcome.state_before or TicketState(vendor=vendor, ticket_id=ticket_id)
+    escalated = was_escalated or (
+        decision is not None and direction(matrix, decision.from_level, decision.to_level) == "up"
+    )
+    issue_type = ticket.fields.get("issue_type") if ticket.fields else None
+    state_row.state = to_json(state_after)
+    state_row.level = state_after.level
+    state_row.entered_level_at = state_after.entered_level_at
+    state_row.matrix_version = state_after.matrix_version or matrix.version
+    state_row.rule_id = state_after.rule_id
+    state_row.bypassed = bool(state_after.bypassed)
+    state_row.pending_level = state_after.pending_level
+    state_row.data_requested = list(state_after.data_requested)
+    state_row.milestones = milestones_to_json(state_after.milestones)
+    state_row.last_public_update_at = state_after.last_public_update_at
+    state_row.issue_type = str(issue_type) if issue_type is not None else None
+    state_row.organization = ticket.organization
+    state_row.status = ticket.status
+    state_row.priority = ticket.priority
+    state_row.created_at = ticket.created_at
+    state_row.escalated = escalated
+    state_row.updated_at = now
+    if ticket.satisfaction:
+        state_row.satisfaction = str(ticket.satisfaction)[:16]
+    if ticket.satisfaction and str(ticket.satisfaction) != (previous_satisfaction or ""):
+        score = _normalize_csat(ticket.satisfaction)
+        if score is not None:
+            session.add(CsatRow(
+                vendor=vendor, ticket_id=ticket_id, score_raw=str(ticket.satisfaction)[:16], score=score,
+                rated_at=ticket.updated_at or now, level=state_after.level, issue_type=state_row.issue_type,
+                escalated=was_escalated,
+            ))
+    return state_row, before
+
+
+def _record_milestones(session: Session, before: TicketState, state_after: TicketState,
+                       state_row: TicketStateRow) -> None:
+    """Milestones met at the (new) current level entry: time to acknowledge / diagnose / ..."""
+    vendor, ticket_id = state_row.vendor, state_row.ticket_id
+    same_entry = (before.level, before.entered_level_at) == (state_after.level, state_after.entered_level_at)
+    if not (state_after.level and state_after.entered_level_at):
+        return
+    for clock, met_at in (state_after.milestones or {}).items():
+        if same_entry and clock in (before.milestones or {}):
+            continue
+        exists = session.scalars(
+            select(MilestoneRow.id).where(
+                MilestoneRow.vendor == vendor, MilestoneRow.ticket_id == ticket_id,
+                MilestoneRow.level == state_after.level,
+                MilestoneRow.entered_level_at == state_after.entered_level_at, MilestoneRow.clock == clock,
+            )
+        ).first()
+        if exists is None:
+            session.add(MilestoneRow(
+                vendor=vendor, ticket_id=ticket_id, level=state_after.level,
+                issue_type=state_row.issue_type, clock=clock,
+                entered_level_at=state_after.entered_level_at, met_at=met_at,
+                elapsed_seconds=max((met_at - state_after.entered_level_at).total_seconds(), 0.0),
+            ))
+
+
+def _replan_timers(deps: PassDeps, session: Session, matrix: LoadedMatrix, outcome: RoundOutcome,
+                   before: TicketState, ticket: Ticket, now: datetime, *, plan: bool) -> None:
+    """Leaving a level or resolving cancels the old level's timers; the clock rules plan new ones."""
+    vendor, ticket_id, state_after = ticket.vendor, ticket.id, outcome.state_after
+    if before.level and before.level != state_after.level:
+        timer_host.cancel(session, vendor, ticket_id, except_level=state_after.level or "")
+    if ticket.status in RESOLVED:
+        timer_host.cancel(session, vendor, ticket_id)
+    if outcome.cancel_kinds:
+        timer_host.cancel(session, vendor, ticket_id, kinds=outcome.cancel_kinds)
+    specs = list(outcome.extra_timers or [])
+    if plan and deps.clocks is not None and outcome.extra_timers is None:
+        specs += deps.clocks.plan_timers(outcome.state_before, state_after, outcome.decision, ticket, matrix.matrix,
+                                         now)
+    for spec in specs:
+        timer_host.schedule(session, spec)
