@@ -11,7 +11,7 @@ from typing import Any
 
 from connectors.base import Connector
 from connectors.ratelimit import shared_redis_url
-from connectors.registry import OfflineConnector
+from integration.simulate import OfflineConnector
 from connectors.vendors import plugin
 from service.settings import Settings
 

@@ -211,7 +211,7 @@ def test_unstorable_deliveries_are_400_naming_the_field(edge, vendor, body, mess
 
 def test_padded_issue_key_is_one_ticket_in_the_dry_run_snapshot(edge):
     from connectors.jira import webhook_snapshot as jira_sm
-    from connectors.registry import OfflineConnector
+    from integration.simulate import OfflineConnector
     from tests.support.jira_helpers import enterprise_matrix
 
     first = edge.post("jira", json.dumps(_jira(key=" SUP-7 ")).encode(), delivery_id="pad-1")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from connectors.base import NotFound, RateLimited, Transient
-from connectors.registry import OfflineConnector
+from integration.simulate import OfflineConnector
 from integration import metrics
 from integration.store.db import DecisionRow, EventRow, TicketStateRow, TimerRow
 from integration.store.leases import acquire_lease

@@ -1,13 +1,19 @@
-"""The offline stand-in for a vendor without API credentials: it reads the ticket from the stored webhooks
-and writes nothing (dry run). service.connectors.build_connector chooses between it and the real one."""
+"""Offline simulation (dry-run replay): a vendor without API credentials is simulated from what the
+service stored, the webhooks it received and the dry-run decisions it made; nothing is written.
+service.connectors.build_connector chooses between it and the vendor's real connector."""
 from __future__ import annotations
 
 import json
 import logging
 from typing import Any, Callable, Iterator
 
+from sqlalchemy import select
+
 from connectors.base import ApplyResult
+from integration.engine import apply_to_ticket
 from integration.model import Decision, Ticket
+from integration.store.codec import from_json
+from integration.store.db import DecisionRow, EventRow
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +68,6 @@ class OfflineConnector:
     def _with_dry_run_writes(self, ticket: Ticket) -> Ticket:
         if self.db is None:
             return ticket
-        from sqlalchemy import select
-
-        from integration.store.db import DecisionRow
-        from integration.store.codec import from_json
-        from integration.engine import apply_to_ticket
-
         with self.db.session() as session:
             stored = list(session.scalars(
                 select(DecisionRow.decision)
@@ -86,10 +86,6 @@ class OfflineConnector:
     def _payloads_oldest_first(self, ticket_id: str) -> list[dict]:
         if self.db is None:
             return []
-        from sqlalchemy import select
-
-        from integration.store.db import EventRow
-
         with self.db.session() as session:
             raws = [tuple(row) for row in session.execute(
                 select(EventRow.payload, EventRow.occurred_at)
