@@ -131,7 +131,8 @@ def register(group: click.Group) -> None:
     @alerts.command("send")
     def alerts_send() -> None:
         """Send the due alerts now (what the worker does continuously)."""
+        from connectors.alert_channels import send_with_retry
         from integration.alerts import deliver_due
 
-        report = deliver_due(_database())
+        report = deliver_due(_database(), send=send_with_retry)
         click.echo(f"alerts: {report}")

@@ -1,19 +1,19 @@
 """`escalation` command line. Each area registers its commands from its own module."""
 from __future__ import annotations
 
-import importlib
-
 import click
 
-# Modules that define a `register(group: click.Group)` function.
-COMMAND_MODULES = (
-    "cli.matrix_commands",  # validate
-    "cli.engine_commands",  # explain, simulate
-    "cli.service_commands",  # serve, worker, events, reconcile
-    "cli.sla_commands",  # sla plan/apply/check
-    "cli.admin_commands",  # history, metrics, send-test-webhook
-    "cli.alert_commands",  # notify test, alerts list/retry/send
+from cli import (
+    admin_commands,  # history, metrics, send-test-webhook
+    alert_commands,  # notify test, alerts list/retry/send
+    engine_commands,  # explain, simulate
+    matrix_commands,  # validate
+    service_commands,  # serve, worker, events, reconcile
+    sla_commands,  # sla plan/apply/check
 )
+
+# Modules that define a `register(group: click.Group)` function, in help order.
+COMMAND_MODULES = (matrix_commands, engine_commands, service_commands, sla_commands, admin_commands, alert_commands)
 
 
 @click.group()
@@ -21,8 +21,8 @@ def cli() -> None:
     """Enforce a support escalation matrix on Zendesk and Jira Service Management."""
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(cli)
+for _module in COMMAND_MODULES:
+    _module.register(cli)
 
 
 def main() -> None:

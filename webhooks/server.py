@@ -31,6 +31,10 @@ CONNECTION_LIMIT = 2000
 CHANNEL_TIMEOUT_SECONDS = 30
 
 
+class ServerOptionError(ValueError):
+    """PORT, WEB_CONCURRENCY or WEB_THREADS is not a positive whole number."""
+
+
 def _int_env(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
     if not value:
@@ -38,9 +42,9 @@ def _int_env(name: str, default: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise SystemExit(f"{name} must be a whole number, not {value[:20]!r}") from None
+        raise ServerOptionError(f"{name} must be a whole number, not {value[:20]!r}") from None
     if number < 1:
-        raise SystemExit(f"{name} must be at least 1")
+        raise ServerOptionError(f"{name} must be at least 1")
     return number
 
 
@@ -77,13 +81,18 @@ def _serve(app, listener: socket.socket, threads: int, max_body_bytes: int) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """The process: returns its exit status (1: a bad option, or a web process failed)."""
+    log = logging.getLogger("webhooks.server")
+    try:
+        args = parse_args(argv)
+    except ServerOptionError as exc:
+        log.error("%s", exc)  # logging is not configured yet: Python prints the bare message to stderr
+        return 1
     module_name, _, attribute = args.app.partition(":")
     module = importlib.import_module(module_name)  # webhooks.wsgi: a ConfigurationError names every bad setting
     app = getattr(module, attribute or "app")
     settings = getattr(module, "settings", None) or load_settings()
 
-    log = logging.getLogger("webhooks.server")
     listener = socket.create_server((args.host, args.port), backlog=1024)
     listener.setblocking(False)
     log.info("listening on http://%s:%d: %d process(es) x %d threads (waitress)",
