@@ -57,11 +57,13 @@ def _runtime(settings, *, matrix: bool = True, connector_factory=None):
     return runtime
 
 
-# Which settings name a vendor's webhook secret: a vendor that sends webhooks is meant to be served.
-_WEBHOOK_SECRETS = {
-    "zendesk": (("zendesk_webhook_secret", "ZENDESK_WEBHOOK_SECRET"),),
-    "jira": (("jira_webhook_secret", "JIRA_WEBHOOK_SECRET"), ("jira_shared_secret", "JIRA_SHARED_SECRET")),
-}
+def _webhook_secrets_set(vendor: str, settings) -> list[str]:
+    """The names of the vendor's webhook secrets that are set: a vendor that sends webhooks is meant to be served."""
+    secrets = {
+        "zendesk": {"ZENDESK_WEBHOOK_SECRET": settings.zendesk_webhook_secret},
+        "jira": {"JIRA_WEBHOOK_SECRET": settings.jira_webhook_secret, "JIRA_SHARED_SECRET": settings.jira_shared_secret},
+    }
+    return [name for name, value in secrets.get(vendor, {}).items() if value]
 
 
 def _vendor_settings_line(vendor: str) -> str:
@@ -89,7 +91,7 @@ def start_connectors(runtime, settings) -> list[str]:
         else:
             description = _vendor_settings_line(vendor)
         if is_offline(connector):
-            secrets = [env for attr, env in _WEBHOOK_SECRETS.get(vendor, ()) if getattr(settings, attr, None)]
+            secrets = _webhook_secrets_set(vendor, settings)
             if settings.dry_run is False and secrets:
                 raise click.ClickException(
                     f"DRY_RUN=false, but {vendor} has no API credentials while {' and '.join(secrets)} is set: "

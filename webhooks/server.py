@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, _, attribute = args.app.partition(":")
     module = importlib.import_module(module_name)  # webhooks.wsgi: a ConfigurationError names every bad setting
     app = getattr(module, attribute or "app")
-    settings = getattr(module, "settings", None) or load_settings()
+    settings = load_settings()
 
     listener = socket.create_server((args.host, args.port), backlog=1024)
     listener.setblocking(False)
