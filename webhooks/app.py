@@ -6,7 +6,6 @@ A delivery is authenticated on its raw body, normalized into a NeutralEvent and 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from datetime import datetime
 from typing import Callable
@@ -15,8 +14,9 @@ from flask import Flask, Response, jsonify
 from pydantic import SecretStr, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from connectors.http import Redactor
 from integration.intake import EventSink
-from service.settings import Settings, redact_url
+from service.settings import Settings
 from webhooks.jira import view as jira_view
 from webhooks.signatures import utc_now
 from webhooks.zendesk import view as zendesk_view
@@ -52,6 +52,9 @@ class WebhookEdge:
         }
         self._sink = sink
         self._lock = threading.Lock()
+        # Remove secret values (every encoding) and URL passwords from text that may reach a response or log.
+        self.redact = Redactor(value.get_secret_value() for value in vars(settings).values()
+                               if isinstance(value, SecretStr))
 
     def get_sink(self) -> EventSink:
         # Built on first use so a process starts (and /healthz answers) even while the database is down.
@@ -65,26 +68,6 @@ class WebhookEdge:
                     logging.getLogger("alembic").setLevel(logging.WARNING)
                     self._sink = build_event_sink(self.settings)
         return self._sink
-
-    def redact(self, text: str) -> str:
-        """Remove secret values and URL passwords from text that may end up in a response or log."""
-        for value in vars(self.settings).values():
-            if isinstance(value, SecretStr) and value.get_secret_value():
-                text = text.replace(value.get_secret_value(), "***")
-        return _URL_IN_TEXT.sub(_redact_url_match, text)
-
-
-# A URL inside free text (an exception message): up to the next whitespace; punctuation that ends the
-# sentence rather than the URL is peeled off and put back after redact_url has masked the URL.
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
-_SENTENCE_PUNCTUATION = ".,;:!?)]}>'\""
-
-
-def _redact_url_match(match: re.Match[str]) -> str:
-    found = match.group()
-    url = found.rstrip(_SENTENCE_PUNCTUATION)
-    return redact_url(url) + found[len(url):]
-
 
 def create_app(
     settings: Settings | None = None,
