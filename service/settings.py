@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.base import redact_url  # noqa: F401 - the one URL redactor; settings' displays use it
+from connectors.base import redact_url
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -11,10 +11,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.main import cli
+from connectors.base import redact_url
 from integration.store.db import Database, DatabaseConfigError, EventRow, MilestoneRow, TicketStateRow
 from integration.model import TicketState
 from service.queue import QueueConfigError, build_huey
-from service.settings import Settings, redact_url
+from service.settings import Settings
 
 PASSWORD = "hunter2-s3cret"
 VENDOR_ENV = ("ZENDESK_SUBDOMAIN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN",
