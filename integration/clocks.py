@@ -38,9 +38,11 @@ between moves the due time, so the timer that fires finds nothing to do and resc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Mapping
+
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, TypeAdapter
 
 from integration.calendar import add_business_time, business_seconds_between
 from integration.engine import compile_matrix, decide, is_empty_value, next_state, template_context
@@ -61,17 +63,27 @@ TOLERANCE = timedelta(seconds=2)
 
 
 # ------------------------------------------------------------------------------------ bookkeeping
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(timezone.utc).isoformat() if value else None
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _parse(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+# How the book's fields are stored in `TicketState.clock_state` (the format rows have had from the start):
+# times as UTC ISO text (a time stored without an offset is UTC; an empty value is none), the alerts sent as
+# a sorted list, the clock offsets as an object; a value at its default is left out.
+_StoredTime = Annotated[
+    datetime | None,
+    BeforeValidator(lambda value: value or None),
+    AfterValidator(_utc),
+    PlainSerializer(lambda moment: moment.astimezone(timezone.utc).isoformat() if moment else None, when_used="json"),
+]
+_StoredAlerts = Annotated[frozenset[str], BeforeValidator(lambda value: value or ()),
+                          PlainSerializer(sorted, when_used="json")]
+_StoredOffsets = Annotated[
+    tuple[tuple[str, float], ...],
+    BeforeValidator(lambda value: tuple(sorted((str(k), float(v)) for k, v in value.items()))
+                    if isinstance(value, Mapping) else value or ()),
+    PlainSerializer(dict, when_used="json"),
+]
 
 
 @dataclass(frozen=True)
@@ -79,61 +91,44 @@ class ClockBook:
     """The clock bookkeeping for one stay at one level (`TicketState.clock_state`, parsed)."""
 
     level: str | None = None
-    entered_at: datetime | None = None
-    paused_since: datetime | None = None  # the ticket is paused now, since then
-    paused_seconds: float = 0.0  # business seconds of finished pauses at this level
-    resumed_at: datetime | None = None  # end of the last pause
-    alerts: frozenset[str] = frozenset()  # "acknowledge:0.75", "acknowledge:breach": already sent
-    cadence_at: datetime | None = None  # last cadence message (public reply or reminder)
-    resolved_at: datetime | None = None  # resolved now (clocks stand still), since then
+    entered_at: _StoredTime = None
+    paused_since: _StoredTime = None  # the ticket is paused now, since then
+    # business seconds of finished pauses at this level
+    paused_seconds: Annotated[float, BeforeValidator(lambda value: value or 0.0)] = 0.0
+    resumed_at: _StoredTime = None  # end of the last pause
+    alerts: _StoredAlerts = frozenset()  # "acknowledge:0.75", "acknowledge:breach": already sent
+    cadence_at: _StoredTime = None  # last cadence message (public reply or reminder)
+    resolved_at: _StoredTime = None  # resolved now (clocks stand still), since then
     # clock -> active seconds already run when that clock restarted (resolve, on reopening)
-    offsets: tuple[tuple[str, float], ...] = ()
+    offsets: _StoredOffsets = ()
 
     def offset(self, clock: str) -> float:
         return dict(self.offsets).get(clock, 0.0)
 
     @classmethod
     def of(cls, state: TicketState) -> "ClockBook":
-        data = state.clock_state or {}
         fresh = cls(level=state.level, entered_at=state.entered_level_at)
-        if not data or data.get("level") != state.level or _parse(data.get("entered_at")) != state.entered_level_at:
+        if not state.clock_state:
+            return fresh
+        book = _STORED_BOOK.validate_python(state.clock_state)
+        if (book.level, book.entered_at) != (state.level, state.entered_level_at):
             return fresh  # bookkeeping of an earlier level (or none yet): this stay starts clean
-        return replace(
-            fresh,
-            paused_since=_parse(data.get("paused_since")),
-            paused_seconds=float(data.get("paused_seconds") or 0.0),
-            resumed_at=_parse(data.get("resumed_at")),
-            alerts=frozenset(data.get("alerts") or ()),
-            cadence_at=_parse(data.get("cadence_at")),
-            resolved_at=_parse(data.get("resolved_at")),
-            offsets=tuple(sorted((str(k), float(v)) for k, v in (data.get("offsets") or {}).items())),
-        )
+        return replace(book, entered_at=state.entered_level_at)
 
     def to_json(self) -> dict[str, Any]:
         if self == ClockBook(level=self.level, entered_at=self.entered_at):
             return {}
-        data: dict[str, Any] = {"level": self.level, "entered_at": _iso(self.entered_at)}
-        if self.paused_since:
-            data["paused_since"] = _iso(self.paused_since)
-        if self.paused_seconds:
-            data["paused_seconds"] = self.paused_seconds
-        if self.resumed_at:
-            data["resumed_at"] = _iso(self.resumed_at)
-        if self.alerts:
-            data["alerts"] = sorted(self.alerts)
-        if self.cadence_at:
-            data["cadence_at"] = _iso(self.cadence_at)
-        if self.resolved_at:
-            data["resolved_at"] = _iso(self.resolved_at)
-        if self.offsets:
-            data["offsets"] = dict(self.offsets)
-        return data
+        data = _STORED_BOOK.dump_python(self, mode="json", exclude_defaults=True)
+        return {"level": self.level, "entered_at": data.pop("entered_at", None), **data}
 
     def store(self, state: TicketState) -> TicketState:
         data = self.to_json()
         if dict(state.clock_state or {}) == data:
             return state
         return state.with_(clock_state=data)
+
+
+_STORED_BOOK: TypeAdapter[ClockBook] = TypeAdapter(ClockBook)
 
 
 def level_calendar(matrix: Matrix, level: Level) -> Calendar | None:

@@ -95,3 +95,37 @@ def test_repin_rewrites_an_old_state_row_changing_only_the_version(db, enterpris
     with db.session() as session:
         stored = session.get(TicketStateRow, ("zendesk", "4711")).state
     assert stored == {**OLD_STATE_ROW, "matrix_version": loaded.version}
+
+
+# `TicketState.clock_state` exactly as the hand-written ClockBook.to_json wrote it: a paused stay whose 50 %
+# acknowledge warning already went out.
+OLD_CLOCK_STATE = json.loads(
+    '{"level": "L1", "entered_at": "2026-11-23T08:00:00+00:00", "paused_since": "2026-11-23T08:40:00+00:00", '
+    '"paused_seconds": 120.0, "alerts": ["acknowledge:0.5"], "offsets": {"resolve": 30.0}}'
+)
+
+
+def test_an_old_clock_book_is_honoured_and_written_back_identically(enterprise_matrix_path):
+    from integration.clocks import ClockBook, on_timer
+    from integration.model import Person, Ticket, TimerSpec
+    from matrix_config.loader import load_matrix
+
+    matrix = load_matrix(enterprise_matrix_path).matrix
+    entered = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
+    state = TicketState(vendor="zendesk", ticket_id="101", level="L1", entered_level_at=entered,
+                        matrix_version=matrix.version(), clock_state=OLD_CLOCK_STATE)
+    book = ClockBook.of(state)
+    assert (book.paused_since, book.paused_seconds, book.alerts, book.offset("resolve")) == (
+        entered + timedelta(minutes=40), 120.0, frozenset({"acknowledge:0.5"}), 30.0)
+    assert json.dumps(book.to_json()) == json.dumps(OLD_CLOCK_STATE)
+    assert book.store(state) is state  # nothing to rewrite
+
+    ticket = Ticket(vendor="zendesk", id="101", status="open", requester=Person(name="Dana"))
+    # 30 minutes of the 1h target, 2 minutes later for the finished pause
+    warning = TimerSpec("zendesk", "101", "warning", "acknowledge", entered + timedelta(minutes=32), "L1",
+                        matrix.version(), 0.5)
+    unpaused = state.with_(clock_state={**OLD_CLOCK_STATE, "paused_since": None})
+    assert on_timer(warning, ticket, unpaused, matrix, entered + timedelta(minutes=33)).decision is None
+    not_yet_warned = unpaused.with_(clock_state={**unpaused.clock_state, "alerts": []})
+    assert "50 % used" in on_timer(warning, ticket, not_yet_warned, matrix, entered + timedelta(minutes=33)
+                                   ).decision.internal_note
