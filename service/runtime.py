@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from huey import Huey
 
@@ -58,7 +58,7 @@ class Runtime:
         *,
         db: Database | None = None,
         huey: Huey | None = None,
-        connector_factory: Any = None,
+        connector_factory: Callable[[str], Connector] | None = None,
         migrate: bool = True,
         **deps_overrides: Any,
     ):
