@@ -32,14 +32,6 @@ def _iso(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else "-"
 
 
-def _duration(seconds: float) -> str:
-    from datetime import timedelta
-
-    from matrix_config.schema import format_duration
-
-    return format_duration(timedelta(seconds=round(seconds / 60) * 60)) if seconds >= 60 else f"{seconds:.0f}s"
-
-
 def _changes_by_part(decision: dict) -> list[tuple[str, str]]:
     """(part, change) for what a recorded decision writes, in an admin's words; the part is how the
     pipeline delivers and recovers it (connectors.base.PART_*: fields, reply, note)."""
@@ -187,67 +179,31 @@ def register(group: click.Group) -> None:
     @group.command("metrics")
     @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
                   help="Only what happened from this UTC date/time on.")
-    @click.option("--live-only", is_flag=True, help="Leave dry-run decisions out of the escalation, entered-without-data and bypass counts (milestones and CSAT have no dry-run flag).")
+    @click.option("--live-only", is_flag=True, help="Leave out what the service did in dry run (shown apart by default).")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
     def metrics(since: datetime | None, live_only: bool, fmt: str) -> None:
-        """Time to acknowledge and to diagnose per level, escalation frequency, CSAT before/after escalation,
-        hand-set levels entered without required data, bypass hits per rule."""
-        from dataclasses import asdict
-
-        from integration import metrics as queries
+        """Time to acknowledge / diagnose / interim fix / resolve per level (p50, p90, max; wall-clock and
+        business time), escalations into each level (placed, moved up, set by hand), CSAT escalated vs never
+        escalated, hand-set levels entered without required data, bypass hits per rule. Dry-run figures are
+        shown apart from live ones. `escalation report` gives the weekly report."""
+        from cli.report_commands import load_configured_matrix, metrics_sections, print_metrics_text
 
         db = _database()
         since_utc = since.replace(tzinfo=timezone.utc) if since else None
-        report = {
-            "time_to_acknowledge": [asdict(s) for s in queries.time_to_acknowledge(db, by_issue_type=True, since=since_utc)],
-            "time_to_diagnose": [asdict(s) for s in queries.time_to_diagnose(db, by_issue_type=True, since=since_utc)],
-            "escalation_frequency": [asdict(c) for c in queries.escalation_frequency(
-                db, include_dry_run=not live_only, since=since_utc)],
-            "csat": [asdict(c) for c in queries.csat_before_after_escalation(db, since=since_utc)],
-            "entered_without_required_data": [asdict(c) for c in queries.entered_without_required_data(
-                db, include_dry_run=not live_only, since=since_utc)],
-            "bypass_hits": [asdict(c) for c in queries.bypass_hits(
-                db, include_dry_run=not live_only, since=since_utc)],
-        }
+        matrix = load_configured_matrix(_settings().matrix_path)
+        report = metrics_sections(db, matrix.matrix, since=since_utc, dry_run=False)
+        if not live_only:
+            dry = metrics_sections(db, matrix.matrix, since=since_utc, dry_run=True)
+            if any(dry[key] for key in dry if isinstance(dry[key], list)):
+                report["dry_run"] = dry
         if fmt == "json":
-            click.echo(json.dumps(report, indent=2))
+            click.echo(json.dumps(report, indent=2, default=str))
             return
-        for title, key in (("Time to acknowledge", "time_to_acknowledge"), ("Time to diagnose", "time_to_diagnose")):
-            click.echo(f"{title} (per level and issue type):")
-            for stat in report[key] or [None]:
-                if stat is None:
-                    click.echo("  no milestones recorded yet")
-                    continue
-                click.echo(f"  {stat['level']:<6} {stat['issue_type'] or '-':<14} n={stat['count']:<5} "
-                           f"avg {_duration(stat['avg_seconds'])}  min {_duration(stat['min_seconds'])}  "
-                           f"max {_duration(stat['max_seconds'])}")
-        click.echo("Escalations into each level:")
-        for count in report["escalation_frequency"] or [None]:
-            if count is None:
-                click.echo("  none yet")
-                continue
-            click.echo(f"  {count['level']:<6} {count['issue_type'] or '-':<14} {count['escalations']} escalation(s), "
-                       f"{count['tickets']} ticket(s)")
-        click.echo("CSAT (share of good ratings):")
-        for split in report["csat"] or [None]:
-            if split is None:
-                click.echo("  no ratings yet")
-                continue
-            label = "after escalation" if split["escalated"] else "never escalated"
-            click.echo(f"  {label:<17} {split['ratings']} rating(s), {split['avg_score']:.0%}")
-        click.echo("Hand-set levels entered without required data:")
-        for count in report["entered_without_required_data"] or [None]:
-            if count is None:
-                click.echo("  none")
-                continue
-            click.echo(f"  {count['level']:<6} without {count['attribute']:<14} {count['entries']} entr"
-                       f"{'y' if count['entries'] == 1 else 'ies'}, {count['tickets']} ticket(s)")
-        click.echo("Bypass hits per rule:")
-        for count in report["bypass_hits"] or [None]:
-            if count is None:
-                click.echo("  none")
-                continue
-            click.echo(f"  {count['rule']:<20} {count['hits']} hit(s), {count['tickets']} ticket(s)")
+        print_metrics_text(report)
+        if report.get("dry_run"):
+            click.echo("")
+            click.echo("Dry run (what the service would have done; not part of the figures above):")
+            print_metrics_text(report["dry_run"], indent="  ")
 
     @group.command("send-test-webhook")
     @click.argument("vendor", type=click.Choice(["zendesk", "jira"]))

@@ -8,12 +8,14 @@ from cli import (
     alert_commands,  # notify test, alerts list/retry/send
     engine_commands,  # explain, simulate
     matrix_commands,  # validate
+    report_commands,  # report
     service_commands,  # serve, worker, events, reconcile
     sla_commands,  # sla plan/apply/check
 )
 
 # Modules that define a `register(group: click.Group)` function, in help order.
-COMMAND_MODULES = (matrix_commands, engine_commands, service_commands, sla_commands, admin_commands, alert_commands)
+COMMAND_MODULES = (matrix_commands, engine_commands, service_commands, sla_commands, admin_commands, report_commands,
+                   alert_commands)
 
 
 @click.group()

@@ -64,10 +64,11 @@ def test_metrics_count_the_escalation_into_l3_by_issue_type(recorded):
     result = CliRunner().invoke(cli, ["metrics", "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert [(c["level"], c["issue_type"], c["escalations"]) for c in report["escalation_frequency"]] == [
-        ("L3", "outage", 1)]
+    # Every entry into a level counts (issue 13): ticket 7 was placed at L1 (no issue type yet), then moved up.
+    assert [(c["level"], c["issue_type"], c["escalations"], c["placed"], c["moved_up"])
+            for c in report["escalation_frequency"]] == [("L1", None, 1, 1, 0), ("L3", "outage", 1, 0, 1)]
     text = CliRunner().invoke(cli, ["metrics"]).output
-    assert "L3     outage         1 escalation(s), 1 ticket(s)" in text
+    assert "L3     outage         1 escalation(s), 1 ticket(s): 0 placed, 1 moved up, 0 set by hand" in text
 
 
 def test_send_test_webhook_signs_the_body_as_zendesk_does(monkeypatch, tmp_path):

@@ -561,7 +561,9 @@ def test_passes_leave_the_rows_the_metrics_need(runtime, fake, clock):
     accept(runtime, delivery="d4")
     drain(runtime.huey)
 
-    assert [(r.level, r.issue_type, r.escalations) for r in metrics.escalation_frequency(runtime.db)] == [("L2", "outage", 1)]
+    # Every entry into a level counts (issue 13): placed at L1, then moved up to L2.
+    assert [(r.level, r.issue_type, r.escalations, r.placed, r.moved_up)
+            for r in metrics.escalation_frequency(runtime.db)] == [("L1", "outage", 1, 1, 0), ("L2", "outage", 1, 0, 1)]
     (ack,) = metrics.time_to_acknowledge(runtime.db)
     assert (ack.level, ack.count, ack.avg_seconds) == ("L2", 1, 720.0)
     (split,) = metrics.csat_before_after_escalation(runtime.db)

@@ -281,10 +281,12 @@ def test_escalation_frequency_by_level_and_issue_type(db):
     _decision(db, "3", "L2", "up", "billing", dry_run=True, status="dry_run")
     _decision(db, "4", "L2", "up", "bug", status="conflict")  # never happened
     result = metrics.escalation_frequency(db)
-    assert [(r.level, r.issue_type, r.escalations, r.tickets) for r in result] == [
-        ("L2", "billing", 1, 1), ("L2", "outage", 2, 2), ("L3", "outage", 1, 1)]
+    # Every entry into a level counts, the placement at L1 too (issue 13); the dry-run entry is its own row.
+    assert [(r.level, r.issue_type, r.escalations, r.tickets, r.dry_run) for r in result] == [
+        ("L1", "outage", 1, 1, False), ("L2", "billing", 1, 1, True), ("L2", "outage", 2, 2, False),
+        ("L3", "outage", 1, 1, False)]
     live = metrics.escalation_frequency(db, include_dry_run=False)
-    assert [(r.level, r.issue_type) for r in live] == [("L2", "outage"), ("L3", "outage")]
+    assert [(r.level, r.issue_type) for r in live] == [("L1", "outage"), ("L2", "outage"), ("L3", "outage")]
 
 
 def test_time_to_acknowledge_and_diagnose_per_level(db):

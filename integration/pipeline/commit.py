@@ -77,8 +77,8 @@ def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ti
             session.add(row)
             session.flush()
             decision_id = row.id
-        state_row, before = _store_state(session, ctx.matrix, outcome, ticket, now)
-        _record_milestones(session, before, outcome.state_after, state_row)
+        state_row, before = _store_state(session, ctx.matrix, outcome, ticket, now, dry_run=ctx.dry_run)
+        _record_milestones(session, before, outcome.state_after, state_row, dry_run=ctx.dry_run)
         _replan_timers(deps, session, ctx.matrix, outcome, before, ticket, now, plan=plan)
         # Alerts outside the ticket (notify:): outbox rows in this same commit, sent later by the worker.
         alerts.record_for_finalize(session, ctx.matrix, ticket, outcome, timer_id=ctx.timer_id,
@@ -105,7 +105,7 @@ def _close_intent_row(row: DecisionRow, status: str, now: datetime, *, api_resul
 
 
 def _store_state(session: Session, matrix: LoadedMatrix, outcome: RoundOutcome, ticket: Ticket,
-                 now: datetime) -> tuple[TicketStateRow, TicketState]:
+                 now: datetime, *, dry_run: bool) -> tuple[TicketStateRow, TicketState]:
     """The ticket's state row: the whole state as JSON plus the columns queries and admins read, a CSAT row
     for a new rating. Returns the row and the state the round started from."""
     vendor, ticket_id = ticket.vendor, ticket.id
@@ -133,6 +133,7 @@ def _store_state(session: Session, matrix: LoadedMatrix, outcome: RoundOutcome, 
     state_row.last_public_update_at = state_after.last_public_update_at
     state_row.issue_type = str(issue_type) if issue_type is not None else None
     state_row.organization = ticket.organization
+    state_row.requester = _requester_key(ticket)
     state_row.status = ticket.status
     state_row.priority = ticket.priority
     state_row.created_at = ticket.created_at
@@ -146,13 +147,21 @@ def _store_state(session: Session, matrix: LoadedMatrix, outcome: RoundOutcome, 
             session.add(CsatRow(
                 vendor=vendor, ticket_id=ticket_id, score_raw=str(ticket.satisfaction)[:16], score=score,
                 rated_at=ticket.updated_at or now, level=state_after.level, issue_type=state_row.issue_type,
-                escalated=was_escalated,
+                escalated=was_escalated, organization=ticket.organization, requester=state_row.requester,
+                dry_run=dry_run,
             ))
     return state_row, before
 
 
+def _requester_key(ticket: Ticket) -> str | None:
+    """Whose ticket it is when it has no organization (CSAT around an incident): the vendor's requester id
+    (Zendesk requester_id, Jira reporter accountId), else the e-mail."""
+    value = ticket.requester.id or ticket.requester.email
+    return str(value)[:200] if value else None
+
+
 def _record_milestones(session: Session, before: TicketState, state_after: TicketState,
-                       state_row: TicketStateRow) -> None:
+                       state_row: TicketStateRow, *, dry_run: bool) -> None:
     """Milestones met at the (new) current level entry: time to acknowledge / diagnose / ..."""
     vendor, ticket_id = state_row.vendor, state_row.ticket_id
     same_entry = (before.level, before.entered_level_at) == (state_after.level, state_after.entered_level_at)
@@ -174,6 +183,7 @@ def _record_milestones(session: Session, before: TicketState, state_after: Ticke
                 issue_type=state_row.issue_type, clock=clock,
                 entered_level_at=state_after.entered_level_at, met_at=met_at,
                 elapsed_seconds=max((met_at - state_after.entered_level_at).total_seconds(), 0.0),
+                dry_run=dry_run,
             ))
 
 

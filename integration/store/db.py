@@ -123,6 +123,7 @@ class TicketStateRow(Base):
     # Ticket facts from the last pass, for metrics and for "resolved, then reopened" re-pinning.
     issue_type: Mapped[str | None] = mapped_column(String(64))
     organization: Mapped[str | None] = mapped_column(String(200))
+    requester: Mapped[str | None] = mapped_column(String(200))  # vendor id, else e-mail (CSAT around incidents)
     status: Mapped[str | None] = mapped_column(String(16))
     priority: Mapped[str | None] = mapped_column(String(16))
     satisfaction: Mapped[str | None] = mapped_column(String(16))
@@ -226,6 +227,7 @@ class MilestoneRow(Base):
     entered_level_at: Mapped[datetime] = mapped_column(UtcDateTime)
     met_at: Mapped[datetime] = mapped_column(UtcDateTime)
     elapsed_seconds: Mapped[float] = mapped_column(Float)  # wall-clock seconds from entering the level
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)  # written by a dry-run pass (0004)
 
 
 class CsatRow(Base):
@@ -241,6 +243,11 @@ class CsatRow(Base):
     level: Mapped[str | None] = mapped_column(String(64))
     issue_type: Mapped[str | None] = mapped_column(String(64))
     escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # escalated above its first level by then
+    # Whose rating it is, for CSAT before/after an incident (0004): the ticket's organization and requester
+    # (vendor id, else e-mail) as the connector reported them when the rating arrived.
+    organization: Mapped[str | None] = mapped_column(String(200))
+    requester: Mapped[str | None] = mapped_column(String(200))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)  # recorded by a dry-run pass (0004)
 
 
 class LeaseRow(Base):
