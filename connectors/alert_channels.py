@@ -45,12 +45,34 @@ import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from connectors.base import NotFound, Permanent, RateLimited, Transient, Unauthorized, parse_retry_after
 from connectors.retry import RetryPolicy, call_with_retry
-from integration.alerts import AlertMessage
 from matrix_config.schema import AlertChannel
+
+
+class AlertMessage(Protocol):
+    """What a channel formats: integration.alerts.AlertMessage (connectors know only the core's model, so
+    the message is described here by the attributes the formats read)."""
+
+    alert_id: str
+    event: str
+    title: str
+    text: str
+    vendor: str
+    ticket_id: str
+    ticket_url: str | None
+    subject: str | None
+    level: str | None
+    level_name: str | None
+    owner: str | None
+    clock: str | None
+    time_left: str | None
+    overdue_by: str | None
+    decided_at: str | None
+
+    def facts(self) -> list[tuple[str, str]]: ...
 
 # Alerts are worth little late and a sender thread should not sit on one channel: fewer, shorter
 # retries than a ticket write. A longer Retry-After sends the row back to the outbox with that delay.

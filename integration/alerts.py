@@ -476,20 +476,15 @@ def _backoff(attempts: int, retry_after: float | None) -> float:
     return delay * random.uniform(0.8, 1.2)
 
 
-def deliver_due(db: Database, *, now: Callable[[], datetime] = utcnow, current: Callable[[], LoadedMatrix] | None = None,
-                send: Callable[[str, AlertChannel, AlertMessage], None] | None = None, max_attempts: int = ALERT_MAX_ATTEMPTS,
-                lease_seconds: float = ALERT_LEASE_SECONDS, limit: int = SEND_BATCH, policy: Any = None) -> DeliveryReport:
+def deliver_due(db: Database, *, send: Callable[[str, AlertChannel, AlertMessage], None],
+                now: Callable[[], datetime] = utcnow, current: Callable[[], LoadedMatrix] | None = None,
+                max_attempts: int = ALERT_MAX_ATTEMPTS, lease_seconds: float = ALERT_LEASE_SECONDS,
+                limit: int = SEND_BATCH) -> DeliveryReport:
     """Send the due outbox rows once each (the worker's `send_alerts` task and periodic job).
 
-    `send(name, channel, message)` defaults to connectors.alert_channels.send through the retry layer
-    (`policy`: connectors.retry.RetryPolicy, short by default: alerts are worth little late)."""
+    `send(name, channel, message)` is the channel sender the wiring passes in: connectors.alert_channels'
+    `send_with_retry`, which goes through the one retry layer (the core imports no connector but base)."""
     from connectors.base import ConnectorError, RateLimited, Transient
-
-    if send is None:
-        from connectors.alert_channels import send_with_retry
-
-        def send(name: str, channel: AlertChannel, message: AlertMessage) -> None:
-            send_with_retry(name, channel, message, policy=policy)
 
     resolver = ChannelResolver(db, current)
     owner = uuid.uuid4().hex

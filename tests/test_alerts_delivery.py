@@ -11,6 +11,7 @@ import logging
 import threading
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.main import cli
+from connectors.alert_channels import send_with_retry
 from connectors.retry import RetryPolicy
 from integration import alerts
 from integration.alerts import AlertRow, deliver_due
@@ -121,8 +123,9 @@ class Rig:
     def deps(self):
         return self.runtime.deps()
 
-    def send(self, **kwargs):
-        kwargs.setdefault("policy", NO_SLEEP)
+    def send(self, policy: RetryPolicy = NO_SLEEP, **kwargs):
+        """A delivery pass with the channels' own sender through the retry layer (its sleeps recorded)."""
+        kwargs.setdefault("send", partial(send_with_retry, policy=policy))
         return deliver_due(self.runtime.db, now=self.clock, current=self.runtime.matrix, **kwargs)
 
     def new_ticket(self, ticket_id: str, **fields) -> None:

@@ -9,6 +9,7 @@ import json
 import pytest
 import responses
 
+from connectors.alert_channels import send_with_retry
 from integration import pipeline
 from integration.alerts import deliver_due, list_alerts
 from integration.store.matrix_versions import load_current
@@ -62,7 +63,7 @@ def test_jira_alert_links_the_browse_url(world, slack):  # noqa: F811
         assert pipeline.process_ticket("jira", key, deps=world["deps"]).status == "done"
         assert validate_all(http.calls) == len(http.calls)  # every Jira request against the vendor spec
     loaded, _ = load_current(MATRIX)
-    report = deliver_due(world["db"], now=lambda: NOW, current=lambda: loaded)
+    report = deliver_due(world["db"], send=send_with_retry, now=lambda: NOW, current=lambda: loaded)
     assert report.sent >= 1 and report.dead == 0
     entered = next(r.json() for r in slack.accepted() if r.json()["blocks"][0]["text"]["text"] == f"[L3] Ticket {key}: entered L3")
     assert f"{SITE}/browse/{key}" in entered["text"]
