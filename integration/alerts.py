@@ -1,7 +1,8 @@
 """Alerts that reach people outside the ticket (the matrix's `notify:` section), vendor-neutral.
 
     record_alerts(session, ...)        # in the pass's final commit: which events happened, one outbox row each
-    deliver_due(db, now=...)           # the worker: send due rows through the one retry layer
+    deliver_due(db, send=...)          # the worker: send due rows (`send`: connectors.alert_channels'
+                                       # send_with_retry, through the one retry layer, passed by service/)
     list_alerts / retry_alerts         # `escalation alerts list|retry`
 
 Events. `enter_level` (the ticket entered a level), `role_missing` (it entered a level whose `roles` are
