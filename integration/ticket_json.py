@@ -5,6 +5,10 @@ One ticket is a JSON object; only `id` is required. An optional `state` object c
 remembers about the ticket (its level, milestones, ...); without it the ticket is new to the service.
 Unknown keys are errors that name the key (with a suggestion for typos), so a misspelled attribute never
 silently changes a simulation. Date-times are ISO 8601; one without a UTC offset is taken as UTC.
+
+The document's shape is the pydantic models below (`_TicketDocument`, `_StateDocument`: extra keys
+forbidden); each value check raises the one-line message a support admin reads, and `_format_error`
+turns pydantic's error into `SOURCE: key.path: problem`.
 """
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Callable, Iterable, Mapping
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from integration.model import Person, Ticket, TicketState
 from matrix_config.schema import CLOCKS, PRIORITIES, STATUSES
@@ -30,92 +37,7 @@ class TicketFormatError(ValueError):
         self.message = message
 
 
-# ----------------------------------------------------------------------------------- converters
-class _Reader:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, path: str, message: str) -> TicketFormatError:
-        return TicketFormatError(self.source, path, message)
-
-    def object(self, value: Any, path: str, known: Iterable[str]) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"expected a JSON object, got {_kind(value)}")
-        known = list(known)
-        for key in value:
-            if key not in known:
-                hint = difflib.get_close_matches(str(key), known, n=1)
-                suggestion = f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(known)})"
-                raise self.fail(_join(path, str(key)), f"unknown key {key!r}{suggestion}")
-        return value
-
-    def string(self, value: Any, path: str, *, allow_number: bool = False) -> str | None:
-        if value is None:
-            return None
-        if allow_number and isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if not isinstance(value, str):
-            raise self.fail(path, f"expected a string, got {_kind(value)}")
-        return value
-
-    def choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str | None:
-        text = self.string(value, path)
-        if text is not None and text not in choices:
-            raise self.fail(path, f"{text!r} is not one of {', '.join(choices)}")
-        return text
-
-    def boolean(self, value: Any, path: str) -> bool:
-        if value is None:
-            return False
-        if not isinstance(value, bool):
-            raise self.fail(path, f"expected true or false, got {_kind(value)}")
-        return value
-
-    def datetime(self, value: Any, path: str) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise self.fail(path, f"expected an ISO 8601 date-time string, got {_kind(value)}")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise self.fail(path, f"{value!r} is not an ISO 8601 date-time (e.g. 2026-11-27T09:30:00Z)") from None
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
-
-    def strings(self, value: Any, path: str, choices: tuple[str, ...] | None = None) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected a list of strings, got {_kind(value)}")
-        out = []
-        for i, item in enumerate(value):
-            text = self.choice(item, f"{path}[{i}]", choices) if choices else self.string(item, f"{path}[{i}]")
-            if text is None:
-                raise self.fail(f"{path}[{i}]", "expected a string, got null")
-            out.append(text)
-        return tuple(out)
-
-    def field_value(self, value: Any, path: str) -> Any:
-        if value is None or isinstance(value, (str, bool, int, float)):
-            return value
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                if not isinstance(item, (str, bool, int, float)):
-                    raise self.fail(f"{path}[{i}]", f"list items must be strings, numbers or booleans, got {_kind(item)}")
-            return tuple(value)
-        raise self.fail(path, f"expected a string, number, boolean, list or null, got {_kind(value)}")
-
-    def person(self, value: Any, path: str) -> Person | None:
-        if value is None:
-            return None
-        data = self.object(value, path, ("id", "name", "email"))
-        return Person(
-            id=self.string(data.get("id"), _join(path, "id"), allow_number=True),
-            name=self.string(data.get("name"), _join(path, "name")),
-            email=self.string(data.get("email"), _join(path, "email")),
-        )
-
-
+# ------------------------------------------------------------------------------------ value checks
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -132,105 +54,282 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+def _problem(message: str, at: str = "") -> PydanticCustomError:
+    """A bad value: `message` for the admin; `at` continues the key path inside the value (`[2]`)."""
+    return PydanticCustomError("ticket_format", "{message}", {"message": message, "at": at})
 
 
-TICKET_KEYS = (
-    "vendor", "id", "subject", "status", "priority", "tags", "organization", "group", "channel",
-    "requester", "assignee", "fields", "created_at", "updated_at", "level_set_at", "field_changed_at",
-    "first_public_agent_reply_at",
-    "last_public_agent_reply_at", "satisfaction", "version_token", "url", "state",
-)
-STATE_KEYS = (
-    "level", "entered_level_at", "matrix_version", "rule_id", "bypassed", "pending_level", "pending_cause",
-    "data_requested", "milestones", "pending_breaches", "last_public_update_at", "manual_rule_level",
-    "rejected_level", "clock_state",
-)
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise _problem(f"expected a string, got {_kind(value)}")
+
+
+def _text_or_number(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(value)
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        text = _text(value)
+        if text is not None and text not in choices:
+            raise _problem(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return check
+
+
+def _flag(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _problem(f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _problem(f"expected an ISO 8601 date-time string, got {_kind(value)}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _problem(f"{value!r} is not an ISO 8601 date-time (e.g. 2026-11-27T09:30:00Z)") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _texts(choices: tuple[str, ...] | None = None) -> Callable[[Any], tuple[str, ...]]:
+    item = _one_of(choices) if choices else _text
+
+    def check(value: Any) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise _problem(f"expected a list of strings, got {_kind(value)}")
+        out = []
+        for i, raw in enumerate(value):
+            try:
+                text = item(raw)
+            except PydanticCustomError as exc:
+                raise _problem(exc.context["message"], at=f"[{i}]") from None
+            if text is None:
+                raise _problem("expected a string, got null", at=f"[{i}]")
+            out.append(text)
+        return tuple(out)
+
+    return check
+
+
+def _field_value(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, (str, bool, int, float)):
+                raise _problem(f"list items must be strings, numbers or booleans, got {_kind(item)}", at=f"[{i}]")
+        return tuple(value)
+    raise _problem(f"expected a string, number, boolean, list or null, got {_kind(value)}")
+
+
+Text = Annotated[str | None, BeforeValidator(_text)]
+TextOrNumber = Annotated[str | None, BeforeValidator(_text_or_number)]
+Time = Annotated[datetime | None, BeforeValidator(_time)]
+Texts = Annotated[tuple[str, ...], BeforeValidator(_texts())]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+FieldValue = Annotated[Any, BeforeValidator(_field_value)]
+
+
+def _objects_only(value: Any) -> Any:
+    if value is not None and not isinstance(value, Mapping):
+        raise _problem(f"expected a JSON object, got {_kind(value)}")
+    return value
+
+
+def _object_or_nothing(value: Any) -> Any:
+    """An object; a false value (`""`, `0`, `[]`) counts as none given."""
+    return _objects_only(value or None)
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _PersonDocument(_Document):
+    id: TextOrNumber = None
+    name: Text = None
+    email: Text = None
+
+
+class _MilestonesDocument(_Document):
+    acknowledge: Time = None
+    diagnose: Time = None
+    interim_fix: Time = None
+    resolve: Time = None
+
+
+assert tuple(_MilestonesDocument.model_fields) == CLOCKS
+
+
+class _StateDocument(_Document):
+    level: Text = None
+    entered_level_at: Time = None
+    matrix_version: Text = None
+    rule_id: Text = None
+    bypassed: Flag = False
+    pending_level: Text = None
+    pending_cause: Text = None
+    data_requested: Texts = ()
+    milestones: Annotated[_MilestonesDocument | None, BeforeValidator(_object_or_nothing)] = None
+    pending_breaches: Annotated[tuple[str, ...], BeforeValidator(_texts(CLOCKS))] = ()
+    last_public_update_at: Time = None
+    manual_rule_level: Text = None
+    rejected_level: Text = None
+    clock_state: Annotated[dict[str, Any] | None, BeforeValidator(_object_or_nothing)] = None
+
+    def to_state(self, ticket: Ticket) -> TicketState:
+        milestones = self.milestones.model_dump(exclude_none=True) if self.milestones is not None else {}
+        return TicketState(
+            vendor=ticket.vendor, ticket_id=ticket.id, level=self.level, entered_level_at=self.entered_level_at,
+            matrix_version=self.matrix_version, rule_id=self.rule_id, bypassed=self.bypassed,
+            pending_level=self.pending_level, pending_cause=self.pending_cause, data_requested=self.data_requested,
+            milestones=milestones, pending_breaches=self.pending_breaches,
+            last_public_update_at=self.last_public_update_at, manual_rule_level=self.manual_rule_level,
+            rejected_level=self.rejected_level, clock_state=dict(self.clock_state or {}),
+        )
+
+
+def _ticket_id(value: Any) -> str:
+    if value is None:
+        raise _problem("missing: every ticket needs an `id`")
+    text = _text_or_number(value)
+    if not text:
+        raise _problem("must not be empty")
+    return text
+
+
+class _TicketDocument(_Document):
+    vendor: Text = None
+    id: Annotated[str, BeforeValidator(_ticket_id)]
+    subject: Text = None
+    status: Annotated[str | None, BeforeValidator(_one_of(STATUSES))] = None
+    priority: Annotated[str | None, BeforeValidator(_one_of(PRIORITIES))] = None
+    tags: Texts = ()
+    organization: Text = None
+    group: Text = None
+    channel: Text = None
+    requester: Annotated[_PersonDocument | None, BeforeValidator(_objects_only)] = None
+    assignee: Annotated[_PersonDocument | None, BeforeValidator(_objects_only)] = None
+    fields: Annotated[dict[str, FieldValue] | None, BeforeValidator(_object_or_nothing)] = None
+    created_at: Time = None
+    updated_at: Time = None
+    level_set_at: Time = None
+    field_changed_at: Annotated[dict[str, Time] | None, BeforeValidator(_objects_only)] = None
+    first_public_agent_reply_at: Time = None
+    last_public_agent_reply_at: Time = None
+    satisfaction: TextOrNumber = None
+    version_token: TextOrNumber = None
+    url: Text = None
+    state: Annotated[_StateDocument | None, BeforeValidator(_objects_only)] = None
+
+    def to_ticket(self) -> Ticket:
+        def person(document: _PersonDocument | None) -> Person | None:
+            return Person(**document.model_dump()) if document is not None else None
+
+        return Ticket(
+            vendor=self.vendor or "neutral", id=self.id, subject=self.subject or "", status=self.status or "open",
+            priority=self.priority, tags=frozenset(self.tags), organization=self.organization, group=self.group,
+            channel=self.channel, requester=person(self.requester) or Person(), assignee=person(self.assignee),
+            fields=dict(self.fields or {}), created_at=self.created_at, updated_at=self.updated_at,
+            level_set_at=self.level_set_at,
+            field_changed_at={k: v for k, v in (self.field_changed_at or {}).items() if v is not None},
+            first_public_agent_reply_at=self.first_public_agent_reply_at,
+            last_public_agent_reply_at=self.last_public_agent_reply_at, satisfaction=self.satisfaction,
+            version_token=self.version_token, url=self.url,
+        )
+
+
+TICKET_KEYS = tuple(_TicketDocument.model_fields)
+STATE_KEYS = tuple(_StateDocument.model_fields)
+
+
+def _format_error(source: str, error: ValidationError) -> TicketFormatError:
+    """The problem a reader meets first (see `_reading_order`), as `SOURCE: key.path: problem`."""
+    first = min(error.errors(), key=_reading_order)
+    path = ""
+    for part in first["loc"]:
+        path = f"{path}[{part}]" if isinstance(part, int) else f"{path}.{part}" if path else str(part)
+    if first["type"] == "extra_forbidden":
+        key = str(first["loc"][-1])
+        known = _known_keys(first["loc"][:-1])
+        hint = difflib.get_close_matches(key, known, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(known)})"
+        return TicketFormatError(source, path, f"unknown key {key!r}{suggestion}")
+    if first["type"] == "ticket_format":
+        return TicketFormatError(source, path + first["ctx"]["at"], first["ctx"]["message"])
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return TicketFormatError(source, path, f"expected a JSON object, got {_kind(first['input'])}")
+    if first["type"] == "missing" and first["loc"] == ("id",):
+        return TicketFormatError(source, path, "missing: every ticket needs an `id`")
+    return TicketFormatError(source, path, first["msg"])
+
+
+def _reading_order(error: Any) -> tuple[Any, ...]:
+    """Which of several problems is reported: a document's unknown keys before its values; the ticket's
+    `id` when it is missing, then `fields` and `field_changed_at`, then the other keys in their documented
+    order; the state last (its unknown keys, then those of its milestones, then its values)."""
+    loc, unknown = error["loc"], error["type"] == "extra_forbidden"
+    head = loc[0]
+    if head != "state":
+        if unknown and len(loc) == 1:
+            return (0,)
+        if head == "id":
+            return (1,) if error["type"] == "missing" or error.get("ctx", {}).get("message", "").startswith("missing") \
+                else (4,)
+        if head in ("fields", "field_changed_at"):
+            return (2 if head == "fields" else 3,)
+        return (5, TICKET_KEYS.index(head), 0 if unknown else 1)
+    if len(loc) == 1:
+        return (6, 0)
+    if unknown and len(loc) == 2:
+        return (6, 1)
+    if loc[1] == "milestones" and (unknown or len(loc) == 2):
+        return (6, 2)
+    if loc[1] == "clock_state":
+        return (6, 3)
+    return (6, 4, STATE_KEYS.index(loc[1]))
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = _TicketDocument
+    for part in loc:
+        annotation = model.model_fields[part].annotation
+        model = next(a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+                     and issubclass(a, BaseModel))
+    return list(model.model_fields)
 
 
 # ------------------------------------------------------------------------------------- reading
+def _document(data: Any, source: str) -> _TicketDocument:
+    if not isinstance(data, Mapping):
+        raise TicketFormatError(source, "", f"expected a JSON object, got {_kind(data)}")
+    try:
+        return _TicketDocument.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _format_error(source, exc) from None
+
+
 def ticket_from_json(data: Any, *, source: str = "ticket") -> Ticket:
     """A `Ticket` from one neutral JSON object. Raises TicketFormatError naming the bad key."""
-    return _ticket(_Reader(source), data)
+    return _document(data, source).to_ticket()
 
 
 def ticket_and_state_from_json(data: Any, *, source: str = "ticket") -> tuple[Ticket, TicketState | None]:
-    reader = _Reader(source)
-    ticket = _ticket(reader, data)
-    return ticket, _state(reader, data.get("state"), ticket)
-
-
-def _ticket(r: _Reader, data: Any) -> Ticket:
-    data = r.object(data, "", TICKET_KEYS)
-    if data.get("id") is None:
-        raise r.fail("id", "missing: every ticket needs an `id`")
-    fields_raw = data.get("fields") or {}
-    fields_obj = r.object(fields_raw, "fields", list(fields_raw) if isinstance(fields_raw, Mapping) else [])
-    fields = {str(k): r.field_value(v, f"fields.{k}") for k, v in fields_obj.items()}
-    changed_raw = data.get("field_changed_at")
-    changed_raw = {} if changed_raw is None else changed_raw
-    changed_obj = r.object(changed_raw, "field_changed_at",
-                           list(changed_raw) if isinstance(changed_raw, Mapping) else [])
-    changed = {str(k): r.datetime(v, f"field_changed_at.{k}") for k, v in changed_obj.items()}
-    ticket_id = r.string(data["id"], "id", allow_number=True)
-    if not ticket_id:
-        raise r.fail("id", "must not be empty")
-    return Ticket(
-        vendor=r.string(data.get("vendor"), "vendor") or "neutral",
-        id=ticket_id,
-        subject=r.string(data.get("subject"), "subject") or "",
-        status=r.choice(data.get("status"), "status", STATUSES) or "open",
-        priority=r.choice(data.get("priority"), "priority", PRIORITIES),
-        tags=frozenset(r.strings(data.get("tags"), "tags")),
-        organization=r.string(data.get("organization"), "organization"),
-        group=r.string(data.get("group"), "group"),
-        channel=r.string(data.get("channel"), "channel"),
-        requester=r.person(data.get("requester"), "requester") or Person(),
-        assignee=r.person(data.get("assignee"), "assignee"),
-        fields=fields,
-        created_at=r.datetime(data.get("created_at"), "created_at"),
-        updated_at=r.datetime(data.get("updated_at"), "updated_at"),
-        level_set_at=r.datetime(data.get("level_set_at"), "level_set_at"),
-        field_changed_at={k: v for k, v in changed.items() if v is not None},
-        first_public_agent_reply_at=r.datetime(data.get("first_public_agent_reply_at"), "first_public_agent_reply_at"),
-        last_public_agent_reply_at=r.datetime(data.get("last_public_agent_reply_at"), "last_public_agent_reply_at"),
-        satisfaction=r.string(data.get("satisfaction"), "satisfaction", allow_number=True),
-        version_token=r.string(data.get("version_token"), "version_token", allow_number=True),
-        url=r.string(data.get("url"), "url"),
-    )
-
-
-def _state(r: _Reader, data: Any, ticket: Ticket) -> TicketState | None:
-    if data is None:
-        return None
-    data = r.object(data, "state", STATE_KEYS)
-    milestones_raw = data.get("milestones") or {}
-    milestones_obj = r.object(milestones_raw, "state.milestones", CLOCKS)
-    clock_state = data.get("clock_state") or {}
-    if not isinstance(clock_state, Mapping):
-        raise r.fail("state.clock_state", f"expected a JSON object, got {_kind(clock_state)}")
-    return TicketState(
-        vendor=ticket.vendor,
-        ticket_id=ticket.id,
-        level=r.string(data.get("level"), "state.level"),
-        entered_level_at=r.datetime(data.get("entered_level_at"), "state.entered_level_at"),
-        matrix_version=r.string(data.get("matrix_version"), "state.matrix_version"),
-        rule_id=r.string(data.get("rule_id"), "state.rule_id"),
-        bypassed=r.boolean(data.get("bypassed"), "state.bypassed"),
-        pending_level=r.string(data.get("pending_level"), "state.pending_level"),
-        pending_cause=r.string(data.get("pending_cause"), "state.pending_cause"),
-        data_requested=r.strings(data.get("data_requested"), "state.data_requested"),
-        milestones={
-            name: r.datetime(value, f"state.milestones.{name}") for name, value in milestones_obj.items()
-            if value is not None
-        },
-        pending_breaches=r.strings(data.get("pending_breaches"), "state.pending_breaches", CLOCKS),
-        last_public_update_at=r.datetime(data.get("last_public_update_at"), "state.last_public_update_at"),
-        manual_rule_level=r.string(data.get("manual_rule_level"), "state.manual_rule_level"),
-        rejected_level=r.string(data.get("rejected_level"), "state.rejected_level"),
-        clock_state=dict(clock_state),
-    )
+    document = _document(data, source)
+    ticket = document.to_ticket()
+    return ticket, document.state.to_state(ticket) if document.state is not None else None
 
 
 @dataclass(frozen=True)
@@ -353,7 +452,7 @@ def state_to_json(state: TicketState) -> dict[str, Any]:
         "last_public_update_at": _iso(state.last_public_update_at),
         "manual_rule_level": state.manual_rule_level,
         "rejected_level": state.rejected_level,
-        "clock_state": dict(getattr(state, "clock_state", {}) or {}),
+        "clock_state": dict(state.clock_state),
     }
     return {k: v for k, v in out.items() if v not in (None, [], {})}
 
