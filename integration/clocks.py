@@ -323,6 +323,23 @@ def _calendar_phrase(level: Level, matrix: Matrix) -> str:
     return f" (business hours, calendar {name})" if name and name in matrix.calendars else ""
 
 
+@dataclass(frozen=True)
+class _Firing:
+    """One timer being handled: the re-read ticket, its state (tracked up to `now`; `changed_state` is that
+    state when tracking changed it, else None), its level and calendar, the bookkeeping, the version."""
+
+    timer: TimerSpec
+    ticket: Ticket
+    state: TicketState
+    changed_state: TicketState | None
+    matrix: Matrix
+    level: Level
+    calendar: Calendar | None
+    book: ClockBook
+    now: datetime
+    version: str
+
+
 def on_timer(timer: TimerSpec, ticket: Ticket, state: TicketState, matrix: Matrix, now: datetime) -> TimerOutcome:
     """React to a fired timer. Re-reads everything: nothing happens when the milestone was met, the level
     or the matrix version changed, the ticket is resolved, bypassed or paused, the warning was already
@@ -341,8 +358,9 @@ def on_timer(timer: TimerSpec, ticket: Ticket, state: TicketState, matrix: Matri
         return TimerOutcome(state=changed_state)  # resume re-plans the shifted due times
     calendar = level_calendar(matrix, level)
     version = tracked.matrix_version or matrix.version()
+    firing = _Firing(timer, ticket, tracked, changed_state, matrix, level, calendar, book, now, version)
     if timer.kind == CADENCE:
-        return _on_cadence(timer, ticket, tracked, changed_state, matrix, level, calendar, book, now, version)
+        return _on_cadence(firing)
     if timer.kind not in (WARNING, BREACH):
         log.warning("unknown timer kind %r for %s %s", timer.kind, timer.vendor, timer.ticket_id)
         return TimerOutcome(state=changed_state)
@@ -360,18 +378,17 @@ def on_timer(timer: TimerSpec, ticket: Ticket, state: TicketState, matrix: Matri
     at = max(now, current_due)
     elapsed = active_seconds(book, calendar, at) - offset
     if timer.kind == WARNING:
-        return _on_warning(timer, ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version)
-    return _on_breach(ticket, tracked, changed_state, matrix, level, book, clock, target_seconds, elapsed, now, version,
-                      due=current_due)
+        return _on_warning(firing, clock, target_seconds, elapsed)
+    return _on_breach(firing, clock, target_seconds, elapsed, due=current_due)
 
 
 def replace_due(timer: TimerSpec, due: datetime) -> TimerSpec:
     return replace(timer, due_at=due)
 
 
-def _on_warning(timer: TimerSpec, ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix,
-                level: Level, book: ClockBook, clock: str, target_seconds: float, elapsed: float, now: datetime,
-                version: str) -> TimerOutcome:
+def _on_warning(firing: _Firing, clock: str, target_seconds: float, elapsed: float) -> TimerOutcome:
+    timer, ticket, state, changed_state = firing.timer, firing.ticket, firing.state, firing.changed_state
+    matrix, level, book, now, version = firing.matrix, firing.level, firing.book, firing.now, firing.version
     key = f"{clock}:{timer.fraction}"
     used = elapsed / target_seconds
     if key in book.alerts or used >= 1.0 or f"{clock}:breach" in book.alerts:
@@ -391,8 +408,9 @@ def _on_warning(timer: TimerSpec, ticket: Ticket, state: TicketState, changed_st
     return TimerOutcome(decision=decision, state=new_state)
 
 
-def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix, level: Level, book: ClockBook, clock: str,
-               target_seconds: float, elapsed: float, now: datetime, version: str, *, due: datetime) -> TimerOutcome:
+def _on_breach(firing: _Firing, clock: str, target_seconds: float, elapsed: float, *, due: datetime) -> TimerOutcome:
+    ticket, state, changed_state = firing.ticket, firing.state, firing.changed_state
+    matrix, level, book, now, version = firing.matrix, firing.level, firing.book, firing.now, firing.version
     key = f"{clock}:breach"
     if key in book.alerts:
         return TimerOutcome(state=changed_state)
@@ -436,8 +454,10 @@ def _on_breach(ticket: Ticket, state: TicketState, changed_state: TicketState | 
     return TimerOutcome(decision=decision, state=new_state, schedule=schedule)
 
 
-def _on_cadence(timer: TimerSpec, ticket: Ticket, state: TicketState, changed_state: TicketState | None, matrix: Matrix,
-                level: Level, calendar: Calendar | None, book: ClockBook, now: datetime, version: str) -> TimerOutcome:
+def _on_cadence(firing: _Firing) -> TimerOutcome:
+    timer, ticket, state, changed_state = firing.timer, firing.ticket, firing.state, firing.changed_state
+    matrix, level, calendar, book = firing.matrix, firing.level, firing.calendar, firing.book
+    now, version = firing.now, firing.version
     cadence = level.update_cadence
     if cadence is None:
         return TimerOutcome(state=changed_state)
