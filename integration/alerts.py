@@ -62,6 +62,7 @@ ALERT_LEASE_SECONDS = 120.0  # a row `sending` this long with no answer is taken
 ALERT_BACKOFF_BASE = 30.0
 ALERT_BACKOFF_MAX = 900.0
 SEND_BATCH = 50
+MAX_ROWS_PER_RUN = 1000  # per deliver_due call: bounds one worker task; the next task or sweep takes the rest
 ALERT_SWEEP_SECONDS = 15.0  # the worker's periodic job: retries and rows whose immediate task was lost
 
 PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
@@ -480,60 +481,74 @@ def _backoff(attempts: int, retry_after: float | None) -> float:
 def deliver_due(db: Database, *, send: Callable[[str, AlertChannel, AlertMessage], None],
                 now: Callable[[], datetime] = utcnow, current: Callable[[], LoadedMatrix] | None = None,
                 max_attempts: int = ALERT_MAX_ATTEMPTS, lease_seconds: float = ALERT_LEASE_SECONDS,
-                limit: int = SEND_BATCH) -> DeliveryReport:
-    """Send the due outbox rows once each (the worker's `send_alerts` task and periodic job).
+                limit: int = SEND_BATCH, max_rows: int = MAX_ROWS_PER_RUN) -> DeliveryReport:
+    """Send the due outbox rows once each (the worker's `send_alerts` task and periodic job), `limit` claimed
+    at a time, until none is due or `max_rows` were handled (a burst is sent in one run, a huge backlog
+    in several).
 
     `send(name, channel, message)` is the channel sender the wiring passes in: connectors.alert_channels'
     `send_with_retry`, which goes through the one retry layer (the core imports no connector but base)."""
-    from connectors.base import ConnectorError, RateLimited, Transient
-
     resolver = ChannelResolver(db, current)
     owner = uuid.uuid4().hex
     report = DeliveryReport()
-    for row in _claim(db, owner, now(), limit, lease_seconds):
-        attempts = row.attempts + 1
-        channel = resolver.channel(row.matrix_version, row.channel)
-        if channel is None:
-            reason = f"channel '{row.channel}' is not in notify.channels of matrix version {row.matrix_version}"
+    handled = 0
+    while handled < max_rows:
+        rows = _claim(db, owner, now(), min(limit, max_rows - handled), lease_seconds)
+        if not rows:
+            break
+        for row in rows:
+            _deliver_one(db, row, owner, resolver, send, now, max_attempts, report)
+        handled += len(rows)
+    return report
+
+
+def _deliver_one(db: Database, row: AlertRow, owner: str, resolver: ChannelResolver,
+                 send: Callable[[str, AlertChannel, AlertMessage], None], now: Callable[[], datetime],
+                 max_attempts: int, report: DeliveryReport) -> None:
+    from connectors.base import ConnectorError, RateLimited, Transient
+
+    attempts = row.attempts + 1
+    channel = resolver.channel(row.matrix_version, row.channel)
+    if channel is None:
+        reason = f"channel '{row.channel}' is not in notify.channels of matrix version {row.matrix_version}"
+        _finish(db, row.id, owner, status=DEAD, attempts=attempts, last_error=reason)
+        report.dead += 1
+        report.errors.append(reason)
+        log.warning("alert %d dead: %s", row.id, reason)
+        return
+    message = AlertMessage.from_json(row.message)
+    try:
+        send(row.channel, channel, message)
+    except ConnectorError as exc:
+        reason = str(exc)[:500]  # connectors.alert_channels builds these without URLs or passwords
+        transient = isinstance(exc, Transient)
+        if transient and attempts < max_attempts:
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            due = now() + timedelta(seconds=_backoff(attempts, retry_after))
+            _finish(db, row.id, owner, status=PENDING, attempts=attempts, last_error=reason, next_attempt_at=due)
+            report.retry += 1
+            log.info("alert %d to %s: attempt %d failed (%s); retry at %s", row.id, row.channel, attempts, reason,
+                     due.isoformat())
+        else:
+            if transient:
+                reason = f"gave up after {attempts} attempts: {reason}"
             _finish(db, row.id, owner, status=DEAD, attempts=attempts, last_error=reason)
             report.dead += 1
-            report.errors.append(reason)
-            log.warning("alert %d dead: %s", row.id, reason)
-            continue
-        message = AlertMessage.from_json(row.message)
-        try:
-            send(row.channel, channel, message)
-        except ConnectorError as exc:
-            reason = str(exc)[:500]  # connectors.alert_channels builds these without URLs or passwords
-            transient = isinstance(exc, Transient)
-            if transient and attempts < max_attempts:
-                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
-                due = now() + timedelta(seconds=_backoff(attempts, retry_after))
-                _finish(db, row.id, owner, status=PENDING, attempts=attempts, last_error=reason, next_attempt_at=due)
-                report.retry += 1
-                log.info("alert %d to %s: attempt %d failed (%s); retry at %s", row.id, row.channel, attempts, reason,
-                         due.isoformat())
-            else:
-                if transient:
-                    reason = f"gave up after {attempts} attempts: {reason}"
-                _finish(db, row.id, owner, status=DEAD, attempts=attempts, last_error=reason)
-                report.dead += 1
-                log.warning("alert %d to %s dead-lettered: %s", row.id, row.channel, reason)
-            report.errors.append(reason)
-        except Exception as exc:  # noqa: BLE001 - unknown failure: retried like a transient one, text withheld
-            reason = f"unexpected {type(exc).__name__} while sending to channel '{row.channel}'"
-            status = PENDING if attempts < max_attempts else DEAD
-            _finish(db, row.id, owner, status=status, attempts=attempts, last_error=reason,
-                    next_attempt_at=now() + timedelta(seconds=_backoff(attempts, None)))
-            report.retry += status == PENDING
-            report.dead += status == DEAD
-            report.errors.append(reason)
-            log.error("alert %d: %s", row.id, reason)  # no exc_info: a traceback may quote a URL
-        else:
-            _finish(db, row.id, owner, status=SENT, attempts=attempts, last_error=None, sent_at=now())
-            report.sent += 1
-            log.info("alert %d (%s, ticket %s:%s) sent to %s", row.id, row.event, row.vendor, row.ticket_id, row.channel)
-    return report
+            log.warning("alert %d to %s dead-lettered: %s", row.id, row.channel, reason)
+        report.errors.append(reason)
+    except Exception as exc:  # noqa: BLE001 - unknown failure: retried like a transient one, text withheld
+        reason = f"unexpected {type(exc).__name__} while sending to channel '{row.channel}'"
+        status = PENDING if attempts < max_attempts else DEAD
+        _finish(db, row.id, owner, status=status, attempts=attempts, last_error=reason,
+                next_attempt_at=now() + timedelta(seconds=_backoff(attempts, None)))
+        report.retry += status == PENDING
+        report.dead += status == DEAD
+        report.errors.append(reason)
+        log.error("alert %d: %s", row.id, reason)  # no exc_info: a traceback may quote a URL
+    else:
+        _finish(db, row.id, owner, status=SENT, attempts=attempts, last_error=None, sent_at=now())
+        report.sent += 1
+        log.info("alert %d (%s, ticket %s:%s) sent to %s", row.id, row.event, row.vendor, row.ticket_id, row.channel)
 
 
 def pending_due(db: Database, now: datetime) -> bool:

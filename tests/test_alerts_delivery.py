@@ -561,3 +561,12 @@ def test_a_stay_re_anchored_to_a_vendor_time_is_not_a_second_entry(rig):
                                      None, decision_id=None, timer=None, now=rig.clock())
     assert added == 0
     assert [r.event for r in rig.rows(ticket_id="717", channel="incident_slack")] == ["enter_level", "role_missing"]
+
+
+def test_a_burst_larger_than_one_claim_is_sent_in_one_run(rig):
+    for ticket_id in ("718", "719"):
+        rig.new_ticket(ticket_id)
+        process_ticket("zendesk", ticket_id, deps=rig.deps())
+    assert len(rig.rows(status="pending")) == 6
+    assert rig.send(limit=2).sent == 6  # three claims of two, one run
+    assert rig.send(limit=2, max_rows=1).sent == 0
