@@ -4,7 +4,6 @@ claimed events, so that each of them exists if and only if the decision committe
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 from integration import alerts
 from integration.model import Decision, Ticket, TicketState
 from integration.pipeline.claims import mark_events
-from integration.pipeline.deps import RESOLVED, AlreadyFired, PassContext, PassDeps, RoundOutcome, direction
+from integration.pipeline.deps import RESOLVED, AlreadyFired, PassContext, PassDeps, RoundEnd, RoundOutcome, direction
 from integration.store import timers as timer_host
 from integration.store.codec import milestones_to_json, to_json
 from integration.store.db import CsatRow, DecisionRow, MilestoneRow, TicketStateRow
@@ -20,7 +19,7 @@ from matrix_config.loader import LoadedMatrix
 
 
 def decision_row(decision: Decision, matrix: LoadedMatrix, trigger: str, ticket: Ticket, status: str,
-                  state_after: TicketState | None, dry_run: bool) -> DecisionRow:
+                 state_after: TicketState | None, dry_run: bool) -> DecisionRow:
     issue_type = ticket.fields.get("issue_type") if ticket.fields else None
     return DecisionRow(
         vendor=decision.vendor or ticket.vendor,
@@ -57,21 +56,19 @@ def _normalize_csat(raw: str) -> float | None:
     return None
 
 
-def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ticket, now: datetime, *,
-             status: str, intent_id: int | None = None, api_result: Any = None, plan: bool = True,
-             resent: bool = False, note: str | None = None, parts: dict[str, str] | None = None) -> int | None:
-    """The one commit that ends a round: the decision row (the intent closed with `status`, or a new
+def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ticket, now: datetime,
+             end: RoundEnd) -> int | None:
+    """The one commit that ends a round: the decision row (the intent closed with `end.status`, or a new
     row when there was no intent), the ticket state, milestones, CSAT, timers, alerts and the claimed
     events. Returns the decision row's id (None: nothing decided worth a row)."""
     with deps.db.session() as session:
         if ctx.timer_id is not None and not timer_host.mark_fired(session, ctx.timer_id, now):
             raise AlreadyFired(ctx.timer_id)
-        decision_id = intent_id
-        if intent_id is not None:
-            _close_intent_row(session.get(DecisionRow, intent_id), status, now, api_result=api_result, resent=resent,
-                              note=note, parts=parts)
+        decision_id = end.intent_id
+        if end.intent_id is not None:
+            _close_intent_row(session.get(DecisionRow, end.intent_id), end, now)
         elif outcome.decision is not None and not outcome.decision.is_empty:
-            row = decision_row(outcome.decision, ctx.matrix, ctx.trigger, ticket, status, outcome.state_after,
+            row = decision_row(outcome.decision, ctx.matrix, ctx.trigger, ticket, end.status, outcome.state_after,
                                ctx.dry_run)
             row.finished_at = now
             session.add(row)
@@ -79,7 +76,7 @@ def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ti
             decision_id = row.id
         state_row, before = _store_state(session, ctx.matrix, outcome, ticket, now, dry_run=ctx.dry_run)
         _record_milestones(session, before, outcome.state_after, state_row, dry_run=ctx.dry_run)
-        _replan_timers(deps, session, ctx.matrix, outcome, before, ticket, now, plan=plan)
+        _replan_timers(deps, session, ctx.matrix, outcome, before, ticket, now, plan=end.plan)
         # Alerts outside the ticket (notify:): outbox rows in this same commit, sent later by the worker.
         alerts.record_for_finalize(session, ctx.matrix, ticket, outcome, timer_id=ctx.timer_id,
                                    decision_id=decision_id, dry_run=ctx.dry_run, now=now)
@@ -88,20 +85,19 @@ def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ti
     return decision_id
 
 
-def _close_intent_row(row: DecisionRow, status: str, now: datetime, *, api_result: Any, resent: bool,
-                      note: str | None, parts: dict[str, str] | None) -> None:
-    row.status = status
+def _close_intent_row(row: DecisionRow, end: RoundEnd, now: datetime) -> None:
+    row.status = end.status
     row.finished_at = now
-    if api_result is not None:
-        row.writes = api_result.writes
-        row.api_result = {"writes": api_result.writes, "requests": list(api_result.requests)[:50],
-                          "dry_run": api_result.dry_run}
-        if resent:
+    if end.api_result is not None:
+        row.writes = end.api_result.writes
+        row.api_result = {"writes": end.api_result.writes, "requests": list(end.api_result.requests)[:50],
+                          "dry_run": end.api_result.dry_run}
+        if end.resent:
             row.api_result["resent_after_crash"] = True
-    if note is not None:
-        row.error = note[:500]
-    if parts is not None:
-        row.parts = {**(row.parts or {}), "outcome": dict(parts)}
+    if end.note is not None:
+        row.error = end.note[:500]
+    if end.parts is not None:
+        row.parts = {**(row.parts or {}), "outcome": dict(end.parts)}
 
 
 def _store_state(session: Session, matrix: LoadedMatrix, outcome: RoundOutcome, ticket: Ticket,
@@ -117,8 +113,10 @@ def _store_state(session: Session, matrix: LoadedMatrix, outcome: RoundOutcome, 
         state_row = TicketStateRow(vendor=vendor, ticket_id=ticket_id, first_seen_at=now, state={})
         session.add(state_row)
     before = outcome.state_before or TicketState(vendor=vendor, ticket_id=ticket_id)
-    escalated = was_escalated or (
-        decision is not None and direction(matrix, decision.from_level, decision.to_level) == "up"
+    moved = direction(matrix, decision.from_level, decision.to_level) if decision is not None else None
+    # Placed straight above the entry level (a rule's L3) is an escalation too (issue 13), not only a move up.
+    escalated = was_escalated or moved == "up" or (
+        moved == "placed" and decision.to_level != matrix.matrix.levels[0].id
     )
     issue_type = ticket.fields.get("issue_type") if ticket.fields else None
     state_row.state = to_json(state_after)

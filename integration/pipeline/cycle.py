@@ -32,6 +32,7 @@ from integration.pipeline.deps import (
     PassContext,
     PassDeps,
     PassResult,
+    RoundEnd,
     RoundOutcome,
     short_error,
 )
@@ -204,7 +205,7 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
         outcome = RoundOutcome(decision, state, state_after, extra_timers, cancel_kinds)
         writes = decision is not None and decision.writes_to_ticket
         if not writes or dry_run:
-            decision_id = finalize(deps, ctx, outcome, ticket, now, status="dry_run" if writes else "noop")
+            decision_id = finalize(deps, ctx, outcome, ticket, now, RoundEnd("dry_run" if writes else "noop"))
             return PassResult("done", decision_id=decision_id)
         intent_id = write_intent(deps, decision, state_after, matrix, trigger, ticket)
         try:
@@ -228,9 +229,9 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
                     log.warning("ticket %s:%s: decision %d is visible on the ticket although the vendor call "
                                 "failed (%s); completing it part by part (%s)", vendor, ticket_id,
                                 intent_id, short_error(exc), describe_parts(parts))
-                    decision_id = finalize(deps, ctx, outcome, fresh, now, status="recovered", intent_id=intent_id,
-                                            api_result=resent, resent=resent is not None, parts=parts,
-                                            note=f"written, then the vendor call failed: {short_error(exc)}")
+                    decision_id = finalize(deps, ctx, outcome, fresh, now, RoundEnd(
+                        "recovered", intent_id=intent_id, api_result=resent, resent=resent is not None, parts=parts,
+                        note=f"written, then the vendor call failed: {short_error(exc)}"))
                     return PassResult("done", decision_id=decision_id)
             if not isinstance(exc, Conflict):
                 close_intent(deps, intent_id, "failed", short_error(exc))
@@ -248,8 +249,9 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
             raise
         # Any other error leaves the intent `applying`: the write may or may not have reached the vendor,
         # and the next pass finds out from the ticket itself.
-        decision_id = finalize(deps, ctx, outcome, ticket, now, status="applied", intent_id=intent_id,
-                                api_result=result, parts={part: "written" for part in decision_parts(decision)})
+        written = {part: "written" for part in decision_parts(decision)}
+        decision_id = finalize(deps, ctx, outcome, ticket, now,
+                               RoundEnd("applied", intent_id=intent_id, api_result=result, parts=written))
         return PassResult("done", decision_id=decision_id, writes=result.writes)
     raise Transient(f"ticket {ticket_id} kept changing: {MAX_CONFLICT_ROUNDS} conflicts in a row")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Protocol
 
-from connectors.base import Connector, NotFound, Permanent, Unauthorized
+from connectors.base import ApplyResult, Connector, NotFound, Permanent, Unauthorized
 from integration import clocks as clock_rules
 from integration.engine import decide as engine_decide
 from integration.engine import next_state as engine_next_state
@@ -99,6 +99,20 @@ class RoundOutcome:
     state_after: TicketState
     extra_timers: list | None = None  # None: the clocks plan the timers
     cancel_kinds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoundEnd:
+    """How a round ends in the final commit: the decision row's status and, when an intent was written
+    first, what became of it (the vendor's answer, parts written, a note for the history)."""
+
+    status: str  # noop | dry_run | applied | recovered
+    intent_id: int | None = None
+    api_result: ApplyResult | None = None
+    plan: bool = True  # the clock rules plan the timers (not when recovering a timer's own intent)
+    resent: bool = False  # parts were sent again after a crash
+    note: str | None = None
+    parts: dict[str, str] | None = None  # outcome per part (connectors.base.PART_*)
 
 
 def short_error(error: BaseException) -> str:

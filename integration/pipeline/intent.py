@@ -23,7 +23,7 @@ from typing import Any
 from connectors.base import PART_FIELDS, PART_NOTE, PART_REPLY, ApplyResult, Connector, ConnectorError, apply_reporting
 from integration.model import Decision, Ticket, TicketState
 from integration.pipeline.commit import decision_row, finalize
-from integration.pipeline.deps import AlreadyFired, PassContext, PassDeps, RoundOutcome
+from integration.pipeline.deps import AlreadyFired, PassContext, PassDeps, RoundEnd, RoundOutcome
 from integration.store.codec import from_json
 from integration.store.db import DecisionRow
 from matrix_config.loader import LoadedMatrix
@@ -211,9 +211,9 @@ def _complete_recovered(deps: PassDeps, intent: DecisionRow, decision: Decision,
             timer_id = None
     ctx = PassContext(trigger=intent.trigger, matrix=matrix, dry_run=False, timer_id=timer_id)
     try:
-        finalize(deps, ctx, RoundOutcome(decision, state, state_after), ticket, now, status="recovered",
-                  intent_id=intent.id, api_result=api_result, plan=timer_id is None, resent=api_result is not None,
-                  parts=parts)
+        finalize(deps, ctx, RoundOutcome(decision, state, state_after), ticket, now, RoundEnd(
+            "recovered", intent_id=intent.id, api_result=api_result, plan=timer_id is None,
+            resent=api_result is not None, parts=parts))
     except AlreadyFired:
         close_intent(deps, intent.id, "recovered", None, parts=parts)
     return state_after
