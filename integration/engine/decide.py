@@ -260,7 +260,10 @@ def decide_compiled(compiled: CompiledMatrix, ticket: Ticket, state: TicketState
 def _finish(p: _Pass) -> Decision:
     draft, current, enter = p.draft, p.current, p.enter
     draft.notes.extend(p.texts.failures)
-    return p.decision(
+    ticket = p.ticket
+    return Decision(
+        vendor=ticket.vendor, ticket_id=ticket.id, matrix_version=p.compiled.version, decided_at=p.now,
+        from_level=current,
         to_level=enter,
         reason="; ".join(p.reasons) or (f"no change at {current}" if current else "no change"),
         rule_id=p.cause if (enter or p.held) else None,
