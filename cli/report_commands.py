@@ -195,6 +195,11 @@ def render_markdown(report: Any) -> str:
     out += _table(["Level", "Issue type", "Escalations", "Placed", "Moved up", "Set by hand", "Tickets"],
                   [[c.level, c.issue_type or "-", c.escalations, c.placed, c.moved_up, c.set_by_hand, c.tickets]
                    for c in report.escalations_by_level])
+    out += ["", "### Per organization", ""]
+    out += _table(["Organization", "Level", "Escalations", "Placed", "Moved up", "Set by hand"],
+                  [[c.organization or "-", c.level, c.escalations, c.placed, c.moved_up, c.set_by_hand]
+                   for c in sorted(report.escalations_by_organization,
+                                   key=lambda c: (-c.escalations, c.organization or "", c.level))])
     out += ["", "### Per week", ""]
     out += _table(["ISO week", "Level", "Escalations", "Placed", "Moved up", "Set by hand"],
                   [[c.week, c.level, c.escalations, c.placed, c.moved_up, c.set_by_hand]
@@ -212,7 +217,7 @@ def render_markdown(report: Any) -> str:
                     c.before_ratings, share(c.before_score), c.after_ratings, share(c.after_score)]
                    for c in report.csat_around_incidents])
     out += ["", "Ratings in the period by whether the ticket had been escalated:", ""]
-    out += _table(["Ticket", "Ratings", "CSAT"],
+    out += _table(["Tickets", "Ratings", "CSAT"],
                   [["escalated" if s.escalated else "never escalated", s.ratings, share(s.avg_score)]
                    for s in report.csat_by_escalation])
     out += ["", "## SLA attainment", "",
@@ -297,8 +302,12 @@ def register(group: click.Group) -> None:
     @click.option("--csat-window", type=click.IntRange(min=1), default=30, show_default=True,
                   help="Days of CSAT ratings compared before an incident started and after it was resolved.")
     @click.option("--matrix", "matrix_path", default=None, help="The matrix file. Default: MATRIX_PATH.")
+    @click.option("--now", "now_value", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), default=None,
+                  help="Judge clocks and stays still running as of this UTC time (default: now), e.g. to "
+                       "reproduce a report sent earlier.")
     def report_command(since: datetime | None, until: datetime | None, fmt: str, dry_run: bool,
-                       incident_levels: tuple[str, ...], csat_window: int, matrix_path: str | None) -> None:
+                       incident_levels: tuple[str, ...], csat_window: int, matrix_path: str | None,
+                       now_value: datetime | None) -> None:
         """The weekly escalation report: time to acknowledge and to diagnose, escalations by level, CSAT
         before/after incidents, SLA attainment, top breach reasons, bypass hits and the incidents, with
         their durations, for a period (default: the last seven full days)."""
@@ -312,7 +321,8 @@ def register(group: click.Group) -> None:
         try:
             report = queries.build_report(get_database(settings.database_url), loaded.matrix, since=start, until=end, version=loaded.version,
                                           dry_run=dry_run, incident_levels=incident_levels or None,
-                                          csat_window=timedelta(days=csat_window))
+                                          csat_window=timedelta(days=csat_window),
+                                          now=now_value.replace(tzinfo=timezone.utc) if now_value else None)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--incident-level") from None
         if fmt == "json":

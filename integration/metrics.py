@@ -22,9 +22,10 @@ What is counted, and from which table:
   (`decision.start_clocks`, with the target and calendar the matrix version of the time gave it; a
   milestone already met on entry counts as met). A clock is *breached* when the service recorded its breach
   (a decision made by that clock's breach timer), or its milestone came after the target in business time,
-  or it has no milestone and the target ran out before the ticket left the level (or before `now`); it is
-  *met* when its milestone came within the target; otherwise it is *open* (still running, or the ticket
-  left the level before the target). Attainment = met / (met + breached); open clocks are not in the share.
+  or it has no milestone and the target ran out before the ticket left the level or was resolved there (or,
+  still running, before `now`); it is *met* when its milestone came within the target; otherwise it is
+  *open* (still running, or the ticket left the level or was resolved before the target). Outcomes are as
+  known at `now`, for the clocks started in the window. Attainment = met / (met + breached); open clocks are not in the share.
   Warnings are the decisions made by the clock's warning timers. Entries of a bypassed ticket start no
   clocks. A breach's reason is the recorded breach decision's reason ("L1 -> L2: breach of acknowledge"),
   else "met after the target" / "ran out without a milestone" (computed, no breach recorded).
@@ -459,7 +460,8 @@ def clock_outcomes(db: Database, matrix: Matrix, *, dry_run: bool | None = None,
             met_at = met.get((entry.vendor, entry.ticket_id, entry.level, entry.entered_at, clock))
             if clock in met_on_entry:
                 met_at = entry.entered_at
-            stop = met_at or min(t for t in (end, horizon) if t is not None)
+            resolved_at = met.get((entry.vendor, entry.ticket_id, entry.level, entry.entered_at, "resolve"))
+            stop = met_at or min(t for t in (end, resolved_at, horizon) if t is not None)
             elapsed = max(business_seconds_between(calendar, entry.entered_at, stop), 0.0)
             if recorded:
                 outcome, reason = "breached", recorded[0]
@@ -790,6 +792,7 @@ class Report:
     time_to_acknowledge: list[ClockTime]
     time_to_diagnose: list[ClockTime]
     escalations_by_level: list[EscalationCount]
+    escalations_by_organization: list[EscalationCount]
     escalations_by_week: list[EscalationCount]
     csat_around_incidents: list[IncidentCsat]
     csat_before_incidents: float | None  # all ratings before, pooled
@@ -825,6 +828,7 @@ def build_report(db: Database, matrix: Matrix, *, since: datetime, until: dateti
         time_to_acknowledge=clock_times(db, matrix, clocks=("acknowledge",), **window),
         time_to_diagnose=clock_times(db, matrix, clocks=("diagnose",), **window),
         escalations_by_level=escalation_frequency(db, by=("issue_type",), **window),
+        escalations_by_organization=escalation_frequency(db, by=("organization",), **window),
         escalations_by_week=escalation_frequency(db, by=("week",), **window),
         csat_around_incidents=around,
         csat_before_incidents=sum(before) / before_n if before_n else None,

@@ -127,7 +127,7 @@ class TicketStateRow(Base):
     status: Mapped[str | None] = mapped_column(String(16))
     priority: Mapped[str | None] = mapped_column(String(16))
     satisfaction: Mapped[str | None] = mapped_column(String(16))
-    escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # ever moved above its first level
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # ever above the entry level (moved or placed)
     created_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # ticket creation at the vendor
     first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -242,7 +242,7 @@ class CsatRow(Base):
     rated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     level: Mapped[str | None] = mapped_column(String(64))
     issue_type: Mapped[str | None] = mapped_column(String(64))
-    escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # escalated above its first level by then
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # above the entry level (moved or placed) by then
     # Whose rating it is, for CSAT before/after an incident (0004): the ticket's organization and requester
     # (vendor id, else e-mail) as the connector reported them when the rating arrived.
     organization: Mapped[str | None] = mapped_column(String(200))
