@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Callable, Protocol
 
 from connectors.base import Connector, NotFound, Permanent
+from integration.store.db import Database, WatermarkRow
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +37,15 @@ class WatermarkStore(Protocol):
 class DatabaseWatermarks:
     """The `watermarks` table of `integration.store.db` (one row per name), each put its own transaction."""
 
-    def __init__(self, database):  # integration.store.db.Database
+    def __init__(self, database: Database):
         self.database = database
 
     def get(self, name: str) -> str | None:
-        from integration.store.db import WatermarkRow
-
         with self.database.session() as session:
             row = session.get(WatermarkRow, name)
             return row.value if row is not None else None
 
     def put(self, name: str, value: str) -> None:
-        from integration.store.db import WatermarkRow
-
         now = datetime.now(timezone.utc)
         with self.database.session() as session:
             row = session.get(WatermarkRow, name)
