@@ -398,7 +398,8 @@ class BreachReason:
     dry_run: bool = False
 
 
-def _timer_decisions(db: Database, dry_run: bool | None) -> dict[tuple, list[tuple[datetime, str, str]]]:
+def _timer_decisions(db: Database, dry_run: bool | None,
+                     since: datetime | None = None) -> dict[tuple, list[tuple[datetime, str, str]]]:
     """(vendor, ticket, level, clock) -> [(decided_at, timer kind, reason)] for decisions made by warning and
     breach timers (`decisions.trigger = "timer:<id>"`)."""
     query = select(DecisionRow.vendor, DecisionRow.ticket_id, DecisionRow.trigger, DecisionRow.decided_at,
@@ -406,6 +407,8 @@ def _timer_decisions(db: Database, dry_run: bool | None) -> dict[tuple, list[tup
                                              DecisionRow.status.in_(COUNTED_STATUSES))
     if dry_run is not None:
         query = query.where(DecisionRow.dry_run.is_(dry_run))
+    if since is not None:
+        query = query.where(DecisionRow.decided_at >= since)
     with db.engine.connect() as conn:
         decisions = conn.execute(query).all()
         ids = {int(d.trigger.split(":", 1)[1]) for d in decisions if d.trigger.split(":", 1)[1].isdigit()}
@@ -429,11 +432,12 @@ def clock_outcomes(db: Database, matrix: Matrix, *, dry_run: bool | None = None,
     """Each SLA clock started by a level entry in [since, until), and whether it was met, breached or is
     open (definitions in the module docstring)."""
     horizon = now or datetime.now(timezone.utc)  # outcomes as known now, for clocks started in the window
-    every_entry = level_entries(db, dry_run=dry_run)  # the next entry, whenever it came, ends a stay
+    # The next entry, whenever it came (also after `until`), ends a stay; it is never before `since`.
+    every_entry = level_entries(db, dry_run=dry_run, since=since)
     entries = [e for e in every_entry if _in_window(e.entered_at, since, until)]
     stay_end = _stay_ends(every_entry)
-    met = _milestones(db, dry_run)
-    timer_decisions = _timer_decisions(db, dry_run)
+    met = _milestones(db, dry_run, since)
+    timer_decisions = _timer_decisions(db, dry_run, since)
     outcomes = []
     for entry in entries:
         if entry.bypassed:
@@ -490,12 +494,14 @@ def _stay_ends(entries: Iterable[LevelEntry]) -> dict[int, datetime]:
     return ends
 
 
-def _milestones(db: Database, dry_run: bool | None) -> dict[tuple, datetime]:
-    """(vendor, ticket, level, entered_level_at, clock) -> met_at."""
+def _milestones(db: Database, dry_run: bool | None, since: datetime | None = None) -> dict[tuple, datetime]:
+    """(vendor, ticket, level, entered_level_at, clock) -> met_at, for levels entered at or after `since`."""
     query = select(MilestoneRow.vendor, MilestoneRow.ticket_id, MilestoneRow.level, MilestoneRow.entered_level_at,
                    MilestoneRow.clock, MilestoneRow.met_at)
     if dry_run is not None:
         query = query.where(MilestoneRow.dry_run.is_(dry_run))
+    if since is not None:
+        query = query.where(MilestoneRow.entered_level_at >= since)
     with db.engine.connect() as conn:
         return {(r.vendor, r.ticket_id, r.level, r.entered_level_at, r.clock): r.met_at for r in conn.execute(query)}
 
@@ -504,8 +510,12 @@ def sla_attainment(db: Database, matrix: Matrix, *, dry_run: bool | None = None,
                    until: datetime | None = None, now: datetime | None = None) -> list[Attainment]:
     """Share of clocks met within target per level x clock x issue type, with breaches, open clocks and
     warnings counted, for level entries in [since, until)."""
+    return attainment_of(clock_outcomes(db, matrix, dry_run=dry_run, since=since, until=until, now=now))
+
+
+def attainment_of(outcomes: Iterable[ClockOutcome]) -> list[Attainment]:
     groups: dict[tuple, list[ClockOutcome]] = defaultdict(list)
-    for outcome in clock_outcomes(db, matrix, dry_run=dry_run, since=since, until=until, now=now):
+    for outcome in outcomes:
         groups[(outcome.level, outcome.clock, outcome.issue_type, outcome.dry_run)].append(outcome)
     order = {name: i for i, name in enumerate(CLOCKS)}
     result = []
@@ -523,8 +533,12 @@ def sla_attainment(db: Database, matrix: Matrix, *, dry_run: bool | None = None,
 def breach_reasons(db: Database, matrix: Matrix, *, dry_run: bool | None = None, since: datetime | None = None,
                    until: datetime | None = None, now: datetime | None = None) -> list[BreachReason]:
     """Breaches per level, clock and reason, most frequent first."""
+    return breach_reasons_of(clock_outcomes(db, matrix, dry_run=dry_run, since=since, until=until, now=now))
+
+
+def breach_reasons_of(outcomes: Iterable[ClockOutcome]) -> list[BreachReason]:
     counts: dict[tuple, int] = defaultdict(int)
-    for outcome in clock_outcomes(db, matrix, dry_run=dry_run, since=since, until=until, now=now):
+    for outcome in outcomes:
         if outcome.outcome == "breached":
             counts[(outcome.level, outcome.clock, outcome.breach_reason or "", outcome.dry_run)] += 1
     return [BreachReason(level, clock, reason, n, is_dry)
@@ -548,9 +562,9 @@ def time_in_level(db: Database, *, dry_run: bool | None = None, since: datetime 
     """Wall-clock time from each level entry in [since, until) to the ticket's next entry or the resolve
     milestone met at that entry, whichever came first; a stay that had ended by neither at `now` is open."""
     horizon = now or datetime.now(timezone.utc)
-    every_entry = level_entries(db, dry_run=dry_run)
+    every_entry = level_entries(db, dry_run=dry_run, since=since)
     ends = _stay_ends(every_entry)
-    met = _milestones(db, dry_run)
+    met = _milestones(db, dry_run, since)
     durations: dict[tuple, list[float]] = defaultdict(list)
     open_stays: dict[tuple, int] = defaultdict(int)
     for entry in every_entry:
@@ -653,23 +667,31 @@ def csat_around_incidents(db: Database, incident_levels: Sequence[str], *, windo
     when the ticket has no organization) in `window` before it started and after it was resolved.
     A rating counts for an incident when it has the incident's dry-run flag. Incidents with neither an
     organization nor a requester recorded (rows from before migration 0004) are left out."""
-    found = incidents(db, incident_levels, dry_run=dry_run, since=since, until=until)
-    query = select(CsatRow.organization, CsatRow.requester, CsatRow.rated_at, CsatRow.score, CsatRow.dry_run)
+    return _csat_around(db, incidents(db, incident_levels, dry_run=dry_run, since=since, until=until), window, dry_run)
+
+
+def _csat_around(db: Database, found: list[Incident], window: timedelta, dry_run: bool | None) -> list[IncidentCsat]:
+    if not found:
+        return []
+    query = select(CsatRow.organization, CsatRow.requester, CsatRow.rated_at, CsatRow.score, CsatRow.dry_run).where(
+        CsatRow.rated_at >= min(i.started_at for i in found) - window)
     if dry_run is not None:
         query = query.where(CsatRow.dry_run.is_(dry_run))
+    by_customer: dict[tuple, list[Any]] = defaultdict(list)
     with db.engine.connect() as conn:
-        ratings = conn.execute(query).all()
+        for rating in conn.execute(query):
+            customer = (f"organization {rating.organization}" if rating.organization
+                        else f"requester {rating.requester}" if rating.requester else None)
+            by_customer[(customer, bool(rating.dry_run))].append(rating)
     result = []
     for incident in found:
         if incident.organization:
             customer = f"organization {incident.organization}"
-            mine = [r for r in ratings if r.organization == incident.organization and bool(r.dry_run) == incident.dry_run]
         elif incident.requester:
             customer = f"requester {incident.requester}"
-            mine = [r for r in ratings if r.requester == incident.requester and not r.organization
-                    and bool(r.dry_run) == incident.dry_run]
         else:
             continue
+        mine = by_customer.get((customer, incident.dry_run), [])
         before = [r.score for r in mine if incident.started_at - window <= r.rated_at < incident.started_at]
         after = ([r.score for r in mine if incident.resolved_at <= r.rated_at <= incident.resolved_at + window]
                  if incident.resolved_at else [])
@@ -816,7 +838,9 @@ def build_report(db: Database, matrix: Matrix, *, since: datetime, until: dateti
         raise ValueError(f"incident level {', '.join(unknown)} is not a level of matrix {matrix.name!r} "
                          f"(levels: {', '.join(lv.id for lv in matrix.levels)})")
     window = dict(dry_run=dry_run, since=since, until=until)
-    around = csat_around_incidents(db, levels, window=csat_window, **window)
+    found = incidents(db, levels, **window)
+    around = _csat_around(db, found, csat_window, dry_run)
+    outcomes = clock_outcomes(db, matrix, now=now, **window)
     before = [c.before_score * c.before_ratings for c in around if c.before_ratings]
     after = [c.after_score * c.after_ratings for c in around if c.after_ratings]
     before_n = sum(c.before_ratings for c in around)
@@ -834,11 +858,11 @@ def build_report(db: Database, matrix: Matrix, *, since: datetime, until: dateti
         csat_before_incidents=sum(before) / before_n if before_n else None,
         csat_after_incidents=sum(after) / after_n if after_n else None,
         csat_by_escalation=csat_before_after_escalation(db, **window),
-        attainment=sla_attainment(db, matrix, now=now, **window),
-        top_breach_reasons=breach_reasons(db, matrix, now=now, **window)[:top_reasons],
+        attainment=attainment_of(outcomes),
+        top_breach_reasons=breach_reasons_of(outcomes)[:top_reasons],
         bypass_hits=bypass_hits(db, **window),
         entered_without_required_data=entered_without_required_data(db, **window),
-        incidents=incidents(db, levels, **window),
+        incidents=found,
         time_in_level=time_in_level(db, now=now, **window),
     )
 
