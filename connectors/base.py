@@ -5,7 +5,6 @@ edge, once; retry and dead-letter decisions in the core look only at these types
 """
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,34 +184,50 @@ class PostedComment:
     created_at: datetime | None = None
 
 
-def apply_reporting(connector: Any, ticket: Ticket, decision: Decision, progress: ApplyProgress | None) -> ApplyResult:
-    """`connector.apply`, with `progress` when the connector reports it (an optional keyword argument:
-    a connector that writes a decision in one request has nothing to report between requests)."""
-    if progress is not None and "progress" in inspect.signature(connector.apply).parameters:
-        return connector.apply(ticket, decision, progress=progress)
-    return connector.apply(ticket, decision)
+class ConnectorDefaults:
+    """What a connector answers where its vendor (or test double) offers nothing more. Every connector
+    derives from it, so the core calls each member of `Connector` unconditionally instead of probing."""
+
+    # Whether `field_changes` reads the vendor's change history (Zendesk: one audits request); without it
+    # the engine falls back to the ticket's `updated_at` and the pipeline asks nothing.
+    reads_field_history: ClassVar[bool] = False
+
+    def field_changes(self, ticket: Ticket) -> dict[str, datetime]:
+        """When each matrix attribute of `ticket` last changed, from the vendor's history; {} when unknown."""
+        return {}
+
+    def own_comments(self, ticket_id: str, since: datetime | None) -> list[PostedComment] | None:
+        """The comments the integration user posted after `since` (vendor time); None when this connector
+        cannot list them (one that writes a decision in one request: its comments are taken as written
+        with the fields)."""
+        return None
 
 
 @runtime_checkable
 class Connector(Protocol):
     vendor: str  # "zendesk" | "jira"
+    reads_field_history: ClassVar[bool]
 
     def fetch_ticket(self, ticket_id: str) -> Ticket:
         """Read the ticket from the vendor API and normalize it. Raises NotFound, Unauthorized, ..."""
 
-    def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
+    def apply(self, ticket: Ticket, decision: Decision, progress: ApplyProgress | None = None) -> ApplyResult:
         """Carry out the decision with as few writes as the vendor allows; zero when it writes nothing.
         `ticket` is the snapshot the decision was made from (its version_token guards concurrent edits:
-        a stale snapshot raises Conflict). A connector that needs several requests for one decision
-        takes an optional `progress: ApplyProgress` keyword and reports between them, and returns the
+        a stale snapshot raises Conflict). A connector that needs several requests for one decision reports
+        to `progress` between them (one that writes in one request has nothing to report) and returns the
         parts written in `ApplyResult.parts`."""
 
     def own_user_id(self) -> str | None:
         """The vendor user id the connector writes as; events by this actor are the service's own echoes."""
 
-    # Optional: own_comments(ticket_id, since) -> list[PostedComment] - the comments the integration user
-    # posted after `since` (vendor time). Crash recovery looks there for a reply or note it cannot see in
-    # the ticket's fields; a connector without it has its comments taken as written with the fields.
+    def own_comments(self, ticket_id: str, since: datetime | None) -> list[PostedComment] | None:
+        """The comments the integration user posted after `since` (vendor time), or None when the connector
+        cannot list them. Crash recovery looks there for a reply or note it cannot see in the ticket's
+        fields (see ConnectorDefaults)."""
+
+    def field_changes(self, ticket: Ticket) -> dict[str, datetime]:
+        """When each matrix attribute last changed (see ConnectorDefaults.reads_field_history)."""
 
     def changed_since(self, watermark: str | None) -> Iterator[tuple[str, str]]:
         """Catch-up scan: yield (ticket_id, new_watermark) for tickets changed since `watermark`

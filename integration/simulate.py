@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 from sqlalchemy import select
 
-from connectors.base import ApplyResult
+from connectors.base import ApplyProgress, ApplyResult, ConnectorDefaults
 from integration.engine import apply_to_ticket
 from integration.model import Decision, Ticket
 from integration.store.codec import from_json
@@ -30,7 +30,7 @@ def _carry_level_set_at(folded: Ticket, previous: Ticket | None) -> Ticket:
     return folded.with_(level_set_at=folded.updated_at) if folded.level else folded
 
 
-class OfflineConnector:
+class OfflineConnector(ConnectorDefaults):
     """No vendor credentials: tickets come from the stored webhook payloads, nothing is written.
 
     One payload only knows its own event (a comment webhook carries the reply, not the ticket's
@@ -108,7 +108,7 @@ class OfflineConnector:
                 payloads.append(data)
         return payloads
 
-    def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
+    def apply(self, ticket: Ticket, decision: Decision, progress: ApplyProgress | None = None) -> ApplyResult:
         return ApplyResult(writes=0, dry_run=True)
 
     def own_user_id(self) -> str | None:

@@ -695,13 +695,13 @@ def test_ticket_in_flight_is_written_through_its_pinned_versions_mappings(tmp_pa
         matrix: object = None
         built_for: list = dc_field(default_factory=list)
 
-        def apply(self, ticket, decision):
+        def apply(self, ticket, decision, progress=None):
             if decision.owner_group:
                 mapping = self.matrix.groups.get(decision.owner_group)
                 if mapping is None or mapping.zendesk is None:
                     raise Permanent(f"group {decision.owner_group!r} has no Zendesk id in this matrix")
                 written_groups.append((ticket.id, mapping.zendesk))
-            return super().apply(ticket, decision)
+            return super().apply(ticket, decision, progress)
 
     monkeypatch.setattr(runtime_module, "build_connector",
                         lambda vendor, settings, matrix, db=None: MappingFake(vendor, store=store, matrix=matrix))

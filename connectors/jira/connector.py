@@ -32,6 +32,7 @@ from connectors.base import (
     PART_REPLY,
     ApplyProgress,
     ApplyResult,
+    ConnectorDefaults,
     ConnectorError,
     NotFound,
     Permanent,
@@ -64,8 +65,8 @@ class _Identity:
     time_zone: str | None = None
 
 
-class JiraConnector:
-    vendor = VENDOR
+class JiraConnector(ConnectorDefaults):
+    vendor = VENDOR  # the changelog comes with the issue GET: no history request of its own
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from connectors.base import (
     PART_REPLY,
     ApplyProgress,
     ApplyResult,
+    ConnectorDefaults,
     Conflict,
     ConnectorError,
     NotFound,
@@ -58,8 +59,9 @@ class _Lookups:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class ZendeskConnector:
+class ZendeskConnector(ConnectorDefaults):
     vendor = VENDOR
+    reads_field_history = True  # ticket audits
 
     def __init__(
         self,

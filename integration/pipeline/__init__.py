@@ -37,8 +37,8 @@ Otherwise the stored state is committed as `recovered`, after sending what is mi
   call certainly did not reach the vendor (`ConnectorError.sent is False`: refused before sending,
   connect timeout, 429) is closed as `abandoned` at once and the next pass decides (and sends) again.
 The outcome of each part (written / visible / resent / unconfirmed / not sent / assumed) is kept on the
-row for `escalation history`. A connector without `own_comments` (a test double writing one request per
-decision) has its comments taken as written with the fields, and a note-only intent sent again.
+row for `escalation history`. A connector whose `own_comments` cannot list them (None: a test double writing one
+request per decision) has its comments taken as written with the fields, and a note-only intent sent again.
 
 Failures: transient errors are retried with backoff; permanent ones (and MAX_ATTEMPTS) dead-letter the
 pass's events, except a NotFound while a deletion/merge event of the ticket is pending (DELETION_EVENTS):

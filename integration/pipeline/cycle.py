@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from connectors.base import Conflict, Connector, Transient, apply_reporting
+from connectors.base import Conflict, Connector, Transient
 from integration.engine import BREACH_PREFIX, DEFAULT_PLACEMENT, MANUAL
 from integration.model import Decision, Ticket, TicketState, TimerSpec
 from integration.pipeline import claims
@@ -209,7 +209,7 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
             return PassResult("done", decision_id=decision_id)
         intent_id = write_intent(deps, decision, state_after, matrix, trigger, ticket)
         try:
-            result = apply_reporting(connector, ticket, decision, progress_recorder(deps, intent_id))
+            result = connector.apply(ticket, decision, progress=progress_recorder(deps, intent_id))
         except (Conflict, *PERMANENT_ERRORS) as exc:
             fresh = None
             if not certainly_not_sent(exc) and visible_checks(decision):
@@ -257,8 +257,7 @@ def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str
 
 
 def _with_field_changes(connector: Connector, ticket: Ticket) -> Ticket:
-    read = getattr(connector, "field_changes", None)
-    changes = read(ticket) if read is not None else {}
+    changes = connector.field_changes(ticket)
     if not changes:
         return ticket
     return ticket.with_(field_changed_at=changes, level_set_at=ticket.level_set_at or changes.get("level"))
@@ -268,8 +267,8 @@ def _with_level_history(connector: Connector, ticket: Ticket, state: TicketState
     """The ticket with `level_set_at` (when its level field got its value), read from the vendor's history
     only when this pass needs it: someone other than the service set a level that differs from the stored
     one, so the hand-set level's clocks start at that change and not at this pass's `now`. One request on
-    Zendesk (audits); none on Jira, whose issue GET already carries the changelog. A connector without
-    `field_changes` leaves the engine to fall back to the ticket's `updated_at`."""
+    Zendesk (audits); none on Jira, whose issue GET already carries the changelog. A connector whose
+    `field_changes` knows nothing ({}) leaves the engine to fall back to the ticket's `updated_at`."""
     shown, stored = ticket.level, state.level if state is not None else None
     if ticket.level_set_at is not None or not shown or not stored or shown.strip().casefold() == stored.casefold():
         return ticket
@@ -287,7 +286,7 @@ def _rule_entry_needs_history(connector: Connector, ticket: Ticket, state: Ticke
     cause = decision.rule_id or ""
     if cause in (MANUAL, DEFAULT_PLACEMENT) or cause.startswith(BREACH_PREFIX):
         return False
-    return hasattr(connector, "field_changes")
+    return connector.reads_field_history
 
 
 def fire_timer(timer_id: int, *, deps: PassDeps) -> str:

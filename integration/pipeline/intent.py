@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from connectors.base import PART_FIELDS, PART_NOTE, PART_REPLY, ApplyResult, Connector, ConnectorError, apply_reporting
+from connectors.base import PART_FIELDS, PART_NOTE, PART_REPLY, ApplyResult, Connector, ConnectorError
 from integration.model import Decision, Ticket, TicketState
 from integration.pipeline.commit import decision_row, finalize
 from integration.pipeline.deps import AlreadyFired, PassContext, PassDeps, RoundEnd, RoundOutcome
@@ -139,9 +139,8 @@ def part_outcomes(deps: PassDeps, connector: Connector, intent_id: int, decision
     if visible_checks(decision):
         outcome[PART_FIELDS] = ("written" if PART_FIELDS in written
                                 else "visible" if decision_visible(ticket, decision) else "unconfirmed")
-    lookup = getattr(connector, "own_comments", None)
     since = datetime.fromisoformat(progress["since"]) if progress.get("since") else None
-    comments = None
+    comments, listed = None, False
     missing: dict[str, str] = {}
     for part, text, public in ((PART_REPLY, decision.public_reply, True), (PART_NOTE, decision.internal_note, False)):
         if not text:
@@ -149,14 +148,14 @@ def part_outcomes(deps: PassDeps, connector: Connector, intent_id: int, decision
         if part in written:
             outcome[part] = "written"
             continue
-        if lookup is None:
+        if not listed:
+            comments, listed = connector.own_comments(ticket.id, since), True
+        if comments is None:  # a connector that cannot list its comments
             if part == PART_NOTE and _internal_only(decision):
                 missing[part] = text  # nothing else to look at: at least once
             else:
                 outcome[part] = "assumed"
             continue
-        if comments is None:
-            comments = lookup(ticket.id, since)
         # A Zendesk move that had to unassign appends a sentence to the note it sends (connectors.zendesk
         # unassign_note), so the note found on the ticket may be longer than the one decided.
         if any(c.public == public and (c.body.strip() == text.strip() or (not public and c.body.strip().startswith(text.strip())))
@@ -173,7 +172,7 @@ def part_outcomes(deps: PassDeps, connector: Connector, intent_id: int, decision
         return outcome, None
     comments_only = replace(decision, priority=None, owner_group=None, add_tags=(), remove_tags=(), field_updates={},
                             public_reply=missing.get(PART_REPLY), internal_note=missing.get(PART_NOTE))
-    result = apply_reporting(connector, ticket, comments_only, progress_recorder(deps, intent_id))
+    result = connector.apply(ticket, comments_only, progress=progress_recorder(deps, intent_id))
     outcome.update({part: "resent" for part in missing})
     return outcome, result
 

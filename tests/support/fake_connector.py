@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from connectors.base import ApplyResult, Conflict, NotFound
+from connectors.base import ApplyProgress, ApplyResult, Conflict, ConnectorDefaults, NotFound
 from integration.model import Decision, Person, Ticket
 
 BOT_USER_ID = "integration-bot"
@@ -123,7 +123,7 @@ class FileStore:
 
 
 @dataclass
-class FakeConnector:
+class FakeConnector(ConnectorDefaults):
     vendor: str
     store: Any = field(default_factory=MemoryStore)
     user_id: str | None = BOT_USER_ID
@@ -191,7 +191,7 @@ class FakeConnector:
             version_token=str(record["version"]),
         )
 
-    def apply(self, ticket: Ticket, decision: Decision) -> ApplyResult:
+    def apply(self, ticket: Ticket, decision: Decision, progress: ApplyProgress | None = None) -> ApplyResult:
         if self.apply_failures:
             raise self.apply_failures.pop(0)
         if not decision.writes_to_ticket:
