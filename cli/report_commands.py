@@ -291,7 +291,7 @@ def render_csv(report: Any) -> str:
 def register(group: click.Group) -> None:
     @group.command("report")
     @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-                  help="First day (UTC) of the period. Default: seven days before --until.")
+                  help="First day (UTC) of the period. Default: six days before --until (a week).")
     @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
                   help="Last day (UTC) of the period, included. Default: yesterday.")
     @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True)

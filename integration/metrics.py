@@ -12,11 +12,12 @@ What is counted, and from which table:
   `rule_id = manual`; a new ticket whose level field already named the level the rules chose counts as
   `placed`), or `moved_down` (a hand-made de-escalation: an entry, but not an escalation; it is not part
   of `escalations`). The entry time is the decision's `entered_at` (the vendor's time of the cause), else
-  its `decided_at`; `since`/`until` and ISO weeks use it. The organization is the ticket's as last seen
+  its `decided_at`; `since`/`until` and ISO weeks (in UTC) use it. The organization is the ticket's as last seen
   (`ticket_state.organization`).
 - **Time to acknowledge / diagnose / interim fix / resolve** (`clock_times`): `milestones`, from entering
   the level to meeting the milestone, as wall-clock seconds and as business seconds on the level's calendar
-  (`integration.clocks.level_calendar`; no calendar: 24x7, business = wall-clock). Time the ticket spent in
+  (`integration.clocks.level_calendar` of the matrix passed in, the configured one for the CLI; no
+  calendar: 24x7, business = wall-clock). Time the ticket spent in
   a pause status is not subtracted (the milestone row does not record it).
 - **SLA attainment** (`sla_attainment`, `breach_reasons`): each clock a level entry started
   (`decision.start_clocks`, with the target and calendar the matrix version of the time gave it; a
