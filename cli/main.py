@@ -8,6 +8,7 @@ from cli import (
     alert_commands,  # notify test, alerts list/retry/send
     engine_commands,  # explain, simulate
     matrix_commands,  # validate
+    replay_commands,  # snapshots export, replay
     report_commands,  # report
     service_commands,  # serve, worker, events, reconcile
     sla_commands,  # sla plan/apply/check
@@ -15,7 +16,7 @@ from cli import (
 
 # Modules that define a `register(group: click.Group)` function, in help order.
 COMMAND_MODULES = (matrix_commands, engine_commands, service_commands, sla_commands, admin_commands, report_commands,
-                   alert_commands)
+                   alert_commands, replay_commands)
 
 
 @click.group()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.ratelimit import shared_redis_url
 from connectors.vendors import PLUGINS
-from integration import alerts
+from integration import alerts, snapshots
 from integration.catchup import DatabaseWatermarks, catch_up
 from integration.events import add_hint
 from integration.pipeline import process_ticket
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 1000
-PERIODIC_JOBS = ("periodic:reconcile", "periodic:scan", "periodic:sla_sync", "periodic:alerts")
+PERIODIC_JOBS = ("periodic:reconcile", "periodic:scan", "periodic:sla_sync", "periodic:alerts",
+                 "periodic:snapshots")
+SNAPSHOT_PRUNE_SECONDS = 3600.0
 
 
 def catch_up_scan(runtime: Runtime, *, inline: bool = False) -> int:
@@ -75,6 +77,15 @@ def sla_sync(runtime: Runtime) -> None:
             log.info("SLA sync: %s SLA policies updated from the matrix", vendor)
 
 
+def prune_snapshots(runtime: Runtime) -> int:
+    """Ticket snapshots older than SNAPSHOT_RETENTION_DAYS go (integration.snapshots)."""
+    removed = snapshots.prune(runtime.db, runtime.settings.snapshot_retention_days,
+                               runtime.deps().now())
+    if removed:
+        log.info("snapshots: pruned %d older than %d days", removed, runtime.settings.snapshot_retention_days)
+    return removed
+
+
 def describe_periodic_jobs(settings: Settings) -> str:
     """One line for the worker log. huey's own "Periodic tasks are disabled." only means that huey's
     periodic tasks are not used: these jobs run in PeriodicJobs instead."""
@@ -114,6 +125,7 @@ class PeriodicJobs:
             ("periodic:scan", float(settings.scan_interval_seconds), lambda: catch_up_scan(self.runtime)),
             ("periodic:sla_sync", float(settings.sla_sync_interval_seconds), lambda: sla_sync(self.runtime)),
             ("periodic:alerts", alerts.ALERT_SWEEP_SECONDS, self.runtime.send_alerts),
+            ("periodic:snapshots", SNAPSHOT_PRUNE_SECONDS, lambda: prune_snapshots(self.runtime)),
         ]
 
     def tick(self, now: float) -> list[str]:

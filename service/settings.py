@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Where every worker shares the vendors' client-side request budgets (connectors.ratelimit); unset: a
     # redis:// QUEUE_URL, else a PostgreSQL DATABASE_URL, else one budget per process.
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    # Ticket snapshots (integration.snapshots, for `escalation replay`) older than this are pruned by the
+    # worker's periodic jobs.
+    snapshot_retention_days: int = Field(90, alias="SNAPSHOT_RETENTION_DAYS", gt=0)
 
     @field_validator("sla_sync", mode="before")
     @classmethod

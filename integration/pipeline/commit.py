@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from integration import alerts
+from integration import alerts, snapshots
 from integration.model import Decision, Ticket, TicketState
 from integration.pipeline.claims import mark_events
 from integration.pipeline.deps import RESOLVED, AlreadyFired, PassContext, PassDeps, RoundEnd, RoundOutcome, direction
@@ -80,6 +80,9 @@ def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ti
         # Alerts outside the ticket (notify:): outbox rows in this same commit, sent later by the worker.
         alerts.record_for_finalize(session, ctx.matrix, ticket, outcome, timer_id=ctx.timer_id,
                                    decision_id=decision_id, dry_run=ctx.dry_run, now=now)
+        # The ticket this round decided on, for `escalation replay` (integration.snapshots).
+        snapshots.record(session, ticket, taken_at=now, trigger=ctx.trigger, matrix_version=ctx.matrix.version,
+                         decision_id=decision_id, dry_run=ctx.dry_run)
         if ctx.event_ids and ctx.owner:
             mark_events(session, ctx.owner, list(ctx.event_ids), "done", now, decision_id=decision_id)
     return decision_id

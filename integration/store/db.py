@@ -250,6 +250,28 @@ class CsatRow(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)  # recorded by a dry-run pass (0004)
 
 
+class SnapshotRow(Base):
+    """The ticket a pass decided on, as the connector normalized it (integration.snapshots): zlib-compressed
+    compact JSON, no credentials. `escalation replay` re-runs a draft matrix over these; pruned after
+    SNAPSHOT_RETENTION_DAYS. `decision_id` is the decision row the pass wrote (None: it decided nothing)."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (
+        Index("ix_snapshots_ticket", "vendor", "ticket_id", "taken_at"),
+        Index("ix_snapshots_taken_at", "taken_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    vendor: Mapped[str] = mapped_column(String(16))
+    ticket_id: Mapped[str] = mapped_column(String(64))
+    taken_at: Mapped[datetime] = mapped_column(UtcDateTime)  # the pass's time (its `now`)
+    trigger: Mapped[str] = mapped_column(String(80))  # "events", "timer:<id>"
+    matrix_version: Mapped[str] = mapped_column(String(64))
+    decision_id: Mapped[int | None] = mapped_column(BigId)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    ticket: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class LeaseRow(Base):
     """Named leases: one worker per ticket at a time; one consumer runs each periodic job."""
 
