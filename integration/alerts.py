@@ -228,6 +228,13 @@ def events_of(matrix: Matrix, ticket: Ticket, state_before: TicketState | None, 
                                     time_left=facts.get("time_left"), overdue=facts.get("overdue"),
                                     elapsed=facts.get("elapsed"), target=facts.get("target"),
                                     customer_updated=bool(decision.public_reply)))
+    if timer is not None and decision is not None and not decision.is_empty and timer.kind == "role" \
+            and (timer.fraction or 1) == 1:
+        # A role's deadline passed unfilled (integration.clocks): alerted at the deadline, not at each reminder.
+        level = _level_of(matrix, timer.level)
+        if level is not None:
+            found.append(AlertEvent("role_missing", level.id, before.entered_level_at, clock=timer.clock or "",
+                                    detail="deadline", missing_roles=(timer.clock or "",)))
     # A level change, not any change of `entered_level_at`: a later pass may re-anchor the same stay to a
     # vendor time (a hand-set level's audit read), which is not a second entry.
     entered = bool(state_after.level) and state_after.entered_level_at is not None and before.level != state_after.level
@@ -273,6 +280,8 @@ def build_message(loaded: LoadedMatrix, ticket: Ticket, alert: AlertEvent, chann
     labels = [context_label for context_label in (r["label"] for r in context["level"]["roles"]
                                                   if r["name"] in alert.missing_roles)]
     title = f"[{level.id}] Ticket {ticket.id}: " + _EVENT_TITLES.get(alert.event, alert.event).format(level=level.id)
+    if alert.event == "role_missing" and alert.clock:  # a role's deadline passed (integration.clocks ROLE timer)
+        title = f"[{level.id}] Ticket {ticket.id}: no {', '.join(labels) or alert.clock} by the role's deadline"
     lines = [f"Ticket {ticket.id}" + (f" \"{ticket.subject}\"" if ticket.subject else "")
              + f" is at {level.id} ({level.name}), owner group {owner}."]
     if alert.event == "warning" and alert.clock:

@@ -30,6 +30,11 @@ Breach: the clock goes into `state.pending_breaches` and `integration.engine.dec
 level's `on_breach` policy and its required-data gate; the internal note says which clock breached by how
 much. Each clock breaches once per level.
 
+Role deadlines (`roles:` entries with `within`): a role still empty `within` after the level entry (business
+time of the level's calendar; pauses do not stretch it) gets an internal reminder to the owner group, again
+every `within` until it is filled; the first reminder also escalates to the role's `on_missing` level. A
+role filled by then ends it: the timer finds it filled and does nothing, and plans no further reminder.
+
 Customer-update cadence (`update_cadence` on a level): `every` after the latest of (entering the level,
 the last public agent update, the last cadence message, the end of the last pause), `mode: send` posts
 the cadence template as a public reply, `mode: remind` an internal note. A public update that went out in
@@ -56,6 +61,7 @@ WARNING = "warning"
 BREACH = "breach"
 CADENCE = "cadence"
 CADENCE_CLOCK = "update_cadence"
+ROLE = "role"  # a role's deadline (`roles: {name: {within: ...}}`); the timer's clock is the role's attribute
 RESOLVED_STATUSES = frozenset({"solved", "closed"})
 # A timer that fires this close to its clock's current due time counts as on time: huey's eta and the
 # reconciler are not exact, and a clock computed a second later must not look "not yet due".
@@ -260,6 +266,10 @@ def _timers_for(state: TicketState, ticket: Ticket, matrix: Matrix, decision: De
                 due = due_at(book, calendar, seconds * fraction + offset)
                 specs.append(TimerSpec(kind=WARNING, clock=clock, due_at=due, fraction=fraction, **common))
         specs.append(TimerSpec(kind=BREACH, clock=clock, due_at=due_at(book, calendar, seconds + offset), fraction=1.0, **common))
+    for name, role in level.roles.items():
+        if role.within is not None and f"role:{name}:1" not in book.alerts and is_empty_value(ticket.attribute(name)):
+            due = add_business_time(calendar, book.entered_at, role.within.total_seconds())
+            specs.append(TimerSpec(kind=ROLE, clock=name, due_at=due, fraction=1.0, **common))
     cadence = cadence_due(book, calendar, level, ticket, state)
     if cadence is not None:
         specs.append(TimerSpec(kind=CADENCE, clock=CADENCE_CLOCK, due_at=cadence, fraction=None, **common))
@@ -361,6 +371,8 @@ def on_timer(timer: TimerSpec, ticket: Ticket, state: TicketState, matrix: Matri
     firing = _Firing(timer, ticket, tracked, changed_state, matrix, level, calendar, book, now, version)
     if timer.kind == CADENCE:
         return _on_cadence(firing)
+    if timer.kind == ROLE:
+        return _on_role(firing)
     if timer.kind not in (WARNING, BREACH):
         log.warning("unknown timer kind %r for %s %s", timer.kind, timer.vendor, timer.ticket_id)
         return TimerOutcome(state=changed_state)
@@ -500,3 +512,46 @@ def _on_cadence(firing: _Firing) -> TimerOutcome:
     next_due = cadence_due(ClockBook.of(new_state), calendar, level, ticket, new_state)
     schedule = [replace_due(timer, next_due)] if next_due else []
     return TimerOutcome(decision=decision, state=new_state, schedule=schedule)
+
+
+def _on_role(firing: _Firing) -> TimerOutcome:
+    """A role's deadline (or a later reminder) came: remind the owner group while the role is still empty;
+    the first reminder escalates to the role's `on_missing` level. Reminder n is `timer.fraction` == n."""
+    timer, ticket, state, changed_state = firing.timer, firing.ticket, firing.state, firing.changed_state
+    matrix, level, calendar, book = firing.matrix, firing.level, firing.calendar, firing.book
+    now, version = firing.now, firing.version
+    name = timer.clock or ""
+    role = level.roles.get(name)
+    if role is None or role.within is None or not is_empty_value(ticket.attribute(name)):
+        return TimerOutcome(state=changed_state)
+    number = int(timer.fraction or 1)
+    key = f"role:{name}:{number}"
+    if key in book.alerts:
+        return TimerOutcome(state=changed_state)
+    label = compile_matrix(matrix, version).label(name)
+    note = (f"Role missing: {ticket.id} has no {label} {format_duration(role.within * number)} after entering "
+            f"{level.id} ({level.name}); the deadline is {format_duration(role.within)}. "
+            f"{_owner(matrix, level, ticket)}: please assign the {label} now.")
+    marked = replace(book, alerts=book.alerts | {key}).store(state)
+    next_reminder = replace(timer, due_at=add_business_time(calendar, timer.due_at, role.within.total_seconds()),
+                            fraction=float(number + 1), timer_id=None)
+    if number == 1 and role.on_missing is not None:
+        missing = marked.with_(pending_breaches=tuple(marked.pending_breaches) + (f"{ROLE}:{name}",))
+        decision = decide(ticket, missing, matrix, now, version=version, breached_at=timer.due_at)
+        if decision.to_level:
+            note += f" Escalated to {decision.to_level} (on_missing)."
+        elif decision.held_level:
+            note += f" The escalation to {decision.held_level} (on_missing) is on hold for missing data."
+        decision = replace(decision, internal_note=_join_notes(note, decision.internal_note),
+                           reason=decision.reason or f"role missing {name}")
+        new_state = track(next_state(missing, ticket, decision), ticket, matrix, now)
+        if new_state.level != state.level:
+            return TimerOutcome(decision=decision, state=new_state,
+                                schedule=plan_timers(missing, new_state, decision, ticket, matrix, now))
+        return TimerOutcome(decision=decision, state=new_state, schedule=[next_reminder])
+    decision = _decision(state, now, version, reason=f"role missing {name}", internal_note=note)
+    return TimerOutcome(decision=decision, state=marked, schedule=[next_reminder])
+
+
+def _join_notes(*notes: str | None) -> str:
+    return "\n\n".join(n for n in notes if n)

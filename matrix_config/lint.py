@@ -74,6 +74,7 @@ def lint(loaded: LoadedMatrix) -> list[Finding]:
     _unused(matrix, out)
     _gate(matrix, out)
     _alerts(matrix, out)
+    _roles(matrix, out)
 
     def order(f: Finding) -> tuple[int, int, int]:
         _, line, col = f.location.rsplit(":", 2)
@@ -510,3 +511,19 @@ def _alerts(matrix: Matrix, out: _Collector) -> None:
 
 
 __all__ = ["Finding", "lint", "shadowing_rule"]
+
+
+def _roles(matrix: Matrix, out: _Collector) -> None:
+    """A role without a deadline at a level with an acknowledge target: nothing checks it is filled in time."""
+    for i, level in enumerate(matrix.levels):
+        acknowledge = level.sla.acknowledge
+        if acknowledge is None:
+            continue
+        as_list = out.loaded.source_map is not None and isinstance(
+            out.loaded.source_map.value_at(("levels", i, "roles")), list)
+        for j, (name, role) in enumerate(level.roles.items()):
+            if role.within is None:
+                out.add("warning", ("levels", i, "roles", j if as_list else name),
+                        f"role '{name}' has no deadline although {level.id} must be acknowledged within "
+                        f"{format_duration(acknowledge)}: give it `within:` (e.g. {{within: "
+                        f"{format_duration(acknowledge)}}}) so an unfilled role is reminded and alerted")

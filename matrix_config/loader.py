@@ -514,8 +514,16 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
                          "a level with required_data needs a `data_request` template to ask the customer for it",
                          at_key=True))
         check_template(base + ("data_request",), level.data_request)
-        for j, name in enumerate(level.roles):
-            check_attribute(base + ("roles", j), name)
+        roles_as_list = isinstance(source_map.value_at(base + ("roles",)), CommentedSeq)
+        for j, (name, role) in enumerate(level.roles.items()):
+            check_attribute(base + ("roles", j if roles_as_list else name), name, at_key=not roles_as_list)
+            if role.on_missing is not None:
+                where = base + ("roles", name, "on_missing")
+                if role.on_missing not in level_ids:
+                    add(_Problem(where, _unknown("level", role.on_missing, level_ids)))
+                elif level_ids.index(role.on_missing) <= i:
+                    add(_Problem(where, f"on_missing escalates: name a level above {level.id}, "
+                                        f"not '{role.on_missing}'"))
         if level.update_cadence is not None:
             check_template(base + ("update_cadence", "template"), level.update_cadence.template)
         check_template(base + ("on_enter", "reply"), level.on_enter.reply)

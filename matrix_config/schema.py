@@ -202,6 +202,39 @@ class OnEnter(Strict):
     note: Identifier | None = None  # internal note template for the owner group
 
 
+class Role(Strict):
+    """A person the level needs (`roles:` entry): `within` after entering the level the attribute must be
+    filled, else the owner group is reminded (again every `within` until it is) and the `role_missing`
+    alert goes out; `on_missing` escalates to that level at the first reminder."""
+
+    within: Duration | None = None
+    on_missing: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _on_missing_needs_within(self) -> "Role":
+        if self.on_missing is not None and self.within is None:
+            raise ValueError("`on_missing` needs `within`: the deadline after which the role counts as missing")
+        return self
+
+
+def _roles_as_mapping(value: Any) -> Any:
+    # The original form, `roles: [incident_commander, customer_contact]`, stays valid: roles without deadlines.
+    if isinstance(value, list):
+        return {name: {} if isinstance(name, str) else name for name in value}
+    return {name: ({} if spec is None else spec) for name, spec in value.items()} if isinstance(value, dict) else value
+
+
+def _dump_roles(roles: dict[str, Role]) -> Any:
+    # Roles without deadlines dump as the plain list they were written as, so the matrix version of a matrix
+    # written before deadlines existed does not change.
+    if all(spec == Role() for spec in roles.values()):
+        return list(roles)
+    return {name: spec.model_dump(mode="json", exclude_none=True) for name, spec in roles.items()}
+
+
+Roles = Annotated[dict[str, Role], BeforeValidator(_roles_as_mapping), PlainSerializer(_dump_roles)]
+
+
 class Level(Strict):
     id: Identifier
     name: str
@@ -210,7 +243,8 @@ class Level(Strict):
     sla: SlaTargets = SlaTargets()
     required_data: list[str] = Field(default_factory=list)  # attribute names that must be filled to enter
     data_request: Identifier | None = None  # template asking the customer for the missing data
-    roles: list[str] = Field(default_factory=list)  # attribute names (fields) naming people, e.g. incident_commander
+    # attribute names (fields) naming people, e.g. incident_commander, each with an optional deadline
+    roles: Roles = Field(default_factory=dict)
     update_cadence: UpdateCadence | None = None
     on_enter: OnEnter = OnEnter()
     on_breach: dict[ClockName, Identifier] = Field(default_factory=dict)  # clock -> level to escalate to

@@ -376,8 +376,10 @@ def test_a_redelivered_webhook_and_a_timer_fired_twice_add_no_alert(rig):
     rig.send()
     rig.send()
     assert [r.json()["event"] for r in rig.hook.requests] == ["breach"]
-    assert len(rig.slack.accepted()) == 3  # entered, roles, breach (the 50/75/90 % warnings were never fired)
-    assert len(rig.rows()) == len({r.dedupe_key for r in rig.rows()}) == 6
+    # entered, roles, breach, and the two role deadlines (15m) that passed unfilled (the 50/75/90 % warnings
+    # were never fired)
+    assert len(rig.slack.accepted()) == 5
+    assert len(rig.rows()) == len({r.dedupe_key for r in rig.rows()}) == 8
 
 
 def test_the_same_breach_recorded_twice_is_one_outbox_row(rig):
@@ -440,9 +442,9 @@ def test_a_worker_killed_mid_pass_sends_the_breach_alert_once(rig):
         deliver_due(rig.runtime.db, now=rig.clock, current=rig.runtime.matrix, send=killed_sender)
     assert rig.send().sent == 0  # still leased by the killed sender
     rig.clock.advance(alerts.ALERT_LEASE_SECONDS + 1)
-    assert rig.send().sent == 3
+    assert rig.send().sent == 5  # the breach on three channels, the two 15m role deadlines on Slack
     assert rig.send().sent == 0
-    assert len(rig.slack.accepted()) == before + 1
+    assert len(rig.slack.accepted()) == before + 3
     assert [r.json()["event"] for r in rig.hook.accepted()] == ["breach"]
     assert len(rig.smtp.messages) == 1
 

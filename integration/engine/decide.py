@@ -132,6 +132,9 @@ def _cause_text(compiled: CompiledMatrix, cause: str, from_level: str | None, to
         if from_level:
             return f"Level {to_level} set by hand (was {from_level}); matrix version {version}."
         return f"Placed at {to_level}, the level already set on the ticket; matrix version {version}."
+    if cause.startswith(BREACH_PREFIX + "role:"):
+        role = cause[len(BREACH_PREFIX) + 5:]
+        return f"{moved}: no {compiled.label(role)} by the role's deadline at {from_level}; matrix version {version}."
     if cause.startswith(BREACH_PREFIX):
         clock = cause[len(BREACH_PREFIX):]
         target = ""
@@ -356,8 +359,10 @@ def _target_and_cause(p: _Pass) -> tuple[str, str | None]:
     best = levels[current].position
     candidates: list[tuple[str, str]] = []
     on_breach = levels[current].level.on_breach
+    roles = levels[current].level.roles
     for clock in state.pending_breaches:
-        to = on_breach.get(clock)
+        # "role:<name>": the role's deadline passed unfilled (integration.clocks); its `on_missing` applies.
+        to = roles[clock[5:]].on_missing if clock.startswith("role:") and clock[5:] in roles else on_breach.get(clock)
         if to in levels:
             candidates.append((to, BREACH_PREFIX + clock))
     ceiling = state.manual_rule_level if state.manual_rule_level in levels else None
