@@ -51,6 +51,7 @@ from pydantic import AfterValidator, BeforeValidator, PlainSerializer, TypeAdapt
 
 from integration.calendar import add_business_time, business_seconds_between
 from integration.engine import compile_matrix, decide, is_empty_value, next_state, template_context
+from integration.incident import digest_context
 from integration.model import Decision, Ticket, TicketState, TimerOutcome, TimerSpec
 from matrix_config.schema import Calendar, Level, Matrix, format_duration
 from matrix_config.templates import TemplateRenderError, render_template
@@ -318,9 +319,39 @@ def _owner(matrix: Matrix, level: Level, ticket: Ticket) -> str:
     return str(template_context(compile_matrix(matrix), ticket, level.id)["level"]["owner"])
 
 
-def _render(matrix: Matrix, name: str, level: Level, ticket: Ticket, clock: Mapping[str, Any], version: str) -> str:
-    context = template_context(compile_matrix(matrix, version), ticket, level.id, clock=clock)
+def _render(matrix: Matrix, name: str, level: Level, ticket: Ticket, clock: Mapping[str, Any], version: str,
+            *, state: TicketState | None = None, now: datetime | None = None) -> str:
+    incident = None
+    if state is not None and now is not None:
+        incident = digest_context(matrix, ticket, state, clock_report(state, ticket, matrix, now), level)
+    context = template_context(compile_matrix(matrix, version), ticket, level.id, clock=clock, incident=incident)
     return render_template(matrix, name, context)
+
+
+def clock_report(state: TicketState, ticket: Ticket, matrix: Matrix, now: datetime) -> list[dict[str, Any]]:
+    """Each SLA clock of the ticket's level as templates and reports show it: {name, target, remaining,
+    overdue_by, state}; state is `met`, `breached` (ran out, not met), `paused` or `running`."""
+    level = _level_of(matrix, state.level)
+    if level is None or state.entered_level_at is None:
+        return []
+    calendar = level_calendar(matrix, level)
+    book = ClockBook.of(track(state, ticket, matrix, now))
+    met = state.milestones or {}
+    out = []
+    for clock, target in level.sla.items():
+        seconds = target.total_seconds()
+        left = seconds - (active_seconds(book, calendar, now) - book.offset(clock))
+        if clock in met:
+            condition = "met"
+        elif left <= 0 or f"{clock}:breach" in book.alerts:
+            condition = "breached"
+        else:
+            condition = "paused" if book.paused_since is not None else "running"
+        out.append({"name": clock, "target": format_duration(target),
+                    "remaining": _human(left) if condition in ("running", "paused") else None,
+                    "overdue_by": _human(-left) if condition == "breached" and left < 0 else None,
+                    "state": condition})
+    return out
 
 
 def _decision(state: TicketState, now: datetime, version: str, **fields: Any) -> Decision:
@@ -487,7 +518,7 @@ def _on_cadence(firing: _Firing) -> TimerOutcome:
     failure = None
     if cadence.mode == "send":
         try:
-            text = _render(matrix, cadence.template, level, ticket, clock, version)
+            text = _render(matrix, cadence.template, level, ticket, clock, version, state=state, now=now)
         except TemplateRenderError as exc:
             text, failure = None, exc.message
     if cadence.mode == "send" and text:
@@ -498,7 +529,7 @@ def _on_cadence(firing: _Firing) -> TimerOutcome:
         text = None
         if cadence.template and cadence.mode == "remind":
             try:
-                text = _render(matrix, cadence.template, level, ticket, clock, version)
+                text = _render(matrix, cadence.template, level, ticket, clock, version, state=state, now=now)
             except TemplateRenderError as exc:
                 failure = exc.message
         if not text:

@@ -584,6 +584,12 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
         elif signal.equals is not None:
             add(_Problem(("milestones", clock, "equals"), "`equals` needs a `field` to compare", at_key=True))
 
+    if matrix.incident is not None:
+        if matrix.incident.eta is not None:
+            check_attribute(("incident", "eta"), matrix.incident.eta)
+        for j, name in enumerate(matrix.incident.blockers):
+            check_attribute(("incident", "blockers", j), name)
+
     check_calendar(("clocks", "calendar"), matrix.clocks.calendar)
     for name, calendar in matrix.calendars.items():
         try:

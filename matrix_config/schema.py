@@ -495,6 +495,14 @@ class Notify(Strict):
     routes: list[AlertRoute] = Field(default_factory=list)
 
 
+# ------------------------------------------------------------------------------------ incidents
+class IncidentSettings(Strict):
+    """The incident lifecycle at the levels with roles (integration.incident): what status digests report."""
+
+    eta: Identifier | None = None  # attribute holding the current (revised) ETA agents keep up to date
+    blockers: list[Identifier] = Field(default_factory=list)  # attributes describing what blocks progress
+
+
 # ------------------------------------------------------------------------------------ the matrix
 # Names a template may use. Each maps to the keys it offers (None = any key, e.g. ticket.fields.*).
 TEMPLATE_CONTEXT: dict[str, dict[str, Any] | None] = {
@@ -509,6 +517,11 @@ TEMPLATE_CONTEXT: dict[str, dict[str, Any] | None] = {
     "rule": {"id": None, "description": None},
     "clock": {"name": None, "target": None, "elapsed": None, "overdue_by": None, "fraction": None},
     "matrix": {"name": None, "version": None},
+    # Where the incident stands (integration.incident), for status digests; empty lists / None when unknown:
+    # milestones: list of {name, label, met, at}; clocks: list of {name, target, remaining, overdue_by, state}
+    # (state: met, running, paused, breached); eta: the `incident.eta` attribute's value; blockers: list of
+    # {name, label, value} for the `incident.blockers` attributes that are filled; last_public_update: a time.
+    "milestones": None, "clocks": None, "eta": None, "blockers": None, "last_public_update": None,
     # Alert templates only (notify.routes[].template): the event and where the ticket stands.
     "alert": {"event": None, "channel": None, "level": None, "clock": None, "time_left": None, "overdue_by": None,
               "missing_roles": None, "summary": None},
@@ -530,6 +543,7 @@ class Matrix(Strict):
     calendars: dict[Identifier, Calendar] = Field(default_factory=dict)
     vendors: Vendors = Vendors()
     notify: Notify | None = None  # alerts outside the ticket (integration.alerts)
+    incident: IncidentSettings | None = None  # incident lifecycle (integration.incident)
 
     # Cross-reference checks live in matrix_config.loader/lint so each error can point at its own line.
 
@@ -548,7 +562,8 @@ class Matrix(Strict):
 
     def version(self) -> str:
         """Content hash: the same matrix gives the same version whatever its comments or key order."""
-        # A matrix without `notify:` keeps the version it had before alerts existed.
-        data = self.model_dump(mode="json", exclude={"notify"} if self.notify is None else None)
+        # A matrix without `notify:` (`incident:`) keeps the version it had before alerts (incidents) existed.
+        unset = {name for name in ("notify", "incident") if getattr(self, name) is None}
+        data = self.model_dump(mode="json", exclude=unset or None)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]

@@ -455,6 +455,26 @@ def _label(matrix: Matrix, name: str) -> str:
     return mapping.label if mapping is not None and mapping.label else name.replace("_", " ")
 
 
+def _incident_sample(matrix: Matrix, level: Level) -> dict[str, Any]:
+    clocks = list(level.sla.items()) or [("acknowledge", timedelta(hours=1))]
+    incident = matrix.incident
+    return {
+        "milestones": [{"name": name, "label": MILESTONE_LABELS[name], "met": i == 0,
+                        "at": "2026-01-05 09:30 UTC" if i == 0 else None} for i, (name, _) in enumerate(clocks)],
+        "clocks": [{"name": name, "target": format_duration(target), "remaining": None if i == 0 else "30m",
+                    "overdue_by": None, "state": "met" if i == 0 else "running"} for i, (name, target) in enumerate(clocks)],
+        "eta": _sample_value(incident.eta) if incident and incident.eta else None,
+        "blockers": [{"name": name, "label": _label(matrix, name), "value": _sample_value(name)}
+                     for name in (incident.blockers if incident else [])],
+        "last_public_update": "2026-01-05 09:30 UTC",
+    }
+
+
+# How digests and reports name a met milestone (integration.incident uses the same words).
+MILESTONE_LABELS: dict[str, str] = {"acknowledge": "Acknowledged", "diagnose": "Diagnosed",
+                                    "interim_fix": "Interim fix in place", "resolve": "Resolved"}
+
+
 def sample_context(matrix: Matrix, level: Level, *, previous: Level | None = None, rule_id: str | None = None,
                    with_clock: bool = True, version: str | None = None, with_alert: bool = False) -> dict[str, Any]:
     """Sample data shaped like `TEMPLATE_CONTEXT`, for test-rendering `level`'s templates.
@@ -499,6 +519,8 @@ def sample_context(matrix: Matrix, level: Level, *, previous: Level | None = Non
             "fraction": 1.0,
         } if with_clock else None,
         "matrix": {"name": matrix.name, "version": version or matrix.version()},
+        # Where the incident stands (integration.incident.digest_context fills these in for real tickets).
+        **_incident_sample(matrix, level),
         # Alert templates only (with_alert): what integration.alerts fills in.
         "alert": {
             "event": "breach", "channel": "sample_channel", "level": level.id, "clock": first_clock[0],

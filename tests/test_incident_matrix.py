@@ -22,6 +22,9 @@ ERRORS = {
     "name a level above L2, not 'L1'",
     "role_on_missing_without_within.yaml": "35:28: levels[0].roles.incident_commander.on_missing: `on_missing` needs "
     "`within`: the deadline after which the role counts as missing",
+    "incident_unknown_blocker.yaml": "42:14: incident.blockers[0]: unknown attribute 'blocked_by': attributes are "
+    "channel, group, issue_type, level, organization, priority, requester_email, status, subject, tags; declare it "
+    "under `fields:`",
     "role_bad_within.yaml": "44:36: levels[1].roles.incident_commander.within: invalid duration 'soon': use d/h/m "
     "units, e.g. '30m', '4h', '2d', '1h30m'",
 }

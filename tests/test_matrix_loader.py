@@ -92,7 +92,8 @@ def test_schema_errors_are_sorted_and_each_on_its_line() -> None:
          "m.yaml:50:16: calendars.office.holidays[0]: invalid date '2026-13-01': month must be in 1..12"),
         ("{{ ticket.id }} and", "{{ tickt.id }} and",
          "m.yaml:48:79: templates.received: unknown placeholder 'tickt' (did you mean 'ticket'?): templates may use "
-         "alert, clock, level, matrix, missing, previous_level, rule, ticket"),
+         "alert, blockers, clock, clocks, eta, last_public_update, level, matrix, milestones, missing, previous_level, "
+         "rule, ticket"),
         ("  - id: L2\n", "  - id: L2\n   bad: indent\n",
          "m.yaml:34:4: (yaml): while parsing a block collection: expected <block end>, but found "
          "'<block mapping start>'"),

@@ -222,8 +222,8 @@ def test_placeholders_and_their_check() -> None:
     ) == {"ticket.requester.name", "missing", "ticket.fields.x"}
     problems = check_template_source("ok {{ ticket.fields.anything }}\n{{ tickt.id }} {{ level.colour }}")
     assert [p.message for p in problems] == [
-        "unknown placeholder 'tickt' (did you mean 'ticket'?): templates may use alert, clock, level, matrix, missing, "
-        "previous_level, rule, ticket",
+        "unknown placeholder 'tickt' (did you mean 'ticket'?): templates may use alert, blockers, clock, clocks, eta, "
+        "last_public_update, level, matrix, milestones, missing, previous_level, rule, ticket",
         "unknown placeholder 'level.colour': level has id, name, owner, priority, required_data, roles, sla, update_every",
     ]
 

@@ -174,9 +174,11 @@ def template_context(
     missing: Sequence[str] = (),
     rule_id: str | None = None,
     clock: Mapping[str, Any] | None = None,
+    incident: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Plain dicts in the shape of `matrix_config.schema.TEMPLATE_CONTEXT` (also for the timer code's
-    cadence and warning templates)."""
+    cadence and warning templates). `incident`: milestones, clocks, eta, blockers, last_public_update
+    (integration.incident.digest_context); without it they are empty."""
     info = compiled.levels[level_id]
     level_dict = dict(info.context_base)
     level_dict["owner"] = compiled.group_label(owner_group(info, ticket))
@@ -207,6 +209,8 @@ def template_context(
         "rule": {"id": rule.rule.id, "description": rule.rule.description} if rule else None,
         "clock": dict(clock) if clock is not None else None,
         "matrix": compiled.matrix_context,
+        "milestones": [], "clocks": [], "eta": None, "blockers": [], "last_public_update": None,
+        **(incident or {}),
     }
 
 
