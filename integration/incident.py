@@ -13,12 +13,13 @@ Times are shown in the level's calendar time zone (UTC without a calendar), e.g.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 from integration.engine import compile_matrix, is_empty_value
-from integration.model import Ticket, TicketState
+from integration.model import Decision, Person, Ticket, TicketState
 from matrix_config.schema import Level, Matrix
 from matrix_config.templates import MILESTONE_LABELS
 
@@ -65,3 +66,73 @@ def digest_context(matrix: Matrix, ticket: Ticket, state: TicketState, clocks: S
             blockers.append({"name": name, "label": compiled.label(name), "value": value})
     return {"milestones": milestones, "clocks": list(clocks), "eta": eta, "blockers": blockers,
             "last_public_update": show_time(last_public_update(ticket, state), zone)}
+
+
+# ------------------------------------------------------------------------------------ one customer voice
+def _names(person: Person) -> set[str]:
+    return {str(v).strip().casefold() for v in (person.id, person.name, person.email) if v}
+
+
+def _value_names(value: Any) -> set[str]:
+    if isinstance(value, Person):
+        return _names(value)
+    if isinstance(value, dict):
+        return {str(v).strip().casefold() for k, v in value.items() if k in ("id", "name", "email", "accountId") and v}
+    return {str(value).strip().casefold()} if not is_empty_value(value) else set()
+
+
+def one_voice_note(matrix: Matrix, ticket: Ticket, state: TicketState | None) -> str | None:
+    """The internal note for the incident commander when, at a level naming the customer-contact role, a public
+    reply since the last pass came from an agent who is not the named contact; None otherwise. The service
+    cannot block the reply: it tells the commander, once per reply (the next pass has recorded the reply's
+    time in `state.last_public_update_at`)."""
+    if state is None or not state.level or state.entered_level_at is None:
+        return None
+    try:
+        level = matrix.level(state.level)
+    except KeyError:
+        return None
+    settings = matrix.incident
+    contact_role = settings.contact_role if settings else "customer_contact"
+    commander_role = settings.commander_role if settings else "incident_commander"
+    reply_at, author = ticket.last_public_agent_reply_at, ticket.last_public_agent_reply_by
+    if contact_role not in level.roles or reply_at is None or author is None:
+        return None
+    seen = max(t for t in (state.entered_level_at, state.last_public_update_at) if t)
+    if reply_at <= seen:
+        return None
+    contact = ticket.attribute(contact_role)
+    if is_empty_value(contact) or _names(author) & _value_names(contact):
+        return None
+    compiled = compile_matrix(matrix)
+    commander = ticket.attribute(commander_role)
+    addressed = (f"{compiled.label(commander_role)} {_display(commander)}" if not is_empty_value(commander)
+                 else f"{compiled.label(commander_role)} (not assigned yet)")
+    return (f"One customer voice at {level.id}: the public reply of {show_time(reply_at, level_timezone(matrix, level))} "
+            f"came from {author.name or author.email or author.id}, not from the {compiled.label(contact_role)} "
+            f"({_display(contact)}). For {addressed}: please route customer updates through "
+            f"{_display(contact)}.")
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, Person):
+        return value.name or value.email or value.id or "?"
+    if isinstance(value, dict):
+        return str(value.get("displayName") or value.get("name") or value.get("emailAddress") or value.get("id"))
+    return str(value)
+
+
+def with_one_voice(decision: Decision, matrix: Matrix, ticket: Ticket, state: TicketState | None) -> Decision:
+    """`decision` plus the one-voice note, unless the pass moves the ticket to another level (the reply then
+    belongs to the old level's stay)."""
+    if decision.to_level:
+        return decision
+    note = one_voice_note(matrix, ticket, state)
+    if note is None:
+        return decision
+    return replace(decision, internal_note="\n\n".join(n for n in (decision.internal_note, note) if n),
+                   reason="; ".join(r for r in (decision.reason, ONE_VOICE_REASON) if r))
+
+
+# The decision's reason when it carries the note: how the history (and the metrics) count such replies.
+ONE_VOICE_REASON = "one customer voice: public reply by a non-contact agent"

@@ -71,6 +71,9 @@ class Ticket:
     # and not the integration itself).
     first_public_agent_reply_at: datetime | None = None
     last_public_agent_reply_at: datetime | None = None
+    # Who wrote that last public agent reply (None: unknown or no such reply): the one-customer-voice check at
+    # incident levels (integration.incident) compares it with the named customer contact.
+    last_public_agent_reply_by: Person | None = None
     # Satisfaction score as the vendor reports it ("good"/"bad" or 1..5), for CSAT metrics.
     satisfaction: str | None = None
     # Opaque optimistic-concurrency token (Zendesk updated_stamp); connectors send it back on write.

@@ -501,6 +501,10 @@ class IncidentSettings(Strict):
 
     eta: Identifier | None = None  # attribute holding the current (revised) ETA agents keep up to date
     blockers: list[Identifier] = Field(default_factory=list)  # attributes describing what blocks progress
+    # The roles (attributes under a level's `roles:`) that command the incident and speak to the customer: at
+    # a level naming the contact role, a public reply by anyone else gets an internal note to the commander.
+    commander_role: Identifier = "incident_commander"
+    contact_role: Identifier = "customer_contact"
 
 
 # ------------------------------------------------------------------------------------ the matrix

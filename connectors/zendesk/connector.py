@@ -150,7 +150,7 @@ class ZendeskConnector(ConnectorDefaults):
         assignee_id = id_or_none(raw.get("assignee_id"))
         assignee = users.get(assignee_id or "")
         organization = orgs.get(str(raw.get("organization_id")))
-        first_reply, last_reply = self._public_agent_replies(str(raw["id"]), requester_id)
+        first_reply, last_reply, last_author = self._public_agent_replies(str(raw["id"]), requester_id)
         rating = raw.get("satisfaction_rating") or {}
         score = rating.get("score") if isinstance(rating, dict) else None
         ticket = ticket_from_raw(
@@ -160,6 +160,7 @@ class ZendeskConnector(ConnectorDefaults):
             assignee=Person(id=assignee_id, name=assignee.get("name"), email=assignee.get("email")) if assignee_id else None,
             first_public_agent_reply_at=first_reply,
             last_public_agent_reply_at=last_reply,
+            last_public_agent_reply_by=last_author,
             satisfaction=score if score in ("good", "bad") else None,
             url=f"{self.client.base_url}/agent/tickets/{raw['id']}",
         )
@@ -173,14 +174,16 @@ class ZendeskConnector(ConnectorDefaults):
         audits = self.client.get_all(f"/api/v2/tickets/{ticket.id}/audits", "audits")
         return attribute_changes(audits, self.matrix)
 
-    def _public_agent_replies(self, ticket_id: str, requester_id: str | None) -> tuple[datetime | None, datetime | None]:
-        """First and last public comment by an agent: an author who is neither the requester nor the
-        integration user (and, where Zendesk sideloads the author, whose role is agent or admin)."""
+    def _public_agent_replies(self, ticket_id: str, requester_id: str | None
+                              ) -> tuple[datetime | None, datetime | None, Person | None]:
+        """First and last public comment by an agent (an author who is neither the requester nor the
+        integration user and, where Zendesk sideloads the author, whose role is agent or admin), and the
+        author of the last one."""
         sideloads: dict[str, list] = {}
         comments = self.client.get_all(f"/api/v2/tickets/{ticket_id}/comments", "comments",
                                        sideloads=sideloads, include="users")
         own = self.own_user_id()
-        times: list[datetime] = []
+        times: list[tuple[datetime, str]] = []
         authors = {str(u.get("id")): u for u in sideloads.get("users", [])}
         for comment in comments:
             if not comment.get("public"):
@@ -193,8 +196,12 @@ class ZendeskConnector(ConnectorDefaults):
                 continue
             when = parse_time(comment.get("created_at"))
             if when is not None:
-                times.append(when)
-        return (min(times), max(times)) if times else (None, None)
+                times.append((when, author))
+        if not times:
+            return None, None, None
+        last, last_by = max(times)
+        user = authors.get(last_by) or {}
+        return min(times)[0], last, Person(id=last_by, name=user.get("name"), email=user.get("email"))
 
     def changed_since(self, watermark: str | None, *, initial_lookback: timedelta = timedelta(hours=1)) -> Iterator[tuple[str, str]]:
         """Tickets changed since `watermark` via the cursor-based incremental export.
