@@ -7,7 +7,9 @@ from cli import (
     admin_commands,  # history, metrics, send-test-webhook
     alert_commands,  # notify test, alerts list/retry/send
     engine_commands,  # explain, simulate
+    incident_commands,  # incident report, incident actions
     matrix_commands,  # validate
+    matrix_version_commands,  # matrix versions, matrix diff
     replay_commands,  # snapshots export, replay
     report_commands,  # report
     service_commands,  # serve, worker, events, reconcile
@@ -16,7 +18,7 @@ from cli import (
 
 # Modules that define a `register(group: click.Group)` function, in help order.
 COMMAND_MODULES = (matrix_commands, engine_commands, service_commands, sla_commands, admin_commands, report_commands,
-                   alert_commands, replay_commands)
+                   alert_commands, replay_commands, matrix_version_commands, incident_commands)
 
 
 @click.group()
