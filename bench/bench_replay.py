@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import select  # noqa: E402
 
-from integration.events import add_hint  # noqa: E402
+from integration.store.events import add_hint  # noqa: E402
 from integration.pipeline import fire_timer, process_ticket  # noqa: E402
 from integration.replay import replay  # noqa: E402
 from integration.snapshots import History, export_lines, read_history_file  # noqa: E402

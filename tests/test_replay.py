@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from cli.main import cli
-from integration.events import add_hint
+from integration.store.events import add_hint
 from integration.model import Ticket
 from integration.pipeline import fire_timer, process_ticket
 from integration.replay import run_ticket
