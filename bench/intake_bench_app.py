@@ -3,7 +3,7 @@
 
 The sink is chosen once per worker, best first, and reported by `GET /bench/sink`:
   "events"   service.sink.build_event_sink(settings): database + queue, as in production;
-  "database" integration.events.DatabaseEventSink on the database alone (the queue part not available);
+  "database" integration.store.events.DatabaseEventSink on the database alone (the queue part not available);
   "memory"   webhooks.memory_sink.InMemoryEventSink (no durable store available at all).
 BENCH_SINK=events|database|memory forces one.
 """
@@ -32,7 +32,7 @@ def _build_sink(settings: Settings):
     if wanted in ("", "database"):
         try:
             from integration.store.db import get_database
-            from integration.events import DatabaseEventSink
+            from integration.store.events import DatabaseEventSink
 
             kind = "database (no queue; " + "; ".join(errors)[:200] + ")" if errors else "database (no queue)"
             return kind, DatabaseEventSink(get_database(settings.database_url), enqueue=None)

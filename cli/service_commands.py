@@ -252,7 +252,7 @@ def register(group: click.Group) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
     def events_list(status: str | None, limit: int, fmt: str) -> None:
         """Newest events first (dead letters with their reason)."""
-        from integration.events import count_by_status, list_events
+        from integration.store.events import count_by_status, list_events
 
         runtime = _runtime(process_settings(), matrix=False)
         rows = list_events(runtime.db, status=status, limit=limit)
@@ -273,7 +273,7 @@ def register(group: click.Group) -> None:
     @click.option("--all-dead", is_flag=True, help="Retry every dead letter.")
     def events_retry(ids: tuple[int, ...], all_dead: bool) -> None:
         """Put dead-lettered events back in the queue (fresh attempt budget)."""
-        from integration.events import retry_dead
+        from integration.store.events import retry_dead
 
         if not ids and not all_dead:
             raise click.UsageError("give event ids or --all-dead")
@@ -302,7 +302,7 @@ def register(group: click.Group) -> None:
         every open ticket (a matrix hotfix reaches tickets in flight). Each moved ticket gets a pass."""
         import uuid
 
-        from integration.events import add_hint
+        from integration.store.events import add_hint
         from integration.pipeline import repin, repin_open
 
         if all_open:

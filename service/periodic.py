@@ -16,7 +16,7 @@ from connectors.ratelimit import shared_redis_url
 from connectors.vendors import PLUGINS
 from integration import alerts, snapshots
 from integration.catchup import DatabaseWatermarks, catch_up
-from integration.events import add_hint
+from integration.store.events import add_hint
 from integration.pipeline import process_ticket
 from integration.store.leases import acquire_lease, release_lease
 from service.connectors import is_offline

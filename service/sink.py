@@ -2,7 +2,7 @@
 accepted webhook is stored and its ticket's pass queued. webhooks.app builds it on first use."""
 from __future__ import annotations
 
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from service.runtime import get_runtime
 from service.settings import Settings
 

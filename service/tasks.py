@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from huey.signals import SIGNAL_INTERRUPTED
 
-from integration.events import release_ticket_events
+from integration.store.events import release_ticket_events
 from integration.pipeline import fire_timer, process_ticket
 from integration.store.db import LeaseRow
 

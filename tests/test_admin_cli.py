@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from tests.support.fake_connector import FakeConnector, ManualClock, make_runtime, make_settings, neutral_event
 
 START = datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)

@@ -26,7 +26,7 @@ from integration import alerts
 from integration.alerts import AlertRow, deliver_due
 from integration.store.db import Base, TicketStateRow, TimerRow
 from integration.store.codec import from_json
-from integration.events import add_hint
+from integration.store.events import add_hint
 from integration.model import TicketState
 from integration.pipeline import fire_timer, process_ticket
 from tests.support.alert_receivers import HANG, HttpReceiver, SmtpReceiver, free_port

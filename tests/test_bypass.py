@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from integration import pipeline
 from integration.engine import apply_to_ticket, decide, next_state
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from integration.model import Person, Ticket
 from matrix_config.loader import load_matrix
 from tests.support.fake_connector import FakeConnector, ManualClock, make_runtime, make_settings, neutral_event

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from integration.store.db import TicketStateRow, TimerRow
 from integration.store.codec import from_json
-from integration.events import add_hint
+from integration.store.events import add_hint
 from integration.model import TicketState
 from integration.pipeline import fire_timer, process_ticket
 from tests.support.fake_connector import FakeConnector, make_runtime, make_settings, postgres_schema_url

@@ -25,7 +25,7 @@ def test_worker_killed_between_reply_and_note_update_sends_each_once(environment
     helpdesk = TwoUpdateHelpdesk("zendesk", store=fake.store)
     db_path = tmp_path / "var" / "escalation.db"
     from integration.store.db import Database
-    from integration.events import DatabaseEventSink
+    from integration.store.events import DatabaseEventSink
 
     database = Database(f"sqlite:///{db_path}")
     sink = DatabaseEventSink(database, None)  # no queue: the worker's reconciler finds the rows

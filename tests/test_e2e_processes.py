@@ -189,7 +189,7 @@ def test_sigterm_hands_interrupted_work_back_without_waiting_for_the_lease(envir
     tmp_path, fake, start = environment
     db_path = tmp_path / "var" / "escalation.db"
     from integration.store.db import Database
-    from integration.events import DatabaseEventSink
+    from integration.store.events import DatabaseEventSink
     from tests.support.fake_connector import neutral_event
 
     database = Database(f"sqlite:///{db_path}")

@@ -22,7 +22,7 @@ from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk.connector import ZendeskConnector
 from connectors.zendesk.settings import ZendeskSettings
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from integration.model import Decision
 from integration.pipeline import process_ticket
 from service.settings import Settings

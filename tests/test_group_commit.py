@@ -18,7 +18,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from integration.store.db import EventRow, get_database, reset_databases
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from integration.intake import AcceptResult
 from service.settings import Settings
 from tests.support.fake_connector import neutral_event, postgres_schema_url

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from integration.engine import apply_to_ticket, decide, next_state
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from integration.model import Person, Ticket, TicketState
 from integration.pipeline import process_ticket
 from matrix_config.loader import load_matrix, load_matrix_text

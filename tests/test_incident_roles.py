@@ -15,7 +15,7 @@ from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk.connector import ZendeskConnector
 from integration.alerts import list_alerts
-from integration.events import add_hint
+from integration.store.events import add_hint
 from integration.pipeline import fire_timer, process_ticket
 from integration.store.db import TimerRow
 from matrix_config.lint import lint

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from sqlalchemy import func, select
 
 from integration.store.db import EventRow, get_database
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from service.settings import Settings
 from tests.support.fake_connector import postgres_schema_url
 from webhooks.app import create_app

@@ -14,7 +14,7 @@ from connectors.jira.connector import JiraConnector
 from service.settings import Settings
 from tests.support.jira_helpers import SITE, SleepRecorder, body_of, make_settings, recorded, validate_all
 
-import integration.events as events_module  # noqa: E402
+from integration.store import events as events_module  # noqa: E402
 import integration.pipeline as pipeline  # noqa: E402
 import webhooks.app as app_module  # noqa: E402
 

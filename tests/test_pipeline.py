@@ -15,7 +15,7 @@ from integration.simulate import OfflineConnector
 from integration import metrics
 from integration.store.db import DecisionRow, EventRow, TicketStateRow, TimerRow
 from integration.store.leases import acquire_lease
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from integration.model import Decision
 from integration.pipeline import fire_timer, open_tickets_by_version, process_ticket, reconcile_once
 from integration.pipeline.claims import claim

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from connectors.base import Conflict, NotFound, RateLimited, Transient
 from integration.store.db import DecisionRow, EventRow, TicketStateRow
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from integration.model import Decision, TicketState
 from integration.pipeline import process_ticket
 from tests.support.fake_connector import FakeConnector, ManualClock, make_runtime, make_settings, neutral_event

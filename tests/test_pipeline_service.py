@@ -198,7 +198,7 @@ def test_repin_all_moves_every_open_ticket_to_the_current_matrix(clean_env, monk
 # ------------------------------------------------------------------ dry run: acknowledgement from webhooks
 def test_a_dry_run_records_the_acknowledgement_from_an_earlier_comment_webhook(clean_env, monkeypatch,
                                                                                enterprise_matrix_path):
-    from integration.events import DatabaseEventSink
+    from integration.store.events import DatabaseEventSink
     from integration.pipeline import process_ticket
     from service.runtime import Runtime
     from tests.support.fake_connector import ManualClock, neutral_event

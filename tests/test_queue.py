@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from connectors.base import RateLimited
 from integration.store.db import EventRow
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from service.queue import QueueConfigError, build_huey, describe
 from tests.support.fake_connector import (
     FakeConnector,

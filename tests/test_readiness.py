@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from integration.store.db import Database, EventRow, reset_databases
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from service.settings import Settings
 from tests.support.fake_connector import postgres_schema_url
 from webhooks.app import create_app
@@ -48,7 +48,7 @@ def test_readyz_fails_while_sqlite_answers_reads_but_cannot_commit(tmp_path, cap
 
     event.listen(db.engine, "commit", commit_fails)
     assert db.ping() == "ok"  # what /readyz checked before: SELECT 1
-    with caplog.at_level(logging.WARNING, logger="integration.events"):
+    with caplog.at_level(logging.WARNING, logger="integration.store.events"):
         response = _client(db).get("/readyz")
     assert (response.status_code, response.json) == (
         503, {"status": "unavailable", "checks": {"database": "unavailable"}})
@@ -64,7 +64,7 @@ def test_readyz_fails_on_a_read_only_postgresql(postgres_url, caplog):
         # A failed-over replica or a read-only role: reads work, writes are refused.
         read_only = Database(url + "%20-cdefault_transaction_read_only%3Don")
         assert read_only.ping() == "ok"
-        with caplog.at_level(logging.WARNING, logger="integration.events"):
+        with caplog.at_level(logging.WARNING, logger="integration.store.events"):
             response = _client(read_only).get("/readyz")
         assert (response.status_code, response.json["checks"]) == (503, {"database": "unavailable"})
         assert "read-only" not in response.get_data(as_text=True)

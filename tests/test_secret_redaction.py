@@ -23,7 +23,7 @@ from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk.connector import ZendeskConnector
 from connectors.zendesk.settings import ZendeskSettings
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from integration.pipeline import process_ticket
 from tests.support.fake_connector import ManualClock, make_runtime, make_settings, neutral_event
 from tests.support.jira_helpers import enterprise_matrix

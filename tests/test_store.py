@@ -13,7 +13,7 @@ from integration import metrics
 from integration.store import timers as timer_host
 from integration.store.db import CsatRow, Database, DecisionRow, EventRow, MilestoneRow, TimerRow
 from integration.store.leases import acquire_lease, release_lease
-from integration.events import DatabaseEventSink
+from integration.store.events import DatabaseEventSink
 from integration.store.matrix_versions import load_current, load_version, store_version
 from integration.store.migrations import current_revision
 from integration.model import TimerSpec

@@ -25,7 +25,7 @@ from connectors.retry import RetryPolicy
 from connectors.zendesk.connector import ZendeskConnector
 from integration.store.db import MilestoneRow, TicketStateRow
 from integration.store.codec import from_json
-from integration.events import DatabaseEventSink, add_hint
+from integration.store.events import DatabaseEventSink, add_hint
 from integration.model import TicketState
 from integration.pipeline import process_ticket
 from service.settings import Settings

@@ -13,7 +13,7 @@ from connectors.ratelimit import TokenBucket  # noqa: E402
 from connectors.retry import RetryPolicy  # noqa: E402
 from connectors.zendesk.connector import ZendeskConnector  # noqa: E402
 from connectors.zendesk.settings import ZendeskSettings  # noqa: E402
-from integration.events import DatabaseEventSink  # noqa: E402
+from integration.store.events import DatabaseEventSink  # noqa: E402
 from integration.pipeline import process_ticket  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.runtime import Runtime  # noqa: E402

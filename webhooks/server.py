@@ -5,7 +5,7 @@ so a client that trickles its headers holds the worker for as long as it likes; 
 stalled all intake and /healthz for 14-30 s. gthread has the same problem once slow connections outnumber
 its threads. Waitress reads every request on one asyncore loop and hands a request to a worker thread
 only once it is complete (headers and body buffered), so slow clients cost a socket and a buffer, not a
-thread. Its worker threads are also what lets deliveries share a group commit (integration.events).
+thread. Its worker threads are also what lets deliveries share a group commit (integration.store.events).
 
 WEB_CONCURRENCY processes (default 2, one per core) share one listening socket, bound here before the
 fork; each runs WEB_THREADS worker threads (default 16). The WSGI app is imported once, before the fork,

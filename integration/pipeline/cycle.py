@@ -53,7 +53,7 @@ from integration.pipeline.intent import (
 from integration.store import timers as timer_host
 from integration.store.codec import from_json
 from integration.store.db import DecisionRow, TicketStateRow, TimerRow
-from integration.events import due_pending_exists
+from integration.store.events import due_pending_exists
 from integration.store.leases import acquire_lease, release_lease
 from integration.store.matrix_versions import load_version
 from matrix_config.loader import LoadedMatrix
@@ -85,7 +85,7 @@ def process_ticket(vendor: str, ticket_id: str, *, deps: PassDeps) -> PassResult
 
 def _enqueue_if_more_arrived(deps: PassDeps, vendor: str, ticket_id: str) -> None:
     """The webhook edge enqueues no task for an event that finds an earlier unclaimed one (coalescing
-    at the source, integration.events). Such an event can commit just after this pass's last claim, or
+    at the source, integration.store.events). Such an event can commit just after this pass's last claim, or
     stay behind when the pass stopped early (retry, dead letter, MAX_ROUNDS_PER_TASK): look once more,
     after the ticket lease is released, so its task is not left to the reconciler."""
     if deps.enqueue_ticket is None:

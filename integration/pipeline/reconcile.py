@@ -8,7 +8,7 @@ from datetime import timedelta
 from integration.pipeline.cycle import fire_timer, process_ticket
 from integration.pipeline.deps import PassDeps
 from integration.store import timers as timer_host
-from integration.events import requeue_expired, stale_pending
+from integration.store.events import requeue_expired, stale_pending
 
 
 @dataclass

@@ -18,7 +18,7 @@ Why the skipped enqueue cannot strand an event (the race with a pass that is fin
   a claim in flight. So either the claim committed first (the earlier event is `processing`, not
   pending: this delivery enqueues its own task) or this row committed before the claim completed;
 - a pass claims again after each round and, once it releases the ticket, looks once more for pending
-  events that are due and enqueues the ticket if it finds any (integration.pipeline.process_ticket).
+  events that are due and enqueues the ticket if it finds any (integration.pipeline.cycle.process_ticket).
 If an enqueue fails the row is still there: the reconciler enqueues pending rows the queue forgot.
 """
 from __future__ import annotations
@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
-from connectors.base import redact_url
+from connectors.base import redact_urls_in_text
 from integration.store.db import Database, EventRow, UtcDateTime, WatermarkRow, utcnow
 from integration.intake import AcceptResult, UnstorableEvent
 from integration.model import NeutralEvent
@@ -325,17 +324,11 @@ class DatabaseEventSink:
             return "ok"
         except Exception as exc:  # noqa: BLE001 - a health probe reports, never raises
             log.warning("readiness: the event store cannot commit a write: %s: %s", type(exc).__name__,
-                        redact_url_in_text(str(exc))[:500])
+                        redact_urls_in_text(str(exc))[:500])
             return "unavailable"
 
 
-def redact_url_in_text(text: str) -> str:
-    """Database URLs inside a driver message, with their passwords masked (connectors.base.redact_url)."""
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
-
-
 READYZ_HEARTBEAT = "readyz:heartbeat"
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,;'\"]+")
 
 _EARLIER_PENDING_SQL = (
     "SELECT id FROM events WHERE vendor = :vendor AND ticket_id = :ticket_id AND status = 'pending' "

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from integration.events import add_hint
+from integration.store.events import add_hint
 from integration.pipeline import fire_timer, process_ticket
 from integration.store.db import TimerRow
 from tests.support.fake_connector import FakeConnector, ManualClock, make_runtime, make_settings
