@@ -496,6 +496,15 @@ class Notify(Strict):
 
 
 # ------------------------------------------------------------------------------------ incidents
+class CorrectiveActions(Strict):
+    """Where corrective actions are tracked: Jira issues in `project`, linked to the ticket (a JSM request by
+    an issue link of `link_type`; a Zendesk ticket by a remote link to its agent URL)."""
+
+    project: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,19}$")]  # Jira project key, e.g. OPS
+    issue_type: Annotated[str, Field(min_length=1)] = "Task"
+    link_type: Annotated[str, Field(min_length=1)] = "Relates"
+
+
 class IncidentSettings(Strict):
     """The incident lifecycle at the levels with roles (integration.incident): what status digests report."""
 
@@ -505,6 +514,7 @@ class IncidentSettings(Strict):
     # a level naming the contact role, a public reply by anyone else gets an internal note to the commander.
     commander_role: Identifier = "incident_commander"
     contact_role: Identifier = "customer_contact"
+    actions: CorrectiveActions | None = None  # corrective actions as Jira issues (`escalation incident actions`)
 
 
 # ------------------------------------------------------------------------------------ the matrix

@@ -151,6 +151,8 @@ def _cause_text(compiled: CompiledMatrix, cause: str, from_level: str | None, to
 def _reason_cause(cause: str) -> str:
     if cause == MANUAL:
         return "set by hand"
+    if cause.startswith(BREACH_PREFIX + "role:"):
+        return f"{cause[len(BREACH_PREFIX) + 5:]} unfilled at the role's deadline"
     if cause.startswith(BREACH_PREFIX):
         return f"breach of {cause[len(BREACH_PREFIX):]}"
     if cause == DEFAULT_PLACEMENT:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from connectors.base import Conflict, Connector, Transient
 from integration.engine import BREACH_PREFIX, DEFAULT_PLACEMENT, MANUAL
-from integration import incident
+from integration import incident, incident_report
 from integration.model import Decision, Ticket, TicketState, TimerSpec
 from integration.pipeline import claims
 from integration.pipeline.claims import Claimed, Heartbeat, mark_events
@@ -118,6 +118,8 @@ def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, cla
     def decide_events(ticket: Ticket, state: TicketState | None, matrix: LoadedMatrix, now: datetime):
         decision = deps.decide(ticket, state, matrix.matrix, now, version=matrix.version)
         decision = incident.with_one_voice(decision, matrix.matrix, ticket, state)
+        decision = incident_report.with_report(deps.db, decision, matrix.matrix, ticket, state, now,
+                                               version=matrix.version, dry_run=deps.dry_run_for(vendor))
         state_after = deps.next_state(state, ticket, decision)
         if deps.clocks is not None:
             state_after = deps.clocks.track(state_after, ticket, matrix.matrix, now)

@@ -82,6 +82,7 @@ OPERATIONS: dict[str, list[str]] = {
         "* /rest/api/3/issue/{issueIdOrKey}/comment*",
         "POST /rest/api/3/issue",
         "POST /rest/api/3/issueLink",
+        "GET|POST /rest/api/3/issue/{issueIdOrKey}/remotelink",  # corrective actions linked to a Zendesk ticket
         "GET|POST /rest/api/3/search/jql",
         "* /rest/api/3/field*",
         "GET /rest/api/3/myself",
