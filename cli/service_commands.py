@@ -143,6 +143,9 @@ def run_worker(settings, concurrency: int | None = None, *, connector_factory=No
 
     consumer.start = start_and_name_the_periodic_jobs
     try:
+        # huey's own SIGHUP re-executes the worker, which would stop it on a broken matrix file: SIGHUP reloads
+        # MATRIX_PATH instead, validated first (service.matrix_reload).
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: runtime.request_matrix_reload())
         consumer.run()
     finally:
         periodic.stop()
@@ -176,6 +179,7 @@ def run_serve(settings, host: str, port: int, web_concurrency: int, *, connector
     try:
         while True:
             for name, proc in procs.items():
+    signal.signal(signal.SIGHUP, forward)  # matrix reload in the web and worker processes
                 result = proc.poll()
                 if result is not None:
                     code = result

@@ -28,6 +28,7 @@ from integration.store.matrix_versions import load_current, load_version, store_
 from matrix_config.loader import LoadedMatrix
 from matrix_config.schema import Matrix
 from service.connectors import build_connector, is_offline
+from service.matrix_reload import MatrixReloader, ReloadResult
 from service.queue import build_huey, ping
 from service.settings import Settings
 from service.tasks import register_tasks
@@ -71,6 +72,7 @@ class Runtime:
         self._matrix: LoadedMatrix | None = None
         self._lock = threading.Lock()
         self._deps_overrides = deps_overrides
+        self.matrix_reloader = MatrixReloader(self)  # SIGHUP / MATRIX_PATH changes, last good kept
         self.tasks = register_tasks(self)
         # This Runtime's queue gets the timers and alert sends its own Database's commits produce.
         timer_host.enqueue_after_commit(self.db, self.enqueue_timer)
@@ -78,13 +80,35 @@ class Runtime:
 
     # ------------------------------------------------------------------ parts
     def matrix(self) -> LoadedMatrix:
+        self.matrix_reloader.poll()
         with self._lock:
             if self._matrix is None:
                 loaded, source = load_current(self.settings.matrix_path)
                 with self.db.session() as session:
                     store_version(session, loaded, source)
                 self._matrix = loaded
+                self.matrix_reloader.loaded()
             return self._matrix
+
+    def current_matrix_or_none(self) -> LoadedMatrix | None:
+        with self._lock:
+            return self._matrix
+
+    def adopt_matrix(self, loaded: LoadedMatrix) -> None:
+        """A reloaded, validated matrix becomes current; connectors are rebuilt from its mappings."""
+        with self._lock:
+            self._matrix = loaded
+            if self._connector_factory is None:
+                self._connectors.clear()
+                self._pinned_connectors.clear()
+
+    def reload_matrix(self, cause: str = "requested") -> ReloadResult:
+        """Validate MATRIX_PATH and make it current, or keep the running matrix and say why (service.matrix_reload)."""
+        return self.matrix_reloader.reload(cause)
+
+    def request_matrix_reload(self) -> None:
+        """SIGHUP: reload on the next use of the matrix."""
+        self.matrix_reloader.request_reload()
 
     @property
     def injected_connectors(self) -> bool:
@@ -175,9 +199,12 @@ class Runtime:
 
     def matrix_health(self) -> str:
         try:
-            return "ok" if self.matrix() is not None else "not loaded"
+            running = self.matrix() is not None
         except Exception as exc:  # noqa: BLE001 - health probe
             return f"invalid: {type(exc).__name__}"
+        # A refused reload leaves the last good matrix running: still ready ("ok, ..."), with the file's errors.
+        note = self.matrix_reloader.health()
+        return ("ok" if note is None else f"ok, {note}") if running else "not loaded"
 
     # ------------------------------------------------------------------ periodic jobs
     def reconcile(self, *, inline: bool = False) -> ReconcileReport:
@@ -187,6 +214,14 @@ class Runtime:
 
 _runtimes: dict[tuple[str, str, str], Runtime] = {}
 _runtimes_lock = threading.Lock()
+
+
+def request_matrix_reload() -> None:
+    """SIGHUP in a web or worker process: every Runtime of the process reloads its matrix on next use."""
+    with _runtimes_lock:
+        runtimes = list(_runtimes.values())
+    for runtime in runtimes:
+        runtime.request_matrix_reload()
 
 
 def get_runtime(settings: Settings | None = None) -> Runtime:

@@ -67,6 +67,10 @@ def _serve(app, listener: socket.socket, threads: int, max_body_bytes: int) -> N
     import waitress
 
     waitress.serve(
+    from service.runtime import request_matrix_reload
+
+    # SIGHUP: reload MATRIX_PATH (validated first; a broken file leaves the running matrix in place).
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: request_matrix_reload())
         app,
         sockets=[listener],
         threads=threads,
@@ -131,8 +135,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    def reload(_signum, _frame) -> None:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
     status = 0
     remaining = set(children)
+    signal.signal(signal.SIGHUP, reload)
     while remaining:
         try:
             pid, wait_status = os.wait()
