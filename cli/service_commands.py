@@ -140,12 +140,12 @@ def run_worker(settings, concurrency: int | None = None, *, connector_factory=No
     def start_and_name_the_periodic_jobs() -> None:
         start_consumer()  # logs huey's "Periodic tasks are disabled.": ours follow, in PeriodicJobs
         log.info("%s", describe_periodic_jobs(settings))
-
-    consumer.start = start_and_name_the_periodic_jobs
-    try:
         # huey's own SIGHUP re-executes the worker, which would stop it on a broken matrix file: SIGHUP reloads
         # MATRIX_PATH instead, validated first (service.matrix_reload).
         signal.signal(signal.SIGHUP, lambda _signum, _frame: runtime.request_matrix_reload())
+
+    consumer.start = start_and_name_the_periodic_jobs
+    try:
         consumer.run()
     finally:
         periodic.stop()
@@ -175,11 +175,11 @@ def run_serve(settings, host: str, port: int, web_concurrency: int, *, connector
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # matrix reload in the web and worker processes
     code = 0
     try:
         while True:
             for name, proc in procs.items():
-    signal.signal(signal.SIGHUP, forward)  # matrix reload in the web and worker processes
                 result = proc.poll()
                 if result is not None:
                     code = result

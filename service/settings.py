@@ -57,12 +57,12 @@ class Settings(BaseSettings):
     # Ticket snapshots (integration.snapshots, for `escalation replay`) older than this are pruned by the
     # worker's periodic jobs.
     snapshot_retention_days: int = Field(90, alias="SNAPSHOT_RETENTION_DAYS", gt=0)
-
-    @field_validator("sla_sync", mode="before")
     # Live matrix reload (service.matrix_reload): how often a process looks at MATRIX_PATH for a change when it
     # uses the matrix (0: at every use), and whether open tickets move to a reloaded version (default: no).
     matrix_watch_seconds: float = Field(5.0, alias="MATRIX_WATCH_SECONDS", ge=0)
     matrix_repin: Literal["none", "all"] = Field("none", alias="MATRIX_REPIN")
+
+    @field_validator("sla_sync", mode="before")
     @classmethod
     def _sla_sync_word(cls, value: Any) -> Any:
         # "AUTO", " auto " and an empty SLA_SYNC= line mean what they say; anything else ("on") is refused.

@@ -66,11 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _serve(app, listener: socket.socket, threads: int, max_body_bytes: int) -> None:
     import waitress
 
-    waitress.serve(
     from service.runtime import request_matrix_reload
 
     # SIGHUP: reload MATRIX_PATH (validated first; a broken file leaves the running matrix in place).
     signal.signal(signal.SIGHUP, lambda _signum, _frame: request_matrix_reload())
+    waitress.serve(
         app,
         sockets=[listener],
         threads=threads,
@@ -133,8 +133,6 @@ def main(argv: list[str] | None = None) -> int:
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     def reload(_signum, _frame) -> None:
         for child in children:
             try:
@@ -142,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             except ProcessLookupError:
                 pass
 
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     status = 0
     remaining = set(children)
-    signal.signal(signal.SIGHUP, reload)
     while remaining:
         try:
             pid, wait_status = os.wait()
