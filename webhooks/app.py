@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from connectors.http import Redactor
 from integration.intake import EventSink
 from service.settings import Settings
+from webhooks.admin import register_console
 from webhooks.jira import view as jira_view
 from webhooks.signatures import utc_now
 from webhooks.zendesk import view as zendesk_view
@@ -85,6 +86,7 @@ def create_app(
     app.extensions["webhook_edge"] = edge
     app.register_blueprint(zendesk_view.blueprint)
     app.register_blueprint(jira_view.blueprint)
+    register_console(app, settings, edge.clock)  # /admin; off (logged) without console credentials
 
     for vendor, route in edge.routes.items():
         if route.authenticate is None:
