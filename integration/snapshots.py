@@ -12,8 +12,8 @@ matrix can be replayed over real history (`integration.replay`, `escalation repl
 What is stored: the connector's `Ticket` as compact JSON, zlib-compressed. No credentials: the vendor's
 concurrency token is dropped and the ticket URL is redacted (`connectors.base.redact_url`); the ticket
 itself (subject, requester e-mail, mapped fields) is what the matrix's rules read, so it stays.
-A ticket whose tickets were snapshotted before `since` is exported/replayed whole: `since` selects tickets
-with a pass in the window, and their replay starts from their first stored pass.
+`since` selects tickets with a pass in the window; such a ticket is exported and replayed whole, from its
+first stored pass.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import delete, false, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from connectors.base import redact_url
@@ -117,24 +117,34 @@ def _pass_to_json(recorded: RecordedPass, ticket_json: dict[str, Any], decision_
             "ticket": ticket_json, "decision": decision_json}
 
 
-def _rows(db: Database, since: datetime | None, vendor: str | None) -> Iterator[tuple[SnapshotRow, DecisionRow | None]]:
-    with db.session() as session:
-        query = select(SnapshotRow, DecisionRow).outerjoin(DecisionRow, DecisionRow.id == SnapshotRow.decision_id)
-        if vendor:
-            query = query.where(SnapshotRow.vendor == vendor)
-        if since is not None:
+def _rows(db: Database, since: datetime | None, vendor: str | None,
+          batch: int = 1000) -> Iterator[tuple[SnapshotRow, DecisionRow | None]]:
+    """Snapshots (with their decision rows) in the order they were stored, read in short transactions of
+    `batch` rows, so an export never holds the database (SQLite's write lock) for long."""
+    keys: set[tuple[str, str]] | None = None
+    if since is not None:
+        with db.session() as session:
             recent = select(SnapshotRow.vendor, SnapshotRow.ticket_id).where(SnapshotRow.taken_at >= since)
             if vendor:
                 recent = recent.where(SnapshotRow.vendor == vendor)
             keys = {tuple(row) for row in session.execute(recent.distinct())}
-            query = query.where(SnapshotRow.ticket_id.in_({ticket_id for _, ticket_id in keys}) if keys else false())
-        else:
-            keys = None
-        query = query.order_by(SnapshotRow.vendor, SnapshotRow.ticket_id, SnapshotRow.taken_at, SnapshotRow.id)
-        for snapshot, decision in session.execute(query):
-            if keys is not None and (snapshot.vendor, snapshot.ticket_id) not in keys:
-                continue
-            yield snapshot, decision
+        if not keys:
+            return
+    last = 0
+    while True:
+        with db.session() as session:
+            query = (select(SnapshotRow, DecisionRow)
+                     .outerjoin(DecisionRow, DecisionRow.id == SnapshotRow.decision_id)
+                     .where(SnapshotRow.id > last))
+            if vendor:
+                query = query.where(SnapshotRow.vendor == vendor)
+            rows = session.execute(query.order_by(SnapshotRow.id).limit(batch)).all()
+        if not rows:
+            return
+        for snapshot, decision in rows:
+            last = snapshot.id
+            if keys is None or (snapshot.vendor, snapshot.ticket_id) in keys:
+                yield snapshot, decision
 
 
 def _sources(db: Database, versions: Iterable[str]) -> dict[str, tuple[str, str]]:
@@ -149,23 +159,22 @@ def _sources(db: Database, versions: Iterable[str]) -> dict[str, tuple[str, str]
 
 def export_lines(db: Database, *, since: datetime | None = None, vendor: str | None = None,
                  exported_at: datetime | None = None) -> Iterator[str]:
-    """The export file's lines: a header, the matrix versions the passes name, then one line per pass."""
-    passes = []
+    """The export file's lines, streamed: a header, one line per pass (in the order stored), then the source
+    of each matrix version the passes name."""
+    header = {"kind": "header", "format": FORMAT, "exported_at": exported_at.isoformat() if exported_at else None,
+              "since": since.isoformat() if since else None, "vendor": vendor}
+    yield json.dumps(header, separators=(",", ":"))
     versions: set[str] = set()
     for snapshot, decision in _rows(db, since, vendor):
         versions.add(snapshot.matrix_version)
         recorded = RecordedPass(snapshot.vendor, snapshot.ticket_id, snapshot.taken_at, snapshot.trigger,
                                 snapshot.matrix_version, bool(snapshot.dry_run), Ticket("", ""),
                                 status=decision.status if decision is not None else None)
-        passes.append(_pass_to_json(recorded, decode(snapshot.ticket), decision.decision if decision is not None else None))
-    header = {"kind": "header", "format": FORMAT, "exported_at": exported_at.isoformat() if exported_at else None,
-              "since": since.isoformat() if since else None, "vendor": vendor, "passes": len(passes)}
-    yield json.dumps(header, separators=(",", ":"))
+        line = _pass_to_json(recorded, decode(snapshot.ticket), decision.decision if decision is not None else None)
+        yield json.dumps(line, separators=(",", ":"), sort_keys=True)
     for version, (path, source) in sorted(_sources(db, versions).items()):
         yield json.dumps({"kind": "matrix", "version": version, "path": path, "source": source},
                          separators=(",", ":"))
-    for line in passes:
-        yield json.dumps(line, separators=(",", ":"), sort_keys=True)
 
 
 def _recorded(data: dict[str, Any]) -> RecordedPass:
