@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from service.telemetry import prepare_multiprocess_dir
+
 
 def process_settings(matrix: str | None = None):
     """The Settings of this process (`matrix` overrides MATRIX_PATH), with logging configured from them;
@@ -120,6 +122,7 @@ def run_worker(settings, concurrency: int | None = None, *, connector_factory=No
     for line in start_connectors(runtime, settings):
         log.info("%s", line)
     log.info("database %s, queue %s", settings.describe_database(), settings.describe_queue())
+    log.info("metrics in %s (PROMETHEUS_MULTIPROC_DIR)", prepare_multiprocess_dir())
     report = runtime.reconcile()
     log.info("startup reconcile: %s", report)
     periodic = PeriodicJobs(runtime)
@@ -158,6 +161,7 @@ def run_serve(settings, host: str, port: int, web_concurrency: int, *, connector
     _runtime (it serves this process's start-up checks; the worker command builds its own)."""
     runtime = _runtime(settings, connector_factory=connector_factory)  # migrate and validate before starting children
     banner = start_connectors(runtime, settings)
+    prepare_multiprocess_dir()  # the web processes and the worker share it: one scrape shows them all
     env = dict(os.environ)
     procs = {
         "web": subprocess.Popen(

@@ -22,6 +22,7 @@ from urllib.parse import quote, quote_plus
 
 import requests
 
+from connectors import telemetry
 from connectors.base import (
     REDACTED,
     Conflict,
@@ -95,6 +96,23 @@ def error_for_status(status: int, retry_after_header: str | None, *, messages: M
     if kind == REJECTED:
         return not_sent(Permanent(message))
     return Permanent(message)
+
+
+def count_responses(vendor: str):
+    """A `requests` response hook that counts every answer of `vendor` by endpoint and status, and its
+    rate-limit answers (the RATE_LIMITED and UNAVAILABLE rows), in connectors.telemetry. Install it before
+    a hook that raises the mapped error."""
+
+    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        request = response.request
+        status = response.status_code
+        kind = status_kind(status, parse_retry_after(response.headers.get("Retry-After"))) if status >= 300 else None
+        telemetry.vendor_response(vendor, (request.method or "?") if request is not None else "?",
+                                  (request.url or "") if request is not None else "", status,
+                                  kind in (RATE_LIMITED, UNAVAILABLE))
+        return response
+
+    return hook
 
 
 # --------------------------------------------------------------------------- transport -> error

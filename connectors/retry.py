@@ -23,6 +23,7 @@ from typing import Any, Callable, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_before_delay
 from tenacity.wait import wait_random_exponential
 
+from connectors import telemetry
 from connectors.base import ConnectorError, RateLimited, Transient
 
 T = TypeVar("T")
@@ -62,10 +63,12 @@ def _retryable(policy: RetryPolicy) -> Callable[[BaseException], bool]:
     return check
 
 
-def retrying(policy: RetryPolicy = DEFAULT_POLICY) -> Retrying:
+def retrying(policy: RetryPolicy = DEFAULT_POLICY, *,
+             on_retry: Callable[[RetryCallState], None] | None = None) -> Retrying:
     return Retrying(
         retry=retry_if_exception(_retryable(policy)),
         wait=_wait(policy),
+        before_sleep=on_retry,
         # stop_before_delay: no sleep that would end past the bound is started at all.
         stop=stop_after_attempt(policy.attempts) | stop_before_delay(policy.max_total_seconds),
         sleep=policy.sleep,
@@ -73,7 +76,10 @@ def retrying(policy: RetryPolicy = DEFAULT_POLICY) -> Retrying:
     )
 
 
-def call_with_retry(fn: Callable[..., T], *args: Any, policy: RetryPolicy = DEFAULT_POLICY, **kwargs: Any) -> T:
+def call_with_retry(fn: Callable[..., T], *args: Any, policy: RetryPolicy = DEFAULT_POLICY,
+                    meter: tuple[str, str, str] | None = None, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` under `policy`. `meter` (vendor, method, path) counts each repeat in
+    connectors.telemetry under the path's route template."""
     maybe_stored = False  # an earlier attempt may have reached the vendor and been stored
 
     def attempt() -> T:
@@ -90,4 +96,7 @@ def call_with_retry(fn: Callable[..., T], *args: Any, policy: RetryPolicy = DEFA
             maybe_stored = True  # not ours to judge (e.g. a wrapper that stops the loop): unknown
             raise
 
-    return retrying(policy)(attempt)
+    def count_retry(_state: RetryCallState) -> None:
+        telemetry.vendor_retry(*meter)
+
+    return retrying(policy, on_retry=count_retry if meter is not None else None)(attempt)

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     jira_shared_secret_header: str = Field("X-Escalation-Token", alias="JIRA_SHARED_SECRET_HEADER")
     jira_shared_secret: SecretStr | None = Field(None, alias="JIRA_SHARED_SECRET")
 
+    # GET /metrics (webhooks.prometheus) asks for `Authorization: Bearer <METRICS_TOKEN>` when set; open when unset.
+    metrics_token: SecretStr | None = Field(None, alias="METRICS_TOKEN")
     webhook_max_age_seconds: int = Field(300, alias="WEBHOOK_MAX_AGE_SECONDS", gt=0)
     webhook_max_body_bytes: int = Field(1024 * 1024, alias="WEBHOOK_MAX_BODY_BYTES", gt=0)
 

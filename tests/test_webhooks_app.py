@@ -497,7 +497,7 @@ def test_wsgi_entry_builds_the_app(tmp_path):
     result = _run_wsgi_import({"ZENDESK_WEBHOOK_SECRET": "s3cr3t-value"}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.replace("'", '"')) == [
-        "/healthz", "/readyz", "/webhooks/jira", "/webhooks/zendesk"
+        "/healthz", "/metrics", "/readyz", "/webhooks/jira", "/webhooks/zendesk"
     ]
     assert "jira webhooks are refused with 503" in result.stderr
     assert "s3cr3t-value" not in result.stderr + result.stdout

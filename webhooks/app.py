@@ -18,6 +18,7 @@ from connectors.http import Redactor
 from integration.intake import EventSink
 from service.settings import Settings
 from webhooks.admin import register_console
+from webhooks import prometheus
 from webhooks.jira import view as jira_view
 from webhooks.signatures import utc_now
 from webhooks.zendesk import view as zendesk_view
@@ -86,6 +87,7 @@ def create_app(
     app.extensions["webhook_edge"] = edge
     app.register_blueprint(zendesk_view.blueprint)
     app.register_blueprint(jira_view.blueprint)
+    app.register_blueprint(prometheus.blueprint)  # GET /metrics
     register_console(app, settings, edge.clock)  # /admin; off (logged) without console credentials
 
     for vendor, route in edge.routes.items():

@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 
 from flask import Blueprint, Request, Response, current_app, jsonify, request as current_request
 
+from integration import telemetry
 from integration.intake import EventSink, UnstorableEvent
 from integration.model import NeutralEvent
 from webhooks.errors import PayloadError, Rejected
@@ -67,6 +68,7 @@ def handle_delivery(
     get_sink: Callable[[], EventSink],
     clock: Callable[[], datetime],
 ) -> Response:
+    telemetry.webhook_received(route.vendor)
     event: NeutralEvent | None = None
     try:
         if route.authenticate is None:
@@ -90,11 +92,13 @@ def handle_delivery(
                 "delivery vendor=%s event=%s ticket=%s delivery=%s result=store-error status=503 error=%s",
                 route.vendor, event.event_type, event.ticket_id, event.delivery_id, type(exc).__name__,
             )
+            telemetry.webhook_rejected(route.vendor, "store_unavailable")
             response = jsonify(error="event store unavailable, retry later")
             response.status_code = 503
             response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
             return response
     except Rejected as rejection:
+        telemetry.webhook_rejected(route.vendor, rejection.status)
         log.warning(
             "delivery vendor=%s event=%s ticket=%s delivery=%s result=rejected status=%d reason=%s",
             route.vendor,
@@ -114,6 +118,7 @@ def handle_delivery(
         status_text, code = "ignored", 200
     else:
         status_text, code = "accepted", 202
+    telemetry.webhook_accepted(route.vendor, status_text)
     log.info(
         "delivery vendor=%s event=%s ticket=%s delivery=%s actor=%s result=%s status=%d event_id=%s",
         route.vendor, event.event_type, event.ticket_id, event.delivery_id, event.actor_id,

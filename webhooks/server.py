@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 
+from service import telemetry
 from webhooks.app import load_settings
 
 # Enough for slow or idle clients to be harmless (each is a socket and a buffer) on one process.
@@ -96,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)  # webhooks.wsgi: a ConfigurationError names every bad setting
     app = getattr(module, attribute or "app")
     settings = load_settings()
+    metrics_dir = telemetry.prepare_multiprocess_dir()  # before the fork: every web process writes there
 
     listener = socket.create_server((args.host, args.port), backlog=1024)
     listener.setblocking(False)
-    log.info("listening on http://%s:%d: %d process(es) x %d threads (waitress)",
-             args.host, args.port, args.processes, args.threads)
+    log.info("listening on http://%s:%d: %d process(es) x %d threads (waitress); metrics in %s",
+             args.host, args.port, args.processes, args.threads, metrics_dir)
     if args.processes == 1:
         _serve(app, listener, args.threads, settings.webhook_max_body_bytes)
         return 0
@@ -153,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         except InterruptedError:
             continue
         remaining.discard(pid)
+        telemetry.process_exited(pid)
         code = os.waitstatus_to_exitcode(wait_status)
         if not stopping:
             log.error("web process %d exited with %s; stopping the others", pid, code)

@@ -125,6 +125,7 @@ class JiraClient:
                 session.headers.setdefault(name, value)
             self.jira._session = session  # type: ignore[assignment]
         self.session: requests.Session = self.jira._session
+        self.session.hooks["response"].insert(0, http.count_responses("jira"))
 
     def platform(self, path: str) -> str:
         """The platform REST path of the configured API version: `/rest/api/{2|3}/{path}`."""
@@ -150,7 +151,8 @@ class JiraClient:
     def call(self, method: str, path: str, call: Callable[[], Any]) -> Any:
         """`call()` (one request to `method path`) through the retry layer, its errors translated."""
         try:
-            return call_with_retry(self._once, method, path, call, policy=self.retry_policy)
+            return call_with_retry(self._once, method, path, call, policy=self.retry_policy,
+                                   meter=("jira", method, path))
         except DoNotRepeat as wrapped:
             raise wrapped.error from None
 

@@ -162,7 +162,7 @@ class ZendeskClient:
             self.session.headers["Authorization"] = f"Bearer {settings.oauth_token.get_secret_value()}"
         elif settings.email and settings.api_token is not None:
             self.session.auth = (f"{settings.email}/token", settings.api_token.get_secret_value())
-        self.session.hooks["response"] = [self._raise_mapped]
+        self.session.hooks["response"] = [http.count_responses("zendesk"), self._raise_mapped]
         self._zenpy = None
 
     # A hook runs inside Session.send: raising here means neither zenpy nor our own code ever handles
@@ -201,7 +201,8 @@ class ZendeskClient:
                 retry: bool = True) -> Any:
         if not retry:
             return self._send_once(method, path, params, body)
-        return call_with_retry(self._send_once, method, path, params, body, policy=self.retry_policy)
+        return call_with_retry(self._send_once, method, path, params, body, policy=self.retry_policy,
+                               meter=("zendesk", method, path))
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params or None)
@@ -272,5 +273,5 @@ class ZendeskClient:
                 # zenpy hands back the raw response when its body is not JSON (a proxy's page).
                 raise Transient("Zendesk answered users/me with an unreadable body")
 
-            return call_with_retry(call, policy=self.retry_policy)
+            return call_with_retry(call, policy=self.retry_policy, meter=("zendesk", "GET", "/api/v2/users/me"))
         return (self.get("/api/v2/users/me") or {}).get("user") or {}

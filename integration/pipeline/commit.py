@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from integration import alerts, snapshots
+from integration import alerts, snapshots, telemetry
 from integration.model import Decision, Ticket, TicketState
 from integration.pipeline.claims import mark_events
 from integration.pipeline.deps import RESOLVED, AlreadyFired, PassContext, PassDeps, RoundEnd, RoundOutcome, direction
@@ -85,6 +85,7 @@ def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ti
                          decision_id=decision_id, dry_run=ctx.dry_run)
         if ctx.event_ids and ctx.owner:
             mark_events(session, ctx.owner, list(ctx.event_ids), "done", now, decision_id=decision_id)
+    telemetry.decision_committed(outcome.decision, ctx.dry_run)
     return decision_id
 
 

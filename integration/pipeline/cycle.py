@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from connectors.base import Conflict, Connector, Transient
 from integration.engine import BREACH_PREFIX, DEFAULT_PLACEMENT, MANUAL
-from integration import incident, incident_report
+from integration import incident, incident_report, telemetry
 from integration.model import Decision, Ticket, TicketState, TimerSpec
 from integration.pipeline import claims
 from integration.pipeline.claims import Claimed, Heartbeat, mark_events
@@ -61,6 +61,7 @@ from matrix_config.loader import LoadedMatrix
 log = logging.getLogger(__name__)
 
 
+@telemetry.timed_pass("events")
 def process_ticket(vendor: str, ticket_id: str, *, deps: PassDeps) -> PassResult:
     """Handle every pending event of one ticket in one pass. Safe to call any number of times."""
     owner = uuid.uuid4().hex
@@ -293,6 +294,7 @@ def _rule_entry_needs_history(connector: Connector, ticket: Ticket, state: Ticke
     return connector.reads_field_history
 
 
+@telemetry.timed_pass("timer")
 def fire_timer(timer_id: int, *, deps: PassDeps) -> str:
     """Run one due timer (exactly once: see integration.store.timers). Returns what happened."""
     now = deps.now()
@@ -337,6 +339,7 @@ def _fire(deps: PassDeps, spec: TimerSpec) -> str:
         connector = deps.connector_for(spec.vendor)
         _run_cycle(deps, connector, spec.vendor, spec.ticket_id, trigger=f"timer:{spec.timer_id}",
                    decide_fn=decide_timer, timer_id=spec.timer_id)
+        telemetry.timer_fired(spec.kind, spec.clock, spec.level, spec.due_at, deps.now())
         return "fired"
     except AlreadyFired:
         return "skipped"

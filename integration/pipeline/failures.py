@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 
 from connectors.base import Conflict, NotFound, RateLimited, Transient
+from integration import telemetry
 from integration.model import TicketState
 from integration.pipeline.claims import Claimed, mark_events
 from integration.pipeline.deps import DELETED, DELETION_EVENTS, PERMANENT_ERRORS, PassDeps, PassResult, short_error
@@ -48,6 +49,7 @@ def handle_failure(deps: PassDeps, vendor: str, ticket_id: str, owner: str, clai
         with deps.db.session() as session:
             mark_events(session, owner, ids, "dead", now, error=reason)
         log.warning("ticket %s:%s: %d event(s) dead-lettered: %s", vendor, ticket_id, len(ids), reason)
+        telemetry.dead_lettered(vendor, len(ids))
         return PassResult("dead", events=ids, error=reason)
     delay = backoff_seconds(deps, attempts, error)
     with deps.db.session() as session:

@@ -1,0 +1,212 @@
+"""GET /metrics (issue 13): the Prometheus text a scraper reads, the counters an operator watches move with
+what happened (a webhook accepted, a ticket escalated, a vendor call rate-limited and retried), the
+gauges come from the database, the bearer token is enforced when set, and the series of several
+processes (web processes of webhooks.server, a worker) are summed in multiprocess mode.
+
+Counters are process-wide, so each test compares a scrape after the action with one before it."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import responses
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.ratelimit import TokenBucket
+from connectors.retry import RetryPolicy
+from connectors.zendesk.connector import ZendeskConnector
+from connectors.zendesk.settings import ZendeskSettings
+from integration.store.events import DatabaseEventSink
+from integration.pipeline import process_ticket
+from service.runtime import Runtime
+from service.settings import Settings
+from tests.conftest import REPO_ROOT
+from tests.support.openapi_check import validate_zendesk_calls
+from tests.support.zendesk_fake import FakeZendesk
+from webhooks.app import create_app
+from webhooks.signatures import zendesk_signature
+
+FIXTURES = Path(__file__).parent / "fixtures" / "zendesk"
+SECRET = "zd-prometheus-secret"
+METRICS_TOKEN = "scrape-t0ken-7d41c9"
+SIGNED_AT = datetime(2026, 11, 27, 9, 31, tzinfo=timezone.utc)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of an exposition, parsed by Prometheus's own text parser: (name, labels) -> value."""
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def value(parsed: dict, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, l), v in parsed.items() if n == name and wanted <= l)
+
+
+def scrape(client, **headers: str) -> dict:
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    return samples(response.get_data(as_text=True))
+
+
+def signed(body: bytes, invocation: str) -> dict[str, str]:
+    timestamp = SIGNED_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Invocation-Id": invocation,
+            "X-Zendesk-Webhook-Signature": zendesk_signature(SECRET, timestamp, body),
+            "X-Zendesk-Webhook-Signature-Timestamp": timestamp}
+
+
+def settings_for(tmp_path: Path, matrix_path: Path, **extra: str) -> Settings:
+    return Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                    QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}", MATRIX_PATH=str(matrix_path), DRY_RUN=False,
+                    ZENDESK_WEBHOOK_SECRET=SECRET, **extra)
+
+
+def test_a_webhook_an_escalation_and_a_rate_limited_call_move_their_series(tmp_path, enterprise_matrix_path):
+    """Ticket 5158 becomes an enterprise production outage through a signed webhook; the pass (the real
+    Zendesk connector against the fake account) moves it to L3, and Zendesk answers the ticket PUT with
+    429 once: the retry layer waits Retry-After and repeats it."""
+    settings = settings_for(tmp_path, enterprise_matrix_path)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeZendesk(rsps)
+
+        def connector_factory(vendor: str):
+            return ZendeskConnector(ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example",
+                                                    api_token="e2e-token"), runtime.matrix().matrix,
+                                    rate_limiter=TokenBucket(10_000), retry_policy=RetryPolicy(sleep=lambda s: None))
+
+        runtime = Runtime(settings, connector_factory=connector_factory)
+        client = create_app(settings, sink=DatabaseEventSink(runtime.db, None), clock=lambda: SIGNED_AT).test_client()
+        before = scrape(client)
+        ticket = fake.tickets["5158"]
+        next(cf for cf in ticket["custom_fields"] if cf["id"] == 360000100005)["value"] = "deploy at 08:00"
+        fake.fail_next("PUT", r"/api/v2/tickets/5158$", 429, headers={"Retry-After": "1"})
+        body = (FIXTURES / "ticket_created.json").read_bytes()
+        try:
+            assert client.post("/webhooks/zendesk", data=body, headers=signed(body, "inv-1")).status_code == 202
+            assert client.post("/webhooks/zendesk", data=body, headers=signed(body, "inv-1")).status_code == 200
+            assert client.post("/webhooks/zendesk", data=body, headers={"Content-Type": "application/json"}
+                               ).status_code == 401
+            result = process_ticket("zendesk", "5158", deps=runtime.deps())
+            after = scrape(client)
+        finally:
+            runtime.db.dispose()
+        validate_zendesk_calls(rsps.calls)
+    assert result.status == "done", result
+    assert fake.tickets["5158"]["group_id"] == 360000200005  # Senior engineering: the L3 owner
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("escalation_webhooks_received_total", vendor="zendesk") == 3
+    assert moved("escalation_webhooks_accepted_total", vendor="zendesk", result="accepted") == 1
+    assert moved("escalation_webhooks_accepted_total", vendor="zendesk", result="duplicate") == 1
+    assert moved("escalation_webhooks_rejected_total", vendor="zendesk", reason="unauthorized") == 1
+    assert moved("escalation_decisions_total", vendor="zendesk", level="L3", dry_run="false") == 1
+    assert moved("escalation_pass_duration_seconds_count", trigger="events", outcome="done") == 1
+    put = "PUT /api/v2/tickets/{id}"
+    assert moved("escalation_vendor_api_rate_limited_total", vendor="zendesk", endpoint=put) == 1
+    assert moved("escalation_vendor_api_calls_total", vendor="zendesk", endpoint=put, status="429") == 1
+    assert moved("escalation_vendor_api_calls_total", vendor="zendesk", endpoint=put, status="2xx") >= 1
+    assert moved("escalation_vendor_api_retries_total", vendor="zendesk", endpoint=put) == 1
+    assert moved("escalation_vendor_api_calls_total", vendor="zendesk",
+                 endpoint="GET /api/v2/tickets/{id}", status="2xx") >= 1
+    # Endpoints are route templates: no ticket id ever becomes a label value.
+    assert not [labels for (_, labels) in after if any("5158" in v for _, v in labels)]
+    # Gauges read from the database at scrape time.
+    assert value(after, "escalation_open_tickets", level="L3") == 1
+    assert value(after, "escalation_timers_pending") >= 1  # the L3 clocks' warnings and breaches
+    assert value(after, "escalation_state_up", source="database") == 1
+    assert value(after, "escalation_state_up", source="queue") == 1
+
+
+def test_the_bearer_token_is_required_when_set(tmp_path, enterprise_matrix_path):
+    client = create_app(settings_for(tmp_path, enterprise_matrix_path, METRICS_TOKEN=METRICS_TOKEN)).test_client()
+    refused = client.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert METRICS_TOKEN not in refused.get_data(as_text=True)
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+    assert client.get("/metrics", headers={"Authorization": f"Basic {METRICS_TOKEN}"}).status_code == 401
+    parsed = scrape(client, Authorization=f"Bearer {METRICS_TOKEN}")
+    assert ("escalation_state_up", frozenset({("source", "database")})) in parsed
+
+
+def test_without_a_token_metrics_are_open(tmp_path, enterprise_matrix_path):
+    client = create_app(settings_for(tmp_path, enterprise_matrix_path)).test_client()
+    assert value(scrape(client), "escalation_state_up", source="database") == 1
+
+
+# ------------------------------------------------------------------------------ multiprocess
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(port: int, path: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+INCREMENT = ("import sys; from integration import telemetry\n"
+             "for _ in range(int(sys.argv[1])): telemetry.webhook_received('jira')")
+
+
+@pytest.mark.slow
+def test_two_web_processes_and_other_processes_are_summed_in_one_scrape(tmp_path, enterprise_matrix_path):
+    """`python -m webhooks.server --processes 2` with PROMETHEUS_MULTIPROC_DIR: each web process and two
+    other processes (as a worker would) count in their own files; any scrape shows the sum."""
+    metrics_dir = tmp_path / "metrics"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ZENDESK_", "JIRA_", "METRICS_"))}
+    env.update(PYTHONPATH=str(REPO_ROOT), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), MATRIX_PATH=str(enterprise_matrix_path),
+               DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}", QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}",
+               LOG_LEVEL="WARNING")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "webhooks.server", "--host", "127.0.0.1", "--port", str(port),
+                               "--processes", "2", "--threads", "2"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _get(port, "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, server.stderr.read().decode()[-2000:]
+            time.sleep(0.1)
+        for count in (2, 3):
+            subprocess.run([sys.executable, "-c", INCREMENT, str(count)], cwd=REPO_ROOT, env=env, check=True)
+        # Jira without a secret answers 503 (not configured); each delivery still counts as received.
+        deliveries = 4
+        for _ in range(deliveries):
+            status, _ = _get(port, "/webhooks/jira", "POST", b"{}", {"Content-Type": "application/json"})
+            assert status == 503
+        totals = set()
+        for _ in range(6):  # whichever web process answers, the sum is the same
+            status, text = _get(port, "/metrics")
+            assert status == 200
+            parsed = samples(text)
+            totals.add((value(parsed, "escalation_webhooks_received_total", vendor="jira"),
+                        value(parsed, "escalation_webhooks_rejected_total", vendor="jira", reason="not_configured")))
+        assert totals == {(2 + 3 + deliveries, deliveries)}
+        assert len({path.name for path in metrics_dir.glob("counter_*.db")}) >= 3  # web process(es) + 2 others
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
