@@ -206,6 +206,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"### Customer updates sent by the service: {len(report['customer_updates'])}"]
     lines += [f"- {_show(u['at'], zone)}" + (f" ({u['template']})" if u["template"] else "")
               for u in report["customer_updates"]]
+    if report.get("exit_unmet"):
+        lines += ["", f"### Exit criteria of {report['exit_level']} not met (the ticket stays solved)"]
+        lines += [f"- {problem}" for problem in report["exit_unmet"]]
     lines += ["", "### Corrective actions"]
     lines += [f"- {a['key']}: {a['summary']} — owner {a['owner'] or 'MISSING'}, due {a['due'] or 'MISSING'}"
               for a in report["corrective_actions"]] or ["- none recorded yet (`escalation incident actions "
@@ -232,11 +235,47 @@ def with_report(db: Database, decision: Decision, matrix: Matrix, ticket: Ticket
         report = build_report(session, matrix, ticket, state, now, version=version)
         if report is None:
             return decision
+        unmet = exit_unmet(matrix, state, report)
+        report["exit_unmet"], report["exit_level"] = unmet, state.level if state else None
         markdown = report_markdown(report)
         if not dry_run:
             _store(session, report, markdown, now)
+            if unmet and state is not None:
+                _alert_exit_unmet(session, matrix, version, ticket, state, now)
+    reasons = (decision.reason, REPORT_REASON, EXIT_UNMET_REASON if unmet else None)
     return replace(decision, internal_note="\n\n".join(n for n in (decision.internal_note, markdown) if n),
-                   reason="; ".join(r for r in (decision.reason, REPORT_REASON) if r))
+                   reason="; ".join(r for r in reasons if r))
+
+
+EXIT_UNMET_REASON = "exit criteria unmet"
+
+
+def exit_unmet(matrix: Matrix, state: TicketState | None, report: dict[str, Any]) -> list[str]:
+    """What the exit criteria of the level the ticket was solved at miss (empty: met, or none set)."""
+    if state is None or not state.level:
+        return []
+    try:
+        criteria = matrix.level(state.level).exit
+    except KeyError:
+        return []
+    if criteria is None or not criteria.actions_owned:
+        return []
+    actions = report["corrective_actions"]
+    if not actions:
+        return ["no corrective action is recorded"]
+    return [f"corrective action {a['key']} has no {' and no '.join(what)}"
+            for a in actions
+            for what in [[w for w, v in (("owner", a["owner"]), ("due date", a["due"])) if not v]] if what]
+
+
+def _alert_exit_unmet(session: Session, matrix: Matrix, version: str, ticket: Ticket, state: TicketState,
+                      now: datetime) -> None:
+    from integration import alerts
+    from matrix_config.loader import LoadedMatrix
+
+    event = alerts.AlertEvent("exit_unmet", state.level or "", state.entered_level_at, detail="actions_owned")
+    alerts.record_events(session, LoadedMatrix(matrix=matrix, version=version, path=""), ticket, [event],
+                         decision_id=None, now=now)
 
 
 def _store(session: Session, report: dict[str, Any], markdown: str, now: datetime) -> IncidentReportRow:

@@ -532,6 +532,10 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
             if target not in level_ids:
                 add(_Problem(base + ("on_breach", clock), _unknown("level", target, level_ids)))
         check_calendar(base + ("calendar",), level.calendar)
+        if level.exit is not None and level.exit.actions_owned and (matrix.incident is None
+                                                                    or matrix.incident.actions is None):
+            add(_Problem(base + ("exit", "actions_owned"), "`actions_owned` needs `incident.actions` (the Jira "
+                                                           "project where corrective actions are created)"))
 
     level_mapping = matrix.fields.get(LEVEL_ATTRIBUTE)
     if level_mapping is not None:

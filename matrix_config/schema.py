@@ -235,6 +235,14 @@ def _dump_roles(roles: dict[str, Role]) -> Any:
 Roles = Annotated[dict[str, Role], BeforeValidator(_roles_as_mapping), PlainSerializer(_dump_roles)]
 
 
+class ExitCriteria(Strict):
+    """What must hold when a ticket is solved at the level; the service flags a solve that breaks them
+    (internal note + `exit_unmet` alert) and never reopens the ticket."""
+
+    # at least one corrective action recorded (`escalation incident actions`), each with an owner and a due date
+    actions_owned: bool = False
+
+
 class Level(Strict):
     id: Identifier
     name: str
@@ -249,6 +257,7 @@ class Level(Strict):
     on_enter: OnEnter = OnEnter()
     on_breach: dict[ClockName, Identifier] = Field(default_factory=dict)  # clock -> level to escalate to
     calendar: Identifier | None = None  # key into `calendars:`; default `clocks.calendar`
+    exit: ExitCriteria | None = None  # checked when the ticket is solved at this level (integration.incident_report)
 
 
 # ---------------------------------------------------------------------------------- vendor mappings
@@ -579,5 +588,8 @@ class Matrix(Strict):
         # A matrix without `notify:` (`incident:`) keeps the version it had before alerts (incidents) existed.
         unset = {name for name in ("notify", "incident") if getattr(self, name) is None}
         data = self.model_dump(mode="json", exclude=unset or None)
+        for level in data["levels"]:  # likewise a level without `exit:`
+            if level.get("exit") is None:
+                level.pop("exit", None)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]

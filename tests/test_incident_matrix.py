@@ -22,6 +22,10 @@ ERRORS = {
     "name a level above L2, not 'L1'",
     "role_on_missing_without_within.yaml": "35:28: levels[0].roles.incident_commander.on_missing: `on_missing` needs "
     "`within`: the deadline after which the role counts as missing",
+    "exit_actions_without_project.yaml": "39:27: levels[1].exit.actions_owned: `actions_owned` needs "
+    "`incident.actions` (the Jira project where corrective actions are created)",
+    "exit_unknown_criterion.yaml": "39:33: levels[1].exit.postmortem: unknown key 'postmortem'; allowed keys: "
+    "actions_owned",
     "incident_unknown_blocker.yaml": "42:14: incident.blockers[0]: unknown attribute 'blocked_by': attributes are "
     "channel, group, issue_type, level, organization, priority, requester_email, status, subject, tags; declare it "
     "under `fields:`",

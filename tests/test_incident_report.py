@@ -5,7 +5,7 @@ shows it as Markdown and JSON."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from cli.main import cli
 from integration.store.events import add_hint
-from integration.incident_report import REPORT_REASON, IncidentReportRow
+from integration.alerts import list_alerts
+from integration.incident_report import REPORT_REASON, IncidentReportRow, record_action
 from integration.pipeline import fire_timer, process_ticket
 from integration.store.db import DecisionRow
 from tests.test_incident_roles import internal_notes, public_comments, rig, role_timers, run_pass  # noqa: F401
@@ -98,3 +99,30 @@ def test_worker_killed_after_posting_the_report_posts_it_once(rig):
     with runtime.db.session() as session:
         statuses = session.scalars(select(DecisionRow.status).where(DecisionRow.reason.contains(REPORT_REASON))).all()
     assert statuses == ["recovered"]
+
+
+@pytest.mark.parametrize("rig", [L4_ON_MISSING], indirect=True)
+def test_solved_at_l4_without_owned_actions_is_flagged_once_with_an_alert(rig):
+    runtime, fake, clock = rig
+    reach_l4_and_solve(runtime, fake, clock)
+    run_pass(runtime, "solved")
+    run_pass(runtime, "solved-again")
+    [report] = reports(fake)
+    assert "### Exit criteria of L4 not met (the ticket stays solved)\n- no corrective action is recorded" in report
+    assert fake.tickets["5158"]["status"] == "solved"  # flagged, never reopened
+    assert [(a.event, a.level, a.channel) for a in list_alerts(runtime.db) if a.event == "exit_unmet"] == [
+        ("exit_unmet", "L4", "support_leads_mail")]
+
+
+@pytest.mark.parametrize("rig", [L4_ON_MISSING], indirect=True)
+def test_solved_at_l4_with_owned_actions_meets_the_exit_criteria(rig):
+    runtime, fake, clock = rig
+    reach_l4_and_solve(runtime, fake, clock)
+    record_action(runtime.db, vendor="zendesk", ticket_id="5158", issue_key="OPS-12", summary="Failover runbook",
+                  owner="5b10ac8d82e05b22cc7d4ef5", owner_name="Olga Ops", due=date(2026, 12, 15), url=None,
+                  now=clock.now)
+    run_pass(runtime, "solved")
+    [report] = reports(fake)
+    assert "Exit criteria" not in report
+    assert "- OPS-12: Failover runbook — owner Olga Ops, due 2026-12-15" in report.splitlines()
+    assert [a for a in list_alerts(runtime.db) if a.event == "exit_unmet"] == []
