@@ -91,6 +91,23 @@ def test_a_password_hash_from_the_environment_signs_in_and_no_secret_reaches_the
     assert "admin console at /admin: sign-in by password (password roles: admin, viewer)" in logged
 
 
+def test_a_session_from_one_worker_is_accepted_by_another(history):
+    # gunicorn runs several workers, each building the app from the same environment (ADMIN_PASSWORD is
+    # hashed with a fresh salt in each): a sign-in on one must hold on the next.
+    with console_env():
+        first, second = console_app(history.database_url), console_app(history.database_url)
+    client = first.test_client()
+    sign_in(client)
+    cookie = client.get_cookie("session")
+    other = second.test_client()
+    other.set_cookie("session", cookie.value)
+    assert other.get("/admin/matrix").status_code == 200
+    with console_env(ADMIN_PASSWORD="a new admin password"):
+        changed = console_app(history.database_url).test_client()
+    changed.set_cookie("session", cookie.value)
+    assert changed.get("/admin/matrix").status_code == 302  # a changed password signs everyone out
+
+
 def test_a_viewer_reads_but_cannot_retry_or_repin(app, history):
     client = app.test_client()
     sign_in(client, VIEWER_PASSWORD)

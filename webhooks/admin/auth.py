@@ -106,11 +106,14 @@ class AttemptLimiter:
             self._failures.pop(client, None)
 
 
-def session_key(settings: ConsoleSettings, passwords: Passwords) -> bytes:
+def session_key(settings: ConsoleSettings) -> bytes:
+    """ADMIN_SECRET_KEY, else a key derived from the credentials as configured (not from a hash made at start,
+    which is salted differently in every worker), so every worker and restart accepts the same cookie."""
     if settings.secret_key is not None and settings.secret_key.get_secret_value():
         return settings.secret_key.get_secret_value().encode()
-    material = "\x00".join([*sorted(passwords.hashes.values()),
-                            settings.oidc_client_secret.get_secret_value() if settings.oidc_client_secret else ""])
+    values = [settings.admin_password_hash, settings.admin_password, settings.viewer_password_hash,
+              settings.viewer_password, settings.oidc_client_secret]
+    material = "\x00".join(value.get_secret_value() if value is not None else "" for value in values)
     return hmac.new(b"escalation-admin-session", material.encode(), hashlib.sha256).digest()
 
 

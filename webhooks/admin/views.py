@@ -297,7 +297,7 @@ def register_console(app: Flask, settings: Settings, clock: Callable[[], datetim
     if not console.enabled:
         log.warning(ENABLE_HINT)
         return console
-    app.secret_key = session_key(console.console, console.passwords)
+    app.secret_key = session_key(console.console)
     app.config.update(WTF_CSRF_CHECK_DEFAULT=False,  # checked in the console's own before_request only
                       SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True,
                       PERMANENT_SESSION_LIFETIME=timedelta(hours=console.console.session_hours))
