@@ -136,3 +136,28 @@ def with_one_voice(decision: Decision, matrix: Matrix, ticket: Ticket, state: Ti
 
 # The decision's reason when it carries the note: how the history (and the metrics) count such replies.
 ONE_VOICE_REASON = "one customer voice: public reply by a non-contact agent"
+
+
+def signed_by_contact(decision: Decision, matrix: Matrix, ticket: Ticket, state: TicketState | None) -> Decision:
+    """At a level naming the customer-contact role, the service's customer messages (entry replies, status
+    digests) end with the named contact's name, so the customer hears one voice. The message is still sent as
+    the API user, on both vendors, not as the contact (Zendesk `comment.author_id` would allow it): the
+    pipeline recognises its own comments by their author when it recovers a write a crash interrupted, and a
+    reply authored by the contact would be sent again."""
+    if not decision.public_reply:
+        return decision
+    level_id = decision.to_level or (state.level if state else None)
+    try:
+        level = matrix.level(level_id) if level_id else None
+    except KeyError:
+        return decision
+    contact_role = matrix.incident.contact_role if matrix.incident else "customer_contact"
+    if level is None or contact_role not in level.roles:
+        return decision
+    contact = ticket.attribute(contact_role)
+    if is_empty_value(contact):
+        return decision
+    signature = f"— {_display(contact)}, your contact for this incident"
+    if decision.public_reply.rstrip().endswith(signature):
+        return decision
+    return replace(decision, public_reply=f"{decision.public_reply.rstrip()}\n\n{signature}")

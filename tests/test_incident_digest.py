@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from integration.pipeline import fire_timer
 from integration.store.db import TimerRow
-from tests.test_incident_roles import public_comments, rig, run_pass, set_field, slack  # noqa: F401 - fixtures
+from tests.test_incident_roles import (  # noqa: F401 - fixtures
+    CONTACT_FIELD, public_comments, rig, run_pass, set_field, slack)
 
 ETA_FIELD, BLOCKED_BY_FIELD = 360000100009, 360000100010
 
@@ -45,3 +46,16 @@ def test_digest_names_milestones_met_the_blocker_and_the_revised_eta(rig):  # no
         "Revised ETA: 2026-11-27 14:00 CET.",
         "Next digest within 2h.",
     ]
+
+
+def test_digest_is_signed_by_the_named_customer_contact(rig):  # noqa: F811
+    runtime, fake, clock = rig
+    set_field(fake.tickets["5158"], CONTACT_FIELD, "Ada Agent")
+    run_pass(runtime, "created")
+    due = cadence_timer(runtime)
+    clock.now = due.due_at + timedelta(seconds=1)
+    before = len(public_comments(fake))
+    assert fire_timer(due.id, deps=runtime.deps()) == "fired"
+    [digest] = public_comments(fake)[before:]
+    assert digest.endswith("Next digest within 2h.\n\n— Ada Agent, your contact for this incident")
+    assert fire_timer(due.id, deps=runtime.deps()) == "skipped"

@@ -121,6 +121,7 @@ def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, cla
         decision = incident.with_one_voice(decision, matrix.matrix, ticket, state)
         decision = incident_report.with_report(deps.db, decision, matrix.matrix, ticket, state, now,
                                                version=matrix.version, dry_run=deps.dry_run_for(vendor))
+        decision = incident.signed_by_contact(decision, matrix.matrix, ticket, state)
         state_after = deps.next_state(state, ticket, decision)
         if deps.clocks is not None:
             state_after = deps.clocks.track(state_after, ticket, matrix.matrix, now)
@@ -333,7 +334,10 @@ def _fire(deps: PassDeps, spec: TimerSpec) -> str:
             return None, current, [], ()
         outcome = clocks.on_timer(spec, ticket, current, matrix.matrix, now)
         state_after = outcome.state if outcome.state is not None else current
-        return outcome.decision, state_after, list(outcome.schedule or []), tuple(outcome.cancel_kinds or ())
+        decision = outcome.decision
+        if decision is not None:
+            decision = incident.signed_by_contact(decision, matrix.matrix, ticket, current)
+        return decision, state_after, list(outcome.schedule or []), tuple(outcome.cancel_kinds or ())
 
     try:
         connector = deps.connector_for(spec.vendor)
