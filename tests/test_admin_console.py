@@ -146,6 +146,43 @@ def test_oidc_sign_in_redirects_to_the_issuer_with_the_client_and_a_state(histor
     assert "oidc-client-secret" not in location
 
 
+@pytest.mark.parametrize("groups, role", [(["support-leads", "escalation-admins"], "admin"), (["support"], "viewer")])
+@responses.activate
+def test_oidc_callback_signs_in_with_the_role_of_the_group_claim(history, groups, role):
+    # The issuer is played with mocked HTTP (discovery, token endpoint, JWKS) and an ID token signed with a
+    # key made here; Authlib checks state, nonce, issuer, audience and signature.
+    import time
+    from urllib.parse import parse_qs, urlparse
+
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    issuer = "https://login.example.test/realms/support"
+    key = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig", "alg": "RS256"}, private=True)
+    responses.get(f"{issuer}/.well-known/openid-configuration", json={
+        "issuer": issuer, "authorization_endpoint": f"{issuer}/auth", "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/certs", "id_token_signing_alg_values_supported": ["RS256"]})
+    responses.get(f"{issuer}/certs", json={"keys": [key.as_dict(private=False)]})
+    with console_env(ADMIN_PASSWORD="", VIEWER_PASSWORD="", OIDC_ISSUER=issuer, OIDC_CLIENT_ID="escalation-console",
+                     OIDC_CLIENT_SECRET="oidc-client-secret", OIDC_ADMIN_GROUP="escalation-admins"):
+        client = console_app(history.database_url).test_client()
+        query = parse_qs(urlparse(client.get("/admin/login/oidc?next=/admin/matrix").headers["Location"]).query)
+        now = int(time.time())
+        id_token = jwt.encode({"alg": "RS256", "kid": "k1"}, {
+            "iss": issuer, "aud": "escalation-console", "sub": "u-17", "email": "lead@example.test",
+            "nonce": query["nonce"][0], "iat": now, "exp": now + 300, "groups": groups}, key)
+        responses.post(f"{issuer}/token", json={"access_token": "at", "token_type": "Bearer", "expires_in": 300,
+                                                "id_token": id_token})
+        answer = client.get(f"/admin/oidc/callback?code=c-1&state={query['state'][0]}")
+        assert answer.status_code == 302 and answer.headers["Location"] == "/admin/matrix"
+        page = client.get("/admin/dead-letters").get_data(as_text=True)
+        assert f"lead@example.test · {role}" in page
+        assert ('class="retry"' in page) == (role == "admin")
+        forged = console_app(history.database_url).test_client()
+        refused = forged.get(f"/admin/oidc/callback?code=c-1&state={query['state'][0]}")  # no state in its session
+        assert refused.status_code == 401 and "Single sign-on failed (mismatching_state)" in refused.get_data(as_text=True)
+
+
 def test_vendored_chart_library_matches_its_recorded_version_and_hash():
     manifest = json.loads((STATIC / "VENDORED.json").read_text())
     entry = manifest["chart.umd.js"]

@@ -184,7 +184,14 @@ def oidc_callback() -> Any:
     console = _console()
     if console.oauth is None:
         abort(404, "single sign-on is not configured")
-    token = console.oauth.oidc.authorize_access_token()  # checks state, nonce and the ID token's signature
+    from authlib.integrations.base_client.errors import OAuthError
+
+    try:
+        token = console.oauth.oidc.authorize_access_token()  # checks state, nonce and the ID token's signature
+    except OAuthError as exc:  # a stale or forged callback, or the issuer refused: say which, never the token
+        log.warning("admin OIDC sign-in refused: %s", exc.error)
+        return render_template("admin/login.html", error=f"Single sign-on failed ({exc.error}); try again.",
+                               next=""), 401
     claims = dict(token.get("userinfo") or {})
     role = oidc_role(claims, console.console)
     target = session.get("admin_next")
