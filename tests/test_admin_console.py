@@ -211,3 +211,48 @@ def test_tickets_in_flight_show_clock_states_and_filter(app):
         {state for _, state in re.findall(r'data-ticket="([^"]+)" data-state="(\w+)"', breached)} == {"breached"}
     l2 = client.get("/admin/tickets?level=L2").get_data(as_text=True)
     assert 'data-ticket="zendesk:602"' in l2 and 'data-ticket="zendesk:603"' not in l2
+
+
+@pytest.fixture
+def second_version(history):
+    """A second stored matrix version: the example with L2's acknowledge target 30m -> 20m."""
+    from integration.store.matrix_versions import store_version
+    from matrix_config.loader import load_matrix_text
+    from tests.support.fake_connector import make_settings
+
+    path = make_settings(history.database_url).matrix_path
+    text = Path(path).read_text().replace("sla: {acknowledge: 30m, diagnose: 4h", "sla: {acknowledge: 20m, diagnose: 4h", 1)
+    loaded = load_matrix_text(text, "draft.yaml")
+    with history.live.db.session() as session:
+        store_version(session, loaded, text)
+    return loaded.version
+
+
+def test_matrix_page_compares_two_stored_versions(app, history, second_version):
+    client = app.test_client()
+    sign_in(client)
+    current = re.search(r'id="current-version">(\w+)<', client.get("/admin/matrix").get_data(as_text=True)).group(1)
+    page = client.get(f"/admin/matrix?old={history.live.matrix().version}&new={second_version}").get_data(as_text=True)
+    assert history.live.matrix().version.startswith(current)
+    changes = re.findall(r'<li><code>([^<]+)</code></li>', page.split('id="diff-changes"')[1].split("</ul>")[0])
+    assert changes == ["levels.L2.sla.acknowledge: 30m -&gt; 20m"]
+    assert "-    sla: {acknowledge: 30m" in page and "+    sla: {acknowledge: 20m" in page
+    unknown = client.get(f"/admin/matrix?old=ffffffff&new={second_version}").get_data(as_text=True)
+    assert "no stored matrix version ffffffff" in unknown
+
+
+def test_an_admin_repins_a_ticket_and_a_pass_is_queued(app, history, second_version):
+    from integration.store.db import TicketStateRow
+
+    client = app.test_client()
+    sign_in(client)
+    page = client.get("/admin/tickets/zendesk/603").get_data(as_text=True)
+    answer = client.post("/admin/tickets/zendesk/603/repin", data={"csrf_token": csrf_of(page), "version": second_version},
+                         follow_redirects=True)
+    assert f"zendesk 603 is pinned to matrix {second_version[:12]}; a pass is queued" in answer.get_data(as_text=True)
+    with history.live.db.session() as session:
+        assert session.get(TicketStateRow, ("zendesk", "603")).matrix_version == second_version
+    assert [e.event_type for e in list_events(history.live.db, status="pending") if e.ticket_id == "603"] == ["repin"]
+    refused = client.post("/admin/tickets/zendesk/603/repin", data={"csrf_token": csrf_of(page), "version": "nope"},
+                          follow_redirects=True)
+    assert "matrix version nope is not stored" in refused.get_data(as_text=True)
