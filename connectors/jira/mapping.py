@@ -199,6 +199,17 @@ def reply_times(
     return (times[0], times[-1]) if times else (None, None)
 
 
+def last_reply_author(comments: Sequence[Mapping[str, Any]], reporter_id: str | None, own_account_id: str | None,
+                      non_agents: frozenset[str] = frozenset()) -> Person | None:
+    """The author of the latest public agent reply (the one-customer-voice check compares it with the contact)."""
+    dated = [(t, c) for c in comments if is_agent_comment(c, reporter_id, own_account_id, non_agents)
+             for t in [parse_jira_time(c.get("created"))] if t is not None]
+    if not dated:
+        return None
+    author = max(dated, key=lambda pair: pair[0])[1].get("author") or {}
+    return Person(id=author.get("accountId"), name=author.get("displayName"), email=author.get("emailAddress"))
+
+
 def attribute_changes(changelog: Any, matrix: Matrix, *, group_field: str | None = None,
                       organization_field: str | None = None) -> dict[str, datetime]:
     """When each matrix attribute last changed, from an issue's changelog (`expand=changelog` on the issue
@@ -302,6 +313,8 @@ def ticket_from_issue(
         field_changed_at=changes,
         first_public_agent_reply_at=first_reply,
         last_public_agent_reply_at=last_reply,
+        last_public_agent_reply_by=last_reply_author(comments or [], reporter.id, options.own_account_id,
+                                                     options.non_agents),
         # Jira has no conditional edit; the updated time is kept for the audit log only.
         version_token=str(fields.get("updated")) if fields.get("updated") else None,
         url=f"{options.server_url}/browse/{key}" if options.server_url else None,
