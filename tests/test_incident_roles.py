@@ -120,6 +120,8 @@ def test_missing_commander_is_reminded_once_alerted_once_and_assigning_stops_rem
     assert deadline.level == "L3" and deadline.status == "pending"
     entered = deadline.due_at - timedelta(minutes=15)
     assert len(role_timers(runtime, "customer_contact")) == 1
+    assert ("Assign: Incident commander, Customer contact (deadline from entering L3: Incident commander 15m, "
+            "Customer contact 15m)") in internal_notes(fake)[-1]
     notes_before, public_before = len(internal_notes(fake)), len(public_comments(fake))
 
     clock.now = deadline.due_at + timedelta(minutes=1)

@@ -465,9 +465,12 @@ def _enter_level(p: _Pass) -> None:
             f"Owner group left at {compiled.group_label(kept_group)}, as set on the ticket "
             f"(the matrix's owner at {enter} is {compiled.group_label(owner)})."
         )
-    unfilled = [compiled.label(role) for role in level.roles if is_empty_value(ticket.attribute(role))]
+    unfilled = [role for role in level.roles if is_empty_value(ticket.attribute(role))]
     if unfilled:
-        draft.notes.append("Assign: " + ", ".join(unfilled))
+        deadlines = [f"{compiled.label(role)} {format_duration_seconds(int(level.roles[role].within.total_seconds()))}"
+                     for role in unfilled if level.roles[role].within is not None]
+        draft.notes.append("Assign: " + ", ".join(compiled.label(role) for role in unfilled)
+                           + (f" (deadline from entering {enter}: {', '.join(deadlines)})" if deadlines else ""))
     if rule_obj and rule_obj.rule.note:
         draft.notes.append(texts.render(rule_obj.rule.note, context) or "")
     if placement.bypass:
