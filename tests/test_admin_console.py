@@ -197,7 +197,7 @@ def test_matrix_page_shows_levels_rules_with_hits_versions_and_vendor_sla_rows(a
     for level in ("L1", "L2", "L3", "L4"):
         assert f'data-level="{level}"' in page
     hits = dict(re.findall(r'data-rule="([^"]+)">.*?class="num hits">(\d+)<', page, re.S))
-    assert int(hits["enterprise-outage"]) >= 1  # ticket 301 (the dry-run 501 is not counted)
+    assert hits["enterprise-outage"] == "2"  # 301 placed, 701 held for data (the dry-run 501 is not counted)
     assert 'id="zendesk-sla"' in page and "[matrix] " in page and 'id="jsm-goals"' in page
 
 
@@ -209,6 +209,12 @@ def test_tickets_in_flight_show_clock_states_and_filter(app):
     breached = client.get("/admin/tickets?state=breached").get_data(as_text=True)
     assert re.findall(r'data-ticket="([^"]+)" data-state="(\w+)"', breached) and \
         {state for _, state in re.findall(r'data-ticket="([^"]+)" data-state="(\w+)"', breached)} == {"breached"}
+    held = client.get("/admin/tickets?state=held").get_data(as_text=True)
+    assert re.findall(r'data-ticket="([^"]+)"', held) == ["zendesk:701"]
+    assert "for L3: account_id, affected_users, recent_changes" in held
+    l3 = client.get("/admin/tickets?level=L3").get_data(as_text=True)
+    assert re.findall(r'data-ticket="([^"]+)"', l3) == ["zendesk:501"]  # 301 was solved
+    assert "<td>incident_commander, customer_contact</td>" in l3  # missing roles
     l2 = client.get("/admin/tickets?level=L2").get_data(as_text=True)
     assert 'data-ticket="zendesk:602"' in l2 and 'data-ticket="zendesk:603"' not in l2
 

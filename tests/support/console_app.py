@@ -1,5 +1,7 @@
-"""The admin console over the seeded week of tests/support/metrics_history.py (plus one dead letter: an event
-for ticket 999, which the fake helpdesk does not know), with passwords for both roles from the environment."""
+"""The admin console over the seeded week of tests/support/metrics_history.py, plus one dead letter (an event
+for ticket 999, which the fake helpdesk does not know) and ticket 701 (NOW: an enterprise production outage
+without account id, recent changes or affected users, so the data gate holds it at L1 short of L3), with
+passwords for both roles from the environment."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -18,6 +20,10 @@ VIEWER_PASSWORD = "viewer only please"
 
 def seed(database_url: str) -> Any:
     history = build_history(database_url)
+    history.fake.put("701", created_at=NOW.isoformat(), updated_at=NOW.isoformat(), fields={
+        "issue_type": "outage", "customer_tier": "enterprise", "environment": "production"})
+    add_hint(history.live.db, "zendesk", "701", "test", key="701@seed", now=NOW)
+    process_ticket("zendesk", "701", deps=history.live.deps())
     add_hint(history.live.db, "zendesk", "999", "test", key="999@seed", now=NOW)
     process_ticket("zendesk", "999", deps=history.live.deps())
     (dead,) = list_events(history.live.db, status="dead")
