@@ -152,6 +152,13 @@ def test_read_the_escalations_chart(browser, console):
     # Week 49 (Mon 11-30): 602's acknowledge breach moved it to L2.
     assert drawn["L3"] == [1, 0] and drawn["L4"] == [0, 0]
     assert drawn["L2"] == [1, 1]
+    tta = browser.execute_script(
+        "const c = Chart.getChart(arguments[0]);"
+        "return Object.fromEntries(c.data.datasets.map(d => [d.label, d.data]));",
+        browser.find_element(By.ID, "chart-tta"))
+    # Business minutes on Mon-Fri 08:00-18:00 Berlin: L1 603 30, 601 50 (Fri 17:30 -> Mon 08:20), 604 90
+    # (Tue 17:00 -> Wed 08:30): median 50; L3 301 10. No acknowledgement of an entry in week 49 yet.
+    assert tta["L1"] == [50, None] and tta["L3"] == [10, None]
     assert browser.execute_script("return Chart.getChart(arguments[0]).data.labels;",
                                   browser.find_element(By.ID, "chart-attainment"))
     shot(browser, "metrics")

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from flask import (Blueprint, Flask, Response, abort, current_app, flash, redirect, render_template, request,
                    session, url_for)
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
 
 from service.settings import Settings
 from webhooks.admin import data
@@ -93,6 +94,11 @@ def _headers(response: Response) -> Response:
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+@blueprint.errorhandler(HTTPException)
+def _refused(exc: HTTPException) -> tuple[str, int]:
+    return render_template("admin/message.html", title=exc.name, message=exc.description), exc.code or 500
 
 
 @blueprint.errorhandler(CSRFError)
