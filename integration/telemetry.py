@@ -85,17 +85,34 @@ def series() -> _Series:
 
 
 # ---------------------------------------------------------------------------- webhook intake
+# On every delivery: the labelled children are looked up once per label set (a handful of vendors, results
+# and reasons), which keeps the intake's cost to one increment per series.
+@functools.lru_cache(maxsize=None)
+def _received(vendor: str) -> Any:
+    return series().webhooks_received.labels(vendor)
+
+
+@functools.lru_cache(maxsize=None)
+def _accepted(vendor: str, result: str) -> Any:
+    return series().webhooks_accepted.labels(vendor, result)
+
+
+@functools.lru_cache(maxsize=None)
+def _rejected(vendor: str, status: int | str) -> Any:
+    reason = status if isinstance(status, str) else REJECTION_REASONS.get(status, f"http_{status}")
+    return series().webhooks_rejected.labels(vendor, reason)
+
+
 def webhook_received(vendor: str) -> None:
-    series().webhooks_received.labels(vendor).inc()
+    _received(vendor).inc()
 
 
 def webhook_accepted(vendor: str, result: str) -> None:
-    series().webhooks_accepted.labels(vendor, result).inc()
+    _accepted(vendor, result).inc()
 
 
 def webhook_rejected(vendor: str, status: int | str) -> None:
-    reason = status if isinstance(status, str) else REJECTION_REASONS.get(status, f"http_{status}")
-    series().webhooks_rejected.labels(vendor, reason).inc()
+    _rejected(vendor, status).inc()
 
 
 # ---------------------------------------------------------------------------- passes

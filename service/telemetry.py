@@ -80,11 +80,13 @@ def multiprocess_mode() -> bool:
 
 # ---------------------------------------------------------------------------- scrape-time gauges
 class StateCollector:
-    """Gauges counted when scraped: cheap grouped counts over indexed columns."""
+    """Gauges counted when scraped: cheap grouped counts over indexed columns. `database` gives the
+    Database (built on the first scrape, so a web process starts while the database is down); a scrape
+    that cannot read it says so in `escalation_state_up` instead of failing."""
 
-    def __init__(self, db: Database, queue_counts: Callable[[], tuple[int, int]] | None = None,
+    def __init__(self, database: Callable[[], Database], queue_counts: Callable[[], tuple[int, int]] | None = None,
                  now: Callable[[], datetime] = utcnow):
-        self.db = db
+        self.database = database
         self.queue_counts = queue_counts
         self.now = now
 
@@ -116,7 +118,7 @@ class StateCollector:
     def _database_gauges(self, gauge: Any) -> Iterator[Any]:
         now = self.now()
         closed = sorted(RESOLVED | {DELETED})
-        with self.db.session() as session:
+        with self.database().session() as session:
             levels = session.execute(
                 select(TicketStateRow.level, func.count())
                 .where(TicketStateRow.status.is_(None) | TicketStateRow.status.not_in(closed))
@@ -181,6 +183,8 @@ def state_collector_for(settings: Any) -> StateCollector:
     """The gauges of the deployment behind `settings`: its Runtime's database and queue."""
     from service.runtime import get_runtime
 
-    runtime = get_runtime(settings)
-    huey = runtime.huey
-    return StateCollector(runtime.db, lambda: (int(huey.pending_count()), int(huey.scheduled_count())))
+    def queue_counts() -> tuple[int, int]:
+        huey = get_runtime(settings).huey
+        return int(huey.pending_count()), int(huey.scheduled_count())
+
+    return StateCollector(lambda: get_runtime(settings).db, queue_counts)

@@ -147,6 +147,14 @@ def test_without_a_token_metrics_are_open(tmp_path, enterprise_matrix_path):
     assert value(scrape(client), "escalation_state_up", source="database") == 1
 
 
+def test_a_scrape_while_the_database_is_down_still_answers_and_says_so(tmp_path, enterprise_matrix_path):
+    settings = settings_for(tmp_path, enterprise_matrix_path).model_copy(
+        update={"database_url": "postgresql+psycopg://escalation@127.0.0.1:1/nothing-listens-here"})
+    parsed = scrape(create_app(settings).test_client())
+    assert value(parsed, "escalation_state_up", source="database") == 0
+    assert not [name for name, _ in parsed if name == "escalation_open_tickets"]
+
+
 # ------------------------------------------------------------------------------ multiprocess
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -210,3 +218,21 @@ def test_two_web_processes_and_other_processes_are_summed_in_one_scrape(tmp_path
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_the_grafana_dashboard_uses_only_series_the_service_exposes(tmp_path, enterprise_matrix_path):
+    """docs/grafana/escalation-dashboard.json: every series a panel queries is one /metrics declares."""
+    import re
+
+    from connectors import telemetry as vendor_telemetry
+    from integration import telemetry
+
+    telemetry.series(), vendor_telemetry.series()  # built on first use: declare them all before the scrape
+    response = create_app(settings_for(tmp_path, enterprise_matrix_path)).test_client().get("/metrics")
+    exposed = {family.name for family in text_string_to_metric_families(response.get_data(as_text=True))}
+    dashboard = json.loads((REPO_ROOT / "docs" / "grafana" / "escalation-dashboard.json").read_text())
+    queried = {re.sub(r"_(total|bucket|count|sum)$", "", name)
+               for panel in dashboard["panels"] for target in panel.get("targets", [])
+               for name in re.findall(r"\bescalation_[a-z_]+", target["expr"])}
+    assert len(queried) >= 15
+    assert queried <= exposed, sorted(queried - exposed)
