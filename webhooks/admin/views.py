@@ -232,7 +232,7 @@ def tickets() -> str:
     loaded = console.matrix()
     filters = {name: request.args.get(name) or None for name in ("level", "vendor", "state")}
     found = data.tickets_in_flight(console.runtime.db, loaded, console.clock(), **filters)
-    return render_template("admin/tickets.html", tickets=found, filters=filters,
+    return render_template("admin/tickets.html", tickets=found, filters=filters, limit=data.TICKETS_PER_PAGE,
                            levels=[level.id for level in loaded.matrix.levels], now=console.clock())
 
 
