@@ -4,6 +4,7 @@ seeded week. tests/test_admin_console_browser.py drives the same pages in Chromi
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import re
@@ -262,3 +263,25 @@ def test_an_admin_repins_a_ticket_and_a_pass_is_queued(app, history, second_vers
     refused = client.post("/admin/tickets/zendesk/603/repin", data={"csrf_token": csrf_of(page), "version": "nope"},
                           follow_redirects=True)
     assert "matrix version nope is not stored" in refused.get_data(as_text=True)
+
+
+@pytest.mark.postgres
+def test_every_page_renders_on_postgresql(postgres_url):
+    from tests.support.fake_connector import postgres_schema_url
+
+    url, drop = postgres_schema_url(postgres_url)
+    built = seed(url)
+    try:
+        with console_env():
+            client = console_app(url).test_client()
+        sign_in(client)
+        for page in ("/admin/matrix", "/admin/metrics", "/admin/tickets/zendesk/602", "/admin/dead-letters"):
+            assert client.get(page).status_code == 200, page
+        held = client.get("/admin/tickets?state=held").get_data(as_text=True)
+        assert re.findall(r'data-ticket="([^"]+)"', held) == ["zendesk:701"]
+        metrics_page = client.get("/admin/metrics?weeks=2").get_data(as_text=True)
+        escalations = re.search(r'id="chart-escalations"[^>]*data-series=\'([^\']+)\'', metrics_page).group(1)
+        assert json.loads(html.unescape(escalations))["L3"] == [1, 0]
+    finally:
+        built.dispose()
+        drop()
