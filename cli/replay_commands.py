@@ -218,7 +218,12 @@ def register(group: click.Group) -> None:
         if not history.passes:
             scope = "".join([f" since {since.isoformat(timespec='minutes')}" if since else "",
                              f" for {vendor}" if vendor else ""])
-            click.echo(f"Nothing to replay: {source} holds no recorded passes{scope}.")
+            message = f"Nothing to replay: {source} holds no recorded passes{scope}."
+            if fmt == "json":
+                click.echo(json.dumps({"draft": draft_path, "history": source, "empty": True, "message": message},
+                                      indent=2))
+            else:
+                click.echo(message)
             return
         if sys.stderr.isatty():
             with click.progressbar(length=len(history.passes), label="replaying", file=sys.stderr) as bar:

@@ -261,6 +261,23 @@ def test_an_empty_history_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["replay", "--matrix", str(BASE), "--from-file", str(exported), "--vendor", "jira"],
                                 env=env)
     assert f"Nothing to replay: {exported} holds no recorded passes for jira." in result.output
+    as_json = CliRunner().invoke(cli, ["replay", "--matrix", str(BASE), "--format", "json"], env=env)
+    assert json.loads(as_json.stdout)["empty"] is True
+
+
+def test_tickets_decided_with_a_version_the_file_does_not_hold_are_listed_not_replayed(day: Recorder, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": day.runtime.settings.database_url}
+    exported = tmp_path / "history.jsonl.gz"
+    assert CliRunner().invoke(cli, ["snapshots", "export", "-o", str(exported)], env=env).exit_code == 0
+    lines = [line for line in gzip.decompress(exported.read_bytes()).decode().splitlines()
+             if json.loads(line)["kind"] != "matrix"]
+    stripped = tmp_path / "no-matrix.jsonl"
+    stripped.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["replay", "--matrix", str(BASE), "--from-file", str(stripped), "--format", "json"])
+    report = json.loads(result.stdout)
+    assert report["summary"]["tickets"] == 0 and report["summary"]["skipped_tickets"] == 7
+    table = CliRunner().invoke(cli, ["replay", "--matrix", str(BASE), "--from-file", str(stripped)])
+    assert "7 ticket(s) decided with matrix version" in table.output and "not replayed" in table.output
 
 
 def test_a_file_that_is_no_export_is_refused_with_its_line(tmp_path: Path) -> None:
