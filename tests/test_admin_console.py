@@ -92,6 +92,13 @@ def test_a_password_hash_from_the_environment_signs_in_and_no_secret_reaches_the
     assert "admin console at /admin: sign-in by password (password roles: admin, viewer)" in logged
 
 
+def test_the_session_cookie_is_http_only_and_secure_when_asked(history):
+    with console_env(ADMIN_COOKIE_SECURE="true"):
+        client = console_app(history.database_url).test_client()
+    cookie = sign_in(client).headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+
+
 def test_a_session_from_one_worker_is_accepted_by_another(history):
     # gunicorn runs several workers, each building the app from the same environment (ADMIN_PASSWORD is
     # hashed with a fresh salt in each): a sign-in on one must hold on the next.

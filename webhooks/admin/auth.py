@@ -40,6 +40,7 @@ class ConsoleSettings(BaseSettings):
     login_attempts: int = Field(5, alias="ADMIN_LOGIN_ATTEMPTS", gt=0)  # failed sign-ins per client ...
     login_window_seconds: int = Field(300, alias="ADMIN_LOGIN_WINDOW_SECONDS", gt=0)  # ... in this window
     session_hours: int = Field(8, alias="ADMIN_SESSION_HOURS", gt=0)
+    cookie_secure: bool = Field(False, alias="ADMIN_COOKIE_SECURE")  # true behind TLS: the cookie only over HTTPS
 
     @property
     def oidc_enabled(self) -> bool:

@@ -313,6 +313,7 @@ def register_console(app: Flask, settings: Settings, clock: Callable[[], datetim
     app.secret_key = session_key(console.console)
     app.config.update(WTF_CSRF_CHECK_DEFAULT=False,  # checked in the console's own before_request only
                       SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SECURE=console.console.cookie_secure,
                       PERMANENT_SESSION_LIFETIME=timedelta(hours=console.console.session_hours))
     csrf.init_app(app)
     if console.console.oidc_enabled:
