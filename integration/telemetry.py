@@ -43,15 +43,12 @@ class _Series:
     def __init__(self) -> None:
         from prometheus_client import Counter, Histogram
 
-        self.webhooks_received = Counter(
-            f"{PREFIX}_webhooks_received_total", "Webhook deliveries received, by vendor", ["vendor"])
-        self.webhooks_accepted = Counter(
-            f"{PREFIX}_webhooks_accepted_total",
-            "Webhook deliveries stored and answered 2xx, by vendor and result (accepted, duplicate, ignored)",
-            ["vendor", "result"])
-        self.webhooks_rejected = Counter(
-            f"{PREFIX}_webhooks_rejected_total", "Webhook deliveries refused, by vendor and reason",
-            ["vendor", "reason"])
+        # One series per delivery outcome (received = the sum; accepted = result != rejected), so a delivery
+        # costs the intake one increment.
+        self.webhooks = Counter(
+            f"{PREFIX}_webhooks_total",
+            "Webhook deliveries received, by vendor and result (accepted, duplicate, ignored: stored and answered "
+            "2xx; rejected: refused, with the reason)", ["vendor", "result", "reason"])
         self.pass_seconds = Histogram(
             f"{PREFIX}_pass_duration_seconds",
             "Processing passes (one ticket's events, or one due timer), by trigger and outcome",
@@ -85,33 +82,26 @@ def series() -> _Series:
 
 
 # ---------------------------------------------------------------------------- webhook intake
-# On every delivery: the labelled children are looked up once per label set (a handful of vendors, results
-# and reasons), which keeps the intake's cost to one increment per series.
-@functools.lru_cache(maxsize=None)
-def _received(vendor: str) -> Any:
-    return series().webhooks_received.labels(vendor)
-
-
+# On every delivery: the labelled child is looked up once per label set (a handful of vendors, results and
+# reasons), which keeps the intake's cost to one increment.
 @functools.lru_cache(maxsize=None)
 def _accepted(vendor: str, result: str) -> Any:
-    return series().webhooks_accepted.labels(vendor, result)
+    return series().webhooks.labels(vendor, result, "")
 
 
 @functools.lru_cache(maxsize=None)
 def _rejected(vendor: str, status: int | str) -> Any:
     reason = status if isinstance(status, str) else REJECTION_REASONS.get(status, f"http_{status}")
-    return series().webhooks_rejected.labels(vendor, reason)
-
-
-def webhook_received(vendor: str) -> None:
-    _received(vendor).inc()
+    return series().webhooks.labels(vendor, "rejected", reason)
 
 
 def webhook_accepted(vendor: str, result: str) -> None:
+    """A delivery stored and answered 2xx: `accepted`, `duplicate` or `ignored`."""
     _accepted(vendor, result).inc()
 
 
 def webhook_rejected(vendor: str, status: int | str) -> None:
+    """A delivery refused: `status` is the HTTP status answered, or a reason (`store_unavailable`)."""
     _rejected(vendor, status).inc()
 
 

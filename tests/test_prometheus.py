@@ -108,10 +108,10 @@ def test_a_webhook_an_escalation_and_a_rate_limited_call_move_their_series(tmp_p
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert moved("escalation_webhooks_received_total", vendor="zendesk") == 3
-    assert moved("escalation_webhooks_accepted_total", vendor="zendesk", result="accepted") == 1
-    assert moved("escalation_webhooks_accepted_total", vendor="zendesk", result="duplicate") == 1
-    assert moved("escalation_webhooks_rejected_total", vendor="zendesk", reason="unauthorized") == 1
+    assert moved("escalation_webhooks_total", vendor="zendesk") == 3
+    assert moved("escalation_webhooks_total", vendor="zendesk", result="accepted") == 1
+    assert moved("escalation_webhooks_total", vendor="zendesk", result="duplicate") == 1
+    assert moved("escalation_webhooks_total", vendor="zendesk", result="rejected", reason="unauthorized") == 1
     assert moved("escalation_decisions_total", vendor="zendesk", level="L3", dry_run="false") == 1
     assert moved("escalation_pass_duration_seconds_count", trigger="events", outcome="done") == 1
     put = "PUT /api/v2/tickets/{id}"
@@ -173,7 +173,7 @@ def _get(port: int, path: str, method: str = "GET", body: bytes | None = None, h
 
 
 INCREMENT = ("import sys; from integration import telemetry\n"
-             "for _ in range(int(sys.argv[1])): telemetry.webhook_received('jira')")
+             "for _ in range(int(sys.argv[1])): telemetry.webhook_accepted('jira', 'accepted')")
 
 
 @pytest.mark.slow
@@ -211,8 +211,8 @@ def test_two_web_processes_and_other_processes_are_summed_in_one_scrape(tmp_path
             status, text = _get(port, "/metrics")
             assert status == 200
             parsed = samples(text)
-            totals.add((value(parsed, "escalation_webhooks_received_total", vendor="jira"),
-                        value(parsed, "escalation_webhooks_rejected_total", vendor="jira", reason="not_configured")))
+            totals.add((value(parsed, "escalation_webhooks_total", vendor="jira"),
+                        value(parsed, "escalation_webhooks_total", vendor="jira", reason="not_configured")))
         assert totals == {(2 + 3 + deliveries, deliveries)}
         assert len({path.name for path in metrics_dir.glob("counter_*.db")}) >= 3  # web process(es) + 2 others
     finally:

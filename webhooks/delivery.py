@@ -68,7 +68,6 @@ def handle_delivery(
     get_sink: Callable[[], EventSink],
     clock: Callable[[], datetime],
 ) -> Response:
-    telemetry.webhook_received(route.vendor)
     event: NeutralEvent | None = None
     try:
         if route.authenticate is None:
