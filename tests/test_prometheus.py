@@ -130,6 +130,23 @@ def test_a_webhook_an_escalation_and_a_rate_limited_call_move_their_series(tmp_p
     assert value(after, "escalation_state_up", source="queue") == 1
 
 
+@pytest.mark.parametrize("method, path, endpoint", [
+    ("PUT", "https://acme.zendesk.com/api/v2/tickets/5158?safe_update=true", "PUT /api/v2/tickets/{id}"),
+    ("GET", "/api/v2/tickets/5158/comments.json", "GET /api/v2/tickets/{id}/comments.json"),
+    ("GET", "/api/v2/tickets/5158.json", "GET /api/v2/tickets/{id}.json"),
+    ("GET", "/api/v2/users/me", "GET /api/v2/users/me"),
+    ("PUT", "https://acme.atlassian.net/rest/api/3/issue/SUP-1042", "PUT /rest/api/3/issue/{id}"),
+    ("POST", "/rest/servicedeskapi/request/SUP-7/comment", "POST /rest/servicedeskapi/request/{id}/comment"),
+    ("GET", "/rest/api/2/field/customfield_10010/context", "GET /rest/api/2/field/{id}/context"),
+])
+def test_vendor_endpoints_are_labelled_by_route_template(method, path, endpoint):
+    """The `endpoint` label of the vendor series: ids, issue keys and custom field ids never become label
+    values, API versions stay."""
+    from connectors.telemetry import endpoint_template
+
+    assert endpoint_template(method, path) == endpoint
+
+
 def test_the_bearer_token_is_required_when_set(tmp_path, enterprise_matrix_path):
     client = create_app(settings_for(tmp_path, enterprise_matrix_path, METRICS_TOKEN=METRICS_TOKEN)).test_client()
     refused = client.get("/metrics")
