@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -253,3 +254,44 @@ def test_the_grafana_dashboard_uses_only_series_the_service_exposes(tmp_path, en
                for name in re.findall(r"\bescalation_[a-z_]+", target["expr"])}
     assert len(queried) >= 15
     assert queried <= exposed, sorted(queried - exposed)
+
+
+@pytest.mark.slow
+def test_escalation_serve_shows_the_workers_passes_in_the_web_scrape(tmp_path, enterprise_matrix_path):
+    """`escalation serve` (web processes + worker, the fake helpdesk in place of the vendor) with
+    PROMETHEUS_MULTIPROC_DIR unset: both children write to var/metrics, so the decision the worker made is in
+    the web process's /metrics next to the webhook the web process accepted."""
+    from tests.support.fake_connector import FakeConnector, FileStore
+    from tests.test_e2e_processes import BIN, TICKETS, _event, _ready, _signed_post, _wait, worker_entry
+    from tests.test_e2e_processes import SECRET as E2E_SECRET
+
+    fake = FakeConnector("zendesk", store=FileStore(tmp_path / "vendor"))
+    fake.put(TICKETS[0])
+    env = {key: value for key, value in os.environ.items() if key not in ("PROMETHEUS_MULTIPROC_DIR", "METRICS_TOKEN")}
+    env.update(PYTHONPATH=str(REPO_ROOT), DATABASE_URL=f"sqlite:///{tmp_path}/var/escalation.db",
+               QUEUE_URL=f"sqlite:///{tmp_path}/var/queue.db", MATRIX_PATH=str(enterprise_matrix_path),
+               ZENDESK_WEBHOOK_SECRET=E2E_SECRET, DRY_RUN="false", WORKER_CONCURRENCY="2",
+               SHUTDOWN_TIMEOUT_SECONDS="2", LOG_LEVEL="WARNING")
+    subprocess.run([str(BIN / "escalation"), "migrate"], env=env, cwd=tmp_path, check=True, capture_output=True)
+    port = _free_port()
+    with open(tmp_path / "serve.log", "ab") as log:
+        serve = subprocess.Popen(worker_entry(fake, command="serve") + ["--port", str(port)], env=env, cwd=tmp_path,
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait(lambda: _ready(port), 30, "serve's web process", interval=0.2)
+        assert _signed_post(port, _event(TICKETS[0], "ticket.created", 1), "metrics-1") == 202
+
+        def decided() -> dict | None:
+            parsed = samples(_get(port, "/metrics")[1])
+            return parsed if value(parsed, "escalation_decisions_total", vendor="zendesk") >= 1 else None
+
+        parsed = _wait(decided, 30, "the worker's decision in the web's /metrics", interval=0.2)
+        assert value(parsed, "escalation_webhooks_total", vendor="zendesk", result="accepted") == 1
+        assert value(parsed, "escalation_pass_duration_seconds_count", trigger="events") >= 1
+        assert list((tmp_path / "var" / "metrics").glob("counter_*.db"))
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            serve.kill()
