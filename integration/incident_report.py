@@ -243,8 +243,37 @@ def with_report(db: Database, decision: Decision, matrix: Matrix, ticket: Ticket
             if unmet and state is not None:
                 _alert_exit_unmet(session, matrix, version, ticket, state, now)
     reasons = (decision.reason, REPORT_REASON, EXIT_UNMET_REASON if unmet else None)
-    return replace(decision, internal_note="\n\n".join(n for n in (decision.internal_note, markdown) if n),
-                   reason="; ".join(r for r in reasons if r))
+    summary, failure = _customer_summary(matrix, version, ticket, state, report)
+    note = "\n\n".join(n for n in (decision.internal_note, markdown, failure) if n)
+    decision = replace(decision, internal_note=note, reason="; ".join(r for r in reasons if r))
+    if summary and not decision.public_reply:
+        decision = replace(decision, public_reply=summary, reply_template=matrix.incident.summary_reply)
+    return decision
+
+
+def _customer_summary(matrix: Matrix, version: str, ticket: Ticket, state: TicketState | None,
+                      report: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(the `incident.summary_reply` text for the customer, or the reason it could not be rendered)."""
+    from integration.engine import compile_matrix, template_context
+    from integration.incident import digest_context
+    from matrix_config.templates import TemplateRenderError, render_template
+
+    name = matrix.incident.summary_reply if matrix.incident else None
+    level_id = report["top_level"]
+    if not name or level_id not in incident_levels(matrix):
+        return None, None
+    level = matrix.level(level_id)
+    zone = report["timezone"]
+    incident = digest_context(matrix, ticket, state or TicketState(vendor=ticket.vendor, ticket_id=ticket.id), [],
+                              level)
+    incident["report"] = {"started_at": _show(report["started_at"], zone), "resolved_at": _show(report["resolved_at"], zone),
+                          "top_level": level_id, "time_to": dict(report["time_to"]),
+                          "corrective_actions": list(report["corrective_actions"])}
+    context = template_context(compile_matrix(matrix, version or None), ticket, level_id, incident=incident)
+    try:
+        return render_template(matrix, name, context), None
+    except TemplateRenderError as exc:
+        return None, f"Template {name!r} could not be rendered: {exc.message}"
 
 
 EXIT_UNMET_REASON = "exit criteria unmet"

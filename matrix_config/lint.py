@@ -297,6 +297,10 @@ def _template_uses(matrix: Matrix, version: str) -> dict[str, list[_Use]]:
         for level in levels[:1] or matrix.levels[:1]:
             ctx = sample_context(matrix, level, version=version, with_alert=True)
             use(route.template, level, [(f"an alert of notify.routes[{i}]", ctx)])
+    if matrix.incident is not None and matrix.incident.summary_reply:
+        for level in [lv for lv in matrix.levels if lv.roles][-1:]:
+            use(matrix.incident.summary_reply, level,
+                [("the incident summary on solving", sample_context(matrix, level, with_clock=False, version=version))])
     for rule in matrix.rules:
         level = matrix.level(rule.level) if rule.level else matrix.levels[0]
         ctx = sample_context(matrix, level, rule_id=rule.id, with_clock=False, version=version)
@@ -469,6 +473,8 @@ def _unused(matrix: Matrix, out: _Collector) -> None:
     used_templates |= {r.reply for r in matrix.rules if r.reply}
     if matrix.notify is not None:
         used_templates |= {r.template for r in matrix.notify.routes if r.template}
+    if matrix.incident is not None and matrix.incident.summary_reply:
+        used_templates.add(matrix.incident.summary_reply)
     for name in matrix.templates:
         if name not in used_templates:
             out.add("warning", ("templates", name), f"template '{name}' is not used by any level or rule",

@@ -593,6 +593,7 @@ def _cross_reference_problems(matrix: Matrix, source_map: SourceMap) -> list[_Pr
             check_attribute(("incident", "eta"), matrix.incident.eta)
         for j, name in enumerate(matrix.incident.blockers):
             check_attribute(("incident", "blockers", j), name)
+        check_template(("incident", "summary_reply"), matrix.incident.summary_reply)
         for key in ("commander_role", "contact_role"):
             if key in matrix.incident.model_fields_set:
                 check_attribute(("incident", key), getattr(matrix.incident, key))

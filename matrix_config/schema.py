@@ -524,6 +524,8 @@ class IncidentSettings(Strict):
     commander_role: Identifier = "incident_commander"
     contact_role: Identifier = "customer_contact"
     actions: CorrectiveActions | None = None  # corrective actions as Jira issues (`escalation incident actions`)
+    # A public reply template sent to the customer with the incident report, when an incident ticket is solved.
+    summary_reply: Identifier | None = None
 
 
 # ------------------------------------------------------------------------------------ the matrix
@@ -545,6 +547,9 @@ TEMPLATE_CONTEXT: dict[str, dict[str, Any] | None] = {
     # (state: met, running, paused, breached); eta: the `incident.eta` attribute's value; blockers: list of
     # {name, label, value} for the `incident.blockers` attributes that are filled; last_public_update: a time.
     "milestones": None, "clocks": None, "eta": None, "blockers": None, "last_public_update": None,
+    # The incident summary template only (`incident.summary_reply`): the report's started_at, resolved_at,
+    # top_level, time_to.<clock> and corrective_actions (list of {key, summary, owner, due}).
+    "report": None,
     # Alert templates only (notify.routes[].template): the event and where the ticket stands.
     "alert": {"event": None, "channel": None, "level": None, "clock": None, "time_left": None, "overdue_by": None,
               "missing_roles": None, "summary": None},

@@ -467,6 +467,10 @@ def _incident_sample(matrix: Matrix, level: Level) -> dict[str, Any]:
         "blockers": [{"name": name, "label": _label(matrix, name), "value": _sample_value(name)}
                      for name in (incident.blockers if incident else [])],
         "last_public_update": "2026-01-05 09:30 UTC",
+        "report": {"started_at": "2026-01-05 09:00 UTC", "resolved_at": "2026-01-05 13:00 UTC", "top_level": level.id,
+                   "time_to": {name: "1h" for name in MILESTONE_LABELS},
+                   "corrective_actions": [{"key": "OPS-1", "summary": "sample action", "owner": "Sample Owner",
+                                           "due": "2026-01-31", "url": None}]},
     }
 
 

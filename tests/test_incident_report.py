@@ -56,7 +56,11 @@ def test_resolution_delivered_three_times_posts_and_stores_the_report_once(rig, 
         run_pass(runtime, delivery)
     [report] = reports(fake)
     assert stored_rows(runtime) == 1
-    assert len(public_comments(fake)) == public  # the report is internal
+    # The report is internal; the customer gets the matrix's incident summary once, with it.
+    [summary] = public_comments(fake)[public:]
+    assert summary.splitlines()[0] == ("Incident summary for 5158: the incident began 2026-11-27 09:00 CET and was "
+                                       "resolved 2026-11-27 10:45 CET, after reaching L4.")
+    assert summary.splitlines()[-1] == "A formal incident report with corrective actions and their owners follows."
     lines = report.splitlines()
     assert lines[0] == "## Incident report: ticket 5158 — " + fake.tickets["5158"]["subject"]
     assert "highest level L4." in report
@@ -78,23 +82,26 @@ def test_resolution_delivered_three_times_posts_and_stores_the_report_once(rig, 
 
 
 @pytest.mark.parametrize("rig", [L4_ON_MISSING], indirect=True)
-def test_worker_killed_after_posting_the_report_posts_it_once(rig):
+@pytest.mark.parametrize("killed_after", ["Incident summary", "## Incident report"])
+def test_worker_killed_mid_pass_posts_the_report_and_the_summary_once(rig, killed_after):
     runtime, fake, clock = rig
     reach_l4_and_solve(runtime, fake, clock)
+    public = len(public_comments(fake))
 
-    def kill_once(_body):
-        fake.after_ticket_update = None
-        raise WorkerKilled()
+    def kill_after(body):
+        if killed_after in ((body.get("ticket") or {}).get("comment") or {}).get("body", ""):
+            fake.after_ticket_update = None
+            raise WorkerKilled()
 
-    fake.after_ticket_update = kill_once  # Zendesk stored the note; the worker never hears back
+    fake.after_ticket_update = kill_after  # Zendesk stored this update; the worker never hears back
     add_hint(runtime.db, "zendesk", "5158", "test", key="solved")
     with pytest.raises(WorkerKilled):
         process_ticket("zendesk", "5158", deps=runtime.deps())
-    assert len(reports(fake)) == 1
     clock.now += timedelta(minutes=5)  # the dead worker's lease ran out
     run_pass(runtime, "solved-again")
     run_pass(runtime, "solved-third")
     assert len(reports(fake)) == 1
+    assert len([c for c in public_comments(fake)[public:] if c.startswith("Incident summary")]) == 1
     assert stored_rows(runtime) == 1
     with runtime.db.session() as session:
         statuses = session.scalars(select(DecisionRow.status).where(DecisionRow.reason.contains(REPORT_REASON))).all()
@@ -125,4 +132,6 @@ def test_solved_at_l4_with_owned_actions_meets_the_exit_criteria(rig):
     [report] = reports(fake)
     assert "Exit criteria" not in report
     assert "- OPS-12: Failover runbook — owner Olga Ops, due 2026-12-15" in report.splitlines()
+    assert public_comments(fake)[-1].endswith("Corrective actions we committed to:\n"
+                                              "- Failover runbook (owner Olga Ops, due 2026-12-15)")
     assert [a for a in list_alerts(runtime.db) if a.event == "exit_unmet"] == []

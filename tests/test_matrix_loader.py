@@ -93,7 +93,7 @@ def test_schema_errors_are_sorted_and_each_on_its_line() -> None:
         ("{{ ticket.id }} and", "{{ tickt.id }} and",
          "m.yaml:48:79: templates.received: unknown placeholder 'tickt' (did you mean 'ticket'?): templates may use "
          "alert, blockers, clock, clocks, eta, last_public_update, level, matrix, milestones, missing, previous_level, "
-         "rule, ticket"),
+         "report, rule, ticket"),
         ("  - id: L2\n", "  - id: L2\n   bad: indent\n",
          "m.yaml:34:4: (yaml): while parsing a block collection: expected <block end>, but found "
          "'<block mapping start>'"),

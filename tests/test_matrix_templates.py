@@ -223,7 +223,7 @@ def test_placeholders_and_their_check() -> None:
     problems = check_template_source("ok {{ ticket.fields.anything }}\n{{ tickt.id }} {{ level.colour }}")
     assert [p.message for p in problems] == [
         "unknown placeholder 'tickt' (did you mean 'ticket'?): templates may use alert, blockers, clock, clocks, eta, "
-        "last_public_update, level, matrix, milestones, missing, previous_level, rule, ticket",
+        "last_public_update, level, matrix, milestones, missing, previous_level, report, rule, ticket",
         "unknown placeholder 'level.colour': level has id, name, owner, priority, required_data, roles, sla, update_every",
     ]
 

@@ -209,7 +209,7 @@ def template_context(
         "rule": {"id": rule.rule.id, "description": rule.rule.description} if rule else None,
         "clock": dict(clock) if clock is not None else None,
         "matrix": compiled.matrix_context,
-        "milestones": [], "clocks": [], "eta": None, "blockers": [], "last_public_update": None,
+        "milestones": [], "clocks": [], "eta": None, "blockers": [], "last_public_update": None, "report": None,
         **(incident or {}),
     }
 
