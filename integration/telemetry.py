@@ -130,6 +130,9 @@ def reason_kind(reason: str | None, rule_id: str | None) -> str:
     """A decision's reason as a bounded label: `rule:<id>`, `breach:<clock>`, or the reason's first word
     ('manual', 'default', ...)."""
     if rule_id:
+        # The engine records breaches, the default placement and hand-set levels in rule_id too.
+        if rule_id.startswith("breach:") or rule_id in ("default", "manual"):
+            return rule_id[:80]
         return f"rule:{rule_id}"[:80]
     text = (reason or "").strip().lower()
     if text.startswith("breach:"):

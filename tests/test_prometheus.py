@@ -295,3 +295,60 @@ def test_escalation_serve_shows_the_workers_passes_in_the_web_scrape(tmp_path, e
             serve.wait(timeout=20)
         except subprocess.TimeoutExpired:
             serve.kill()
+
+
+def test_warnings_breaches_timer_lateness_and_dead_letters_move_their_series(tmp_path, enterprise_matrix_path):
+    """The fake helpdesk (tests/support/fake_connector.py): ticket 501 enters L1; its acknowledge clock's
+    50 % warning fires on time, then the worker is down past the breach and the reconciler fires it two
+    minutes late (the ticket moves to L2); ticket 502's pass fails for good and its event is dead-lettered."""
+    from datetime import timedelta
+
+    from connectors.base import Permanent
+    from integration.pipeline import fire_timer
+    from integration.store.db import TimerRow
+    from integration.store.events import add_hint
+    from tests.support.fake_connector import FakeConnector, make_runtime, make_settings
+
+    monday_9 = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)  # 09:00 in Berlin: business hours
+    now = [monday_9]
+    fake = FakeConnector(vendor="zendesk")
+    settings = make_settings(f"sqlite:///{tmp_path / 'db.sqlite'}", MATRIX_PATH=str(enterprise_matrix_path))
+    runtime = make_runtime(settings, fake, clock=lambda: now[0])
+    client = create_app(settings).test_client()
+    try:
+        fake.put("501", fields={"issue_type": "bug", "account_id": "A-1", "environment": "production",
+                                "recent_changes": "none"})
+        add_hint(runtime.db, "zendesk", "501", "test", key="1")
+        before = scrape(client)
+        process_ticket("zendesk", "501", deps=runtime.deps())
+        with runtime.db.session() as session:
+            half = session.query(TimerRow).filter_by(clock="acknowledge", level="L1", kind="warning",
+                                                     fraction=0.5).one()
+        now[0] = half.due_at
+        assert fire_timer(half.id, deps=runtime.deps()) == "fired"
+        now[0] = monday_9 + timedelta(hours=1, minutes=2)  # the L1 acknowledge target is 1h
+        runtime.reconcile(inline=True)
+
+        fake.put("502")
+        fake.fetch_failures.append(Permanent("the API user may not read ticket 502"))
+        add_hint(runtime.db, "zendesk", "502", "test", key="2")
+        assert process_ticket("zendesk", "502", deps=runtime.deps()).status == "dead"
+        after = scrape(client)
+    finally:
+        runtime.db.dispose()
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("escalation_clock_alerts_total", kind="warning", clock="acknowledge", level="L1") >= 1
+    assert moved("escalation_clock_alerts_total", kind="breach", clock="acknowledge", level="L1") == 1
+    assert moved("escalation_timer_lateness_seconds_count", kind="breach") == 1
+    assert moved("escalation_timer_lateness_seconds_sum", kind="breach") == 120  # due 10:00, fired 10:02
+    assert moved("escalation_timer_lateness_seconds_bucket", kind="breach", le="60.0") == 0
+    assert moved("escalation_timer_lateness_seconds_bucket", kind="breach", le="300.0") == 1
+    assert moved("escalation_decisions_total", vendor="zendesk", level="L2", reason="breach:acknowledge") == 1, \
+        [(sorted(l), v) for (n, l), v in after.items() if n == "escalation_decisions_total"]
+    assert moved("escalation_dead_letters_total", vendor="zendesk") == 1
+    assert value(after, "escalation_dead_letter_events", vendor="zendesk") == 1
+    assert value(after, "escalation_open_tickets", level="L2") == 1
+    assert value(after, "escalation_timers_pending", kind="breach") >= 1  # L2's clocks
