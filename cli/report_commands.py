@@ -88,6 +88,8 @@ def metrics_sections(db: Any, matrix: Any, *, since: datetime | None, dry_run: b
     sections: dict[str, Any] = {"percentile_method": queries.PERCENTILE_METHOD}
     for clock in ("acknowledge", "diagnose", "interim_fix", "resolve"):
         sections[f"time_to_{clock}"] = _rows(queries.clock_times(db, matrix, clocks=(clock,), **window))
+    commander = matrix.incident.commander_role if matrix is not None and matrix.incident else "incident_commander"
+    sections["time_to_incident_commander"] = _rows(queries.time_to_role(db, commander, **window))
     sections["escalation_frequency"] = _rows(queries.escalation_frequency(db, **window),
                                              drop=("dry_run", "organization", "week"))
     sections["csat"] = _rows(queries.csat_before_after_escalation(db, **window))
@@ -112,6 +114,13 @@ def print_metrics_text(report: dict[str, Any], indent: str = "") -> None:
                 f"{duration(stat['wall_max_seconds'])}  business ({stat['calendar']}) "
                 f"{duration(stat['business_p50_seconds'])} / {duration(stat['business_p90_seconds'])} / "
                 f"{duration(stat['business_max_seconds'])}")
+    say("Time to incident commander assigned (per level entry; p50 / p90 / max, nearest rank, wall-clock):")
+    for stat in report.get("time_to_incident_commander") or [None]:
+        if stat is None:
+            say("  no commander assigned yet")
+            continue
+        say(f"  {stat['level']:<6} n={stat['count']:<5} {duration(stat['p50_seconds'])} / "
+            f"{duration(stat['p90_seconds'])} / {duration(stat['max_seconds'])}")
     say("Escalations into each level (every entry: placed, moved up, set by hand):")
     for count in report["escalation_frequency"] or [None]:
         if count is None:
@@ -238,6 +247,12 @@ def render_markdown(report: Any) -> str:
                   [[f"{i.vendor} {i.ticket_id}", i.level, i.entered_as.replace("_", " "), i.issue_type or "-",
                     i.organization or "-", _stamp(i.started_at), _stamp(i.resolved_at) if i.resolved_at else "open",
                     duration(i.duration_seconds)] for i in report.incidents])
+    out += ["", "## Time to incident commander assigned", "",
+            "From entering the level to the commander role being filled there (the field's change time on the "
+            "ticket), per level entry; wall-clock.", ""]
+    out += _table(["Level", "Entries", "p50", "p90", "Max"],
+                  [[t.level, t.count, duration(t.p50_seconds), duration(t.p90_seconds), duration(t.max_seconds)]
+                   for t in report.time_to_incident_commander])
     out += ["", "## Time in each level", ""]
     out += _table(["Level", "Stays", "Still open", "p50", "p90", "Max"],
                   [[t.level, t.stays, t.open, duration(t.p50_seconds), duration(t.p90_seconds), duration(t.max_seconds)]
@@ -259,7 +274,7 @@ def report_json(report: Any) -> dict[str, Any]:
 # CSV: one tidy table (a row per figure), so a spreadsheet can pivot any section.
 CSV_COLUMNS = ("section", "level", "clock", "issue_type", "subject", "measure", "value")
 _KEYS = ("level", "clock", "issue_type")
-_SUBJECTS = ("week", "rule", "reason", "attribute", "customer", "ticket_id", "organization")
+_SUBJECTS = ("week", "rule", "reason", "attribute", "customer", "ticket_id", "organization", "role")
 
 
 def render_csv(report: Any) -> str:

@@ -68,6 +68,16 @@ def digest_context(matrix: Matrix, ticket: Ticket, state: TicketState, clocks: S
             "last_public_update": show_time(last_public_update(ticket, state), zone)}
 
 
+# ------------------------------------------------------------------------------------ roles filled
+ROLE_MILESTONE_PREFIX = "role:"
+
+
+def role_milestone(role: str) -> str:
+    """The milestone row's clock name recording when `role` was filled at a level entry
+    (`milestones.clock` holds 32 characters)."""
+    return f"{ROLE_MILESTONE_PREFIX}{role}"[:32]
+
+
 # ------------------------------------------------------------------------------------ one customer voice
 def _names(person: Person) -> set[str]:
     return {str(v).strip().casefold() for v in (person.id, person.name, person.email) if v}

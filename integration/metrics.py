@@ -41,6 +41,10 @@ What is counted, and from which table:
   (`Ticket.satisfaction`), normalised to 0..1 (good = 1, bad = 0, 1..5 scaled).
 - **CSAT escalated vs never escalated** (`csat_before_after_escalation`): `csat.escalated` says whether
   the ticket had been escalated above its first level when the rating arrived.
+- **Time to incident commander assigned** (`time_to_role`): `milestones` rows `role:<role>` (the commander
+  role: `incident.commander_role`, default incident_commander), recorded once per level entry when a pass
+  first sees the role filled, at the field's vendor change time (else the ticket's `updated_at`), from
+  entering the level; wall-clock. Entries whose role is still empty are not counted.
 - **Hand-set levels entered without required data** and **bypass hits per rule**: `decisions.decision`
   `entered_without` / `bypass_rule`.
 
@@ -354,6 +358,48 @@ def clock_times(db: Database, matrix: Matrix | None = None, *, clocks: Sequence[
         w50, w90, wmax = _spread(wall[key])
         result.append(ClockTime(level, issue_type, clock, len(wall[key]), w50, w90, wmax, b50, b90, bmax,
                                 _calendar_for(matrix, level)[1] if matrix is not None else None, is_dry))
+    return result
+
+
+# ------------------------------------------------------------------------------------ roles filled
+@dataclass(frozen=True)
+class RoleTime:
+    """Time from entering `level` to `role` being filled there (minutes to IC assigned for the commander):
+    nearest-rank p50 / p90 and max, wall-clock seconds, over the level entries whose role was filled."""
+
+    level: str
+    role: str
+    count: int
+    p50_seconds: float
+    p90_seconds: float
+    max_seconds: float
+    dry_run: bool = False
+
+
+def time_to_role(db: Database, role: str = "incident_commander", *, dry_run: bool | None = None,
+                 since: datetime | None = None, until: datetime | None = None) -> list[RoleTime]:
+    """Time to `role` assigned per level, levels entered in [since, until): the `role:<name>` milestone rows
+    the pipeline records once per level entry when it first sees the role filled (at the field's vendor
+    change time, else the ticket's `updated_at`; a role filled before the entry counts as 0). Entries whose
+    role is still empty are not counted."""
+    from integration.incident import role_milestone
+
+    query = select(MilestoneRow.level, MilestoneRow.elapsed_seconds, MilestoneRow.dry_run).where(
+        MilestoneRow.clock == role_milestone(role))
+    if dry_run is not None:
+        query = query.where(MilestoneRow.dry_run.is_(dry_run))
+    if since is not None:
+        query = query.where(MilestoneRow.entered_level_at >= since)
+    if until is not None:
+        query = query.where(MilestoneRow.entered_level_at < until)
+    values: dict[tuple, list[float]] = defaultdict(list)
+    with db.engine.connect() as conn:
+        for row in conn.execute(query):
+            values[(row.level, bool(row.dry_run))].append(float(row.elapsed_seconds))
+    result = []
+    for (level, is_dry), seconds in sorted(values.items(), key=lambda kv: _sort_key(*kv[0])):
+        p50, p90, most = _spread(seconds)
+        result.append(RoleTime(level, role, len(seconds), p50, p90, most, is_dry))
     return result
 
 
@@ -827,6 +873,7 @@ class Report:
     entered_without_required_data: list[EnteredWithoutData]
     incidents: list[Incident]
     time_in_level: list[LevelTime]
+    time_to_incident_commander: list[RoleTime] = field(default_factory=list)
 
 
 def build_report(db: Database, matrix: Matrix, *, since: datetime, until: datetime, version: str,
@@ -865,5 +912,7 @@ def build_report(db: Database, matrix: Matrix, *, since: datetime, until: dateti
         entered_without_required_data=entered_without_required_data(db, **window),
         incidents=found,
         time_in_level=time_in_level(db, now=now, **window),
+        time_to_incident_commander=time_to_role(
+            db, matrix.incident.commander_role if matrix.incident else "incident_commander", **window),
     )
 

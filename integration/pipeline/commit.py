@@ -9,6 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from integration import alerts, snapshots, telemetry
+from integration.engine import is_empty_value
+from integration.incident import role_milestone
 from integration.model import Decision, Ticket, TicketState
 from integration.pipeline.claims import mark_events
 from integration.pipeline.deps import RESOLVED, AlreadyFired, PassContext, PassDeps, RoundEnd, RoundOutcome, direction
@@ -76,6 +78,7 @@ def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ti
             decision_id = row.id
         state_row, before = _store_state(session, ctx.matrix, outcome, ticket, now, dry_run=ctx.dry_run)
         _record_milestones(session, before, outcome.state_after, state_row, dry_run=ctx.dry_run)
+        _record_role_fills(session, ctx.matrix, ticket, outcome.state_after, state_row, now, dry_run=ctx.dry_run)
         _replan_timers(deps, session, ctx.matrix, outcome, before, ticket, now, plan=end.plan)
         # Alerts outside the ticket (notify:): outbox rows in this same commit, sent later by the worker.
         alerts.record_for_finalize(session, ctx.matrix, ticket, outcome, timer_id=ctx.timer_id,
@@ -187,6 +190,37 @@ def _record_milestones(session: Session, before: TicketState, state_after: Ticke
                 elapsed_seconds=max((met_at - state_after.entered_level_at).total_seconds(), 0.0),
                 dry_run=dry_run,
             ))
+
+
+def _record_role_fills(session: Session, matrix: LoadedMatrix, ticket: Ticket, state_after: TicketState,
+                       state_row: TicketStateRow, now: datetime, *, dry_run: bool) -> None:
+    """When each role of the current level was first seen filled at this level entry: a milestone row
+    `role:<name>` (once per entry, by the table's unique key), for the minutes-to-IC metric. The time is the
+    vendor's: the field's change time when the connector knows it (Jira changelog, Zendesk audits when read),
+    else the ticket's `updated_at`; never before the level entry (a role filled beforehand counts as 0)."""
+    if not (state_after.level and state_after.entered_level_at):
+        return
+    try:
+        level = matrix.matrix.level(state_after.level)
+    except KeyError:
+        return
+    entered = state_after.entered_level_at
+    for name in level.roles:
+        if is_empty_value(ticket.attribute(name)):
+            continue
+        clock = role_milestone(name)
+        exists = session.scalars(select(MilestoneRow.id).where(
+            MilestoneRow.vendor == state_row.vendor, MilestoneRow.ticket_id == state_row.ticket_id,
+            MilestoneRow.level == state_after.level, MilestoneRow.entered_level_at == entered,
+            MilestoneRow.clock == clock)).first()
+        if exists is not None:
+            continue
+        filled_at = max(ticket.field_changed_at.get(name) or ticket.updated_at or now, entered)
+        session.add(MilestoneRow(
+            vendor=state_row.vendor, ticket_id=state_row.ticket_id, level=state_after.level,
+            issue_type=state_row.issue_type, clock=clock, entered_level_at=entered, met_at=filled_at,
+            elapsed_seconds=(filled_at - entered).total_seconds(), dry_run=dry_run,
+        ))
 
 
 def _replan_timers(deps: PassDeps, session: Session, matrix: LoadedMatrix, outcome: RoundOutcome,

@@ -188,6 +188,8 @@ class FakeConnector(ConnectorDefaults):
             first_public_agent_reply_at=_time(record.get("first_public_agent_reply_at")),
             last_public_agent_reply_at=_time(record.get("last_public_agent_reply_at")),
             satisfaction=record.get("satisfaction"),
+            # When attributes changed, as the vendor's history tells (Jira changelog, Zendesk audits).
+            field_changed_at={k: _time(v) for k, v in (record.get("field_changed_at") or {}).items() if v},
             version_token=str(record["version"]),
         )
 
