@@ -165,7 +165,42 @@ class ZendeskConnector(ConnectorDefaults):
             url=f"{self.client.base_url}/agent/tickets/{raw['id']}",
         )
         customer = self._customer_fields(raw)
-        return ticket.with_(fields={**ticket.fields, **customer}) if customer else ticket
+        people = self._role_names(ticket, field_types, users)
+        changed = {**customer, **people}
+        return ticket.with_(fields={**ticket.fields, **changed}) if changed else ticket
+
+    def _role_names(self, ticket: Ticket, field_types: Mapping[int, str],
+                    users: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """Incident roles (attributes under a level's `roles:`) kept in a user lookup field hold a user id;
+        notes and templates name the person, as Jira's user pickers do (displayName). The id is resolved from
+        the ticket's sideloaded users, else by `GET /api/v2/users/{id}`, each user read at most once per
+        ZENDESK_CUSTOMER_DATA_TTL_SECONDS (in the request budget); a failed read leaves the id."""
+        roles = {name for level in self.matrix.levels for name in level.roles}
+        out: dict[str, Any] = {}
+        for name in roles:
+            zd = self.matrix.fields[name].zendesk if name in self.matrix.fields else None
+            value = ticket.fields.get(name)
+            if zd is None or zd.custom_field is None or field_types.get(zd.custom_field) != "lookup" or value in (None, ""):
+                continue
+            user_id = str(value)
+            known = users.get(user_id)
+            if known and known.get("name"):
+                out[name] = known["name"]
+                continue
+
+            def load(user_id: str = user_id) -> str | None:
+                try:
+                    return ((self.client.get(f"/api/v2/users/{user_id}") or {}).get("user") or {}).get("name")
+                except NotFound:
+                    return None
+
+            try:
+                shown = self._customer_data.get_or_load(("user_name", user_id), load)
+            except ConnectorError:
+                shown = None  # not cached: the next pass tries again
+            if shown:
+                out[name] = shown
+        return out
 
     def field_changes(self, ticket: Ticket) -> dict[str, datetime]:
         """When each matrix attribute (the level among them) last changed, from the ticket audits

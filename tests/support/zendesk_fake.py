@@ -130,6 +130,7 @@ class FakeZendesk:
         base = re.escape(self.base)
         routes = [
             ("GET", rf"{base}/api/v2/users/me(\.json)?(\?.*)?$", self._me),
+            ("GET", rf"{base}/api/v2/users/(\d+)(\?.*)?$", self._show_user),
             ("GET", rf"{base}/api/v2/tickets/(\d+)(\?.*)?$", self._show_ticket),
             ("PUT", rf"{base}/api/v2/tickets/(\d+)(\?.*)?$", self._update_ticket),
             ("GET", rf"{base}/api/v2/tickets/(\d+)/comments(\?.*)?$", self._comments),
@@ -173,6 +174,12 @@ class FakeZendesk:
     # ------------------------------------------------------------------ handlers
     def _me(self, path, query, body):
         return 200, {"user": self.me}
+
+    def _show_user(self, path, query, body):
+        user = self.users.get(re.search(r"/users/(\d+)", path).group(1))
+        if user is None:
+            return 404, {"error": "RecordNotFound", "description": "Not found"}
+        return 200, {"user": user}
 
     def _ticket_id(self, path: str) -> str:
         return re.search(r"/tickets/(\d+)", path).group(1)
