@@ -488,6 +488,8 @@ def test_check_remote_names_each_missing_item(http, monkeypatch):
     http.get(f"{SITE}/rest/api/3/field/customfield_10108/context", json=recorded("field_contexts.json"))
     http.get(f"{SITE}/rest/api/3/field/customfield_10108/context/10208/option", json=recorded("level_options.json"))
     http.get(f"{SITE}/rest/api/3/group/bulk", json=recorded("groups_bulk.json"))
+    http.get(f"{SITE}/rest/api/3/project/OPS", json=recorded("project_OPS.json"))
+    http.get(f"{SITE}/rest/api/3/issueLinkType", json=recorded("issue_link_types.json"))
 
     problems = check_remote(Matrix.model_validate(data))
 
@@ -525,6 +527,8 @@ def _register_remote_basics(http, fields=None):
     http.get(f"{SITE}/rest/api/3/field", json=fields if fields is not None else recorded("fields.json"))
     http.get(f"{SITE}/rest/api/3/field/customfield_10108/context", json=recorded("field_contexts.json"))
     http.get(f"{SITE}/rest/api/3/field/customfield_10108/context/10208/option", json=options)
+    http.get(f"{SITE}/rest/api/3/project/OPS", json=recorded("project_OPS.json"))
+    http.get(f"{SITE}/rest/api/3/issueLinkType", json=recorded("issue_link_types.json"))
 
 
 def _matrix_with_group_field(http, kind: str, schema_type: str, custom_type: str) -> Matrix:

@@ -302,6 +302,7 @@ def test_validate_remote_jira_needs_the_organizations_field(tmp_path, monkeypatc
     import connectors.jira.remote as jira_remote
 
     monkeypatch.setattr(jira_remote, "_paged_values", lambda *args, **kwargs: [])
+    monkeypatch.setattr(jira_remote, "_incident_problems", lambda *args, **kwargs: [])  # no site behind it
     monkeypatch.setattr(connector, "all_fields", lambda: [])
     problems = remote_problems(connector, loaded.matrix)
     assert ("fields.customer_tier.jira.organization_property: JIRA_ORGANIZATION_FIELD is not set, so the "

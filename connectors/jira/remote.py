@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.base import ConfigurationError, ConnectorError, Permanent
+from connectors.base import ConfigurationError, ConnectorError, NotFound, Permanent
 from connectors.jira.connector import JiraConnector, build_from_env, jql_quote
 from matrix_config.schema import LEVEL_ATTRIBUTE, Matrix
 
@@ -69,6 +69,8 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
             if value.lower() not in options:
                 problems.append(f"fields.{name}.jira: field {jira.field} has no option {value!r}")
 
+    problems.extend(_incident_problems(connector, matrix, fields))
+
     settings = connector.settings
     for env_name, field_id in (("JIRA_ORGANIZATION_FIELD", settings.organization_field),
                                ("JIRA_REQUEST_TYPE_FIELD", settings.request_type_field)):
@@ -115,6 +117,46 @@ def remote_problems(connector: JiraConnector, matrix: Matrix) -> list[str]:
                 next(iter(connector.search(f"cf[{number}] = {jql_quote(team_id)}", ["id"], page_size=1)), None)
             except Permanent as exc:
                 problems.append(f"groups.{key}.jira: team {team_id!r} not accepted by Jira ({exc})")
+    return problems
+
+
+# Field value kinds that can name a person: a user picker (its displayName is shown) or free text.
+PERSON_KINDS = ("user", "string")
+
+
+def _incident_problems(connector: JiraConnector, matrix: Matrix, fields: dict[str, dict[str, Any]]) -> list[str]:
+    """Incident keys: every role's field can hold a person, and the corrective-actions project
+    (`incident.actions`) exists with its issue type, and the link type exists."""
+    problems: list[str] = []
+    roles = dict.fromkeys(name for level in matrix.levels for name in level.roles)
+    for name in roles:
+        mapping = matrix.fields.get(name)
+        field_id = mapping.jira.field if mapping is not None and mapping.jira is not None else None
+        if field_id is None or field_id not in fields:
+            continue  # unmapped roles are the loader's business, missing fields are reported above
+        schema = fields[field_id].get("schema") or {}
+        kind = schema.get("items") if schema.get("type") == "array" else schema.get("type")
+        if kind not in PERSON_KINDS:
+            problems.append(f"fields.{name}.jira.field: role {name} names a person, but field {field_id} "
+                            f"holds {kind or 'unknown'} values (use a user picker)")
+    actions = matrix.incident.actions if matrix.incident is not None else None
+    if actions is None:
+        return problems
+    client = connector.client
+    try:
+        project = client.get_json(client.platform(f"project/{actions.project}")) or {}
+    except NotFound:
+        problems.append(f"incident.actions.project: Jira has no project {actions.project!r} "
+                        "(or the API user may not browse it)")
+    else:
+        types = {str(t.get("name", "")).lower() for t in project.get("issueTypes") or []}
+        if types and actions.issue_type.lower() not in types:
+            problems.append(f"incident.actions.issue_type: project {actions.project} has no issue type "
+                            f"{actions.issue_type!r} (it has: {', '.join(sorted(types))})")
+    link_types = {str(t.get("name", "")).lower()
+                  for t in (client.get_json(client.platform("issueLinkType")) or {}).get("issueLinkTypes") or []}
+    if actions.link_type.lower() not in link_types:
+        problems.append(f"incident.actions.link_type: Jira has no issue link type {actions.link_type!r}")
     return problems
 
 

@@ -54,7 +54,31 @@ def check_remote(matrix: Matrix, *, connector: ZendeskConnector | None = None) -
                 if level.id not in {str(k) for k in zd.values} and str(level.id) not in known:
                     errors.append(f"fields.level.zendesk: level {level.id} has no option on ticket field "
                                   f"{zd.custom_field} ({remote.get('title', '')}); add it or map it under `values`")
+    errors.extend(_role_field_problems(matrix, fields))
     errors.extend(_customer_field_problems(client, matrix))
+    return errors
+
+
+# Ticket field types that can name a person: a user lookup field (the service shows the user's name), free
+# text, or a dropdown of people.
+PERSON_FIELD_TYPES = ("lookup", "text", "tagger")
+
+
+def _role_field_problems(matrix: Matrix, fields: dict[int, dict]) -> list[str]:
+    """Every incident role (a level's `roles:`) kept in a ticket field must be able to hold a person: a lookup
+    field must look up users (`zen:user`), not organizations, tickets or custom objects."""
+    errors: list[str] = []
+    for name in dict.fromkeys(name for level in matrix.levels for name in level.roles):
+        mapping = matrix.fields.get(name)
+        zd = mapping.zendesk if mapping is not None else None
+        remote = fields.get(int(zd.custom_field)) if zd is not None and zd.custom_field is not None else None
+        if remote is None:
+            continue  # missing fields are reported above
+        kind, target = remote.get("type"), remote.get("relationship_target_type")
+        if kind not in PERSON_FIELD_TYPES or (kind == "lookup" and target not in (None, "zen:user")):
+            shown = f"a lookup of {target}" if kind == "lookup" else f"a {kind} field"
+            errors.append(f"fields.{name}.zendesk.custom_field: role {name} names a person, but ticket field "
+                          f"{zd.custom_field} ({remote.get('title', '')}) is {shown} (use a user lookup field)")
     return errors
 
 

@@ -86,6 +86,8 @@ OPERATIONS: dict[str, list[str]] = {
         "GET|POST /rest/api/3/search/jql",
         "* /rest/api/3/field*",
         "GET /rest/api/3/myself",
+        "GET /rest/api/3/project/{projectIdOrKey}",  # validate --remote: the corrective-actions project
+        "GET /rest/api/3/issueLinkType",  # validate --remote: the corrective-actions link type
         "* /rest/api/3/priority*",
         "GET /rest/api/3/groups/picker",
         "* /rest/api/3/group*",
