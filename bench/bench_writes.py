@@ -13,10 +13,12 @@ duplicate events (goal 0). Run: `.venv/bin/python bench/bench_writes.py`.
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -60,6 +62,7 @@ class Replay:
         self.now = START
         self.stats: Counter = Counter()
         self.log: list[tuple[str, str, int, bool]] = []  # kind, ticket, writes, effective
+        self.reads_by_kind: Counter = Counter()
         self.minimum = 0  # writes Zendesk needs at least: 1 per writing decision, 2 for reply + note
 
     def agent_edit(self, ticket_id: str, **changes) -> None:
@@ -82,6 +85,7 @@ class Replay:
     def event(self, kind: str, ticket_id: str, *, race=None) -> None:
         """One webhook -> one processing pass (fetch, decide, apply, next_state); 409 -> re-fetch, re-decide."""
         before = len(self.fake.writes)
+        reads_before = len(self.fake.calls("GET"))
         effective = False
         minimum = 0
         for _round in range(3):
@@ -103,16 +107,21 @@ class Replay:
         writes = len(self.fake.writes) - before
         self.minimum += minimum
         self.log.append((kind, ticket_id, writes, effective))
+        self.reads_by_kind[kind] += len(self.fake.calls("GET")) - reads_before
         self.now += timedelta(seconds=30)
 
 
-def run(loaded) -> dict:
+def run(loaded, *, baseline: bool = False) -> dict:
+    """`baseline`: the connector as it was before per-ticket comment tracking (every pass reads all of a
+    ticket's comments), for the side-by-side figures."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         fake = FakeZendesk(rsps)
         settings = ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example", api_token="x",
                                    user_id="9000")
         connector = ZendeskConnector(settings, loaded.matrix, rate_limiter=TokenBucket(100_000),
                                      retry_policy=RetryPolicy(sleep=lambda s: None))
+        if baseline:
+            connector.remembers_comments = False
         r = Replay(fake, connector, loaded)
 
         # A: a question that stays at L1.
@@ -163,8 +172,9 @@ def run(loaded) -> dict:
 
         puts = len(fake.calls("PUT", "/api/v2/tickets/"))
         gets = len(fake.calls("GET"))
+        calls = Counter(re.sub(r"/\d+", "/{id}", urlsplit(c.request.url).path) for c in fake.calls("GET"))
         return {"log": r.log, "conflicts": r.stats["conflicts"], "puts": puts, "gets": gets, "writes": len(fake.writes),
-                "minimum": r.minimum}
+                "minimum": r.minimum, "reads_by_kind": r.reads_by_kind, "reads_by_path": calls}
 
 
 def without_entry_replies(loaded):
@@ -186,8 +196,26 @@ def main() -> int:
                           ("example matrix without on-enter replies (note only)", without_entry_replies(loaded))):
         print(f"== {title}")
         failed |= report(run(matrix))
+        calls_side_by_side(run(matrix, baseline=True), run(matrix))
         print()
     return failed
+
+
+def calls_side_by_side(before: dict, after: dict) -> None:
+    """Vendor API calls (reads + writes) per webhook: Zendesk's 700 requests/minute is the ceiling of the
+    whole service, so this is the figure that bounds webhooks per minute (goal <= 1.5)."""
+    events = max(1, len(after["log"]))
+    print(f"{'per webhook':<34}{'baseline':>10}{'now':>10}")
+    for label, key in (("reads (GET)", "gets"), ("writes (PUT)", "puts")):
+        print(f"  {label:<32}{before[key] / events:>10.2f}{after[key] / events:>10.2f}")
+    print(f"  {'API calls (goal <= 1.5)':<32}{(before['gets'] + before['puts']) / events:>10.2f}"
+          f"{(after['gets'] + after['puts']) / events:>10.2f}")
+    print("  reads by path (whole run):")
+    for path in sorted(set(before["reads_by_path"]) | set(after["reads_by_path"])):
+        print(f"    {path:<44}{before['reads_by_path'][path]:>6}{after['reads_by_path'][path]:>6}")
+    print("  reads by event kind (whole run):")
+    for kind in before["reads_by_kind"]:
+        print(f"    {kind:<44}{before['reads_by_kind'][kind]:>6}{after['reads_by_kind'][kind]:>6}")
 
 
 def report(result: dict) -> int:

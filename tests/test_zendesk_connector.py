@@ -132,7 +132,8 @@ def test_lookups_are_cached_across_fetches(connector, fake):
     assert len(fake.calls("GET", "/api/v2/ticket_fields")) == 1
     assert len(fake.calls("GET", "/api/v2/users/me")) == 1
     assert len(fake.calls("GET", "/api/v2/groups")) == 0  # group ids come from the matrix
-    assert len(fake.calls("GET", "/api/v2/tickets/5158")) == 4  # ticket + comments, twice: never cached
+    assert len(fake.calls("GET", "/api/v2/tickets/5158/comments")) == 1  # unchanged ticket: comments kept
+    assert len(fake.calls("GET", "/api/v2/tickets/5158")) == 3  # the ticket itself: read on every fetch
 
 
 def test_unknown_custom_field_type_refreshes_the_field_cache(connector, fake):

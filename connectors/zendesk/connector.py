@@ -46,6 +46,28 @@ from matrix_config.schema import Matrix
 
 
 NOTE_CONFLICT_ROUNDS = 2  # re-sends of a decision's second (note-only) update after 409
+REMEMBERED_TICKETS = 10_000  # tickets whose agent replies a connector keeps between passes
+NEWER_COMMENTS_PAGE = 10  # page size of the newest-first read of comments after a ticket changed
+
+
+@dataclass
+class _SeenReplies:
+    updated_at: str | None
+    requester_id: str | None
+    newest_comment_id: str | None
+    times: list[tuple[datetime, str]]
+    authors: dict[str, Mapping[str, Any]]
+
+    def result(self) -> tuple[datetime | None, datetime | None, Person | None]:
+        if not self.times:
+            return None, None, None
+        last, last_by = max(self.times)
+        user = self.authors.get(last_by) or {}
+        return min(self.times)[0], last, Person(id=last_by, name=user.get("name"), email=user.get("email"))
+
+
+def _first_and_last(times: list[tuple[datetime, str]]) -> list[tuple[datetime, str]]:
+    return sorted({min(times), max(times)}) if times else []
 
 
 # --------------------------------------------------------------------------------- connector
@@ -62,6 +84,7 @@ class _Lookups:
 class ZendeskConnector(ConnectorDefaults):
     vendor = VENDOR
     reads_field_history = True  # ticket audits
+    remembers_comments = True  # False: every pass reads all comments (bench/bench_writes.py's baseline)
 
     def __init__(
         self,
@@ -84,6 +107,10 @@ class ZendeskConnector(ConnectorDefaults):
         self._lookups = _Lookups(own_user_id=settings.user_id)
         self._clock = clock
         self._customer_data = TtlCache(timedelta(seconds=settings.customer_data_ttl_seconds), clock)
+        # Per ticket: the public agent replies seen so far, valid while the ticket's updated_at is the one
+        # they were read at (Zendesk bumps updated_at on every comment). Bounded: oldest tickets go first.
+        self._replies: dict[str, _SeenReplies] = {}
+        self._replies_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lookups
     def own_user_id(self) -> str | None:
@@ -150,7 +177,8 @@ class ZendeskConnector(ConnectorDefaults):
         assignee_id = id_or_none(raw.get("assignee_id"))
         assignee = users.get(assignee_id or "")
         organization = orgs.get(str(raw.get("organization_id")))
-        first_reply, last_reply, last_author = self._public_agent_replies(str(raw["id"]), requester_id)
+        first_reply, last_reply, last_author = self._public_agent_replies(
+            str(raw["id"]), requester_id, raw.get("updated_at"))
         rating = raw.get("satisfaction_rating") or {}
         score = rating.get("score") if isinstance(rating, dict) else None
         ticket = ticket_from_raw(
@@ -209,17 +237,38 @@ class ZendeskConnector(ConnectorDefaults):
         audits = self.client.get_all(f"/api/v2/tickets/{ticket.id}/audits", "audits")
         return attribute_changes(audits, self.matrix)
 
-    def _public_agent_replies(self, ticket_id: str, requester_id: str | None
+    def _public_agent_replies(self, ticket_id: str, requester_id: str | None, updated_at: str | None = None
                               ) -> tuple[datetime | None, datetime | None, Person | None]:
         """First and last public comment by an agent (an author who is neither the requester nor the
         integration user and, where Zendesk sideloads the author, whose role is agent or admin), and the
-        author of the last one."""
+        author of the last one.
+
+        Zendesk bumps a ticket's updated_at with every comment, so while updated_at is the one the replies
+        were read at (a duplicate delivery, the echo of our own update) no comment is read at all; after a
+        change only the comments newer than the newest one seen are read, newest first
+        (`sort=-created_at`, cursor pages of 10), stopping at the first one already seen."""
+        with self._replies_lock:
+            seen = self._replies.get(ticket_id)
+        if seen is not None and (seen.requester_id != requester_id or not self.remembers_comments):
+            seen = None
+        if seen is not None and updated_at is not None and seen.updated_at == updated_at:
+            return seen.result()
         sideloads: dict[str, list] = {}
-        comments = self.client.get_all(f"/api/v2/tickets/{ticket_id}/comments", "comments",
-                                       sideloads=sideloads, include="users")
+        if seen is None:
+            comments = self.client.get_all(f"/api/v2/tickets/{ticket_id}/comments", "comments",
+                                            sideloads=sideloads, include="users")
+        else:
+            comments = self._comments_newer_than(ticket_id, seen.newest_comment_id, sideloads)
         own = self.own_user_id()
         times: list[tuple[datetime, str]] = []
         authors = {str(u.get("id")): u for u in sideloads.get("users", [])}
+        if seen is not None:
+            times.extend(seen.times)
+            authors = {**seen.authors, **authors}
+        if seen is None:
+            newest = str(comments[-1].get("id")) if comments else None
+        else:
+            newest = str(comments[0].get("id")) if comments else seen.newest_comment_id
         for comment in comments:
             if not comment.get("public"):
                 continue
@@ -232,11 +281,45 @@ class ZendeskConnector(ConnectorDefaults):
             when = parse_time(comment.get("created_at"))
             if when is not None:
                 times.append((when, author))
-        if not times:
-            return None, None, None
-        last, last_by = max(times)
-        user = authors.get(last_by) or {}
-        return min(times)[0], last, Person(id=last_by, name=user.get("name"), email=user.get("email"))
+        kept = _SeenReplies(updated_at=updated_at, requester_id=requester_id, newest_comment_id=newest,
+                            times=_first_and_last(times),
+                            authors={a: authors[a] for _, a in _first_and_last(times) if a in authors})
+        if updated_at is not None and self.remembers_comments:
+            with self._replies_lock:
+                self._replies.pop(ticket_id, None)
+                self._replies[ticket_id] = kept
+                while len(self._replies) > REMEMBERED_TICKETS:
+                    self._replies.pop(next(iter(self._replies)))
+        return kept.result()
+
+    def _comments_newer_than(self, ticket_id: str, newest_seen: str | None,
+                             sideloads: dict[str, list]) -> list[dict]:
+        """Newest first, up to the newest comment already seen (Zendesk never deletes a comment, it only
+        redacts one; should it be gone, every page is read)."""
+        out: list[dict] = []
+        url: str | None = f"/api/v2/tickets/{ticket_id}/comments"
+        query: dict[str, Any] | None = {"sort": "-created_at", "include": "users", "page[size]": NEWER_COMMENTS_PAGE}
+        while url:
+            data = self.client.request("GET", url, params=query) or {}
+            query = None
+            for name, value in data.items():
+                if name == "users" and isinstance(value, list):
+                    sideloads.setdefault(name, []).extend(value)
+            for comment in data.get("comments") or []:
+                if newest_seen is not None and str(comment.get("id")) == newest_seen:
+                    return out
+                out.append(comment)
+            meta, links = data.get("meta") or {}, data.get("links") or {}
+            url = links.get("next") if meta.get("has_more") else None
+        return out
+
+    def _remember_stamp(self, ticket_id: str, sent_on: str, stamp: str) -> None:
+        """After our own update (guarded by safe_update on the stamp the replies were read at) the ticket
+        has only our own comments more, which never count as agent replies: the replies stay valid."""
+        with self._replies_lock:
+            seen = self._replies.get(ticket_id)
+            if seen is not None and seen.updated_at == sent_on:
+                seen.updated_at = stamp
 
     def changed_since(self, watermark: str | None, *, initial_lookback: timedelta = timedelta(hours=1)) -> Iterator[tuple[str, str]]:
         """Tickets changed since `watermark` via the cursor-based incremental export.
@@ -398,7 +481,10 @@ class ZendeskConnector(ConnectorDefaults):
                     result.writes += 1
                     result.requests.append({"method": "PUT", "path": path, "status": 200,
                                             "comment_public": (changes.get("comment") or {}).get("public")})
-                    stamp = (response.get("ticket") or {}).get("updated_at") or stamp
+                    new_stamp = (response.get("ticket") or {}).get("updated_at")
+                    if new_stamp and stamp:
+                        self._remember_stamp(ticket.id, stamp, new_stamp)
+                    stamp = new_stamp or stamp
                     result.parts.extend(_update_parts(changes))
                     if index == 0 and _moves_assigned_group(changes, ticket) and \
                             (response.get("ticket") or {}).get("assignee_id", ticket.assignee.id) is None:

@@ -1,0 +1,85 @@
+"""Vendor API calls per event (issue 15): Zendesk's 700 requests/minute bound the whole service, so a pass
+reads a ticket's comments only when they can have changed, and then only the ones newer than those seen.
+Every request is validated against the Zendesk spec subset (validated_fake_zendesk)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from connectors.ratelimit import TokenBucket
+from connectors.retry import RetryPolicy
+from connectors.zendesk.connector import ZendeskConnector
+from integration.model import Decision
+from matrix_config.loader import load_matrix
+from tests.support.zendesk_fake import validated_fake_zendesk, zendesk_settings
+
+AGENT = 2002
+
+
+@pytest.fixture
+def fake():
+    with validated_fake_zendesk() as zendesk:
+        yield zendesk
+
+
+@pytest.fixture
+def connector(fake) -> ZendeskConnector:
+    matrix = load_matrix("matrix_config/examples/enterprise.yaml").matrix
+    return ZendeskConnector(zendesk_settings(), matrix, retry_policy=RetryPolicy(attempts=3, sleep=lambda s: None),
+                            rate_limiter=TokenBucket(10_000))
+
+
+def comment_reads(fake) -> list:
+    return fake.calls("GET", "/api/v2/tickets/5158/comments")
+
+
+def agent_edits_tags(fake, at: str) -> None:
+    ticket = fake.tickets["5158"]
+    ticket["tags"] = [*ticket["tags"], f"triage_{at[-3:-1]}"]
+    ticket["updated_at"] = at
+
+
+def test_repeated_deliveries_of_an_unchanged_ticket_read_its_comments_once(connector, fake):
+    for _ in range(10):  # a retried webhook, duplicates, a poll finding the same ticket
+        connector.fetch_ticket("5158")
+    assert len(comment_reads(fake)) == 1  # the first fetch: all of the ticket's comments (one page)
+    assert len(fake.calls("GET", "/api/v2/tickets/5158")) == 11  # ticket path prefix: 10 tickets + 1 comments
+
+
+def test_a_burst_of_edits_reads_only_the_newest_comments_page_each(connector, fake):
+    connector.fetch_ticket("5158")
+    first_reads = len(comment_reads(fake))
+    for second in range(10, 15):
+        agent_edits_tags(fake, f"2026-11-27T10:00:{second}Z")
+        ticket = connector.fetch_ticket("5158")
+    later = comment_reads(fake)[first_reads:]
+    assert len(later) == 5  # one page each: the newest comment is the one already seen
+    assert all(parse_qs(urlsplit(call.request.url).query)["sort"] == ["-created_at"] for call in later)
+    assert ticket.last_public_agent_reply_at == datetime(2026, 11, 27, 9, 30, 15, tzinfo=timezone.utc)
+
+
+def test_a_new_agent_reply_is_seen_from_the_newest_comments_alone(connector, fake):
+    connector.fetch_ticket("5158")
+    first_reads = len(comment_reads(fake))
+    fake.comments["5158"].append({"id": 70010, "type": "Comment", "author_id": AGENT, "public": True,
+                                  "body": "Engineering is on it.", "created_at": "2026-11-27T10:05:00Z"})
+    fake.tickets["5158"]["updated_at"] = "2026-11-27T10:05:00Z"
+    ticket = connector.fetch_ticket("5158")
+    assert len(comment_reads(fake)) == first_reads + 1
+    assert ticket.first_public_agent_reply_at == datetime(2026, 11, 27, 8, 25, tzinfo=timezone.utc)
+    assert ticket.last_public_agent_reply_at == datetime(2026, 11, 27, 10, 5, tzinfo=timezone.utc)
+    assert ticket.last_public_agent_reply_by.id == str(AGENT)
+
+
+def test_the_echo_of_our_own_update_reads_no_comments(connector, fake):
+    ticket = connector.fetch_ticket("5158")
+    connector.apply(ticket, Decision(vendor="zendesk", ticket_id="5158", matrix_version="v1",
+                                      decided_at=datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc),
+                                      add_tags=("escalation_checked",), internal_note="Checked."))
+    reads = len(comment_reads(fake))
+    echoed = connector.fetch_ticket("5158")  # the webhook Zendesk sends for the service's own update
+    assert len(comment_reads(fake)) == reads
+    assert echoed.version_token != ticket.version_token
+    assert echoed.last_public_agent_reply_at == ticket.last_public_agent_reply_at  # our note is no agent reply
