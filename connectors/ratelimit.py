@@ -87,6 +87,40 @@ class RedisWindowLimiter:
         return max(0.01, (window + 1) * 60 - now)
 
 
+class PerKeyWindow:
+    """At most `limit` uses per key within any rolling `window` seconds, in-process: Zendesk's
+    "30 updates per ticket per 10 minutes" (per user and ticket, answered with 429). The service's own
+    updates to one ticket come from the worker processing that ticket's events, so a budget of this
+    process is the one that matters; a second process writing the same ticket still meets Zendesk's 429,
+    which the retry layer honours."""
+
+    def __init__(self, limit: int, window_seconds: float, *, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 10_000):
+        if limit <= 0 or window_seconds <= 0:
+            raise ValueError("limit and window_seconds must be positive")
+        self.limit = limit
+        self.window = float(window_seconds)
+        self._clock = clock
+        self._max_keys = max_keys
+        self._uses: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def try_acquire(self, key: str, count: int = 1) -> float:
+        """Take `count` uses for `key` at once (all or none): 0.0 if taken, else seconds until they fit."""
+        with self._lock:
+            now = self._clock()
+            uses = [t for t in self._uses.get(key, []) if t > now - self.window]
+            if len(uses) + count > self.limit:
+                self._uses[key] = uses
+                oldest_to_expire = uses[max(0, len(uses) + count - self.limit - 1)]
+                return max(0.01, oldest_to_expire + self.window - now)
+            self._uses.pop(key, None)
+            self._uses[key] = uses + [now] * count
+            while len(self._uses) > self._max_keys:
+                self._uses.pop(next(iter(self._uses)))
+            return 0.0
+
+
 SQL_TABLE = "escalation_rate_windows"
 _SQL_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 

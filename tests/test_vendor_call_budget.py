@@ -83,3 +83,39 @@ def test_the_echo_of_our_own_update_reads_no_comments(connector, fake):
     assert len(comment_reads(fake)) == reads
     assert echoed.version_token != ticket.version_token
     assert echoed.last_public_agent_reply_at == ticket.last_public_agent_reply_at  # our note is no agent reply
+
+
+def test_the_31st_update_to_one_ticket_within_ten_minutes_is_deferred_not_sent(fake):
+    """Zendesk answers more than 30 updates per ticket per 10 minutes with 429: the 31st is held back
+    client-side as RateLimited with the wait until the oldest update leaves the window; other tickets
+    are not held back, and after the wait the update goes out."""
+    from connectors.base import RateLimited
+
+    now = [datetime(2026, 11, 27, 10, 0, tzinfo=timezone.utc)]
+    matrix = load_matrix("matrix_config/examples/enterprise.yaml").matrix
+    connector = ZendeskConnector(zendesk_settings(), matrix, retry_policy=RetryPolicy(attempts=1, sleep=lambda s: None),
+                                 rate_limiter=TokenBucket(10_000), clock=lambda: now[0])
+
+    def note(number: int) -> Decision:
+        return Decision(vendor="zendesk", ticket_id="5158", matrix_version="v1", decided_at=now[0],
+                        internal_note=f"Note {number}.")
+
+    puts = lambda: len(fake.calls("PUT", "/api/v2/tickets/5158"))  # noqa: E731
+    for number in range(30):
+        connector.apply(connector.fetch_ticket("5158"), note(number))
+        now[0] = now[0].replace(second=number + 1)
+    assert puts() == 30
+    with pytest.raises(RateLimited) as deferred:
+        connector.apply(connector.fetch_ticket("5158"), note(30))
+    assert puts() == 30
+    assert deferred.value.sent is False
+    assert deferred.value.retry_after == 570  # now 10:00:30; the first update (10:00:00) leaves at 10:10:00
+
+    fake.add_ticket({**fake.tickets["5158"], "id": 5159})
+    connector.apply(connector.fetch_ticket("5159"), Decision(vendor="zendesk", ticket_id="5159", matrix_version="v1",
+                                                             decided_at=now[0], internal_note="Other ticket."))
+    assert len(fake.calls("PUT", "/api/v2/tickets/5159")) == 1
+
+    now[0] = datetime(2026, 11, 27, 10, 10, 0, 500000, tzinfo=timezone.utc)
+    connector.apply(connector.fetch_ticket("5158"), note(30))
+    assert puts() == 31

@@ -26,9 +26,11 @@ from connectors.base import (
     NotFound,
     Permanent,
     PostedComment,
+    RateLimited,
+    not_sent,
 )
 from connectors.customer_data import TtlCache
-from connectors.ratelimit import RateLimiter
+from connectors.ratelimit import PerKeyWindow, RateLimiter
 from connectors.retry import DEFAULT_POLICY, RetryPolicy
 from connectors.zendesk.client import ZendeskClient
 from connectors.zendesk.mapping import (
@@ -46,6 +48,9 @@ from matrix_config.schema import Matrix
 
 
 NOTE_CONFLICT_ROUNDS = 2  # re-sends of a decision's second (note-only) update after 409
+# Zendesk: "Update Ticket" allows 30 updates per ticket per 10 minutes (per user); more are answered 429.
+TICKET_UPDATES_PER_WINDOW = 30
+TICKET_UPDATE_WINDOW_SECONDS = 600
 REMEMBERED_TICKETS = 10_000  # tickets whose agent replies a connector keeps between passes
 NEWER_COMMENTS_PAGE = 10  # page size of the newest-first read of comments after a ticket changed
 
@@ -111,6 +116,8 @@ class ZendeskConnector(ConnectorDefaults):
         # they were read at (Zendesk bumps updated_at on every comment). Bounded: oldest tickets go first.
         self._replies: dict[str, _SeenReplies] = {}
         self._replies_lock = threading.Lock()
+        self.ticket_update_budget = PerKeyWindow(
+            TICKET_UPDATES_PER_WINDOW, TICKET_UPDATE_WINDOW_SECONDS, clock=lambda: self._clock().timestamp())
 
     # ------------------------------------------------------------------ lookups
     def own_user_id(self) -> str | None:
@@ -424,6 +431,13 @@ class ZendeskConnector(ConnectorDefaults):
         comes through only when nothing of this apply can have reached Zendesk."""
         updates = self.build_updates(ticket, decision)
         result = ApplyResult()
+        if updates:
+            # A decision's updates are taken together, so a deferred decision is never half sent.
+            wait = self.ticket_update_budget.try_acquire(str(ticket.id), len(updates))
+            if wait > 0:
+                raise not_sent(RateLimited(
+                    f"Zendesk ticket {ticket.id}: {TICKET_UPDATES_PER_WINDOW} updates in "
+                    f"{TICKET_UPDATE_WINDOW_SECONDS // 60} minutes reached; deferred", retry_after=wait))
         stamp = ticket.version_token
         # Our own comments from this apply are newer than the snapshot the decision was made from; an
         # identical comment from an earlier cycle (the same data request sent last week) is not.
