@@ -119,3 +119,35 @@ def test_the_31st_update_to_one_ticket_within_ten_minutes_is_deferred_not_sent(f
     now[0] = datetime(2026, 11, 27, 10, 10, 0, 500000, tzinfo=timezone.utc)
     connector.apply(connector.fetch_ticket("5158"), note(30))
     assert puts() == 31
+
+
+def test_jira_requests_beyond_the_sites_budget_are_deferred_not_sent():
+    """JIRA_REQUESTS_PER_MINUTE is the site's client-side budget: a fetch that would exceed it raises
+    RateLimited (nothing sent) with the wait the budget names, instead of spending the quota the site's
+    other apps share."""
+    from connectors.base import RateLimited
+    from connectors.jira.connector import JiraConnector
+    from tests.support.jira_helpers import enterprise_matrix, make_settings, register_fetch, validated_jira_http
+
+    class CountingBudget:
+        def __init__(self, allowed: int):
+            self.allowed, self.asked = allowed, 0
+
+        def try_acquire(self) -> float:
+            self.asked += 1
+            return 0.0 if self.asked <= self.allowed else 42.0
+
+    with validated_jira_http() as http:
+        register_fetch(http)
+        budget = CountingBudget(allowed=10_000)
+        connector = JiraConnector(make_settings(), enterprise_matrix(), rate_limiter=budget,
+                                  retry_policy=RetryPolicy(attempts=1, sleep=lambda s: None))
+        connector.fetch_ticket("SUP-7")
+        sent = len(http.calls)
+        assert budget.asked == sent  # every request was taken from the budget
+
+        budget.allowed = budget.asked  # spent
+        with pytest.raises(RateLimited) as deferred:
+            connector.fetch_ticket("SUP-7")
+        assert len(http.calls) == sent
+        assert (deferred.value.retry_after, deferred.value.sent) == (42.0, False)

@@ -14,8 +14,16 @@ from jira.resilientsession import ResilientSession
 
 from connectors import http
 from connectors.base import ConnectorError, Permanent, Transient
-from connectors.http import DoNotRepeat, Redactor, error_for_status, error_for_transport, safe_to_repeat
+from connectors.http import (
+    DoNotRepeat,
+    Redactor,
+    budget_exhausted,
+    error_for_status,
+    error_for_transport,
+    safe_to_repeat,
+)
 from connectors.jira.settings import JiraSettings
+from connectors.ratelimit import RateLimiter
 from connectors.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 
 
@@ -98,8 +106,9 @@ class JiraClient:
     attempt per request; `connectors.retry` is the only retry layer. Paths start with /rest."""
 
     def __init__(self, settings: JiraSettings, *, session: requests.Session | None = None,
-                 retry_policy: RetryPolicy = DEFAULT_POLICY):
+                 retry_policy: RetryPolicy = DEFAULT_POLICY, rate_limiter: RateLimiter | None = None):
         self.settings = settings
+        self.limiter = rate_limiter
         self.retry_policy = retry_policy
         self.api_version = int(settings.api_version)
         self.base_url = str(settings.url).rstrip("/")
@@ -132,6 +141,10 @@ class JiraClient:
         return f"/rest/api/{self.api_version}/{path.lstrip('/')}"
 
     def _once(self, method: str, path: str, call: Callable[[], Any]) -> Any:
+        if self.limiter is not None:
+            wait = self.limiter.try_acquire()
+            if wait > 0:
+                raise budget_exhausted("Jira", wait)
         try:
             result = call()
         except ConnectorError:

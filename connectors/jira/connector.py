@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from urllib.parse import urlsplit
+
 import requests
 
 from connectors.base import (
@@ -51,6 +53,7 @@ from connectors.jira.mapping import (
     to_matrix_value,
 )
 from connectors.jira.settings import JSM_API, PAGE_SIZE, VENDOR, JiraSettings, NormalizeOptions
+from connectors.ratelimit import RateLimiter, limiter_for
 from connectors.retry import DEFAULT_POLICY, RetryPolicy
 from integration.model import Decision, Ticket
 from matrix_config.schema import Matrix
@@ -76,12 +79,20 @@ class JiraConnector(ConnectorDefaults):
         session: requests.Session | None = None,
         retry_policy: RetryPolicy = DEFAULT_POLICY,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        rate_limiter: RateLimiter | None = None,
+        database_url: str | None = None,
+        redis_url: str | None = None,
     ):
         if not settings.has_credentials:
             raise Permanent("jira: JIRA_URL, JIRA_EMAIL and JIRA_API_TOKEN are required")
         self.settings = settings
         self.matrix = matrix
-        self.client = JiraClient(settings, session=session, retry_policy=retry_policy)
+        # The site's request budget: `rate_limiter`, else shared through Redis / PostgreSQL like Zendesk's
+        # (connectors.ratelimit.limiter_for), else one of this process.
+        limiter = rate_limiter if rate_limiter is not None else limiter_for(
+            f"jira:{urlsplit(str(settings.url)).hostname or settings.url}", settings.requests_per_minute,
+            redis_url=redis_url, database_url=database_url)
+        self.client = JiraClient(settings, session=session, retry_policy=retry_policy, rate_limiter=limiter)
         self._identity: _Identity | None = None
         self._field_schemas: dict[str, dict[str, Any]] = {}
         self._all_fields_loaded = False
@@ -383,9 +394,8 @@ def build_from_env(matrix: Matrix, *, database_url: str | None = None, redis_url
                    **kwargs: Any) -> JiraConnector | None:
     """The connector from JIRA_* environment variables, or None (dry run) when none of JIRA_URL,
     JIRA_EMAIL, JIRA_API_TOKEN is set. Raises ConfigurationError when only some are. `database_url` and
-    `redis_url` are accepted for symmetry with the Zendesk factory and unused: Jira Cloud's limits are
-    cost-based and answered with 429 + Retry-After, so there is no client-side budget to share."""
+    `redis_url`: where the site's client-side request budget (JIRA_REQUESTS_PER_MINUTE) is shared."""
     settings = JiraSettings()
     if not settings.check_complete():
         return None
-    return JiraConnector(settings, matrix, **kwargs)
+    return JiraConnector(settings, matrix, database_url=database_url, redis_url=redis_url, **kwargs)

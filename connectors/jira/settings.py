@@ -59,6 +59,10 @@ class JiraSettings(AllOrNothingCredentials, BaseSettings):
     # How long a JSM organization's properties (matrix `organization_property`) are reused before they are
     # read again.
     customer_data_ttl_seconds: int = Field(DEFAULT_TTL_SECONDS, alias="JIRA_CUSTOMER_DATA_TTL_SECONDS", gt=0)
+    # Client-side request budget per site, shared like Zendesk's (connectors.ratelimit.limiter_for). Jira
+    # Cloud's own limits are cost-based and answered with 429 + Retry-After; this keeps a burst of events
+    # from spending the site's quota that other apps share.
+    requests_per_minute: int = Field(300, alias="JIRA_REQUESTS_PER_MINUTE", gt=0)
 
     @property
     def project_keys(self) -> list[str]:
