@@ -62,6 +62,7 @@ class _SeenReplies:
     newest_comment_id: str | None
     times: list[tuple[datetime, str]]
     authors: dict[str, Mapping[str, Any]]
+    comment_count: Any = None  # the ticket's comment_count sideload when the comments were read
 
     def result(self) -> tuple[datetime | None, datetime | None, Person | None]:
         if not self.times:
@@ -170,7 +171,7 @@ class ZendeskConnector(ConnectorDefaults):
 
     # ------------------------------------------------------------------ read
     def fetch_ticket(self, ticket_id: str) -> Ticket:
-        data = self.client.get(f"/api/v2/tickets/{ticket_id}", include="users,organizations") or {}
+        data = self.client.get(f"/api/v2/tickets/{ticket_id}", include="users,organizations,comment_count") or {}
         raw = data.get("ticket")
         if not raw:
             raise NotFound(f"Zendesk ticket {ticket_id} not found")
@@ -185,7 +186,7 @@ class ZendeskConnector(ConnectorDefaults):
         assignee = users.get(assignee_id or "")
         organization = orgs.get(str(raw.get("organization_id")))
         first_reply, last_reply, last_author = self._public_agent_replies(
-            str(raw["id"]), requester_id, raw.get("updated_at"))
+            str(raw["id"]), requester_id, raw.get("updated_at"), raw.get("comment_count"))
         rating = raw.get("satisfaction_rating") or {}
         score = rating.get("score") if isinstance(rating, dict) else None
         ticket = ticket_from_raw(
@@ -244,8 +245,8 @@ class ZendeskConnector(ConnectorDefaults):
         audits = self.client.get_all(f"/api/v2/tickets/{ticket.id}/audits", "audits")
         return attribute_changes(audits, self.matrix)
 
-    def _public_agent_replies(self, ticket_id: str, requester_id: str | None, updated_at: str | None = None
-                              ) -> tuple[datetime | None, datetime | None, Person | None]:
+    def _public_agent_replies(self, ticket_id: str, requester_id: str | None, updated_at: str | None = None,
+                              comment_count: Any = None) -> tuple[datetime | None, datetime | None, Person | None]:
         """First and last public comment by an agent (an author who is neither the requester nor the
         integration user and, where Zendesk sideloads the author, whose role is agent or admin), and the
         author of the last one.
@@ -253,12 +254,18 @@ class ZendeskConnector(ConnectorDefaults):
         Zendesk bumps a ticket's updated_at with every comment, so while updated_at is the one the replies
         were read at (a duplicate delivery, the echo of our own update) no comment is read at all; after a
         change only the comments newer than the newest one seen are read, newest first
-        (`sort=-created_at`, cursor pages of 10), stopping at the first one already seen."""
+        (`sort=-created_at`, cursor pages of 10), stopping at the first one already seen. The ticket read
+        sideloads `comment_count` (include=comment_count): a change that left it as it was (tags, fields,
+        status, an echo) added no comment, and no comment is read."""
         with self._replies_lock:
             seen = self._replies.get(ticket_id)
         if seen is not None and (seen.requester_id != requester_id or not self.remembers_comments):
             seen = None
         if seen is not None and updated_at is not None and seen.updated_at == updated_at:
+            return seen.result()
+        if seen is not None and comment_count is not None and seen.comment_count == comment_count:
+            with self._replies_lock:
+                seen.updated_at = updated_at
             return seen.result()
         sideloads: dict[str, list] = {}
         if seen is None:
@@ -289,6 +296,7 @@ class ZendeskConnector(ConnectorDefaults):
             if when is not None:
                 times.append((when, author))
         kept = _SeenReplies(updated_at=updated_at, requester_id=requester_id, newest_comment_id=newest,
+                            comment_count=comment_count,
                             times=_first_and_last(times),
                             authors={a: authors[a] for _, a in _first_and_last(times) if a in authors})
         if updated_at is not None and self.remembers_comments:

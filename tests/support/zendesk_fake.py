@@ -196,6 +196,8 @@ class FakeZendesk:
         if "organizations" in includes:
             org = self.organizations.get(str(ticket.get("organization_id")))
             out["organizations"] = [org] if org else []
+        if "comment_count" in includes:  # Zendesk's sideload: a property on the ticket itself
+            out["ticket"] = {**ticket, "comment_count": len(self.comments.get(str(ticket["id"]), []))}
         return 200, out
 
     def _comments(self, path, query, body):
