@@ -12,7 +12,7 @@ event at the levels (and clocks) it names and sends it to its channels.
 
 Durable and exactly one alert per event and channel:
 - the outbox row is inserted in the same transaction as the decision, the ticket state and the fired
-  timer (integration.pipeline `_finalize`), so an alert exists if and only if its decision committed;
+  timer (integration.pipeline.commit.finalize), so an alert exists if and only if its decision committed;
 - its `dedupe_key` (ticket, event, level entry, clock / threshold, channel) is unique and inserted with
   ON CONFLICT DO NOTHING: a redelivered webhook, a pass recovered after a crash and a breach timer fired
   twice all arrive at the same key and add nothing;
@@ -50,10 +50,15 @@ from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint, eve
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from integration.store.db import Base, BigId, Database, UtcDateTime, utcnow
+from connectors.base import ConnectorError, RateLimited, Transient
+from integration.clocks import ClockBook, active_seconds, level_calendar
+from integration.engine import compile_matrix, is_empty_value, template_context
 from integration.model import Decision, Ticket, TicketState
+from integration.store.db import Base, BigId, Database, TimerRow, UtcDateTime, utcnow
+from integration.store.matrix_versions import load_version
 from matrix_config.loader import LoadedMatrix
 from matrix_config.schema import AlertChannel, Level, Matrix, format_duration
+from matrix_config.templates import TemplateRenderError, render_template
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +202,6 @@ def _level_of(matrix: Matrix, level_id: str | None) -> Level | None:
 
 def _clock_facts(matrix: Matrix, state: TicketState, level: Level, clock: str, now: datetime) -> dict[str, float]:
     """Elapsed / target / left / overdue seconds of `clock` at `level`, from the stored clock bookkeeping."""
-    from integration.clocks import ClockBook, active_seconds, level_calendar
-
     target = getattr(level.sla, clock, None) if clock else None
     if target is None:
         return {}
@@ -213,8 +216,6 @@ def events_of(matrix: Matrix, ticket: Ticket, state_before: TicketState | None, 
               decision: Decision | None, timer: Any, now: datetime) -> list[AlertEvent]:
     """The alert events one committed round produced. `timer`: the fired timer (kind, clock, level,
     fraction, due_at) when the round was a timer firing that acted (its decision wrote something)."""
-    from integration.engine import is_empty_value
-
     found: list[AlertEvent] = []
     before = state_before or TicketState(vendor=state_after.vendor, ticket_id=state_after.ticket_id)
     if timer is not None and decision is not None and not decision.is_empty and timer.kind in ("warning", "breach", "cadence"):
@@ -249,8 +250,6 @@ def events_of(matrix: Matrix, ticket: Ticket, state_before: TicketState | None, 
 
 
 def _owner_and_context(loaded: LoadedMatrix, ticket: Ticket, level: Level, clock: dict[str, Any] | None) -> dict[str, Any]:
-    from integration.engine import compile_matrix, template_context
-
     return template_context(compile_matrix(loaded.matrix, loaded.version), ticket, level.id, clock=clock)
 
 
@@ -267,8 +266,6 @@ _EVENT_TITLES = {
 def build_message(loaded: LoadedMatrix, ticket: Ticket, alert: AlertEvent, channel: str, template: str | None,
                   alert_id: str, now: datetime) -> AlertMessage:
     """The message for one channel: the route's template, or the built-in summary."""
-    from matrix_config.templates import TemplateRenderError, render_template
-
     matrix = loaded.matrix
     level = matrix.level(alert.level)
     clock_ctx = None
@@ -371,7 +368,7 @@ def record_events(session: Session, loaded: LoadedMatrix, ticket: Ticket, found:
 
 def record_for_finalize(session: Session, loaded: LoadedMatrix, ticket: Ticket, outcome: Any, *, timer_id: int | None,
                         decision_id: int | None, dry_run: bool, now: datetime) -> None:
-    """The pipeline's hook (integration.pipeline `_finalize`): alerts for the round being committed. A dry
+    """The pipeline's hook (integration.pipeline.commit.finalize): alerts for the round being committed. A dry
     run alerts nobody (its decisions reach no ticket). Never fails the commit: an alert that cannot be
     built is logged and skipped, the decision stands."""
     if dry_run or loaded.matrix.notify is None:
@@ -379,8 +376,6 @@ def record_for_finalize(session: Session, loaded: LoadedMatrix, ticket: Ticket, 
     try:
         timer = None
         if timer_id is not None:
-            from integration.store.db import TimerRow
-
             timer = session.get(TimerRow, timer_id)
         with session.begin_nested():
             record_alerts(session, loaded, ticket, outcome.state_before, outcome.state_after, outcome.decision,
@@ -466,8 +461,6 @@ class ChannelResolver:
                 if current.version == version:
                     loaded = current
             if loaded is None:
-                from integration.store.matrix_versions import load_version
-
                 with self.db.session() as session:
                     loaded = load_version(session, version)
             self._versions[version] = loaded
@@ -514,8 +507,6 @@ def deliver_due(db: Database, *, send: Callable[[str, AlertChannel, AlertMessage
 def _deliver_one(db: Database, row: AlertRow, owner: str, resolver: ChannelResolver,
                  send: Callable[[str, AlertChannel, AlertMessage], None], now: Callable[[], datetime],
                  max_attempts: int, report: DeliveryReport) -> None:
-    from connectors.base import ConnectorError, RateLimited, Transient
-
     attempts = row.attempts + 1
     channel = resolver.channel(row.matrix_version, row.channel)
     if channel is None:
