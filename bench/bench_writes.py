@@ -41,7 +41,7 @@ def new_ticket(ticket_id: int, *, issue_type: str, tier: str, environment: str |
                account: str | None = None, affected: int | None = None, tags: list[str] | None = None) -> dict:
     return {
         "id": ticket_id, "subject": f"Ticket {ticket_id}", "status": "new", "priority": None,
-        "requester_id": 1001, "assignee_id": None, "organization_id": 501, "group_id": None,
+        "requester_id": 1001, "submitter_id": 1001, "assignee_id": None, "organization_id": 501, "group_id": None,
         "created_at": "2026-11-30T09:00:00Z", "updated_at": "2026-11-30T09:00:00Z",
         "via": {"channel": "email"}, "satisfaction_rating": None,
         "tags": [f"tier_{tier}", *(tags or [])],

@@ -152,3 +152,28 @@ def test_jira_requests_beyond_the_sites_budget_are_deferred_not_sent():
             connector.fetch_ticket("SUP-7")
         assert len(http.calls) == sent
         assert (deferred.value.retry_after, deferred.value.sent) == (42.0, False)
+
+
+def test_a_new_ticket_holding_only_its_requesters_description_reads_no_comments(connector, fake):
+    fake.add_ticket({**fake.tickets["5158"], "id": 5160, "submitter_id": 1001, "requester_id": 1001},
+                    comments=[{"id": 80001, "type": "Comment", "author_id": 1001, "public": True,
+                               "body": "Export is broken.", "created_at": "2026-11-27T11:00:00Z"}])
+    ticket = connector.fetch_ticket("5160")
+    assert fake.calls("GET", "/api/v2/tickets/5160/comments") == []
+    assert ticket.first_public_agent_reply_at is None
+
+    fake.comments["5160"].append({"id": 80002, "type": "Comment", "author_id": AGENT, "public": True,
+                                  "body": "Looking into it.", "created_at": "2026-11-27T11:04:00Z"})
+    fake.tickets["5160"]["updated_at"] = "2026-11-27T11:04:00Z"
+    assert connector.fetch_ticket("5160").first_public_agent_reply_at == datetime(2026, 11, 27, 11, 4,
+                                                                                tzinfo=timezone.utc)
+    assert len(fake.calls("GET", "/api/v2/tickets/5160/comments")) == 1
+
+
+def test_an_agent_created_ticket_reads_its_description(connector, fake):
+    fake.add_ticket({**fake.tickets["5158"], "id": 5161, "submitter_id": AGENT, "requester_id": 1001},
+                    comments=[{"id": 80011, "type": "Comment", "author_id": AGENT, "public": True,
+                               "body": "Opened on the customer's behalf.", "created_at": "2026-11-27T11:00:00Z"}])
+    ticket = connector.fetch_ticket("5161")
+    assert len(fake.calls("GET", "/api/v2/tickets/5161/comments")) == 1
+    assert ticket.first_public_agent_reply_at == datetime(2026, 11, 27, 11, 0, tzinfo=timezone.utc)

@@ -186,7 +186,9 @@ class ZendeskConnector(ConnectorDefaults):
         assignee = users.get(assignee_id or "")
         organization = orgs.get(str(raw.get("organization_id")))
         first_reply, last_reply, last_author = self._public_agent_replies(
-            str(raw["id"]), requester_id, raw.get("updated_at"), raw.get("comment_count"))
+            str(raw["id"]), requester_id, raw.get("updated_at"), raw.get("comment_count"),
+            only_description_by_requester=raw.get("comment_count") in (0, 1)
+            and requester_id is not None and id_or_none(raw.get("submitter_id")) == requester_id)
         rating = raw.get("satisfaction_rating") or {}
         score = rating.get("score") if isinstance(rating, dict) else None
         ticket = ticket_from_raw(
@@ -246,7 +248,8 @@ class ZendeskConnector(ConnectorDefaults):
         return attribute_changes(audits, self.matrix)
 
     def _public_agent_replies(self, ticket_id: str, requester_id: str | None, updated_at: str | None = None,
-                              comment_count: Any = None) -> tuple[datetime | None, datetime | None, Person | None]:
+                              comment_count: Any = None, *, only_description_by_requester: bool = False
+                              ) -> tuple[datetime | None, datetime | None, Person | None]:
         """First and last public comment by an agent (an author who is neither the requester nor the
         integration user and, where Zendesk sideloads the author, whose role is agent or admin), and the
         author of the last one.
@@ -256,7 +259,8 @@ class ZendeskConnector(ConnectorDefaults):
         change only the comments newer than the newest one seen are read, newest first
         (`sort=-created_at`, cursor pages of 10), stopping at the first one already seen. The ticket read
         sideloads `comment_count` (include=comment_count): a change that left it as it was (tags, fields,
-        status, an echo) added no comment, and no comment is read."""
+        status, an echo) added no comment, and no comment is read. A new ticket whose one comment is the
+        description its requester submitted (submitter = requester) has no agent reply: nothing is read."""
         with self._replies_lock:
             seen = self._replies.get(ticket_id)
         if seen is not None and (seen.requester_id != requester_id or not self.remembers_comments):
@@ -268,7 +272,9 @@ class ZendeskConnector(ConnectorDefaults):
                 seen.updated_at = updated_at
             return seen.result()
         sideloads: dict[str, list] = {}
-        if seen is None:
+        if seen is None and only_description_by_requester and self.remembers_comments:
+            comments = []
+        elif seen is None:
             comments = self.client.get_all(f"/api/v2/tickets/{ticket_id}/comments", "comments",
                                             sideloads=sideloads, include="users")
         else:
