@@ -45,9 +45,11 @@ from connectors.jira.client import JiraClient
 from connectors.jira.mapping import (
     encode_field_value,
     group_field_value,
+    is_resolved,
     jira_value_to_plain,
     parse_jira_time,
     same_value,
+    satisfaction_from_feedback,
     ticket_from_issue,
     to_jira_value,
     to_matrix_value,
@@ -59,6 +61,7 @@ from integration.model import Decision, Ticket
 from matrix_config.schema import Matrix
 
 log = logging.getLogger(__name__)
+FEEDBACK_KEPT = timedelta(days=7)  # a rated request's rating is reused this long per connector process
 
 
 # ------------------------------------------------------------------------------------------ connector
@@ -97,6 +100,9 @@ class JiraConnector(ConnectorDefaults):
         self._field_schemas: dict[str, dict[str, Any]] = {}
         self._all_fields_loaded = False
         self._customer_data = TtlCache(timedelta(seconds=settings.customer_data_ttl_seconds), clock)
+        # JSM request feedback, once read with a rating: a customer rates a request once, so a later pass on
+        # the same resolved request reuses it instead of asking again. "No feedback yet" is never cached.
+        self._feedback = TtlCache(FEEDBACK_KEPT, clock)
 
     # ---- identity ---------------------------------------------------------------------------------
     def _myself(self) -> _Identity:
@@ -178,8 +184,26 @@ class JiraConnector(ConnectorDefaults):
             log.warning("jira %s is not a JSM request; no public replies can be read", ticket_id)
             comments = []
         ticket = ticket_from_issue(raw, self.matrix, self._normalize_options(), comments)
+        if is_resolved(raw):
+            ticket = ticket.with_(satisfaction=self._satisfaction(ticket.id))
         properties = self._organization_properties(raw)
         return ticket.with_(fields={**ticket.fields, **properties}) if properties else ticket
+
+    def _satisfaction(self, key: str) -> str | None:
+        """The request's CSAT rating, `GET /rest/servicedeskapi/request/{key}/feedback`, read only once the
+        request is resolved (JSM asks for feedback on resolution) and, once rated, not again within
+        FEEDBACK_KEPT. Jira answers 404 while the customer has not rated (or the issue is no JSM request):
+        no rating, no error."""
+        def load() -> str:
+            rating = satisfaction_from_feedback(self.client.get_json(f"{JSM_API}/request/{key}/feedback"))
+            if rating is None:
+                raise NotFound(f"jira: request {key} has feedback without a 1..5 rating")
+            return rating
+
+        try:
+            return self._feedback.get_or_load(("feedback", key), load)
+        except NotFound:
+            return None
 
     def _organization_properties(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Matrix attributes mapped to `organization_property`: the property of the request's first

@@ -356,3 +356,19 @@ def group_field_value(group_id: str, kind: str) -> Any:
     if kind == "select":
         return {"value": group_id}
     return group_id  # team: the Team field takes the team id as a plain string
+
+
+def satisfaction_from_feedback(feedback: Mapping[str, Any] | None) -> str | None:
+    """`Ticket.satisfaction` from JSM request feedback (`CSATFeedbackFullDTO`): the 1..5 rating as text, the
+    shape the CSAT table scales (1 = 0 %, 5 = 100 %); None for no rating or one outside 1..5."""
+    rating = (feedback or {}).get("rating")
+    if isinstance(rating, bool) or not isinstance(rating, (int, float)) or not 1 <= rating <= 5:
+        return None
+    return str(int(rating))
+
+
+def is_resolved(issue: Mapping[str, Any]) -> bool:
+    """Done in Jira's terms: the status category is `done` or a resolution is set (when the issue carries it)."""
+    fields: Mapping[str, Any] = issue.get("fields") or {}
+    category = str(((fields.get("status") or {}).get("statusCategory") or {}).get("key") or "").lower()
+    return category == "done" or bool(fields.get("resolution"))
