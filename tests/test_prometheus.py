@@ -282,8 +282,11 @@ def test_escalation_serve_shows_the_workers_passes_in_the_web_scrape(tmp_path, e
         assert _signed_post(port, _event(TICKETS[0], "ticket.created", 1), "metrics-1") == 202
 
         def decided() -> dict | None:
+            # The decision is counted at the pass's commit, its duration when the pass returns just after.
             parsed = samples(_get(port, "/metrics")[1])
-            return parsed if value(parsed, "escalation_decisions_total", vendor="zendesk") >= 1 else None
+            done = (value(parsed, "escalation_decisions_total", vendor="zendesk") >= 1
+                    and value(parsed, "escalation_pass_duration_seconds_count", trigger="events") >= 1)
+            return parsed if done else None
 
         parsed = _wait(decided, 30, "the worker's decision in the web's /metrics", interval=0.2)
         assert value(parsed, "escalation_webhooks_total", vendor="zendesk", result="accepted") == 1
