@@ -8,17 +8,7 @@ from datetime import datetime
 
 import click
 
-
-def _settings():
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise click.ClickException(f"invalid configuration: {problems}") from None
+from cli.common import configured_settings as _settings
 
 
 def _database():

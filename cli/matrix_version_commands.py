@@ -18,23 +18,7 @@ from typing import Any
 
 import click
 
-
-def _settings():
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise click.ClickException(f"invalid configuration: {problems}") from None
-
-
-def _database():
-    from integration.store.db import get_database
-
-    return get_database(_settings().database_url)
+from cli.common import configured_database as _database, configured_settings as _settings
 
 
 def _when(value: Any) -> str:

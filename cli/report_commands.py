@@ -12,22 +12,12 @@ from typing import Any, Iterable, Sequence
 
 import click
 
+from cli.common import configured_settings as _settings
+
 FORMATS = ("md", "csv", "json")
 
 
 # ------------------------------------------------------------------------------------ shared helpers
-def _settings():
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise click.ClickException(f"invalid configuration: {problems}") from None
-
-
 def load_configured_matrix(path: str):
     from matrix_config.loader import MatrixInvalid, load_matrix
 
