@@ -8,16 +8,7 @@ from datetime import datetime
 
 import click
 
-from cli.common import configured_settings as _settings
-
-
-def _database():
-    from integration.store.db import DatabaseConfigError, get_database
-
-    try:
-        return get_database(_settings().database_url)
-    except DatabaseConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+from cli.common import configured_database as _database, configured_settings as _settings
 
 
 def _matrix(path: str | None):

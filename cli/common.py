@@ -18,6 +18,9 @@ def configured_settings():
 
 
 def configured_database():
-    from integration.store.db import get_database
+    from integration.store.db import DatabaseConfigError, get_database
 
-    return get_database(configured_settings().database_url)
+    try:
+        return get_database(configured_settings().database_url)
+    except DatabaseConfigError as exc:
+        raise click.ClickException(str(exc)) from None

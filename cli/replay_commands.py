@@ -19,6 +19,8 @@ from typing import Any
 
 import click
 
+from cli.common import configured_database as _database
+
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$", re.IGNORECASE)
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -37,20 +39,6 @@ def parse_since(value: str | None, now: datetime | None = None) -> datetime | No
     except ValueError:
         raise click.BadParameter(f"{value!r}: give a duration such as 30d, 12h or 90m, or a date such as 2026-11-01")
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _database():
-    from pydantic import ValidationError
-
-    from integration.store.db import get_database
-    from service.settings import Settings
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise click.ClickException(f"invalid configuration: {problems}") from None
-    return get_database(settings.database_url)
 
 
 def _load_draft(path: str):

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 
 import click
 
-from cli.common import configured_settings as _settings
+from cli.common import configured_database, configured_settings as _settings
 
 FORMATS = ("md", "csv", "json")
 
@@ -317,14 +317,13 @@ def register(group: click.Group) -> None:
         before/after incidents, SLA attainment, top breach reasons, bypass hits and the incidents, with
         their durations, for a period (default: the last seven full days)."""
         from integration import metrics as queries
-        from integration.store.db import get_database
 
         settings = _settings()
         start, end = report_window(since.date() if since else None, until.date() if until else None,
                                    datetime.now(timezone.utc).date())
         loaded = load_configured_matrix(matrix_path or settings.matrix_path)
         try:
-            report = queries.build_report(get_database(settings.database_url), loaded.matrix, since=start, until=end, version=loaded.version,
+            report = queries.build_report(configured_database(), loaded.matrix, since=start, until=end, version=loaded.version,
                                           dry_run=dry_run, incident_levels=incident_levels or None,
                                           csat_window=timedelta(days=csat_window),
                                           now=now_value.replace(tzinfo=timezone.utc) if now_value else None)
