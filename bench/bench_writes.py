@@ -7,7 +7,10 @@ required data, a manual escalation by an agent, an agent edit racing a write (40
 re-decide), and solving. Every event gets a full pass: fetch (the API is the truth), `decide`, `apply`,
 `next_state`; the HTTP layer is `responses` with tests/support/zendesk_fake.FakeZendesk behind it.
 
-Prints API writes per effective decision (goal <= 1.0, the minimum Zendesk allows is 1 per decision
+Prints vendor API calls (reads + writes) per webhook side by side: before issue 15 (every pass reads all
+comments), the last release (every event reads its ticket) and now (events that report nothing newer than
+the version decided on are not read); and a burst of events across 20 new tickets read one by one vs with
+one `show_many`. Also API writes per effective decision (goal <= 1.0, the minimum Zendesk allows is 1 per decision
 plus 1 when a decision carries both a customer reply and an internal note), and writes for no-op and
 duplicate events (goal 0). Run: `.venv/bin/python bench/bench_writes.py`.
 """
@@ -30,7 +33,9 @@ from connectors.ratelimit import TokenBucket  # noqa: E402
 from connectors.retry import RetryPolicy  # noqa: E402
 from connectors.zendesk.connector import ZendeskConnector  # noqa: E402
 from connectors.zendesk.settings import ZendeskSettings  # noqa: E402
+from connectors.zendesk.mapping import parse_time  # noqa: E402
 from integration.engine import decide, next_state  # noqa: E402
+from integration.pipeline.seen import already_seen, seen_after  # noqa: E402
 from matrix_config.loader import load_matrix  # noqa: E402
 from tests.support.zendesk_fake import FakeZendesk  # noqa: E402
 
@@ -63,6 +68,8 @@ class Replay:
         self.stats: Counter = Counter()
         self.log: list[tuple[str, str, int, bool]] = []  # kind, ticket, writes, effective
         self.reads_by_kind: Counter = Counter()
+        self.last_stamp: dict[str, str] = {}
+        self.skips_seen = True
         self.minimum = 0  # writes Zendesk needs at least: 1 per writing decision, 2 for reply + note
 
     def agent_edit(self, ticket_id: str, **changes) -> None:
@@ -83,9 +90,22 @@ class Replay:
         self.agent_edit(ticket_id)
 
     def event(self, kind: str, ticket_id: str, *, race=None) -> None:
-        """One webhook -> one processing pass (fetch, decide, apply, next_state); 409 -> re-fetch, re-decide."""
+        """One webhook -> one processing pass (fetch, decide, apply, next_state); 409 -> re-fetch, re-decide.
+
+        The webhook reports the ticket's updated_at as Zendesk sends it (`detail.updated_at`): a duplicate
+        the stamp of the delivery it repeats, every other event the ticket's current one (an echo: the
+        version our own last write left). With `skips_seen`, an event reporting nothing newer than the
+        version the last pass decided on is not read (integration.pipeline.seen, as the pipeline does)."""
         before = len(self.fake.writes)
         reads_before = len(self.fake.calls("GET"))
+        stamp = self.last_stamp.get(ticket_id) if kind == "duplicate" else self.fake.tickets[ticket_id]["updated_at"]
+        self.last_stamp[ticket_id] = stamp
+        state = self.states.get(ticket_id)
+        if self.skips_seen and state is not None and already_seen([parse_time(stamp)], state.seen_updated_at):
+            self.log.append((kind, ticket_id, 0, False))
+            self.stats["seen"] += 1
+            self.now += timedelta(seconds=30)
+            return
         effective = False
         minimum = 0
         for _round in range(3):
@@ -98,11 +118,11 @@ class Replay:
                 race()  # an agent saves the ticket between our read and our write
                 race = None
             try:
-                self.connector.apply(ticket, decision)
+                result = self.connector.apply(ticket, decision)
             except Conflict:
                 self.stats["conflicts"] += 1
                 continue
-            self.states[ticket_id] = next_state(state, ticket, decision)
+            self.states[ticket_id] = seen_after(next_state(state, ticket, decision), ticket, result.updated_at)
             break
         writes = len(self.fake.writes) - before
         self.minimum += minimum
@@ -111,9 +131,16 @@ class Replay:
         self.now += timedelta(seconds=30)
 
 
-def run(loaded, *, baseline: bool = False) -> dict:
-    """`baseline`: the connector as it was before per-ticket comment tracking (every pass reads all of a
-    ticket's comments), for the side-by-side figures."""
+BASELINES = {
+    "all comments": "every pass reads the ticket and all of its comments (before issue 15)",
+    "no skip": "every event reads the ticket; comments only when they can have changed (the last release)",
+    "now": "events reporting nothing newer than the version decided on are not read (pipeline.seen)",
+}
+
+
+def run(loaded, mode: str = "now") -> dict:
+    """`mode`: one of BASELINES, for the side-by-side figures."""
+    baseline = mode == "all comments"
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         fake = FakeZendesk(rsps)
         settings = ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example", api_token="x",
@@ -123,6 +150,7 @@ def run(loaded, *, baseline: bool = False) -> dict:
         if baseline:
             connector.remembers_comments = False
         r = Replay(fake, connector, loaded)
+        r.skips_seen = mode == "now"
 
         # A: a question that stays at L1.
         fake.add_ticket(new_ticket(6001, issue_type="question", tier="standard"))
@@ -173,8 +201,46 @@ def run(loaded, *, baseline: bool = False) -> dict:
         puts = len(fake.calls("PUT", "/api/v2/tickets/"))
         gets = len(fake.calls("GET"))
         calls = Counter(re.sub(r"/\d+", "/{id}", urlsplit(c.request.url).path) for c in fake.calls("GET"))
-        return {"log": r.log, "conflicts": r.stats["conflicts"], "puts": puts, "gets": gets, "writes": len(fake.writes),
+        return {"log": r.log, "conflicts": r.stats["conflicts"], "seen": r.stats["seen"], "puts": puts, "gets": gets, "writes": len(fake.writes),
                 "minimum": r.minimum, "reads_by_kind": r.reads_by_kind, "reads_by_path": calls}
+
+
+def run_burst(loaded, *, bulk: bool, tickets: int = 20) -> dict:
+    """Events for `tickets` new tickets arriving together (a worker takes them at once,
+    integration.pipeline.process_tickets): with `bulk` they are read with one `GET tickets/show_many`
+    (Zendesk: up to 100 ids), else one ticket GET each. Every ticket is then decided and written as usual."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeZendesk(rsps)
+        settings = ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example", api_token="x",
+                                   user_id="9000")
+        connector = ZendeskConnector(settings, loaded.matrix, rate_limiter=TokenBucket(100_000),
+                                     retry_policy=RetryPolicy(sleep=lambda s: None))
+        ids = [str(7000 + n) for n in range(tickets)]
+        kinds = [("question", "standard", None), ("outage", "enterprise", "production"),
+                 ("outage", "standard", "staging")]
+        for n, ticket_id in enumerate(ids):
+            issue_type, tier, environment = kinds[n % len(kinds)]
+            fake.add_ticket(new_ticket(int(ticket_id), issue_type=issue_type, tier=tier, environment=environment))
+        snapshots = connector.fetch_tickets(ids) if bulk else {}
+        for ticket_id in ids:
+            ticket = snapshots.get(ticket_id) or connector.fetch_ticket(ticket_id)
+            decision = decide(ticket, None, loaded.matrix, START, version=loaded.version)
+            connector.apply(ticket, decision)
+        return {"events": tickets, "gets": len(fake.calls("GET")),
+                "puts": len(fake.calls("PUT", "/api/v2/tickets/")),
+                "show_many": len(fake.calls("GET", "/api/v2/tickets/show_many"))}
+
+
+def burst_side_by_side(loaded) -> None:
+    one, bulk = run_burst(loaded, bulk=False), run_burst(loaded, bulk=True)
+    events = one["events"]
+    print(f"burst: {events} new tickets' events arriving together")
+    print(f"{'per webhook':<34}{'one by one':>14}{'show_many':>14}")
+    for label, key in (("reads (GET)", "gets"), ("writes (PUT)", "puts")):
+        print(f"  {label:<32}{one[key] / events:>14.2f}{bulk[key] / events:>14.2f}")
+    print(f"  {'API calls (goal <= 1.5)':<32}{(one['gets'] + one['puts']) / events:>14.2f}"
+          f"{(bulk['gets'] + bulk['puts']) / events:>14.2f}")
+    print(f"  {'ticket reads (whole burst)':<32}{one['gets']:>14}{bulk['gets']:>14}  (show_many: {bulk['show_many']})")
 
 
 def without_entry_replies(loaded):
@@ -196,26 +262,30 @@ def main() -> int:
                           ("example matrix without on-enter replies (note only)", without_entry_replies(loaded))):
         print(f"== {title}")
         failed |= report(run(matrix))
-        calls_side_by_side(run(matrix, baseline=True), run(matrix))
+        calls_side_by_side({mode: run(matrix, mode) for mode in BASELINES})
+        burst_side_by_side(matrix)
         print()
     return failed
 
 
-def calls_side_by_side(before: dict, after: dict) -> None:
+def calls_side_by_side(runs: dict[str, dict]) -> None:
     """Vendor API calls (reads + writes) per webhook: Zendesk's 700 requests/minute is the ceiling of the
     whole service, so this is the figure that bounds webhooks per minute (goal <= 1.5)."""
-    events = max(1, len(after["log"]))
-    print(f"{'per webhook':<34}{'baseline':>10}{'now':>10}")
+    for mode, meaning in BASELINES.items():
+        print(f"  {mode:<14}{meaning}")
+    events = max(1, len(runs["now"]["log"]))
+    print(f"{'per webhook':<34}" + "".join(f"{mode:>14}" for mode in runs))
     for label, key in (("reads (GET)", "gets"), ("writes (PUT)", "puts")):
-        print(f"  {label:<32}{before[key] / events:>10.2f}{after[key] / events:>10.2f}")
-    print(f"  {'API calls (goal <= 1.5)':<32}{(before['gets'] + before['puts']) / events:>10.2f}"
-          f"{(after['gets'] + after['puts']) / events:>10.2f}")
+        print(f"  {label:<32}" + "".join(f"{r[key] / events:>14.2f}" for r in runs.values()))
+    print(f"  {'API calls (goal <= 1.5)':<32}" + "".join(f"{(r['gets'] + r['puts']) / events:>14.2f}"
+                                                        for r in runs.values()))
+    print(f"  {'events not read (nothing newer)':<32}" + "".join(f"{r['seen']:>14}" for r in runs.values()))
     print("  reads by path (whole run):")
-    for path in sorted(set(before["reads_by_path"]) | set(after["reads_by_path"])):
-        print(f"    {path:<44}{before['reads_by_path'][path]:>6}{after['reads_by_path'][path]:>6}")
+    for path in sorted(set().union(*(r["reads_by_path"] for r in runs.values()))):
+        print(f"    {path:<30}" + "".join(f"{r['reads_by_path'][path]:>14}" for r in runs.values()))
     print("  reads by event kind (whole run):")
-    for kind in before["reads_by_kind"]:
-        print(f"    {kind:<44}{before['reads_by_kind'][kind]:>6}{after['reads_by_kind'][kind]:>6}")
+    for kind in runs["now"]["reads_by_kind"] | runs["all comments"]["reads_by_kind"]:
+        print(f"    {kind:<30}" + "".join(f"{r['reads_by_kind'][kind]:>14}" for r in runs.values()))
 
 
 def report(result: dict) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, ClassVar, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, ClassVar, Iterator, Protocol, Sequence, runtime_checkable
 
 from integration.model import Decision, Ticket
 
@@ -173,6 +173,9 @@ class ApplyResult:
     requests: list[dict[str, Any]] = field(default_factory=list)  # method, path, status per call (no bodies with secrets)
     dry_run: bool = False
     parts: list[str] = field(default_factory=list)  # PART_* the vendor confirmed written, in order
+    # The ticket's updated_at as the vendor returned it with the last write (None: the vendor does not say,
+    # e.g. Jira's 204): what the echo of that write will report (integration.pipeline.seen).
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,17 @@ class ConnectorDefaults:
         with the fields)."""
         return None
 
+    def fetch_tickets(self, ticket_ids: Sequence[str]) -> dict[str, Ticket]:
+        """Several tickets in as few reads as the vendor allows (a burst of events across tickets), by id;
+        a ticket left out is read alone by its pass. {}: this connector reads tickets one at a time."""
+        return {}
+
+    def webhook_ticket_stamp(self, payload: bytes) -> datetime | None:
+        """The ticket's updated_at as a stored webhook body reports it (the version of the ticket the event
+        describes), or None when the body does not carry one (catch-up and admin hints, bodies that only say
+        when the webhook was sent). None always costs a read: the pass fetches the ticket."""
+        return None
+
 
 @runtime_checkable
 class Connector(Protocol):
@@ -228,6 +242,12 @@ class Connector(Protocol):
 
     def field_changes(self, ticket: Ticket) -> dict[str, datetime]:
         """When each matrix attribute last changed (see ConnectorDefaults.reads_field_history)."""
+
+    def fetch_tickets(self, ticket_ids: Sequence[str]) -> dict[str, Ticket]:
+        """Several tickets in bulk, by id (see ConnectorDefaults)."""
+
+    def webhook_ticket_stamp(self, payload: bytes) -> datetime | None:
+        """The ticket's updated_at a stored webhook body reports, or None (see ConnectorDefaults)."""
 
     def changed_since(self, watermark: str | None) -> Iterator[tuple[str, str]]:
         """Catch-up scan: yield (ticket_id, new_watermark) for tickets changed since `watermark`

@@ -130,6 +130,10 @@ class TicketState:
     # message), JSON-serializable (ISO strings), valid only for the level/entry it names. Persist as one
     # JSON value; refresh it each pass with integration.clocks.track(state, ticket, matrix, now).
     clock_state: Mapping[str, Any] = field(default_factory=dict)
+    # The vendor's updated_at of the newest version of the ticket a committed pass decided on: the snapshot
+    # it read, or the ticket as the vendor returned it after the pass's own write. An event that reports
+    # nothing newer needs no read (integration.pipeline.seen).
+    seen_updated_at: IsoDateTime | None = None
 
     def with_(self, **changes: Any) -> "TicketState":
         return replace(self, **changes)

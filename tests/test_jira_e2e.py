@@ -122,13 +122,16 @@ def test_signed_webhook_to_exactly_the_expected_requests(world):
         assert pipeline.process_ticket("jira", key, deps=world["deps"]).status == "echo"
         assert all(c.request.method == "GET" for c in http.calls)
 
-    # An agent's unrelated edit: the issue already shows L3, Highest, eng-senior -> reads only, zero writes.
+    # An agent's unrelated edit (the issue's `updated` moved past the version decided on): the issue
+    # already shows L3, Highest, eng-senior -> reads only, zero writes.
     other = json.loads(json.dumps(payload))
     other["timestamp"] += 2
+    other["issue"]["fields"]["updated"] = "2026-11-27T10:20:00.000+0100"
     deliver(world["client"], other, "wh-e2e-3")
     settled = issue_as(key, priority={"name": "Highest", "id": "1"},
                        customfield_10001={"name": "eng-senior"},
-                       customfield_10108={"value": "L3", "id": "10303"})
+                       customfield_10108={"value": "L3", "id": "10303"},
+                       updated="2026-11-27T10:20:00.000+0100")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as http:
         register_reads(http, key, settled)
         result = pipeline.process_ticket("jira", key, deps=world["deps"])

@@ -53,6 +53,8 @@ def run_pass(world) -> pipeline.PassResult:
     number = next(world["deliveries"])
     payload = json.loads(WEBHOOK.read_text())
     payload["timestamp"] += number
+    # each delivery reports a new change of the issue, as Jira's do (a body re-sent unchanged is not read)
+    payload["issue"]["fields"]["updated"] = f"2026-11-27T10:{15 + number:02d}:30.000+0100"
     body = json.dumps(payload).encode()
     response = world["client"].post("/webhooks/jira", data=body, headers={
         "Content-Type": "application/json; charset=UTF-8", "X-Hub-Signature": jira_signature(SECRET, body),

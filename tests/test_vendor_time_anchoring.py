@@ -309,7 +309,8 @@ def jira_rig(tmp_path, enterprise_matrix_path):
 def _pass(runtime, desk, clock, at: datetime) -> None:
     clock.now = at
     result = process_ticket(desk.vendor, desk.ticket_id, deps=runtime.deps())
-    assert result.status == "done", result
+    # "seen": a late webhook reporting a version the service already decided on makes no read
+    assert result.status in ("done", "seen"), result
 
 
 def _placed_at_l1(runtime, desk, clock) -> None:

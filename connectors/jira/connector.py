@@ -19,6 +19,7 @@ The rest of the package: `settings` (JIRA_*), `mapping` (API JSON <-> Ticket), `
 runs), `remote` (`validate --remote jira`), `sla` (JSM SLA goals)."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -307,6 +308,20 @@ class JiraConnector(ConnectorDefaults):
         if operations:
             body["update"] = {"labels": operations}
         return body
+
+    def webhook_ticket_stamp(self, payload: bytes) -> datetime | None:
+        """`issue.fields.updated` of an admin webhook's `jira:issue_created` / `jira:issue_updated` body (the
+        issue after the change). Comment webhooks carry a partial issue, and the automation body's
+        `occurredAt` is when the rule ran: None for those (the pass reads the issue)."""
+        try:
+            body = json.loads(payload)
+        except (TypeError, ValueError, RecursionError):
+            return None
+        if not isinstance(body, dict) or body.get("webhookEvent") not in ("jira:issue_created", "jira:issue_updated"):
+            return None
+        issue = body.get("issue")
+        fields = issue.get("fields") if isinstance(issue, dict) else None
+        return parse_jira_time(fields.get("updated")) if isinstance(fields, dict) else None
 
     def apply(self, ticket: Ticket, decision: Decision, progress: ApplyProgress | None = None) -> ApplyResult:
         """One field edit (when anything changes), then the public reply, then the internal note.

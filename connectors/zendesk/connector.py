@@ -7,10 +7,11 @@ The rest of the package: `settings` (ZENDESK_*), `client` (the HTTP edge, errors
 `sla` (Zendesk SLA policies)."""
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
 
@@ -52,6 +53,7 @@ NOTE_CONFLICT_ROUNDS = 2  # re-sends of a decision's second (note-only) update a
 TICKET_UPDATES_PER_WINDOW = 30
 TICKET_UPDATE_WINDOW_SECONDS = 600
 REMEMBERED_TICKETS = 10_000  # tickets whose agent replies a connector keeps between passes
+SHOW_MANY_LIMIT = 100  # ids per GET /api/v2/tickets/show_many (Zendesk's maximum)
 NEWER_COMMENTS_PAGE = 10  # page size of the newest-first read of comments after a ticket changed
 
 
@@ -175,6 +177,24 @@ class ZendeskConnector(ConnectorDefaults):
         raw = data.get("ticket")
         if not raw:
             raise NotFound(f"Zendesk ticket {ticket_id} not found")
+        return self._ticket_from(raw, data)
+
+    def fetch_tickets(self, ticket_ids: Sequence[str]) -> dict[str, Ticket]:
+        """Many tickets in one read per SHOW_MANY_LIMIT ids (`GET /api/v2/tickets/show_many`, with the same
+        sideloads as a ticket read): a burst of events across tickets costs one request instead of one per
+        ticket. Tickets Zendesk does not return (deleted, merged) are left out: their pass reads them alone."""
+        out: dict[str, Ticket] = {}
+        ids = list(dict.fromkeys(str(t) for t in ticket_ids))
+        for start in range(0, len(ids), SHOW_MANY_LIMIT):
+            chunk = ids[start:start + SHOW_MANY_LIMIT]
+            data = self.client.get("/api/v2/tickets/show_many", ids=",".join(chunk),
+                                   include="users,organizations,comment_count") or {}
+            for raw in data.get("tickets") or []:
+                if raw and str(raw.get("id")) in chunk:
+                    out[str(raw["id"])] = self._ticket_from(raw, data)
+        return out
+
+    def _ticket_from(self, raw: Mapping[str, Any], data: Mapping[str, Any]) -> Ticket:
         users = {str(u.get("id")): u for u in data.get("users") or []}
         orgs = {str(o.get("id")): o for o in data.get("organizations") or []}
         custom = {int(cf["id"]): cf.get("value") for cf in raw.get("custom_fields") or [] if cf.get("id") is not None}
@@ -342,6 +362,23 @@ class ZendeskConnector(ConnectorDefaults):
             if seen is not None and seen.updated_at == sent_on:
                 seen.updated_at = stamp
 
+    def webhook_ticket_stamp(self, payload: bytes) -> datetime | None:
+        """`detail.updated_at` of an event-subscription body (the ticket after the change; its `time` is when
+        the event was emitted and may lie in a later second), or `updated_at` of the README's trigger body
+        ({{ticket.updated_at_with_timestamp}}). Hints and other bodies: None."""
+        try:
+            body = json.loads(payload)
+        except (TypeError, ValueError, RecursionError):
+            return None
+        if not isinstance(body, dict):
+            return None
+        if str(body.get("type") or "").startswith("zen:event-type:ticket."):
+            detail = body.get("detail")
+            return parse_time(detail.get("updated_at")) if isinstance(detail, dict) else None
+        if "ticket_id" in body and "current_user_id" in body:
+            return parse_time(body.get("updated_at"))
+        return None
+
     def changed_since(self, watermark: str | None, *, initial_lookback: timedelta = timedelta(hours=1)) -> Iterator[tuple[str, str]]:
         """Tickets changed since `watermark` via the cursor-based incremental export.
 
@@ -458,6 +495,7 @@ class ZendeskConnector(ConnectorDefaults):
         since = ticket.updated_at or parse_time(ticket.version_token)
         path = f"/api/v2/tickets/{ticket.id}"
         maybe_written = False
+        chained = stamp is not None
         try:
             for index, changes in enumerate(updates):
                 if index and progress is not None:
@@ -477,6 +515,9 @@ class ZendeskConnector(ConnectorDefaults):
                             # they are on the ticket (then the update was stored: `recovered`, no resend).
                             raise
                         stamp, posted = self._stamp_and_posted(ticket.id, comment, since)
+                        # The fresh stamp may include someone else's change the decision never saw: from
+                        # here on the ticket Zendesk returns is no longer "the snapshot plus our writes".
+                        chained = False
                         if posted:
                             # An earlier, ambiguous attempt stored this comment-only update. Sending it
                             # again would repeat the comment; raising Conflict would let the pipeline
@@ -513,6 +554,9 @@ class ZendeskConnector(ConnectorDefaults):
                     if new_stamp and stamp:
                         self._remember_stamp(ticket.id, stamp, new_stamp)
                     stamp = new_stamp or stamp
+                    # Each update is guarded by the stamp of the one before, the first by the snapshot's:
+                    # the returned version is the snapshot plus our writes (what their echo reports).
+                    result.updated_at = parse_time(new_stamp) if chained else None
                     result.parts.extend(_update_parts(changes))
                     if index == 0 and _moves_assigned_group(changes, ticket) and \
                             (response.get("ticket") or {}).get("assignee_id", ticket.assignee.id) is None:

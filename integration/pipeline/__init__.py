@@ -54,7 +54,7 @@ recovery), `commit` (the final commit), `failures` (backoff, dead letters, delet
 (the reconciler), `admin` (re-pinning, open tickets per version).
 """
 from integration.pipeline.admin import open_tickets_by_version, repin, repin_open
-from integration.pipeline.cycle import fire_timer, process_ticket
+from integration.pipeline.cycle import fire_timer, process_ticket, process_tickets
 from integration.pipeline.deps import PassDeps, PassResult
 from integration.pipeline.reconcile import ReconcileReport, reconcile_once
 
@@ -65,6 +65,7 @@ __all__ = [
     "fire_timer",
     "open_tickets_by_version",
     "process_ticket",
+    "process_tickets",
     "reconcile_once",
     "repin",
     "repin_open",

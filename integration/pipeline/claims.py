@@ -56,6 +56,7 @@ class Claimed:
     actor_id: str | None
     attempts: int
     event_type: str = ""
+    payload: bytes = b""  # the stored body (integration.pipeline.seen reads the ticket's stamp from it)
 
 
 def claim(deps: PassDeps, vendor: str, ticket_id: str, owner: str) -> list[Claimed]:
@@ -80,7 +81,7 @@ def claim(deps: PassDeps, vendor: str, ticket_id: str, owner: str) -> list[Claim
             )
         )
         rows = session.execute(
-            select(EventRow.id, EventRow.actor_id, EventRow.attempts, EventRow.event_type)
+            select(EventRow.id, EventRow.actor_id, EventRow.attempts, EventRow.event_type, EventRow.payload)
             .where(EventRow.lease_owner == owner, EventRow.status == "processing")
             .order_by(EventRow.id)
         ).all()

@@ -3,6 +3,7 @@ when there was no intent), the ticket state, milestones, CSAT, timers, the alert
 claimed events, so that each of them exists if and only if the decision committed."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from integration.engine import is_empty_value
 from integration.incident import role_milestone
 from integration.model import Decision, Ticket, TicketState
 from integration.pipeline.claims import mark_events
+from integration.pipeline.seen import seen_after
 from integration.pipeline.deps import RESOLVED, AlreadyFired, PassContext, PassDeps, RoundEnd, RoundOutcome, direction
 from integration.store import timers as timer_host
 from integration.store.codec import milestones_to_json, to_json
@@ -63,6 +65,10 @@ def finalize(deps: PassDeps, ctx: PassContext, outcome: RoundOutcome, ticket: Ti
     """The one commit that ends a round: the decision row (the intent closed with `end.status`, or a new
     row when there was no intent), the ticket state, milestones, CSAT, timers, alerts and the claimed
     events. Returns the decision row's id (None: nothing decided worth a row)."""
+    if end.status in ("noop", "dry_run", "applied"):
+        # `ticket` is the version this round decided on (a recovered round completes an older decision).
+        written = end.api_result.updated_at if end.api_result is not None else None
+        outcome = replace(outcome, state_after=seen_after(outcome.state_after, ticket, written))
     with deps.db.session() as session:
         if ctx.timer_id is not None and not timer_host.mark_fired(session, ctx.timer_id, now):
             raise AlreadyFired(ctx.timer_id)

@@ -1,6 +1,7 @@
 """The processing cycle: one ticket, all of its pending events at once, or one due timer.
 
     process_ticket(vendor, ticket_id, deps=deps)   # events -> fetch once, decide once, write once
+                                                   # (no fetch for events reporting nothing newer: seen.py)
     fire_timer(timer_id, deps=deps)                # a due timer -> integration.clocks.on_timer
 
 Each fetches the ticket, loads its state and the matrix version that decides it (its pin), recovers an
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import select
 
@@ -37,6 +38,7 @@ from integration.pipeline.deps import (
     RoundOutcome,
     short_error,
 )
+from integration.pipeline.seen import already_seen, stored_watermark
 from integration.pipeline.failures import backoff_seconds, handle_failure
 from integration.pipeline.intent import (
     certainly_not_sent,
@@ -61,9 +63,32 @@ from matrix_config.loader import LoadedMatrix
 log = logging.getLogger(__name__)
 
 
+def process_tickets(vendor: str, ticket_ids: Sequence[str], *, deps: PassDeps) -> dict[str, PassResult]:
+    """`process_ticket` for several tickets of one vendor (a worker that took several tasks at once): the
+    tickets with due events are read together first (`Connector.fetch_tickets`: Zendesk show_many, Jira
+    JQL by keys), and each pass decides on that snapshot instead of reading its ticket alone, when the
+    snapshot shows every change its events report (see `_usable_snapshot`)."""
+    ids = list(dict.fromkeys(str(t) for t in ticket_ids))
+    bulk: dict[str, Ticket] = {}
+    connector: Connector | None = None
+    try:
+        due = [t for t in ids if due_pending_exists(deps.db, vendor, t, deps.now())]
+        if len(due) > 1:
+            connector = deps.connector_for(vendor)
+            bulk = connector.fetch_tickets(due)
+    except Exception:  # noqa: BLE001 - each pass then reads its own ticket, with the usual error handling
+        log.warning("bulk read of %d %s tickets failed; reading them one by one", len(ids), vendor, exc_info=True)
+        bulk = {}
+    return {t: process_ticket(vendor, t, deps=deps,
+                              prefetched=(connector, bulk[t]) if t in bulk and connector is not None else None)
+            for t in ids}
+
+
 @telemetry.timed_pass("events")
-def process_ticket(vendor: str, ticket_id: str, *, deps: PassDeps) -> PassResult:
-    """Handle every pending event of one ticket in one pass. Safe to call any number of times."""
+def process_ticket(vendor: str, ticket_id: str, *, deps: PassDeps,
+                   prefetched: tuple[Connector, Ticket] | None = None) -> PassResult:
+    """Handle every pending event of one ticket in one pass. Safe to call any number of times.
+    `prefetched`: the ticket as read in bulk by `connector` just before (process_tickets)."""
     owner = uuid.uuid4().hex
     lease_name = f"ticket:{vendor}:{ticket_id}"
     if not acquire_lease(deps.db, lease_name, owner, deps.lease_seconds, deps.now()):
@@ -75,7 +100,8 @@ def process_ticket(vendor: str, ticket_id: str, *, deps: PassDeps) -> PassResult
                 claimed = claims.claim(deps, vendor, ticket_id, owner)
                 if not claimed:
                     break
-                result = _handle_claimed(deps, vendor, ticket_id, owner, claimed)
+                result = _handle_claimed(deps, vendor, ticket_id, owner, claimed, prefetched)
+                prefetched = None  # later rounds take events that came after the bulk read
                 if result.status in ("retry", "dead"):
                     break
     finally:
@@ -99,7 +125,8 @@ def _enqueue_if_more_arrived(deps: PassDeps, vendor: str, ticket_id: str) -> Non
                     exc_info=True)
 
 
-def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, claimed: list[Claimed]) -> PassResult:
+def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, claimed: list[Claimed],
+                    prefetched: tuple[Connector, Ticket] | None = None) -> PassResult:
     ids = [c.id for c in claimed]
     try:
         connector = deps.connector_for(vendor)
@@ -115,6 +142,13 @@ def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, cla
     if not work:
         return PassResult("echo", events=echoes)
     work_ids = [c.id for c in work]
+    stamps = [connector.webhook_ticket_stamp(c.payload) for c in work]
+    if _nothing_newer(deps, vendor, ticket_id, stamps):
+        with deps.db.session() as session:
+            mark_events(session, owner, work_ids, "done", deps.now(), error=None)
+        log.info("ticket %s:%s: %d event(s) report no version newer than the one decided on; no read",
+                 vendor, ticket_id, len(work_ids))
+        return PassResult("seen", events=echoes + work_ids)
 
     def decide_events(ticket: Ticket, state: TicketState | None, matrix: LoadedMatrix, now: datetime):
         decision = deps.decide(ticket, state, matrix.matrix, now, version=matrix.version)
@@ -129,11 +163,29 @@ def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, cla
 
     try:
         result = _run_cycle(deps, connector, vendor, ticket_id, trigger="events", decide_fn=decide_events,
-                            event_ids=work_ids, owner=owner)
+                            event_ids=work_ids, owner=owner, snapshot=_usable_snapshot(prefetched, stamps))
     except Exception as exc:  # noqa: BLE001 - classified below: retry or dead letter
         return handle_failure(deps, vendor, ticket_id, owner, work, exc)
     result.events = echoes + work_ids
     return result
+
+
+def _nothing_newer(deps: PassDeps, vendor: str, ticket_id: str, stamps: list[datetime | None]) -> bool:
+    """Every claimed event reports a version of the ticket the service has decided on (integration.pipeline.seen)."""
+    if not stamps or any(stamp is None for stamp in stamps):
+        return False
+    return already_seen(stamps, stored_watermark(deps.db, vendor, ticket_id))
+
+
+def _usable_snapshot(prefetched: tuple[Connector, Ticket] | None,
+                     stamps: list[datetime | None]) -> tuple[Connector, Ticket] | None:
+    """A bulk-read ticket stands in for the pass's own read only when it shows every change the claimed
+    events report (each event's stamp at or before its updated_at, the rule of integration.pipeline.seen);
+    an event without a stamp (a hint) or a newer one means the pass reads the ticket itself."""
+    if prefetched is None or not stamps:
+        return None
+    updated_at = prefetched[1].updated_at
+    return prefetched if already_seen(stamps, updated_at) else None
 
 
 def _pinned_matrix(deps: PassDeps, session: Any, state: TicketState | None, last_status: str | None,
@@ -180,11 +232,12 @@ def _load(deps: PassDeps, vendor: str, ticket_id: str, ticket: Ticket):
 
 def _run_cycle(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str, *, trigger: str,
                decide_fn: DecideFn, event_ids: list[int] | None = None, owner: str | None = None,
-               timer_id: int | None = None) -> PassResult:
+               timer_id: int | None = None, snapshot: tuple[Connector, Ticket] | None = None) -> PassResult:
     pin = _stored_pin(deps, vendor, ticket_id) if deps.connector_for_version is not None else None
     if pin:
         connector = deps.connector_for_version(vendor, pin)
-    ticket = connector.fetch_ticket(ticket_id)
+    # A bulk-read snapshot serves only when read through the mappings this pass uses (its pin's connector).
+    ticket = snapshot[1] if snapshot is not None and snapshot[0] is connector else connector.fetch_ticket(ticket_id)
     state, matrix, intents = _load(deps, vendor, ticket_id, ticket)
     if deps.connector_for_version is not None and pin and matrix.version != pin:
         # Not decided with the pinned version after all (resolved and reopened, or the version is not

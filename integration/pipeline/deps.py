@@ -63,7 +63,7 @@ class PassDeps:
 
 @dataclass
 class PassResult:
-    status: str  # busy | nothing | echo | done | retry | dead
+    status: str  # busy | nothing | echo | seen (no read: nothing newer, pipeline.seen) | done | retry | dead
     decision_id: int | None = None
     writes: int = 0
     events: list[int] = field(default_factory=list)

@@ -26,8 +26,17 @@ def _adapter(cls: type) -> TypeAdapter:
     return TypeAdapter(cls)
 
 
+# Fields added after the stored format settled, written only when set: a row that never had one is
+# rewritten exactly as it was (an older service reading it back sees nothing new either).
+_WRITTEN_WHEN_SET = {TicketState: ("seen_updated_at",)}
+
+
 def to_json(value: TicketState | Decision) -> dict[str, Any]:
-    return _adapter(type(value)).dump_python(value, mode="json")
+    data = _adapter(type(value)).dump_python(value, mode="json")
+    for name in _WRITTEN_WHEN_SET.get(type(value), ()):
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
 
 
 def from_json(cls: type[T], data: dict[str, Any]) -> T:

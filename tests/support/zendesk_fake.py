@@ -54,6 +54,13 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _parse_iso(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class Failure:
     method: str
@@ -132,6 +139,7 @@ class FakeZendesk:
             ("GET", rf"{base}/api/v2/users/me(\.json)?(\?.*)?$", self._me),
             ("GET", rf"{base}/api/v2/users/(\d+)(\?.*)?$", self._show_user),
             ("GET", rf"{base}/api/v2/tickets/(\d+)(\?.*)?$", self._show_ticket),
+            ("GET", rf"{base}/api/v2/tickets/show_many(\.json)?(\?.*)?$", self._show_many_tickets),
             ("PUT", rf"{base}/api/v2/tickets/(\d+)(\?.*)?$", self._update_ticket),
             ("GET", rf"{base}/api/v2/tickets/(\d+)/comments(\?.*)?$", self._comments),
             ("GET", rf"{base}/api/v2/tickets/(\d+)/audits(\?.*)?$", self._audits),
@@ -200,6 +208,18 @@ class FakeZendesk:
             out["ticket"] = {**ticket, "comment_count": len(self.comments.get(str(ticket["id"]), []))}
         return 200, out
 
+    def _show_many_tickets(self, path, query, body):
+        """Zendesk leaves out ids it cannot show; sideloads are the union over the tickets returned."""
+        out: dict[str, Any] = {"tickets": [], "users": [], "organizations": []}
+        for ticket_id in (query.get("ids") or "").split(","):
+            status, one = self._show_ticket(f"/api/v2/tickets/{ticket_id.strip()}", query, None)
+            if status != 200:
+                continue
+            out["tickets"].append(one["ticket"])
+            for name in ("users", "organizations"):
+                out[name] += [r for r in one.get(name) or [] if r not in out[name]]
+        return 200, out
+
     def _comments(self, path, query, body):
         ticket_id = self._ticket_id(path)
         if ticket_id not in self.tickets:
@@ -251,14 +271,17 @@ class FakeZendesk:
             else:
                 ticket["custom_fields"].append(dict(update))
         comment = data.get("comment")
+        # Zendesk stamps an update with its own time, always after the ticket's previous updated_at: the
+        # fake's time is the ticket's, so the edits tests make at their own times keep it moving forward.
+        now = _parse_iso(ticket.get("updated_at")) or self._clock
         if comment:
-            self._clock += timedelta(seconds=1)
+            now += timedelta(seconds=1)
             self.comments.setdefault(str(ticket["id"]), []).append({
                 "id": 80000 + len(self.writes), "type": "Comment", "author_id": int(self.me["id"]),
-                "body": comment["body"], "public": comment.get("public", True), "created_at": _iso(self._clock),
+                "body": comment["body"], "public": comment.get("public", True), "created_at": _iso(now),
             })
-        self._clock += timedelta(seconds=1)
-        ticket["updated_at"] = _iso(self._clock)
+        now += timedelta(seconds=1)
+        ticket["updated_at"] = _iso(now)
         self._audit_update(before, ticket)
         if self.after_ticket_update is not None:
             self.writes.append(("PUT", path, body))  # stored, whatever the client hears next
