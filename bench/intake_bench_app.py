@@ -77,5 +77,6 @@ def bare() -> Response:
 
 @app.get("/bench/sink")
 def sink_kind() -> Response:
-    _sink.get()
-    return jsonify(sink=_sink.kind)
+    sink = _sink.get()
+    counts = sink.group_commit_counts() if hasattr(sink, "group_commit_counts") else (0, 0)
+    return jsonify(sink=_sink.kind, pid=os.getpid(), batches=counts[0], deliveries=counts[1])

@@ -2,6 +2,12 @@
 
 - `process_ticket(vendor, ticket_id)`: one pass over every pending event of the ticket (coalesced: a
   burst of five events is claimed by the first task; the other four find nothing and return).
+- `process_tickets([[vendor, ticket_id, first_event_id], ...])`: the handled tickets of one group commit
+  at intake, one queue message per batch (the web process writes the queue once per commit, not once per
+  event, and its commit runs no query but the INSERT): the worker leaves out the tickets whose earlier
+  pending event has its own task coming (coalescing, `tickets_without_earlier_pending`), enqueues a
+  `process_ticket` for every other ticket but the first, so other workers take them in parallel, and runs
+  the first one's pass itself.
 - `fire_timer(timer_id)`: one due timer.
 - `send_alerts()`: the due alert outbox rows, after a commit that queued some.
 
@@ -15,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from huey.signals import SIGNAL_INTERRUPTED
 
-from integration.store.events import release_ticket_events
+from integration.store.events import release_ticket_events, tickets_without_earlier_pending
 from integration.pipeline import fire_timer, process_ticket
 from integration.store.db import LeaseRow
 
@@ -31,6 +37,7 @@ BUSY_RETRY_SECONDS = 2.0
 class RuntimeTasks:
     """The registered huey tasks: call one to enqueue it, `.schedule(args, delay=...)` to enqueue it later."""
     process_ticket: Any
+    process_tickets: Any
     fire_timer: Any
     send_alerts: Any
 
@@ -44,6 +51,29 @@ def register_tasks(runtime: Runtime) -> RuntimeTasks:
         if result.status == "busy":
             runtime.enqueue_ticket(vendor, ticket_id, BUSY_RETRY_SECONDS)
 
+    # process_tickets task id -> the ticket whose pass it runs itself (what SIGTERM has to give back).
+    inline_passes: dict[str, tuple[str, str]] = {}
+
+    @huey.task(name="process_tickets", context=True)
+    def process_tickets_task(tickets: list[list[Any]], task: Any = None) -> None:
+        wanted = tickets_without_earlier_pending(
+            runtime.db, [(vendor, ticket_id, first_event_id) for vendor, ticket_id, first_event_id in tickets],
+            runtime.deps().now())
+        if not wanted:
+            return
+        for vendor, ticket_id in wanted[1:]:
+            runtime.enqueue_ticket(vendor, ticket_id)
+        key = task.id if task is not None else ""
+        inline_passes[key] = wanted[0]
+        try:
+            process_ticket_task.call_local(*wanted[0])
+        except KeyboardInterrupt:  # huey's exit signal: requeue_interrupted, which runs next, takes the entry
+            raise
+        except BaseException:
+            inline_passes.pop(key, None)
+            raise
+        inline_passes.pop(key, None)
+
     @huey.task(name="fire_timer")
     def fire_timer_task(timer_id: int) -> None:
         fire_timer(timer_id, deps=runtime.deps())
@@ -53,8 +83,9 @@ def register_tasks(runtime: Runtime) -> RuntimeTasks:
         # SIGTERM after SHUTDOWN_TIMEOUT_SECONDS: give the interrupted work back at once instead of
         # waiting for its lease to expire.
         try:
-            if task.name == "process_ticket":
-                vendor, ticket_id = task.args
+            running = task.args if task.name == "process_ticket" else inline_passes.pop(task.id, None)
+            if running is not None:  # process_tickets enqueued its other tickets before its own pass began
+                vendor, ticket_id = running
                 release_ticket_events(runtime.db, vendor, ticket_id)
                 with runtime.db.session() as session:
                     lease = session.get(LeaseRow, f"ticket:{vendor}:{ticket_id}")
@@ -71,4 +102,5 @@ def register_tasks(runtime: Runtime) -> RuntimeTasks:
     def send_alerts_task() -> None:
         runtime.send_alerts()
 
-    return RuntimeTasks(process_ticket=process_ticket_task, fire_timer=fire_timer_task, send_alerts=send_alerts_task)
+    return RuntimeTasks(process_ticket=process_ticket_task, process_tickets=process_tickets_task,
+                        fire_timer=fire_timer_task, send_alerts=send_alerts_task)

@@ -2,6 +2,7 @@
 SQLite or PostgreSQL. Tasks go through the real broker (serialized, dequeued, executed)."""
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -12,6 +13,11 @@ from connectors.base import RateLimited
 from integration.store.db import EventRow
 from integration.store.events import DatabaseEventSink
 from service.queue import QueueConfigError, build_huey, describe
+from service.settings import Settings
+from service.sink import runtime_event_sink
+from tests.test_group_commit import FIXTURE, SECRET, HeldCommits, _in_threads
+from webhooks.app import create_app
+from webhooks.signatures import zendesk_signature
 from tests.support.fake_connector import (
     FakeConnector,
     ManualClock,
@@ -122,3 +128,48 @@ def test_queue_urls():
     with pytest.raises(QueueConfigError, match="needs a file path"):
         build_huey("sqlite://")
     assert "hunter2" not in describe("redis://:hunter2@cache:6379/0")
+
+
+def _signed_delivery(app, ticket: str, number: int, now: datetime) -> int:
+    template = json.loads(FIXTURE.read_text())
+    template.update(id=f"batch-event-{number}", subject=f"zen:ticket:{ticket}")
+    template["detail"]["id"] = ticket
+    body = json.dumps(template).encode()
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return app.test_client().post("/webhooks/zendesk", data=body, headers={
+        "Content-Type": "application/json", "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+        "X-Zendesk-Webhook-Signature": zendesk_signature(SECRET, stamp, body),
+        "X-Zendesk-Webhook-Invocation-Id": f"batch-{number}"}).status_code
+
+
+def test_a_batch_of_concurrent_webhooks_is_one_queue_message_and_every_event_is_processed(stack):
+    runtime, fake = stack
+    tickets = ["101", "102", "103", "104", "105"]
+    for ticket in tickets[1:]:
+        fake.put(ticket)
+    sink = runtime_event_sink(runtime)
+    now = runtime.deps().now()
+    app = create_app(Settings(_env_file=None, DATABASE_URL=runtime.db.url, ZENDESK_WEBHOOK_SECRET=SECRET),
+                     sink=sink, clock=lambda: now)
+    held = HeldCommits(sink, queued=len(tickets) - 1)
+    statuses = _in_threads([lambda n=n, t=t: _signed_delivery(app, t, n, now) for n, t in enumerate(tickets)])
+    held.remove()
+    assert statuses == [202] * len(tickets)
+    assert held.commits == 2  # the first alone, the other four together
+    assert runtime.huey.pending_count() == 2  # one queue message per commit, not one per webhook
+    drain(runtime.huey, limit=500)  # then the worker's fan-out and the timers the passes planned
+    with runtime.db.session() as session:
+        events = list(session.scalars(select(EventRow)))
+    assert sorted(e.ticket_id for e in events) == tickets and {e.status for e in events} == {"done"}
+    assert fake.fetch_count == len(tickets)  # each ticket's pass read it once
+
+
+def test_batches_for_a_ticket_whose_first_event_waits_make_one_pass(stack):
+    runtime, fake = stack
+    sink = runtime_event_sink(runtime)
+    for i in range(3):  # three commits, three queue messages, before any worker runs
+        sink.accept(neutral_event("101", f"burst-{i}"), f'{{"n": {i}}}'.encode(), runtime.deps().now())
+    drain(runtime.huey)  # the first message's pass takes all three; the later messages find an earlier pending event
+    assert fake.fetch_count == 1 and len(fake.writes()) == 1
+    with runtime.db.session() as session:
+        assert [e.status for e in session.scalars(select(EventRow))] == ["done"] * 3

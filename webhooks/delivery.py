@@ -1,5 +1,10 @@
 """The part of every webhook route that does not depend on the vendor: limits, content type, reading the
-raw body, authentication, parsing, handing the event to the sink, the JSON answer and the log line."""
+raw body, authentication, parsing, handing the event to the sink, the answer and the log line.
+
+`handle_delivery` takes a werkzeug request and returns an `Answer` (status, JSON body, extra headers). The
+app serves it through `webhooks.app.WebhookDispatcher`, in front of Flask (no request context, URL
+matching or response object per delivery); the blueprint view below answers the same for an app that
+mounts the blueprint without the dispatcher."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from flask import Blueprint, Request, Response, current_app, jsonify, request as current_request
+from flask import Blueprint, Response, current_app, jsonify, request as current_request
+from werkzeug.wrappers import Request
 
 from integration import telemetry
 from integration.intake import EventSink, UnstorableEvent
@@ -36,6 +42,15 @@ class VendorRoute:
     parse: Callable[[dict[str, Any], str | None], NeutralEvent]
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a delivery is answered: the status, the JSON body and any extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 def vendor_blueprint(vendor: str) -> Blueprint:
     """The blueprint with `POST /webhooks/<vendor>` (endpoint `<vendor>_webhooks.receive`)."""
     blueprint = Blueprint(f"{vendor}_webhooks", __name__)
@@ -51,13 +66,17 @@ def receive_delivery(vendor: str) -> Response:
     """The body of every vendor's webhook view: handle Flask's current request with `vendor`'s route and the
     limits, sink and clock of the app's `webhooks.app.WebhookEdge`."""
     edge = current_app.extensions["webhook_edge"]
-    return handle_delivery(
+    answer = handle_delivery(
         edge.routes[vendor],
         current_request,
         max_body_bytes=edge.settings.webhook_max_body_bytes,
         get_sink=edge.get_sink,
         clock=edge.clock,
     )
+    response = jsonify(answer.body)
+    response.status_code = answer.status
+    response.headers.extend(answer.headers)
+    return response
 
 
 def handle_delivery(
@@ -67,7 +86,7 @@ def handle_delivery(
     max_body_bytes: int,
     get_sink: Callable[[], EventSink],
     clock: Callable[[], datetime],
-) -> Response:
+) -> Answer:
     event: NeutralEvent | None = None
     try:
         if route.authenticate is None:
@@ -92,10 +111,8 @@ def handle_delivery(
                 route.vendor, event.event_type, event.ticket_id, event.delivery_id, type(exc).__name__,
             )
             telemetry.webhook_rejected(route.vendor, "store_unavailable")
-            response = jsonify(error="event store unavailable, retry later")
-            response.status_code = 503
-            response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
-            return response
+            return Answer(503, {"error": "event store unavailable, retry later"},
+                          (("Retry-After", str(STORE_RETRY_AFTER_SECONDS)),))
     except Rejected as rejection:
         telemetry.webhook_rejected(route.vendor, rejection.status)
         log.warning(
@@ -107,9 +124,7 @@ def handle_delivery(
             rejection.status,
             rejection.message,
         )
-        response = jsonify(error=rejection.message)
-        response.status_code = rejection.status
-        return response
+        return Answer(rejection.status, {"error": rejection.message})
 
     if result.duplicate:
         status_text, code = "duplicate", 200
@@ -123,9 +138,7 @@ def handle_delivery(
         route.vendor, event.event_type, event.ticket_id, event.delivery_id, event.actor_id,
         status_text, code, result.event_id,
     )
-    response = jsonify(status=status_text, event_id=result.event_id)
-    response.status_code = code
-    return response
+    return Answer(code, {"status": status_text, "event_id": result.event_id})
 
 
 def _check_storable(event: NeutralEvent) -> None:

@@ -4,16 +4,19 @@ workers, the reconciler and `escalation events` use.
 `accept` returns only after the event row is durably committed (the edge answers 2xx only after it).
 Deliveries that arrive while a commit is in flight are committed together, in one transaction, by the
 next commit (group commit: one fsync for the batch, see `_GroupCommit`); none of them returns before it.
-A row the batch cannot insert (a duplicate the database knows, a value it refuses) does not fail the
-others: the batch is then inserted row by row. A store that is down fails every member (503 each).
-Then `accept` enqueues a processing task for the ticket, unless the ticket already had a pending,
-unclaimed event when the row was committed: that event's task is queued (or, if its enqueue failed,
-the reconciler enqueues it) and a pass claims every pending event of its ticket, so a second task would
-only find nothing to do. Coalescing at the source keeps a burst of five deliveries for one ticket at
-one queue write.
+The batch is one INSERT ... ON CONFLICT DO NOTHING: a redelivery of a stored row is not inserted and is
+answered as its duplicate. A value the database refuses does not fail the others: the batch is then
+inserted row by row. A store that is down fails every member (503 each).
+After the commit, processing is enqueued for the batch's tickets, except a ticket that already had a
+pending, unclaimed event: that event's task is queued (or, if its enqueue failed, the reconciler
+enqueues it) and a pass claims every pending event of its ticket, so a second task would only find
+nothing to do. With `enqueue_tickets` (the web process) the whole batch is one queue message and the
+worker taking it applies that rule (`tickets_without_earlier_pending`); with a per-ticket `enqueue` the
+rule is applied in the insert's transaction (`_decide_tasks`). Either way a burst of five deliveries
+for one ticket makes one pass.
 
 Why the skipped enqueue cannot strand an event (the race with a pass that is finishing):
-- the look for an earlier pending event runs in the insert's transaction; on SQLite write transactions
+- `_decide_tasks` looks for an earlier pending event in the insert's transaction; on SQLite write transactions
   are serialized (BEGIN IMMEDIATE), on PostgreSQL the earlier row is read `FOR UPDATE`, which waits for
   a claim in flight. So either the claim committed first (the earlier event is `processing`, not
   pending: this delivery enqueues its own task) or this row committed before the claim completed;
@@ -30,11 +33,14 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import bindparam, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 
 from connectors.base import redact_urls_in_text
@@ -45,6 +51,8 @@ from integration.model import NeutralEvent
 log = logging.getLogger(__name__)
 
 Enqueue = Callable[[str, str], None]  # (vendor, ticket_id)
+# [(vendor, ticket_id, first event id of the ticket in the batch), ...]: one queue message per batch.
+EnqueueTickets = Callable[[list[tuple[str, str, int]]], None]
 
 
 def content_hash(payload: bytes) -> str:
@@ -94,22 +102,36 @@ class _Delivery:
 
 class _GroupCommit:
     """Leader/follower group commit without a thread of its own (so it survives a fork): the first
-    caller to find no commit in flight takes every queued delivery and commits them in one transaction;
-    callers arriving meanwhile queue up and wait for the next one. Under no concurrency a batch is one
-    delivery and nothing waits; under load each commit (fsync) carries everything that queued behind
-    the previous one. Nobody returns before the commit holding their delivery has finished."""
+    caller to find no commit in flight becomes the leader: it waits for the writer's turn (`turn`: on a
+    SQLite file, the other web processes' commits), then takes every queued delivery and commits them in
+    one transaction; callers arriving meanwhile queue up and wait for the next one. The batch is taken
+    only once the turn is held, so everything that arrived while another process was committing goes
+    into it. Under no concurrency a batch is one delivery and nothing waits; under load each commit
+    (fsync) carries everything that queued behind the previous one. Nobody returns before the commit
+    holding their delivery has finished."""
 
-    def __init__(self, commit_batch: Callable[[list[_Delivery]], None]):
+    def __init__(self, commit_batch: Callable[[list[_Delivery]], None],
+                 turn: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                 after_commit: Callable[[list[_Delivery]], None] = lambda batch: None):
         self._commit_batch = commit_batch
+        self._turn = turn
+        self._after_commit = after_commit
         self._condition = threading.Condition()
         self._queued: list[_Delivery] = []
         self._committing = False
         self._finished: set[int] = set()
+        self.batches = 0  # commits led, and the deliveries they carried: the mean batch size
+        self.deliveries = 0
 
     @property
     def waiting(self) -> int:
         with self._condition:
             return len(self._queued)
+
+    def _take_queued(self) -> list[_Delivery]:
+        with self._condition:
+            batch, self._queued = self._queued, []
+            return batch
 
     def submit(self, delivery: _Delivery) -> None:
         with self._condition:
@@ -118,20 +140,32 @@ class _GroupCommit:
                 if self._committing:
                     self._condition.wait()
                     continue
-                batch, self._queued = self._queued, []
                 self._committing = True
                 self._condition.release()
+                batch: list[_Delivery] = []
                 try:
-                    self._commit_batch(batch)
+                    with self._turn():
+                        batch = self._take_queued()
+                        self._commit_batch(batch)
                 except BaseException as exc:  # noqa: BLE001 - every member gets the failure
+                    batch = batch or self._take_queued()  # the turn itself failed: fail what waits
                     for member in batch:
                         if member.result is None and member.error is None:
                             member.error = exc
                 finally:
                     self._condition.acquire()
                     self._committing = False
+                    self.batches += 1
+                    self.deliveries += len(batch)
                     self._finished.update(id(member) for member in batch)
                     self._condition.notify_all()
+                # Out of the writer's turn and after the members are released (their rows are committed):
+                # the next commit need not wait for it. It must not raise (see _enqueue_tasks).
+                self._condition.release()
+                try:
+                    self._after_commit(batch)
+                finally:
+                    self._condition.acquire()
             self._finished.discard(id(delivery))
 
 
@@ -164,6 +198,75 @@ class _SqliteWriterTurns:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
 
 
+class _WriterConnection:
+    """The connection a web process's group commits run on, kept between batches (only the group commit's
+    leader uses it, one at a time). Replaced after any failure, after a fork, and after sitting idle for
+    IDLE_SECONDS (it then comes from the pool again, whose pre-ping finds a connection the server closed)."""
+
+    IDLE_SECONDS = 10.0
+
+    def __init__(self, db: Database):
+        self._db = db
+        self._connection: Any = None
+        self._pid = 0
+        self._last_used = 0.0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        now = time.monotonic()
+        if self._connection is not None and (self._pid != os.getpid() or now - self._last_used > self.IDLE_SECONDS):
+            self._discard()
+        if self._connection is None:
+            self._connection, self._pid = self._db.engine.connect(), os.getpid()
+        try:
+            with self._connection.begin():
+                yield self._connection
+        except BaseException as exc:
+            if not (isinstance(exc, Exception) and _row_level_failure(exc)):  # a refused value keeps it
+                self._discard()
+            raise
+        finally:
+            self._last_used = time.monotonic()
+
+    def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if self._pid != os.getpid():
+            return  # the parent's: closing it here would end the parent's session on the shared socket
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001 - it is being dropped anyway
+            pass
+
+
+def _insert_new(connection: Any, unique: list["_Delivery"]) -> dict[int, int]:
+    """Insert the rows of `unique` that conflict with no stored row; id(delivery) -> new event id."""
+    if not unique:
+        return {}
+    statement = _INSERT_NEW_EVENTS[connection.dialect.name == "postgresql"]
+    by_key = {(d.event.vendor, d.digest): d for d in unique}
+    inserted: dict[int, int] = {}
+    for event_id, vendor, digest in connection.execute(statement, [d.values() for d in unique]):
+        inserted[id(by_key[(vendor, digest)])] = event_id
+    return inserted
+
+
+def _stored_copies(connection: Any, conflicting: list["_Delivery"]) -> dict[int, int]:
+    """For deliveries the INSERT skipped: the stored row each one repeats (same delivery id or same body)."""
+    found: dict[int, int] = {}
+    for delivery in conflicting:
+        conditions = [EventRow.content_hash == delivery.digest]
+        if delivery.event.delivery_id:
+            conditions.append(EventRow.delivery_id == delivery.event.delivery_id[:200])
+        event_id = connection.execute(
+            select(EventRow.id).where(EventRow.vendor == delivery.event.vendor, or_(*conditions)).limit(1)
+        ).scalar()
+        if event_id is not None:
+            found[id(delivery)] = event_id
+    return found
+
+
 def _row_level_failure(exc: Exception) -> bool:
     """Whether the database refused a row (constraint, value), not the transaction or the connection."""
     if isinstance(exc, (IntegrityError, DataError)):
@@ -178,15 +281,23 @@ class DatabaseEventSink:
         db: Database,
         enqueue: Enqueue | None,
         *,
+        enqueue_tickets: EnqueueTickets | None = None,
         queue_health: Callable[[], str] | None = None,
         matrix_health: Callable[[], str] | None = None,
     ):
+        """`enqueue(vendor, ticket_id)` queues one ticket's pass; the batch's tickets that need one are decided
+        in the insert's transaction (`_decide_tasks`). `enqueue_tickets([(vendor, ticket_id, first_event_id),
+        ...])`, when given, is used instead: one queue message for every handled ticket of the batch, and the
+        worker that takes it skips the tickets whose earlier pending event has its own task coming
+        (`tickets_without_earlier_pending`), so the commit itself runs no query beyond its INSERT."""
         self.db = db
         self.enqueue = enqueue
+        self.enqueue_tickets = enqueue_tickets
         self.queue_health = queue_health
         self.matrix_health = matrix_health
-        self._group = _GroupCommit(self._commit_batch)
         self._writers = _SqliteWriterTurns(db)
+        self._group = _GroupCommit(self._store_batch, self._writers.turn, self._enqueue_tasks)
+        self._writer = _WriterConnection(db)
 
     def accept(self, event: NeutralEvent, payload: bytes, received_at: datetime) -> AcceptResult:
         delivery = _Delivery(event, payload, received_at, content_hash(payload))
@@ -197,34 +308,41 @@ class DatabaseEventSink:
         return delivery.result
 
     def _enqueue_tasks(self, batch: list["_Delivery"]) -> None:
-        """The batch's processing tasks, enqueued by the committing thread after the commit: one writer per
-        process on the queue instead of every request thread contending for it (a SQLite queue file makes
-        contenders sleep and retry)."""
-        if self.enqueue is None:
-            return
+        """The batch's processing tasks, enqueued by the committing thread after the commit, outside the
+        writer's turn and once the batch's members are answered: one queue message for the whole batch when
+        `enqueue_tickets` is set (a worker fans it out), one per ticket otherwise. Never raises: an event
+        that is stored but not enqueued is found by the reconciler."""
+        first_event: dict[tuple[str, str], int] = {}
         for delivery in batch:
             if delivery.needs_task and delivery.result is not None and not delivery.result.duplicate:
-                try:
-                    self.enqueue(delivery.event.vendor, str(delivery.event.ticket_id))
-                except Exception:  # noqa: BLE001 - the row is committed; the reconciler enqueues it later
-                    log.warning("event %s stored but not enqueued; the reconciler will pick it up",
-                                delivery.result.event_id, exc_info=True)
+                first_event.setdefault((delivery.event.vendor, str(delivery.event.ticket_id)),
+                                       int(delivery.result.event_id))
+        if not first_event:
+            return
+        try:
+            if self.enqueue_tickets is not None:
+                self.enqueue_tickets([(vendor, ticket_id, event_id)
+                                      for (vendor, ticket_id), event_id in first_event.items()])
+            elif self.enqueue is not None:
+                for vendor, ticket_id in first_event:
+                    self.enqueue(vendor, ticket_id)
+        except Exception:  # noqa: BLE001 - the rows are committed; the reconciler enqueues them later
+            log.warning("%d ticket(s) stored but not enqueued; the reconciler will pick them up", len(first_event),
+                        exc_info=True)
 
     @property
     def waiting_deliveries(self) -> int:
         """Deliveries queued for the next group commit (one is in flight meanwhile)."""
         return self._group.waiting
 
-    def _commit_batch(self, batch: list["_Delivery"]) -> None:
-        """Commit `batch`, set each member's result or error and enqueue its tasks, in this web process's
-        turn among the others on a SQLite file (`_SqliteWriterTurns`: its queue file contends the same way)."""
-        with self._writers.turn():
-            self._store_batch(batch)
-            self._enqueue_tasks(batch)
+    def group_commit_counts(self) -> tuple[int, int]:
+        """(batches committed, deliveries they carried) in this process since it started."""
+        return self._group.batches, self._group.deliveries
 
     def _store_batch(self, batch: list["_Delivery"]) -> None:
         """Commit `batch` and set each member's result or error. Duplicates inside the batch (same delivery
-        id or same body) are answered as duplicates of their first copy."""
+        id or same body) are answered as duplicates of their first copy, redeliveries of stored rows as
+        duplicates of those."""
         first_of: dict[tuple[str, str, str], _Delivery] = {}
         unique: list[_Delivery] = []
         for delivery in batch:
@@ -237,18 +355,29 @@ class DatabaseEventSink:
                 first_of[key] = delivery
             unique.append(delivery)
         try:
-            # SQL core on one connection, one multi-row INSERT ... RETURNING: the ORM session's fixed cost per
-            # transaction was most of a small batch's time, and small batches are the common case.
-            with self.db.engine.begin() as connection:
-                event_ids = list(connection.execute(
-                    _INSERT_EVENTS, [delivery.values() for delivery in unique]).scalars())
-                _decide_tasks(connection, list(zip(unique, event_ids)))
+            # One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING on a connection this process keeps for
+            # its commits: a redelivery of a stored row is simply not inserted (no failed batch), and no pool
+            # checkout (with PostgreSQL's pre-ping round trip) per batch.
+            with self._writer.transaction() as connection:
+                inserted = _insert_new(connection, unique)
+                stored = _stored_copies(connection, [d for d in unique if id(d) not in inserted])
+                new_rows = [(d, inserted[id(d)]) for d in unique if id(d) in inserted]
+                if self.enqueue_tickets is None:
+                    _decide_tasks(connection, new_rows)
+                else:  # the worker taking the batch's message decides (tickets_without_earlier_pending)
+                    for delivery, _ in new_rows:
+                        delivery.needs_task = delivery.event.handled
             # Results only once the transaction has committed: a result is what lets a member answer 2xx.
-            for delivery, event_id in zip(unique, event_ids):
-                delivery.result = AcceptResult(event_id=event_id, duplicate=False)
+            for delivery in unique:
+                if id(delivery) in inserted:
+                    delivery.result = AcceptResult(event_id=inserted[id(delivery)], duplicate=False)
+                elif id(delivery) in stored:
+                    delivery.result = AcceptResult(event_id=stored[id(delivery)], duplicate=True)
+                else:  # it conflicted with a row that is gone again: let the vendor retry
+                    delivery.error = RuntimeError("the event conflicted with a row that no longer exists")
         except (IntegrityError, DataError, StatementError) as exc:
-            # A row of the batch failed (most often a redelivery the database already holds): the others
-            # must not fail with it, so each is inserted on its own.
+            # A value of one row was refused (too long, NUL): the others must not fail with it, so each is
+            # inserted on its own.
             if not _row_level_failure(exc):
                 raise
             for delivery in unique:
@@ -368,8 +497,15 @@ def _decide_tasks(connection: Any, inserted: list[tuple["_Delivery", int]]) -> N
         delivery.needs_task = not (key in earliest_pending and earliest_pending[key] < event_id)
 
 
-# Built once: constructing the statement per batch cost more than running it.
-_INSERT_EVENTS = insert(EventRow.__table__).returning(EventRow.__table__.c.id, sort_by_parameter_order=True)
+# Built once: constructing the statement per batch cost more than running it. Skips a row that repeats a
+# stored one (either unique constraint); on PostgreSQL a conflicting row being inserted by another
+# transaction is waited for first, so the skipped row's original is committed when it is looked up.
+_INSERT_NEW_EVENTS = {
+    on_postgresql: (postgresql_insert if on_postgresql else sqlite_insert)(EventRow.__table__)
+    .on_conflict_do_nothing()
+    .returning(EventRow.__table__.c.id, EventRow.__table__.c.vendor, EventRow.__table__.c.content_hash)
+    for on_postgresql in (False, True)
+}
 
 _PENDING_OF_TICKETS_SQL = (
     "SELECT ticket_id, id FROM events WHERE vendor = :vendor AND ticket_id IN :tickets AND status = 'pending' "
@@ -392,6 +528,27 @@ def _has_earlier_pending(session: Any, row: EventRow, now: datetime) -> bool:
         statement, {"vendor": row.vendor, "ticket_id": row.ticket_id, "id": row.id, "now": now}
     ).first()
     return found is not None
+
+
+def tickets_without_earlier_pending(db: Database, tickets: list[tuple[str, str, int]],
+                                    now: datetime) -> list[tuple[str, str]]:
+    """For a batch's queue message [(vendor, ticket_id, first event id of the batch), ...]: the tickets that
+    need a pass of their own, in order. A ticket whose due pending event is older than the batch's first
+    (its task is queued) is left to that task, the rule `_decide_tasks` applies at the source: a pass
+    claims every pending event of its ticket, claims again after each round and re-enqueues its ticket
+    for an event that committed after its last claim, so the batch's event is not stranded."""
+    earliest: dict[tuple[str, str], int] = {}
+    for vendor in dict.fromkeys(vendor for vendor, _, _ in tickets):
+        ids = sorted({ticket_id for v, ticket_id, _ in tickets if v == vendor})
+        with db.session() as session:
+            for ticket_id, event_id in session.execute(
+                    select(EventRow.ticket_id, func.min(EventRow.id))
+                    .where(EventRow.vendor == vendor, EventRow.ticket_id.in_(ids), EventRow.status == "pending",
+                           or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now))
+                    .group_by(EventRow.ticket_id)):
+                earliest[(vendor, ticket_id)] = event_id
+    return [(vendor, ticket_id) for vendor, ticket_id, first_id in tickets
+            if not earliest.get((vendor, ticket_id), first_id) < first_id]
 
 
 def due_pending_exists(db: Database, vendor: str, ticket_id: str, now: datetime) -> bool:
