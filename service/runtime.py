@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -34,6 +35,11 @@ from service.settings import Settings
 from service.tasks import register_tasks
 
 log = logging.getLogger(__name__)
+
+# A reconciler hint still marked after this long stood for a task the queue itself lost (a Redis restart
+# without persistence): the reconciler enqueues the ticket or timer again. A task lost with its worker
+# cleared the mark when it started, so the next reconcile pass takes it up at once.
+HINT_EXPIRES_SECONDS = 600.0
 
 def mapping_matrix(pinned: Matrix, current: Matrix) -> Matrix:
     """The matrix a connector for a ticket pinned to `pinned` is built from.
@@ -164,6 +170,7 @@ class Runtime:
             max_attempts=self.settings.max_attempts,
             enqueue_ticket=self.enqueue_ticket,
             enqueue_timer=self.enqueue_timer,
+            take_hint=self.take_hint,
         )
         values.update(self._deps_overrides)
         return PassDeps(**values)
@@ -174,6 +181,25 @@ class Runtime:
             self.tasks.process_ticket.schedule((vendor, ticket_id), delay=delay)
         else:
             self.tasks.process_ticket(vendor, ticket_id)
+
+    def take_hint(self, name: str) -> bool:
+        """The reconciler's marker `name` in the queue's key-value store (Redis hash, SQLite or PostgreSQL
+        table, as the queue): True when it was free, or older than HINT_EXPIRES_SECONDS (the task it
+        stood for was lost from the queue itself); False while that task still waits. The task clears it
+        when it starts (`clear_hint`)."""
+        now = time.time()
+        if self.huey.put_if_empty(name, now):
+            return True
+        placed = self.huey.get(name, peek=True)
+        if isinstance(placed, (int, float)) and now - placed < HINT_EXPIRES_SECONDS:
+            return False
+        self.huey.put(name, now)
+        return True
+
+    def clear_hint(self, name: str) -> None:
+        # Looked at first: most tasks have no hint, and a read costs the SQLite queue no write.
+        if self.huey.get(name, peek=True) is not None:
+            self.huey.get(name)  # huey's get without peek removes the key
 
     def enqueue_timer(self, timer_id: int, eta: datetime | None = None) -> None:
         # Relative delay from the pipeline's clock (tests inject one); huey adds it to its own clock.

@@ -5,9 +5,9 @@
 - `process_tickets([[vendor, ticket_id, first_event_id], ...])`: the handled tickets of one group commit
   at intake, one queue message per batch (the web process writes the queue once per commit, not once per
   event, and its commit runs no query but the INSERT): the worker leaves out the tickets whose earlier
-  pending event has its own task coming (coalescing, `tickets_without_earlier_pending`), enqueues a
-  `process_ticket` for every other ticket but the first, so other workers take them in parallel, and runs
-  the first one's pass itself.
+  pending event has its own task coming (coalescing, `tickets_without_earlier_pending`), reads the others
+  in one request per vendor (Zendesk show_many, Jira JQL by keys: `integration.pipeline.process_tickets`)
+  and runs their passes itself; a batch over BULK_PASS_TICKETS is split into tasks other workers take.
 - `fire_timer(timer_id)`: one due timer.
 - `send_alerts()`: the due alert outbox rows, after a commit that queued some.
 
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from huey.signals import SIGNAL_INTERRUPTED
 
 from integration.store.events import release_ticket_events, tickets_without_earlier_pending
-from integration.pipeline import fire_timer, process_ticket
+from integration.pipeline import fire_timer, process_ticket, process_tickets
+from integration.pipeline.reconcile import ticket_hint, timer_hint
 from integration.store.db import LeaseRow
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUSY_RETRY_SECONDS = 2.0
+# Tickets of one intake batch a worker passes itself after one bulk read (Zendesk show_many, Jira JQL by
+# keys); a bigger batch is split, so other workers take the rest in parallel.
+BULK_PASS_TICKETS = 20
 
 
 @dataclass(frozen=True)
@@ -47,26 +51,45 @@ def register_tasks(runtime: Runtime) -> RuntimeTasks:
 
     @huey.task(name="process_ticket")
     def process_ticket_task(vendor: str, ticket_id: str) -> None:
+        runtime.clear_hint(ticket_hint(vendor, ticket_id))
         result = process_ticket(vendor, ticket_id, deps=runtime.deps())
         if result.status == "busy":
             runtime.enqueue_ticket(vendor, ticket_id, BUSY_RETRY_SECONDS)
 
-    # process_tickets task id -> the ticket whose pass it runs itself (what SIGTERM has to give back).
-    inline_passes: dict[str, tuple[str, str]] = {}
+    # process_tickets task id -> the tickets it has yet to give back if interrupted: the one whose pass is
+    # running first, then those it has not started.
+    inline_passes: dict[str, list[tuple[str, str]]] = {}
 
     @huey.task(name="process_tickets", context=True)
     def process_tickets_task(tickets: list[list[Any]], task: Any = None) -> None:
+        if len(tickets) > BULK_PASS_TICKETS:  # the rest go to other workers, a bulk read each
+            for start in range(BULK_PASS_TICKETS, len(tickets), BULK_PASS_TICKETS):
+                runtime.tasks.process_tickets(tickets[start:start + BULK_PASS_TICKETS])
+            tickets = tickets[:BULK_PASS_TICKETS]
         wanted = tickets_without_earlier_pending(
             runtime.db, [(vendor, ticket_id, first_event_id) for vendor, ticket_id, first_event_id in tickets],
             runtime.deps().now())
         if not wanted:
             return
-        for vendor, ticket_id in wanted[1:]:
-            runtime.enqueue_ticket(vendor, ticket_id)
+        vendors = list(dict.fromkeys(vendor for vendor, _ in wanted))
+        wanted = [ticket for vendor in vendors for ticket in wanted if ticket[0] == vendor]  # passes' order
         key = task.id if task is not None else ""
-        inline_passes[key] = wanted[0]
+        left = inline_passes[key] = list(wanted)
+
+        def starting(vendor: str) -> Any:
+            def mark(ticket_id: str) -> None:
+                while left and left[0] != (vendor, ticket_id):
+                    left.pop(0)  # its pass finished
+                runtime.clear_hint(ticket_hint(vendor, ticket_id))
+            return mark
+
         try:
-            process_ticket_task.call_local(*wanted[0])
+            for vendor in vendors:
+                ids = [ticket_id for v, ticket_id in wanted if v == vendor]
+                results = process_tickets(vendor, ids, deps=runtime.deps(), starting=starting(vendor))
+                for ticket_id, result in results.items():
+                    if result.status == "busy":
+                        runtime.enqueue_ticket(vendor, ticket_id, BUSY_RETRY_SECONDS)
         except KeyboardInterrupt:  # huey's exit signal: requeue_interrupted, which runs next, takes the entry
             raise
         except BaseException:
@@ -76,6 +99,7 @@ def register_tasks(runtime: Runtime) -> RuntimeTasks:
 
     @huey.task(name="fire_timer")
     def fire_timer_task(timer_id: int) -> None:
+        runtime.clear_hint(timer_hint(timer_id))
         fire_timer(timer_id, deps=runtime.deps())
 
     @huey.signal(SIGNAL_INTERRUPTED)
@@ -83,15 +107,16 @@ def register_tasks(runtime: Runtime) -> RuntimeTasks:
         # SIGTERM after SHUTDOWN_TIMEOUT_SECONDS: give the interrupted work back at once instead of
         # waiting for its lease to expire.
         try:
-            running = task.args if task.name == "process_ticket" else inline_passes.pop(task.id, None)
-            if running is not None:  # process_tickets enqueued its other tickets before its own pass began
-                vendor, ticket_id = running
+            running = [tuple(task.args)] if task.name == "process_ticket" else inline_passes.pop(task.id, None)
+            if running:
+                vendor, ticket_id = running[0]  # the pass that was interrupted; the others had not started
                 release_ticket_events(runtime.db, vendor, ticket_id)
                 with runtime.db.session() as session:
                     lease = session.get(LeaseRow, f"ticket:{vendor}:{ticket_id}")
                     if lease is not None:
                         session.delete(lease)
-                runtime.enqueue_ticket(vendor, ticket_id)
+                for vendor, ticket_id in running:
+                    runtime.enqueue_ticket(vendor, ticket_id)
             elif task.name == "fire_timer":
                 runtime.enqueue_timer(task.args[0])
             log.info("re-enqueued interrupted task %s%s", task.name, task.args)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sqlalchemy import select
 
@@ -63,11 +63,13 @@ from matrix_config.loader import LoadedMatrix
 log = logging.getLogger(__name__)
 
 
-def process_tickets(vendor: str, ticket_ids: Sequence[str], *, deps: PassDeps) -> dict[str, PassResult]:
+def process_tickets(vendor: str, ticket_ids: Sequence[str], *, deps: PassDeps,
+                    starting: Callable[[str], None] | None = None) -> dict[str, PassResult]:
     """`process_ticket` for several tickets of one vendor (a worker that took several tasks at once): the
     tickets with due events are read together first (`Connector.fetch_tickets`: Zendesk show_many, Jira
     JQL by keys), and each pass decides on that snapshot instead of reading its ticket alone, when the
-    snapshot shows every change its events report (see `_usable_snapshot`)."""
+    snapshot shows every change its events report (see `_usable_snapshot`). `starting(ticket_id)` is
+    called just before each ticket's pass (what an interrupted worker has to give back)."""
     ids = list(dict.fromkeys(str(t) for t in ticket_ids))
     bulk: dict[str, Ticket] = {}
     connector: Connector | None = None
@@ -79,9 +81,13 @@ def process_tickets(vendor: str, ticket_ids: Sequence[str], *, deps: PassDeps) -
     except Exception:  # noqa: BLE001 - each pass then reads its own ticket, with the usual error handling
         log.warning("bulk read of %d %s tickets failed; reading them one by one", len(ids), vendor, exc_info=True)
         bulk = {}
-    return {t: process_ticket(vendor, t, deps=deps,
-                              prefetched=(connector, bulk[t]) if t in bulk and connector is not None else None)
-            for t in ids}
+    results: dict[str, PassResult] = {}
+    for t in ids:
+        if starting is not None:
+            starting(t)
+        results[t] = process_ticket(vendor, t, deps=deps,
+                                    prefetched=(connector, bulk[t]) if t in bulk and connector is not None else None)
+    return results
 
 
 @telemetry.timed_pass("events")

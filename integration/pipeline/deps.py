@@ -53,6 +53,10 @@ class PassDeps:
     now: Callable[[], datetime] = utcnow
     enqueue_ticket: Callable[[str, str, float | None], None] | None = None
     enqueue_timer: Callable[[int, datetime | None], None] | None = None
+    # Takes the reconciler's hint marker `name` (integration.pipeline.reconcile.ticket_hint / timer_hint):
+    # False while the task of its earlier hint under that name still waits in the queue
+    # (service.runtime.Runtime.take_hint). None: the reconciler enqueues every time.
+    take_hint: Callable[[str], bool] | None = None
     decide: Callable[..., Decision] = engine_decide
     next_state: Callable[[TicketState | None, Ticket, Decision], TicketState] = engine_next_state
     clocks: ClockRules | None = clock_rules  # None: no SLA clocks (no timers planned, none fired)
