@@ -55,6 +55,16 @@ def _jira_error_text(response: requests.Response | None, redact: Redactor) -> st
     return redact("; ".join(parts))[:500]
 
 
+def jira_error_messages(response: requests.Response) -> list[str]:
+    """The `errorMessages` of a Jira error body, whole and unredacted: for matching, never for showing."""
+    try:
+        data = response.json()
+    except (requests.JSONDecodeError, json.JSONDecodeError, ValueError):
+        return []
+    messages = data.get("errorMessages") if isinstance(data, dict) else None
+    return [str(m) for m in messages] if isinstance(messages, list) else []
+
+
 def _translate_http_error(method: str, path: str, response: requests.Response, redact: Redactor) -> ConnectorError:
     """A Jira/JSM HTTP error response through the one status table (`connectors.http.error_for_status`).
 
@@ -170,19 +180,31 @@ class JiraClient:
             raise wrapped.error from None
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                json: Any = None) -> requests.Response:
+                json: Any = None, on_response: Callable[[requests.Response], None] | None = None
+                ) -> requests.Response:
+        """One call through the budget, retry and error layers. `on_response` sees every answer, errors
+        included, before it is translated (a caller that acts on Jira's own words in a 400)."""
         url = self.base_url + path
         extra: dict[str, Any] = {}
         if not isinstance(self.session, ResilientSession):
             extra["timeout"] = self.settings.timeout_seconds  # ResilientSession adds its own
 
         def send() -> requests.Response:
-            return self.session.request(method, url, params=params, json=json, **extra)
+            try:
+                response = self.session.request(method, url, params=params, json=json, **extra)
+            except JIRAError as error:  # the client's ResilientSession raises on an error status
+                if on_response is not None and isinstance(error.response, requests.Response):
+                    on_response(error.response)
+                raise
+            if on_response is not None:
+                on_response(response)
+            return response
 
         return self.call(method, path, send)
 
-    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        response = self.request("GET", path, params=params)
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None, *,
+                 on_response: Callable[[requests.Response], None] | None = None) -> Any:
+        response = self.request("GET", path, params=params, on_response=on_response)
         try:
             return response.json()
         except (requests.JSONDecodeError, json.JSONDecodeError):

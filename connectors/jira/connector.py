@@ -8,6 +8,7 @@ What goes through which door, and why (the transport is `connectors.jira.client.
     `fields=` in ways we do not control), so we PUT `/rest/api/{2|3}/issue/{key}` ourselves;
   - the search: `enhanced_search_issues()` first loads `GET /rest/api/{v}/field` to translate field
     names, so we call `GET /rest/api/3/search/jql` (the current search; `/search` is deprecated) ourselves;
+    it also reads a burst of issues at once (`fetch_tickets`: JQL `key in (...)`, the issue GET's fields);
   - comments: the client's `add_comment()` uses the platform API, where comments on a JSM issue are
     *public by default* and v3 bodies must be ADF. The JSM endpoint
     `POST /rest/servicedeskapi/request/{key}/comment` takes plain text and an explicit `"public"` flag.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -42,7 +44,7 @@ from connectors.base import (
     PostedComment,
 )
 from connectors.customer_data import TtlCache
-from connectors.jira.client import JiraClient
+from connectors.jira.client import JiraClient, jira_error_messages
 from connectors.jira.mapping import (
     encode_field_value,
     group_field_value,
@@ -63,6 +65,16 @@ from matrix_config.schema import Matrix
 
 log = logging.getLogger(__name__)
 FEEDBACK_KEPT = timedelta(days=7)  # a rated request's rating is reused this long per connector process
+# Every issue read, alone or in bulk, asks for the same expansions (with the same `fields`), so a bulk-read
+# issue normalizes to the very Ticket its own GET gives. schema: each field's type, which apply() needs to
+# shape edit values. changelog: the recent history, in the same request (Ticket.level_set_at).
+ISSUE_EXPAND = "schema,changelog"
+# Keys per JQL `key in (...)` and issues per search page: the enhanced search returns at most 100 issues
+# a page when fields are asked for (fewer with heavy expansions: the pages are followed by nextPageToken).
+KEYS_PER_SEARCH = 100
+# A Jira issue key: the project key (an uppercase letter, then uppercase letters, digits or underscores)
+# and the issue number. Only text of this shape is ever put into JQL.
+ISSUE_KEY = re.compile(r"[A-Z][A-Z0-9_]*-[1-9][0-9]*")
 
 
 # ------------------------------------------------------------------------------------------ connector
@@ -145,17 +157,21 @@ class JiraConnector(ConnectorDefaults):
 
     def _fetch_issue(self, key: str) -> dict[str, Any]:
         path = self.client.platform(f"issue/{key}")
-        # expand=schema returns each field's type with the issue: apply() needs it to shape edit values.
-        # expand=changelog returns the recent history, newest first, in the same request: when an agent set
-        # the level, the level's clocks start at that change (Ticket.level_set_at), with no extra call.
+        # expand=changelog: when an agent set the level, the level's clocks start at that change
+        # (Ticket.level_set_at), with no extra call.
         issue = self.client.call(
             "GET", path,
-            lambda: self.client.jira.issue(key, fields=",".join(self._issue_fields()), expand="schema,changelog"),
+            lambda: self.client.jira.issue(key, fields=",".join(self._issue_fields()), expand=ISSUE_EXPAND),
         )
         raw = dict(issue.raw)
-        for field_id, schema in (raw.get("schema") or {}).items():
-            self._field_schemas[field_id] = schema
+        self._remember_schemas(raw.get("schema"))
         return raw
+
+    def _remember_schemas(self, schemas: Any) -> None:
+        """Field types Jira sent with a read (`expand=schema`): per issue on a GET, per page on a search."""
+        if isinstance(schemas, Mapping):
+            for field_id, schema in schemas.items():
+                self._field_schemas[field_id] = schema
 
     def public_comments(self, key: str) -> list[dict[str, Any]]:
         """Public JSM comments. `public` and `internal` both default to true in this endpoint, so asking for
@@ -178,17 +194,74 @@ class JiraConnector(ConnectorDefaults):
         `public` flag there is JSM's own notion (what the customer sees), it filters server-side, and it is
         the same endpoint the connector writes replies through. An issue that is not a JSM request (404 on
         the servicedeskapi) has no customer-visible replies."""
-        raw = self._fetch_issue(ticket_id)
+        return self._ticket_from_read(ticket_id, self._fetch_issue(ticket_id))
+
+    def _ticket_from_read(self, key: str, raw: Mapping[str, Any]) -> Ticket:
+        """The Ticket of an issue as read (alone or in bulk): its public JSM comments, and once resolved its
+        feedback, and its organization's properties are read per issue, the same way for both."""
         try:
-            comments = self.public_comments(ticket_id)
+            comments = self.public_comments(key)
         except NotFound:
-            log.warning("jira %s is not a JSM request; no public replies can be read", ticket_id)
+            log.warning("jira %s is not a JSM request; no public replies can be read", key)
             comments = []
         ticket = ticket_from_issue(raw, self.matrix, self._normalize_options(), comments)
         if is_resolved(raw):
             ticket = ticket.with_(satisfaction=self._satisfaction(ticket.id))
         properties = self._organization_properties(raw)
         return ticket.with_(fields={**ticket.fields, **properties}) if properties else ticket
+
+    def fetch_tickets(self, ticket_ids: Sequence[str]) -> dict[str, Ticket]:
+        """Many issues with one search per KEYS_PER_SEARCH keys (`GET /rest/api/{v}/search/jql`, JQL
+        `key in (...)`, the `fields` and `expand` of the issue GET) instead of one issue GET each; their JSM
+        comments (and feedback, organization properties) are still read per issue, as `fetch_ticket` does.
+
+        Left out, so that each pass reads its issue alone and meets the proper error there: ids that are not
+        issue keys (never put into JQL), keys Jira does not return (deleted, moved to another key, not
+        visible to the API user), and, once a per-issue read fails, that issue and every one after it (a
+        failure there, e.g. the budget running out, would repeat for each; their passes retry as usual)."""
+        keys = list(dict.fromkeys(str(t) for t in ticket_ids))
+        searchable = [k for k in keys if is_issue_key(k)]
+        if len(searchable) < len(keys):
+            log.warning("jira: %d ticket id(s) are not issue keys and are read one by one",
+                        len(keys) - len(searchable))
+        out: dict[str, Ticket] = {}
+        for start in range(0, len(searchable), KEYS_PER_SEARCH):
+            for key, raw in self._issues_by_key(searchable[start:start + KEYS_PER_SEARCH]).items():
+                try:
+                    out[key] = self._ticket_from_read(key, raw)
+                except ConnectorError as error:
+                    log.info("jira %s: read in bulk, then %s; it and the issues after it are read by their "
+                             "passes", key, error)
+                    return out
+        return out
+
+    def _issues_by_key(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The raw issues of `keys` Jira returns, by key. A search whose JQL names a key Jira does not know
+        (or the API user may not see) is refused as a whole: 400 "An issue with key 'SUP-9' does not exist
+        for field 'key'." (the enhanced search has no validateQuery=warn). Those keys are dropped and the
+        rest asked again; a 400 naming none of them is raised."""
+        remaining = list(keys)
+        while remaining:
+            refused: list[str] = []
+
+            def note_refusal(response: requests.Response) -> None:
+                if response.status_code == 400:
+                    refused[:] = jira_error_messages(response)
+
+            try:
+                issues = list(self.search(issue_keys_jql(remaining), self._issue_fields(),
+                                          page_size=KEYS_PER_SEARCH, expand=ISSUE_EXPAND, on_response=note_refusal))
+            except Permanent:
+                unknown = {k for k in remaining if any(f"'{k}'" in message for message in refused)}
+                if not unknown:
+                    raise
+                log.info("jira: %d issue key(s) unknown to the search; their passes read them alone", len(unknown))
+                remaining = [k for k in remaining if k not in unknown]
+                continue
+            wanted = set(remaining)
+            # A moved issue comes back under its new key: left out, its own GET follows the move.
+            return {str(issue.get("key")): issue for issue in issues if issue.get("key") in wanted}
+        return {}
 
     def _satisfaction(self, key: str) -> str | None:
         """The request's CSAT rating, `GET /rest/servicedeskapi/request/{key}/feedback`, read only once the
@@ -389,16 +462,23 @@ class JiraConnector(ConnectorDefaults):
             start += len(values)
 
     # ---- catch-up ----------------------------------------------------------------------------------------
-    def search(self, jql: str, fields: Sequence[str], page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+    def search(self, jql: str, fields: Sequence[str], page_size: int = PAGE_SIZE, *, expand: str | None = None,
+               on_response: Callable[[requests.Response], None] | None = None) -> Iterator[dict[str, Any]]:
         """`GET /rest/api/3/search/jql`, following `nextPageToken` until `isLast`."""
         path = self.client.platform("search/jql")
         token: str | None = None
         while True:
             params: dict[str, Any] = {"jql": jql, "fields": ",".join(fields), "maxResults": page_size}
+            if expand:
+                params["expand"] = expand
             if token:
                 params["nextPageToken"] = token
-            page = self.client.get_json(path, params)
-            yield from page.get("issues") or []
+            page = self.client.get_json(path, params, on_response=on_response)
+            # expand=schema: the search sends the field types once per page, not per issue.
+            self._remember_schemas(page.get("schema"))
+            for issue in page.get("issues") or []:
+                self._remember_schemas(issue.get("schema"))
+                yield issue
             token = page.get("nextPageToken")
             if page.get("isLast", True) or not token:
                 return
@@ -426,6 +506,19 @@ class JiraConnector(ConnectorDefaults):
 
 def jql_quote(value: str) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def is_issue_key(value: str) -> bool:
+    return ISSUE_KEY.fullmatch(value) is not None
+
+
+def issue_keys_jql(keys: Sequence[str]) -> str:
+    """JQL for exactly these issues. Anything that is not an issue key is refused (ValueError), never quoted
+    into the query."""
+    bad = [k for k in keys if not is_issue_key(k)]
+    if bad or not keys:
+        raise ValueError(f"jira: not issue keys: {', '.join(repr(k)[:40] for k in bad[:3]) or 'none given'}")
+    return f"key in ({', '.join(jql_quote(k) for k in keys)})"
 
 
 # ------------------------------------------------------------------------------------------ factories

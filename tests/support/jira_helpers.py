@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
+import requests
 import responses
 
 from connectors.jira.settings import JiraSettings
@@ -106,9 +107,58 @@ def query_of(call: Any) -> dict[str, list[str]]:
 
 def register_fetch(rsps: responses.RequestsMock, key: str = "SUP-7", issue: Any = None, with_myself: bool = True) -> None:
     rsps.get(f"{SITE}/rest/api/3/issue/{key}", json=issue if issue is not None else recorded(f"issue_{key}.json"))
+    register_comments(rsps, key)
+    if with_myself:
+        rsps.get(f"{SITE}/rest/api/3/myself", json=recorded("myself.json"))
+
+
+def register_comments(rsps: responses.RequestsMock, key: str) -> None:
+    """SUP-7's recorded public JSM comments (two pages) as the comments of `key`."""
     rsps.get(f"{SITE}/rest/servicedeskapi/request/{key}/comment", json=recorded("comments_SUP-7_page1.json"),
              match=[responses.matchers.query_param_matcher({"start": "0"}, strict_match=False)])
     rsps.get(f"{SITE}/rest/servicedeskapi/request/{key}/comment", json=recorded("comments_SUP-7_page2.json"),
              match=[responses.matchers.query_param_matcher({"start": "2"}, strict_match=False)])
-    if with_myself:
-        rsps.get(f"{SITE}/rest/api/3/myself", json=recorded("myself.json"))
+
+
+def recorded_issue_as(key: str, recorded_name: str = "issue_SUP-7.json", **field_changes: Any) -> dict[str, Any]:
+    """A recorded issue GET response (`IssueBean` with `expand=schema`) as the issue `key`: key, id and self
+    renamed, `field_changes` applied to its fields."""
+    issue = recorded(recorded_name)
+    number = int(key.rsplit("-", 1)[1])
+    issue_id = str(20000 + number)
+    issue.update(key=key, id=issue_id, self=f"{SITE}/rest/api/3/issue/{issue_id}")
+    issue["fields"].update(field_changes)
+    return issue
+
+
+def search_results(issues: list[dict[str, Any]], next_page_token: str | None = None) -> dict[str, Any]:
+    """A `GET /rest/api/3/search/jql` page (`SearchAndReconcileResults`) holding these issue GET responses
+    as the search returns them: `expand=schema` gives the field types once for the page, not per issue."""
+    schema: dict[str, Any] = {}
+    hits = []
+    for issue in issues:
+        hit = copy.deepcopy(issue)
+        schema.update(hit.pop("schema", None) or {})
+        hits.append(hit)
+    page: dict[str, Any] = {"isLast": next_page_token is None, "issues": hits}
+    if schema:
+        page["schema"] = schema
+    if next_page_token is not None:
+        page["nextPageToken"] = next_page_token
+    return page
+
+
+def validate_search_response(page: dict[str, Any]) -> None:
+    """Assert that a made-up search page fits the spec's response (`SearchAndReconcileResults`, whose issues
+    are `IssueBean`s: both refuse undeclared keys)."""
+    from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+
+    from tests.support.openapi_check import _openapi
+
+    request = requests.Request("GET", "https://your-domain.atlassian.net/rest/api/3/search/jql",
+                               params={"jql": "key in (SUP-1)"}, auth=("validator@example.com", "token")).prepare()
+    response = requests.Response()
+    response.status_code = 200
+    response.headers["Content-Type"] = "application/json"
+    response._content = json.dumps(page).encode()
+    _openapi("jira").validate_response(RequestsOpenAPIRequest(request), RequestsOpenAPIResponse(response))
