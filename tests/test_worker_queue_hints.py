@@ -81,3 +81,24 @@ def test_an_intake_batch_is_read_with_one_show_many_by_the_worker(rig):
     assert len(reads) == 1 and "show_many" in reads[0]
     assert set(statuses(runtime)) == {"done"}
     assert all(fake.put_bodies(ticket_id) for ticket_id in ids)  # every ticket placed
+
+
+def test_hints_without_a_stamp_are_not_read_in_bulk(rig):
+    """Catch-up hints (and comment or automation bodies) do not say which version of the ticket they saw, so
+    each pass reads its ticket itself: a bulk read for them would be one read more, not one less."""
+    from integration.pipeline import process_tickets
+    from integration.store.events import add_hint
+    from tests.test_calls_seen_events import new_ticket
+
+    runtime, client, fake = rig
+    ids = [str(7100 + n) for n in range(5)]
+    for ticket_id in ids:
+        new_ticket(fake, int(ticket_id))
+        add_hint(runtime.db, "zendesk", ticket_id, "catchup", f"scan-{ticket_id}")
+
+    results = process_tickets("zendesk", ids, deps=runtime.deps())
+
+    assert {r.status for r in results.values()} == {"done"}
+    reads = ticket_reads(fake)
+    assert not [url for url in reads if "show_many" in url]
+    assert len(reads) == 5

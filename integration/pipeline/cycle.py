@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from connectors.base import Conflict, Connector, Transient
 from integration.engine import BREACH_PREFIX, DEFAULT_PLACEMENT, MANUAL
@@ -54,7 +54,7 @@ from integration.pipeline.intent import (
 )
 from integration.store import timers as timer_host
 from integration.store.codec import from_json
-from integration.store.db import DecisionRow, TicketStateRow, TimerRow
+from integration.store.db import DecisionRow, EventRow, TicketStateRow, TimerRow
 from integration.store.events import due_pending_exists
 from integration.store.leases import acquire_lease, release_lease
 from integration.store.matrix_versions import load_version
@@ -77,7 +77,9 @@ def process_tickets(vendor: str, ticket_ids: Sequence[str], *, deps: PassDeps,
         due = [t for t in ids if due_pending_exists(deps.db, vendor, t, deps.now())]
         if len(due) > 1:
             connector = deps.connector_for(vendor)
-            bulk = connector.fetch_tickets(due)
+            wanted = [t for t in due if _bulk_read_helps(deps, connector, vendor, t)]
+            if len(wanted) > 1:
+                bulk = connector.fetch_tickets(wanted)
     except Exception:  # noqa: BLE001 - each pass then reads its own ticket, with the usual error handling
         log.warning("bulk read of %d %s tickets failed; reading them one by one", len(ids), vendor, exc_info=True)
         bulk = {}
@@ -181,6 +183,25 @@ def _nothing_newer(deps: PassDeps, vendor: str, ticket_id: str, stamps: list[dat
     if not stamps or any(stamp is None for stamp in stamps):
         return False
     return already_seen(stamps, stored_watermark(deps.db, vendor, ticket_id))
+
+
+def _bulk_read_helps(deps: PassDeps, connector: Connector, vendor: str, ticket_id: str) -> bool:
+    """Whether the ticket's pass could decide on a bulk-read snapshot (`_usable_snapshot`): its due events,
+    echoes of our own writes left out, all carry the ticket's stamp and report something newer than what
+    was decided on. A comment or automation body without a stamp is read alone anyway, so a bulk slot for
+    it would be a read more, not one less."""
+    own_id = connector.own_user_id()
+    now = deps.now()
+    with deps.db.session() as session:
+        rows = session.execute(
+            select(EventRow.actor_id, EventRow.payload)
+            .where(EventRow.vendor == vendor, EventRow.ticket_id == ticket_id, EventRow.status == "pending",
+                   or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now))
+        ).all()
+    stamps = [connector.webhook_ticket_stamp(payload) for actor_id, payload in rows
+              if not (own_id and actor_id and str(actor_id) == str(own_id))]
+    return bool(stamps) and all(stamp is not None for stamp in stamps) and not _nothing_newer(
+        deps, vendor, ticket_id, stamps)
 
 
 def _usable_snapshot(prefetched: tuple[Connector, Ticket] | None,
