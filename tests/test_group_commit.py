@@ -18,6 +18,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from integration.store.db import EventRow, get_database, reset_databases
+from integration.store import events as events_module
 from integration.store.events import DatabaseEventSink
 from integration.intake import AcceptResult
 from service.settings import Settings
@@ -44,14 +45,18 @@ def database_url(request, tmp_path) -> Iterator[str]:
 
 
 class HeldCommits:
-    """Counts commits on the engine; holds the first one until `queued` deliveries wait behind it, and
-    optionally fails every commit (a store that went down)."""
+    """Counts the commits that write event rows; holds the first one until `queued` deliveries wait behind
+    it, and optionally fails every one (a store that went down). A sink with a per-ticket `enqueue`
+    commits through SQLAlchemy (engine events), the others with one autocommit statement through the DB
+    driver (`integration.store.events._insert_directly`, wrapped here)."""
 
     def __init__(self, sink: DatabaseEventSink, queued: int, fail: bool = False):
         self.sink, self.queued, self.fail = sink, queued, fail
         self.commits = 0
         event.listen(sink.db.engine, "commit", self.on_commit)
         event.listen(sink.db.engine, "before_cursor_execute", self.on_statement)
+        self._insert_directly = events_module._insert_directly
+        events_module._insert_directly = self.insert_directly
 
     def on_statement(self, connection, _cursor, statement, *_args) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO EVENTS"):
@@ -61,17 +66,27 @@ class HeldCommits:
         if not connection.info.get("wrote_events"):
             return  # a read (the test's own checks) or a transaction without an insert
         connection.info["wrote_events"] = False
+        self.committing()
+        if self.fail:
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    def insert_directly(self, driver_connection, direct, unique):
+        self.committing()
+        if self.fail:  # what the driver raises for a store that cannot write
+            raise self.sink.db.engine.dialect.loaded_dbapi.OperationalError("disk I/O error")
+        return self._insert_directly(driver_connection, direct, unique)
+
+    def committing(self) -> None:
         self.commits += 1
         if self.commits == 1:
             deadline = time.monotonic() + 30  # a safety net against a hung test, not a measurement
             while self.sink.waiting_deliveries < self.queued and time.monotonic() < deadline:
                 time.sleep(0.005)
-        if self.fail:
-            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
     def remove(self) -> None:
         event.remove(self.sink.db.engine, "commit", self.on_commit)
         event.remove(self.sink.db.engine, "before_cursor_execute", self.on_statement)
+        events_module._insert_directly = self._insert_directly
 
 
 def _in_threads(calls) -> list:
@@ -212,3 +227,20 @@ def test_a_batch_enqueues_each_ticket_once_and_not_a_ticket_whose_earlier_event_
     assert all(isinstance(result, AcceptResult) and not result.duplicate for result in results)
     assert held.commits == 2
     assert sorted(enqueued) == [("zendesk", "1"), ("zendesk", "60")]
+
+
+def test_the_web_sinks_driver_insert_stores_rows_as_the_orm_does(database_url):
+    db = get_database(database_url)
+    queued: list = []
+    sink = DatabaseEventSink(db, None, enqueue_tickets=queued.append)  # the web process's sink
+    at = datetime(2025, 1, 8, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    direct = sink.accept(neutral_event("5", "direct"), b"body a", at)
+    orm = DatabaseEventSink(db, enqueue=lambda vendor, ticket: None).accept(neutral_event("6", "orm"), b"body b", at)
+    with db.session() as session:
+        rows = [session.get(EventRow, result.event_id) for result in (direct, orm)]
+        columns = ["vendor", "event_type", "actor_id", "occurred_at", "received_at", "status", "attempts",
+                   "processed_at", "next_attempt_at"]
+        assert [getattr(rows[0], name) for name in columns] == [getattr(rows[1], name) for name in columns]
+        assert (rows[0].received_at, rows[0].payload, rows[0].delivery_id) == (at, b"body a", "direct")
+    assert queued == [[("zendesk", "5", direct.event_id)]]
+

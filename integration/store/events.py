@@ -6,7 +6,11 @@ Deliveries that arrive while a commit is in flight are committed together, in on
 next commit (group commit: one fsync for the batch, see `_GroupCommit`); none of them returns before it.
 The batch is one INSERT ... ON CONFLICT DO NOTHING: a redelivery of a stored row is not inserted and is
 answered as its duplicate. A value the database refuses does not fail the others: the batch is then
-inserted row by row. A store that is down fails every member (503 each).
+inserted row by row. A store that is down fails every member (503 each). The web process's sink
+(`enqueue_tickets`, or no queue at all) sends that INSERT straight through the DB driver on a connection
+it keeps, in autocommit mode: the statement is its own transaction, durably committed when it returns
+(`_DirectInsert`); a sink with a per-ticket `enqueue` runs it in a SQLAlchemy transaction that also
+decides the tasks (`_decide_tasks`).
 After the commit, processing is enqueued for the batch's tickets, except a ticket that already had a
 pending, unclaimed event: that event's task is queued (or, if its enqueue failed, the reconciler
 enqueues it) and a pass claims every pending event of its ticket, so a second task would only find
@@ -71,6 +75,8 @@ class _Delivery:
     error: BaseException | None = None
     needs_task: bool = False
     duplicate_of: "_Delivery | None" = None
+    finished: bool = False  # its commit has finished (result or error set)
+    wake: Any = None  # the lock its thread sleeps on while it waits in a group commit
 
     def keys(self) -> list[tuple[str, str, str]]:
         """What the unique constraints compare: (vendor, delivery id) and (vendor, body hash)."""
@@ -79,25 +85,20 @@ class _Delivery:
             keys.append((self.event.vendor, "delivery", self.event.delivery_id[:200]))
         return keys
 
+    def value_list(self) -> list[Any]:
+        """The values of _DirectInsert.COLUMNS, in that order."""
+        event = self.event
+        return [event.vendor, str(event.ticket_id), event.event_type[:80],
+                event.delivery_id[:200] if event.delivery_id else None, self.digest,
+                str(event.actor_id) if event.actor_id is not None else None, event.occurred_at, self.received_at,
+                self.payload, "pending" if event.handled else "ignored", 0,
+                None if event.handled else self.received_at]
+
     def row(self) -> EventRow:
         return EventRow(**self.values())
 
     def values(self) -> dict[str, Any]:
-        event = self.event
-        return dict(
-            vendor=event.vendor,
-            ticket_id=str(event.ticket_id),
-            event_type=event.event_type[:80],
-            delivery_id=event.delivery_id[:200] if event.delivery_id else None,
-            content_hash=self.digest,
-            actor_id=str(event.actor_id) if event.actor_id is not None else None,
-            occurred_at=event.occurred_at,
-            received_at=self.received_at,
-            payload=self.payload,
-            status="pending" if event.handled else "ignored",
-            attempts=0,
-            processed_at=None if event.handled else self.received_at,
-        )
+        return dict(zip(_DirectInsert.COLUMNS, self.value_list()))
 
 
 class _GroupCommit:
@@ -108,7 +109,11 @@ class _GroupCommit:
     only once the turn is held, so everything that arrived while another process was committing goes
     into it. Under no concurrency a batch is one delivery and nothing waits; under load each commit
     (fsync) carries everything that queued behind the previous one. Nobody returns before the commit
-    holding their delivery has finished."""
+    holding their delivery has finished.
+
+    Each waiting caller sleeps on a lock of its own: a finished commit wakes exactly its members, and the
+    first delivery queued behind it to lead the next commit (a shared Condition's notify_all woke every
+    waiting thread per commit, most of them only to sleep again: a context switch and a GIL hand-off each)."""
 
     def __init__(self, commit_batch: Callable[[list[_Delivery]], None],
                  turn: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -116,57 +121,65 @@ class _GroupCommit:
         self._commit_batch = commit_batch
         self._turn = turn
         self._after_commit = after_commit
-        self._condition = threading.Condition()
+        self._mutex = threading.Lock()
         self._queued: list[_Delivery] = []
         self._committing = False
-        self._finished: set[int] = set()
         self.batches = 0  # commits led, and the deliveries they carried: the mean batch size
         self.deliveries = 0
 
     @property
     def waiting(self) -> int:
-        with self._condition:
+        with self._mutex:
             return len(self._queued)
 
+    def submit(self, delivery: _Delivery) -> None:
+        wake = delivery.wake = threading.Lock()
+        wake.acquire()
+        with self._mutex:
+            self._queued.append(delivery)
+            leads = not self._committing
+            self._committing = True
+        if not leads:
+            wake.acquire()  # released once its commit has finished, or when it is to lead the next one
+            if delivery.finished:
+                return
+        self._lead(delivery)
+
+    # Bounds one statement's parameters (SQLite allows 32,766); the rest waits for the next commit.
+    MAX_BATCH = 1000
+
     def _take_queued(self) -> list[_Delivery]:
-        with self._condition:
-            batch, self._queued = self._queued, []
+        with self._mutex:
+            batch, self._queued = self._queued[:self.MAX_BATCH], self._queued[self.MAX_BATCH:]
             return batch
 
-    def submit(self, delivery: _Delivery) -> None:
-        with self._condition:
-            self._queued.append(delivery)
-            while id(delivery) not in self._finished:
-                if self._committing:
-                    self._condition.wait()
-                    continue
-                self._committing = True
-                self._condition.release()
-                batch: list[_Delivery] = []
-                try:
-                    with self._turn():
-                        batch = self._take_queued()
-                        self._commit_batch(batch)
-                except BaseException as exc:  # noqa: BLE001 - every member gets the failure
-                    batch = batch or self._take_queued()  # the turn itself failed: fail what waits
-                    for member in batch:
-                        if member.result is None and member.error is None:
-                            member.error = exc
-                finally:
-                    self._condition.acquire()
+    def _lead(self, leader: _Delivery) -> None:
+        batch: list[_Delivery] = []
+        try:
+            with self._turn():
+                batch = self._take_queued()
+                self._commit_batch(batch)
+        except BaseException as exc:  # noqa: BLE001 - every member gets the failure
+            batch = batch or self._take_queued()  # the turn itself failed: fail what waits
+            for member in batch:
+                if member.result is None and member.error is None:
+                    member.error = exc
+        finally:
+            with self._mutex:
+                self.batches += 1
+                self.deliveries += len(batch)
+                successor = self._queued[0] if self._queued else None
+                if successor is None:
                     self._committing = False
-                    self.batches += 1
-                    self.deliveries += len(batch)
-                    self._finished.update(id(member) for member in batch)
-                    self._condition.notify_all()
-                # Out of the writer's turn and after the members are released (their rows are committed):
-                # the next commit need not wait for it. It must not raise (see _enqueue_tasks).
-                self._condition.release()
-                try:
-                    self._after_commit(batch)
-                finally:
-                    self._condition.acquire()
-            self._finished.discard(id(delivery))
+            for member in batch:
+                member.finished = True
+                if member is not leader:
+                    member.wake.release()
+            if successor is not None:
+                successor.wake.release()
+        # Out of the writer's turn and after the members are released (their rows are committed): the
+        # next commit need not wait for it. It must not raise (see _enqueue_tasks).
+        self._after_commit(batch)
 
 
 class _SqliteWriterTurns:
@@ -207,6 +220,7 @@ class _WriterConnection:
 
     def __init__(self, db: Database):
         self._db = db
+        self._on_postgresql = db.engine.dialect.name == "postgresql"
         self._connection: Any = None
         self._pid = 0
         self._last_used = 0.0
@@ -228,13 +242,43 @@ class _WriterConnection:
         finally:
             self._last_used = time.monotonic()
 
-    def _discard(self) -> None:
+    @contextlib.contextmanager
+    def autocommit_driver_connection(self, keeps_connection: Callable[[Exception], bool]) -> Iterator[Any]:
+        """The kept connection's DB driver connection (sqlite3 / psycopg) in autocommit mode: a statement is
+        its own transaction, durably committed before it returns (no BEGIN and COMMIT round trips, no
+        SQLAlchemy execution per batch). An error for which `keeps_connection` is false drops it."""
+        now = time.monotonic()
+        if self._connection is not None and (self._pid != os.getpid() or now - self._last_used > self.IDLE_SECONDS):
+            self._discard()
+        if self._connection is None:
+            self._connection, self._pid = self._db.engine.connect(), os.getpid()
+        # Set on the driver and only for the statement, not with SQLAlchemy's isolation_level option (the pool
+        # then resets pysqlite to an implicit BEGIN, undoing integration.store.db's connect settings): a sink
+        # dropped without closing its connection returns it as it came. sqlite3 connections already run
+        # without an implicit BEGIN (integration.store.db).
+        driver_connection = self._connection.connection.driver_connection
+        if self._on_postgresql:
+            driver_connection.autocommit = True
+        try:
+            yield driver_connection
+        except BaseException as exc:
+            if not (isinstance(exc, Exception) and keeps_connection(exc)):
+                self._discard(invalidate=True)  # the pool cannot tell what state the driver left it in
+            raise
+        finally:
+            self._last_used = time.monotonic()
+            if self._on_postgresql and self._connection is not None:
+                driver_connection.autocommit = False
+
+    def _discard(self, invalidate: bool = False) -> None:
         connection, self._connection = self._connection, None
         if connection is None:
             return
         if self._pid != os.getpid():
             return  # the parent's: closing it here would end the parent's session on the shared socket
         try:
+            if invalidate:
+                connection.invalidate()
             connection.close()
         except Exception:  # noqa: BLE001 - it is being dropped anyway
             pass
@@ -275,6 +319,61 @@ def _row_level_failure(exc: Exception) -> bool:
     return isinstance(exc, StatementError) and isinstance(getattr(exc, "orig", None), (ValueError, UnicodeError))
 
 
+class _DirectInsert:
+    """The batch's INSERT ... ON CONFLICT DO NOTHING RETURNING written straight through the DB driver: one
+    multi-row VALUES statement per batch size (prepared once: sqlite3's statement cache, psycopg's
+    automatic server-side prepare), with values converted by the columns' own SQLAlchemy bind processors,
+    so a row is stored exactly as an ORM insert stores it. Building and executing the statement through
+    SQLAlchemy cost more CPU per batch than the database's own work."""
+
+    COLUMNS = ("vendor", "ticket_id", "event_type", "delivery_id", "content_hash", "actor_id", "occurred_at",
+               "received_at", "payload", "status", "attempts", "processed_at")
+
+    def __init__(self, dialect: Any):
+        marker = "?" if dialect.paramstyle in ("qmark", "numeric") else "%s"
+        self._row = "(" + ", ".join([marker] * len(self.COLUMNS)) + ")"
+        self._statements: dict[int, str] = {}
+        columns = EventRow.__table__.c
+        self._convert = [(index, processor) for index, name in enumerate(self.COLUMNS)
+                         if (processor := columns[name].type.dialect_impl(dialect).bind_processor(dialect))]
+        dbapi = dialect.loaded_dbapi
+        # A value of a row refused (too long, NUL, not encodable, a constraint): the row's own problem.
+        self.row_level_errors: tuple[type[BaseException], ...] = (
+            dbapi.IntegrityError, dbapi.DataError, ValueError, UnicodeError)
+
+    def statement(self, rows: int) -> str:
+        statement = self._statements.get(rows)
+        if statement is None:
+            statement = self._statements[rows] = (
+                f"INSERT INTO events ({', '.join(self.COLUMNS)}) VALUES {', '.join([self._row] * rows)} "
+                "ON CONFLICT DO NOTHING RETURNING id, vendor, content_hash")
+        return statement
+
+    def parameters(self, deliveries: list["_Delivery"]) -> list[Any]:
+        flat: list[Any] = []
+        for delivery in deliveries:
+            values = delivery.value_list()
+            for index, convert in self._convert:
+                values[index] = convert(values[index])
+            flat.extend(values)
+        return flat
+
+
+def _insert_directly(driver_connection: Any, direct: _DirectInsert, unique: list["_Delivery"]) -> dict[int, int]:
+    """Insert the rows of `unique` that conflict with no stored row, in one autocommit statement (committed
+    when it returns); id(delivery) -> new event id."""
+    if not unique:
+        return {}
+    by_key = {(d.event.vendor, d.digest): d for d in unique}
+    cursor = driver_connection.cursor()
+    try:
+        cursor.execute(direct.statement(len(unique)), direct.parameters(unique))
+        returned = cursor.fetchall()  # SQLite commits (and fsyncs) when the statement has run to its end
+    finally:
+        cursor.close()
+    return {id(by_key[(vendor, digest)]): event_id for event_id, vendor, digest in returned}
+
+
 class DatabaseEventSink:
     def __init__(
         self,
@@ -298,6 +397,8 @@ class DatabaseEventSink:
         self._writers = _SqliteWriterTurns(db)
         self._group = _GroupCommit(self._store_batch, self._writers.turn, self._enqueue_tasks)
         self._writer = _WriterConnection(db)
+        # Straight through the driver unless each ticket's task is decided in the insert's transaction.
+        self._direct = _DirectInsert(db.engine.dialect) if enqueue_tickets is not None or enqueue is None else None
 
     def accept(self, event: NeutralEvent, payload: bytes, received_at: datetime) -> AcceptResult:
         delivery = _Delivery(event, payload, received_at, content_hash(payload))
@@ -354,6 +455,59 @@ class DatabaseEventSink:
             for key in keys:
                 first_of[key] = delivery
             unique.append(delivery)
+        if self._direct is not None:
+            self._store_directly(unique)
+        else:
+            self._store_in_transaction(unique)
+        for delivery in batch:
+            original = delivery.duplicate_of
+            if original is None:
+                continue
+            if original.result is not None:
+                delivery.result = AcceptResult(event_id=original.result.event_id, duplicate=True)
+            else:
+                delivery.error = original.error
+
+    def _store_directly(self, unique: list["_Delivery"]) -> None:
+        """One autocommit INSERT ... ON CONFLICT DO NOTHING RETURNING through the driver; the worker taking
+        the batch's queue message decides which tickets need a pass (tickets_without_earlier_pending)."""
+        direct = self._direct
+        assert direct is not None
+        try:
+            with self._writer.autocommit_driver_connection(
+                    lambda exc: isinstance(exc, direct.row_level_errors)) as driver_connection:
+                inserted = _insert_directly(driver_connection, direct, unique)
+        except direct.row_level_errors:
+            # A value of one row was refused and the statement inserted nothing: the others must not fail
+            # with it, so each is inserted on its own.
+            self._commit_row_by_row(unique)
+            return
+        # Results only once the statement has committed: a result is what lets a member answer 2xx.
+        for delivery in unique:
+            event_id = inserted.get(id(delivery))
+            if event_id is not None:
+                delivery.needs_task = delivery.event.handled
+                delivery.result = AcceptResult(event_id=event_id, duplicate=False)
+                continue
+            # A redelivery of a stored row (same delivery id or same body): that row is committed (on
+            # PostgreSQL ON CONFLICT waited for the transaction inserting it).
+            stored = self._find_duplicate(delivery.event, delivery.digest)
+            if stored is not None:
+                delivery.result = AcceptResult(event_id=stored, duplicate=True)
+            else:  # it conflicted with a row that is gone again: let the vendor retry
+                delivery.error = RuntimeError("the event conflicted with a row that no longer exists")
+
+    def _commit_row_by_row(self, unique: list["_Delivery"]) -> None:
+        for delivery in unique:
+            delivery.result = None
+            try:
+                self._commit_one(delivery)
+            except Exception as error:  # noqa: BLE001 - this member's answer, not the batch's
+                delivery.error = error
+
+    def _store_in_transaction(self, unique: list["_Delivery"]) -> None:
+        """The batch in one SQLAlchemy transaction that also decides which tickets need a task
+        (`_decide_tasks`), for a sink with a per-ticket `enqueue`."""
         try:
             # One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING on a connection this process keeps for
             # its commits: a redelivery of a stored row is simply not inserted (no failed batch), and no pool
@@ -362,11 +516,7 @@ class DatabaseEventSink:
                 inserted = _insert_new(connection, unique)
                 stored = _stored_copies(connection, [d for d in unique if id(d) not in inserted])
                 new_rows = [(d, inserted[id(d)]) for d in unique if id(d) in inserted]
-                if self.enqueue_tickets is None:
-                    _decide_tasks(connection, new_rows)
-                else:  # the worker taking the batch's message decides (tickets_without_earlier_pending)
-                    for delivery, _ in new_rows:
-                        delivery.needs_task = delivery.event.handled
+                _decide_tasks(connection, new_rows)
             # Results only once the transaction has committed: a result is what lets a member answer 2xx.
             for delivery in unique:
                 if id(delivery) in inserted:
@@ -380,20 +530,7 @@ class DatabaseEventSink:
             # inserted on its own.
             if not _row_level_failure(exc):
                 raise
-            for delivery in unique:
-                delivery.result = None
-                try:
-                    self._commit_one(delivery)
-                except Exception as error:  # noqa: BLE001 - this member's answer, not the batch's
-                    delivery.error = error
-        for delivery in batch:
-            original = delivery.duplicate_of
-            if original is None:
-                continue
-            if original.result is not None:
-                delivery.result = AcceptResult(event_id=original.result.event_id, duplicate=True)
-            else:
-                delivery.error = original.error
+            self._commit_row_by_row(unique)
 
     def _commit_one(self, delivery: "_Delivery") -> None:
         row = delivery.row()
