@@ -74,10 +74,9 @@ def process_tickets(vendor: str, ticket_ids: Sequence[str], *, deps: PassDeps,
     bulk: dict[str, Ticket] = {}
     connector: Connector | None = None
     try:
-        due = [t for t in ids if due_pending_exists(deps.db, vendor, t, deps.now())]
-        if len(due) > 1:
+        if len(ids) > 1:
             connector = deps.connector_for(vendor)
-            wanted = [t for t in due if _bulk_read_helps(deps, connector, vendor, t)]
+            wanted = [t for t in ids if _bulk_read_helps(deps, connector, vendor, t)]  # False: nothing due
             if len(wanted) > 1:
                 bulk = connector.fetch_tickets(wanted)
     except Exception:  # noqa: BLE001 - each pass then reads its own ticket, with the usual error handling
