@@ -3,7 +3,14 @@
 tickets, against a Zendesk double over HTTP that answers 429 (Retry-After) and 5xx at the set rates and
 counts every request against the budget; workers are SIGKILLed about every `--kill-every` seconds and
 restarted. Then the same load, smaller (`--scaling-events`), with 1, 2 and 4 workers side by side in this
-run (no kills), for the scaling ratio.
+run (no kills), for the scaling ratio, once per `--scaling-latencies-ms`.
+
+Every API call at the double takes `--vendor-latency-ms` in the soak and each of `--scaling-latencies-ms`
+in the scaling runs (Zendesk answers in tens to hundreds of ms; a worker spends that time waiting, which
+is what more workers buy throughput against). With 0 the double answers at once and the run measures the
+machine's CPU: on 2 cores, web, workers, the double and the load generator share them and 4 workers
+cannot give much more than 2. The scaling runs use `--scaling-budget`
+so the vendor's per-minute limit does not cap what the worker count measures (the soak keeps `--budget`).
 
 Asserts, for every run: 0 lost (every accepted event done, every ticket at the level / priority / group
 `integration.engine.decide` gives its final state), 0 duplicate customer messages, 0 requests over the
@@ -12,6 +19,7 @@ double tests/support/soak_zendesk_double.py.
 
     .venv/bin/python bench/bench_soak.py                       # 10,000 events, 2 web + 4 workers, then 1/2/4
     .venv/bin/python bench/bench_soak.py --events 2000 --tickets 400 --scaling ""   # quicker, no scaling runs
+    .venv/bin/python bench/bench_soak.py --events 0                                 # only the scaling runs
 
 Needs PostgreSQL (`--postgres-url`, a schema of its own is created and dropped) and Redis (`--redis-url`,
 its database is the run's own and is flushed).
@@ -66,11 +74,15 @@ def main() -> int:
     parser.add_argument("--error-rate", type=float, default=0.02, help="share of API calls answered 5xx")
     parser.add_argument("--rate-limited-rate", type=float, default=0.02, help="share answered 429 + Retry-After")
     parser.add_argument("--budget", type=int, default=3000, help="ZENDESK_REQUESTS_PER_MINUTE = the double's limit")
+    parser.add_argument("--vendor-latency-ms", type=float, default=0.0, help="each API call's time at the double")
     parser.add_argument("--reconcile-interval", type=int, default=30, help="RECONCILE_INTERVAL_SECONDS")
     parser.add_argument("--senders", type=int, default=8, help="load generator threads")
     parser.add_argument("--scaling", default="1,2,4", help="worker counts for the scaling runs ('' = none)")
     parser.add_argument("--scaling-events", type=int, default=2_000)
     parser.add_argument("--scaling-tickets", type=int, default=400)
+    parser.add_argument("--scaling-latencies-ms", default="0,100",
+                        help="vendor latencies for the scaling runs, comma-separated (e.g. 0,100)")
+    parser.add_argument("--scaling-budget", type=int, default=20_000, help="the budget of the scaling runs")
     parser.add_argument("--timeout", type=float, default=600.0, help="per run")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--postgres-url", default=os.environ.get("TEST_POSTGRES_URL",
@@ -89,6 +101,7 @@ def main() -> int:
                       tickets=args.tickets, webs=args.webs, workers=args.workers,
                       worker_concurrency=args.worker_concurrency, kill_every=args.kill_every,
                       error_rate=args.error_rate, rate_limited_rate=args.rate_limited_rate, budget=args.budget,
+                      vendor_latency_ms=args.vendor_latency_ms,
                       senders=args.senders, reconcile_interval=args.reconcile_interval, timeout=args.timeout,
                       seed=args.seed, keep_logs=args.keep_logs,
                       progress=progress)
@@ -97,41 +110,51 @@ def main() -> int:
     print(f"load average before: {_loadavg()} ({os.cpu_count()} cores)", flush=True)
     failures: list[str] = []
     started = time.monotonic()
-    print(f"soak: {args.events} events / {args.tickets} tickets, {args.webs} web + {args.workers} workers, "
-          f"kill every ~{args.kill_every:g} s, 5xx {args.error_rate:.0%}, 429 {args.rate_limited_rate:.0%}, "
-          f"budget {args.budget}/min", flush=True)
-    soak = run_soak(config())
-    print(_describe(soak), flush=True)
-    failures += [f"soak: {f}" for f in soak.failures()]
-    for line in (soak.lost_events[:5] + soak.wrong_tickets[:5] + soak.duplicate_messages[:5]):
-        print(f"    {line}")
-    print(f"load average: {_loadavg()}", flush=True)
-
-    scaling: dict[int, SoakResult] = {}
-    for workers in [int(n) for n in args.scaling.split(",") if n.strip()]:
-        print(f"scaling: {args.scaling_events} events / {args.scaling_tickets} tickets, {args.webs} web + "
-              f"{workers} workers, no kills", flush=True)
-        result = run_soak(config(events=args.scaling_events, tickets=args.scaling_tickets, workers=workers,
-                                 kill_every=0.0))
-        scaling[workers] = result
-        print(_describe(result), flush=True)
-        failures += [f"scaling {workers} workers: {f}" for f in result.failures()]
+    soak: SoakResult | None = None
+    if args.events > 0:
+        print(f"soak: {args.events} events / {args.tickets} tickets, {args.webs} web + {args.workers} workers, "
+              f"kill every ~{args.kill_every:g} s, 5xx {args.error_rate:.0%}, 429 {args.rate_limited_rate:.0%}, "
+              f"budget {args.budget}/min, vendor latency {args.vendor_latency_ms:g} ms", flush=True)
+        soak = run_soak(config())
+        print(_describe(soak), flush=True)
+        failures += [f"soak: {f}" for f in soak.failures()]
+        for line in (soak.lost_events[:5] + soak.wrong_tickets[:5] + soak.duplicate_messages[:5]):
+            print(f"    {line}")
         print(f"load average: {_loadavg()}", flush=True)
 
-    if scaling:
-        base = scaling[min(scaling)].events_per_second or 1.0
-        print("scaling, events/s end to end: " + ", ".join(
-            f"{n} workers {r.events_per_second:.1f} ({r.events_per_second / base:.2f}x)" for n, r in scaling.items()))
-    ratio = ""
-    if len(scaling) > 1:
-        top = max(scaling)
-        ratio = f", {top} vs {min(scaling)} workers {scaling[top].events_per_second / base:.2f}x"
-    print(f"RESULT {'PASS' if not failures else 'FAIL'}: soak {soak.events_per_second:.1f} events/s end to end "
-          f"({soak.accepted} events, {args.webs} web + {args.workers} workers, {soak.kills} kills, "
-          f"429 {soak.double_counts.get('429 served', 0)}, 5xx {soak.double_counts.get('5xx served', 0)}); "
-          f"lost {len(soak.lost_events) + len(soak.wrong_tickets)}, duplicate messages "
-          f"{len(soak.duplicate_messages)}, over budget {soak.over_budget} (peak {soak.peak_in_window}/"
-          f"{args.budget} in 60 s){ratio}; {time.monotonic() - started:.0f} s in all", flush=True)
+    scaling: dict[float, dict[int, SoakResult]] = {}
+    worker_counts = [int(n) for n in args.scaling.split(",") if n.strip()]
+    for latency in [float(ms) for ms in args.scaling_latencies_ms.split(",") if ms.strip()] if worker_counts else []:
+        runs = scaling.setdefault(latency, {})
+        for workers in worker_counts:
+            print(f"scaling: {args.scaling_events} events / {args.scaling_tickets} tickets, {args.webs} web + "
+                  f"{workers} workers, no kills, vendor latency {latency:g} ms, budget {args.scaling_budget}/min",
+                  flush=True)
+            result = run_soak(config(events=args.scaling_events, tickets=args.scaling_tickets, workers=workers,
+                                     kill_every=0.0, vendor_latency_ms=latency, budget=args.scaling_budget))
+            runs[workers] = result
+            print(_describe(result), flush=True)
+            failures += [f"scaling {workers} workers, {latency:g} ms: {f}" for f in result.failures()]
+            print(f"load average: {_loadavg()}", flush=True)
+
+    ratios = []
+    for latency, runs in scaling.items():
+        base = runs[min(runs)].events_per_second or 1.0
+        print(f"scaling at {latency:g} ms vendor latency, events/s end to end: " + ", ".join(
+            f"{n} workers {r.events_per_second:.1f} ({r.events_per_second / base:.2f}x)" for n, r in runs.items()))
+        if len(runs) > 1:
+            ratios.append(f"{max(runs)} vs {min(runs)} workers {runs[max(runs)].events_per_second / base:.2f}x "
+                          f"at {latency:g} ms")
+    ratio = "".join(f", {text}" for text in ratios)
+    summary = "no soak (--events 0)" if soak is None else (
+        f"soak {soak.events_per_second:.1f} events/s end to end "
+        f"({soak.accepted} events, {args.webs} web + {args.workers} workers, {soak.kills} kills, "
+        f"429 {soak.double_counts.get('429 served', 0)}, 5xx {soak.double_counts.get('5xx served', 0)}); "
+        f"lost {len(soak.lost_events) + len(soak.wrong_tickets)}, duplicate messages "
+        f"{len(soak.duplicate_messages)}, over budget {soak.over_budget} (peak {soak.peak_in_window}/"
+        f"{args.budget} in 60 s)")
+    print(f"RESULT {'PASS' if not failures else 'FAIL'}: {summary}{ratio}; {time.monotonic() - started:.0f} s in all",
+          flush=True)
     for failure in failures:
         print(f"  FAIL {failure}")
     return 1 if failures else 0

@@ -86,6 +86,7 @@ class SoakConfig:
     max_kills: int | None = None
     error_rate: float = 0.02
     rate_limited_rate: float = 0.02
+    vendor_latency_ms: float = 0.0  # each API call's answer time at the double
     budget: int = 3000
     senders: int = 8
     redelivery_rate: float = 0.02
@@ -544,7 +545,8 @@ def run_soak(config: SoakConfig) -> SoakResult:
     try:
         processes.start([sys.executable, "-m", "tests.support.soak_zendesk_double", "--port", str(double_port),
                          "--budget", str(config.budget), "--error-rate", str(config.error_rate),
-                         "--rate-limited-rate", str(config.rate_limited_rate), "--seed", str(config.seed)],
+                         "--rate-limited-rate", str(config.rate_limited_rate), "--seed", str(config.seed),
+                         "--latency-ms", str(config.vendor_latency_ms)],
                         "double.log")
         _wait(lambda: "listening" in (workdir / "double.log").read_text(), 30, "the Zendesk double")
         requests.post(f"{double_url}/_double/users", json={"users": REQUESTERS}, timeout=10).raise_for_status()

@@ -15,6 +15,9 @@ differs is what a real server over minutes needs:
 - faults at a set rate on API calls: `429` with `Retry-After` and 5xx (`500`/`502`/`503`); half of the
   5xx answers to a `PUT` come *after* the update was stored, as a gateway timeout would, so the client
   cannot know whether it was written;
+- a set latency per API call (`--latency-ms`, slept after the answer is decided and outside the double's
+  lock, so calls overlap as they do against a real account): a worker then waits on the vendor as it
+  would on Zendesk (tens to hundreds of ms a call), which is what more workers buy throughput against;
 - the budget is checked as Zendesk would and as `connectors.ratelimit` promises it: every API request
   that arrives (whatever it is answered) counts, and a request that finds `budget` requests already
   arrived in the 60 s before it is *over budget* (counted, and answered 429 like Zendesk's own limit).
@@ -283,7 +286,7 @@ class Double:
                 "over_budget": self.budget.over, "peak_in_window": self.budget.peak, "counts": dict(self.counts)}
 
 
-def handler_for(double: Double) -> type[BaseHTTPRequestHandler]:
+def handler_for(double: Double, latency_seconds: float = 0.0) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -294,6 +297,8 @@ def handler_for(double: Double) -> type[BaseHTTPRequestHandler]:
                 status, headers, payload = double.control(self.command, urlsplit(self.path).path, body)
             else:
                 status, headers, payload = double.api(self.command, self.path, body)
+                if latency_seconds:
+                    time.sleep(latency_seconds)
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -327,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--error-rate", type=float, default=0.02, help="share of API calls answered 5xx")
     parser.add_argument("--rate-limited-rate", type=float, default=0.02, help="share answered 429")
     parser.add_argument("--retry-after", type=int, default=1, help="Retry-After of the 429s, seconds")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="time every API call takes to answer")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -334,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     port = server.server_address[1]
     double = Double(f"http://{args.host}:{port}", args.budget, args.error_rate, args.rate_limited_rate,
                     args.retry_after, args.seed)
-    server.RequestHandlerClass = handler_for(double)
+    server.RequestHandlerClass = handler_for(double, args.latency_ms / 1000.0)
     sys.stdout.write(f"listening on http://{args.host}:{port}\n")
     sys.stdout.flush()
     server.serve_forever(poll_interval=0.2)
