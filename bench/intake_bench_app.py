@@ -10,6 +10,7 @@ BENCH_SINK=events|database|memory forces one.
 from __future__ import annotations
 
 import os
+import threading
 
 from flask import Response, jsonify
 
@@ -46,16 +47,21 @@ def _build_sink(settings: Settings):
 class _LazySink:
     """Built on first use, in the serving process: a database connection opened before
     webhooks.server forks would be shared by its processes (psycopg: "prepared statement already
-    exists")."""
+    exists"). Built once, under a lock as webhooks.app.WebhookEdge.get_sink does: without it the first
+    burst of concurrent deliveries built one sink per thread, each with its own group commit (smaller
+    batches) and its own kept connection, until the pool ran out and deliveries waited 30 s for one."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.kind = ""
         self._sink = None
+        self._lock = threading.Lock()
 
     def get(self):
         if self._sink is None:
-            self.kind, self._sink = _build_sink(self.settings)
+            with self._lock:
+                if self._sink is None:
+                    self.kind, self._sink = _build_sink(self.settings)
         return self._sink
 
     def accept(self, event, payload, received_at):
