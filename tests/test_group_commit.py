@@ -246,41 +246,6 @@ def test_the_web_sinks_driver_insert_stores_rows_as_the_orm_does(database_url):
 
 
 
-def test_batches_committed_while_a_message_is_being_enqueued_go_in_one_next_message(database_url):
-    """The web sink's queue messages: a leader that finds another thread still enqueuing leaves its tickets to
-    it and is answered at once; that thread sends everything that gathered in one more message. A ticket in
-    two of those batches is sent once, with its earlier event id, so the worker does not skip it waiting for
-    a task that was folded into this one."""
-    db = get_database(database_url)
-    messages: list[list] = []
-    first_message_sent = threading.Event()
-    release_first = threading.Event()
-
-    def enqueue_tickets(tickets: list) -> None:
-        messages.append(sorted(tickets))
-        if len(messages) == 1:
-            first_message_sent.set()
-            assert release_first.wait(30), "the test never released the first enqueue"
-
-    sink = DatabaseEventSink(db, None, enqueue_tickets=enqueue_tickets)
-    first = threading.Thread(target=lambda: sink.accept(neutral_event("1", "a"), b"a", NOW))
-    first.start()
-    assert first_message_sent.wait(30)
-    # While the first batch's message is still being enqueued, two more batches commit and answer at once.
-    second = sink.accept(neutral_event("2", "b"), b"b", NOW)
-    third = sink.accept(neutral_event("2", "c"), b"c", NOW)
-    fourth = sink.accept(neutral_event("3", "d"), b"d", NOW)
-    assert len(messages) == 1
-    release_first.set()
-    first.join(timeout=30)
-    assert not first.is_alive()
-    assert [len(message) for message in messages] == [1, 2]
-    assert messages[1] == [("zendesk", "2", second.event_id), ("zendesk", "3", fourth.event_id)]
-    assert third.event_id > second.event_id
-    with db.session() as session:
-        assert session.scalar(select(func.count()).select_from(EventRow)) == 4
-
-
 def test_a_failed_enqueue_leaves_the_rows_stored_and_the_next_batch_is_still_sent(database_url, caplog):
     db = get_database(database_url)
     sent: list[list] = []

@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Everything imported so far (Flask, SQLAlchemy, pydantic, the app) lives as long as the process: out of
     # the collector's sight, a full collection no longer walks it while requests wait, and the forked
-    # processes do not touch (and so copy) the parent's pages to update its GC bookkeeping. Under a
-    # saturated load of signed webhooks this took the web processes' CPU per delivery down by about 5 %.
+    # processes do not touch (and so copy) the parent's pages to update its GC bookkeeping. In one A/B run
+    # of signed webhooks at 16 clients on SQLite: 0.96 vs 1.03 ms of web-process CPU per delivery.
     gc.collect()
     gc.freeze()
     listener = socket.create_server((args.host, args.port), backlog=1024)

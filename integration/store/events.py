@@ -397,9 +397,6 @@ class DatabaseEventSink:
         self._writers = _SqliteWriterTurns(db)
         self._group = _GroupCommit(self._store_batch, self._writers.turn, self._enqueue_tasks)
         self._writer = _WriterConnection(db)
-        self._enqueue_mutex = threading.Lock()
-        self._tickets_to_enqueue: dict[tuple[str, str], int] = {}
-        self._enqueuing = False
         # Straight through the driver unless each ticket's task is decided in the insert's transaction.
         self._direct = _DirectInsert(db.engine.dialect) if enqueue_tickets is not None or enqueue is None else None
 
@@ -413,10 +410,9 @@ class DatabaseEventSink:
 
     def _enqueue_tasks(self, batch: list["_Delivery"]) -> None:
         """The batch's processing tasks, enqueued by the committing thread after the commit, outside the
-        writer's turn and once the batch's members are answered: one queue message for the tickets of every
-        batch committed while the previous message was being enqueued when `enqueue_tickets` is set (a worker
-        fans it out), one per ticket otherwise. Never raises: an event that is stored but not enqueued is
-        found by the reconciler."""
+        writer's turn and once the batch's members are answered: one queue message for the whole batch when
+        `enqueue_tickets` is set (a worker fans it out), one per ticket otherwise. Never raises: an event
+        that is stored but not enqueued is found by the reconciler."""
         first_event: dict[tuple[str, str], int] = {}
         for delivery in batch:
             if delivery.needs_task and delivery.result is not None and not delivery.result.duplicate:
@@ -424,44 +420,15 @@ class DatabaseEventSink:
                                        int(delivery.result.event_id))
         if not first_event:
             return
-        if self.enqueue_tickets is None:
-            if self.enqueue is not None:
-                self._send_tasks(list(first_event))
-            return
-        # Under load a leader finds the previous leader still enqueuing: it leaves its tickets to that thread,
-        # which sends everything that gathered in one message per round until a round finds nothing new.
-        # A ticket in two batches keeps its earlier event id: the worker then skips it only for an event
-        # older than both, whose own task is still to come.
-        with self._enqueue_mutex:
-            for key, event_id in first_event.items():
-                known = self._tickets_to_enqueue.get(key)
-                self._tickets_to_enqueue[key] = event_id if known is None else min(known, event_id)
-            if self._enqueuing:
-                return
-            self._enqueuing = True
-        while True:
-            with self._enqueue_mutex:
-                tickets, self._tickets_to_enqueue = self._tickets_to_enqueue, {}
-                if not tickets:
-                    self._enqueuing = False
-                    return
-            self._send_tickets(tickets)
-
-    def _send_tickets(self, tickets: dict[tuple[str, str], int]) -> None:
         try:
-            assert self.enqueue_tickets is not None
-            self.enqueue_tickets([(vendor, ticket_id, event_id) for (vendor, ticket_id), event_id in tickets.items()])
+            if self.enqueue_tickets is not None:
+                self.enqueue_tickets([(vendor, ticket_id, event_id)
+                                      for (vendor, ticket_id), event_id in first_event.items()])
+            elif self.enqueue is not None:
+                for vendor, ticket_id in first_event:
+                    self.enqueue(vendor, ticket_id)
         except Exception:  # noqa: BLE001 - the rows are committed; the reconciler enqueues them later
-            log.warning("%d ticket(s) stored but not enqueued; the reconciler will pick them up", len(tickets),
-                        exc_info=True)
-
-    def _send_tasks(self, tickets: list[tuple[str, str]]) -> None:
-        try:
-            assert self.enqueue is not None
-            for vendor, ticket_id in tickets:
-                self.enqueue(vendor, ticket_id)
-        except Exception:  # noqa: BLE001 - the rows are committed; the reconciler enqueues them later
-            log.warning("%d ticket(s) stored but not enqueued; the reconciler will pick them up", len(tickets),
+            log.warning("%d ticket(s) stored but not enqueued; the reconciler will pick them up", len(first_event),
                         exc_info=True)
 
     @property
