@@ -21,8 +21,10 @@ both rates are flat: bare 16 -> 64 and signed 32 -> 64 change less than run-to-r
 rounds of bare-then-signed (other load on the machine drifts between runs; each round compares
 neighbours), reported as the median round; goal >= 0.7 on every database, and RESULT judges it. The
 other levels (default: 16) are printed the same way. With each signed run: the mean group
-commit batch (deliveries per durable commit, from the web processes' own counts). Also printed: the
-fixed-rate run (open loop, --rate req/s): achieved rate and p50/p99 (goal p99 < 50 ms).
+commit batch (deliveries per durable commit, from the web processes' own counts). Each run also prints
+the web server's CPU per request (its processes' user + system time from /proc, over the requests
+answered): steadier than a rate on a shared machine, and the number that says where the signed path's
+cost goes. Also printed: the fixed-rate run (open loop, --rate req/s): achieved rate and p50/p99 (goal p99 < 50 ms).
 
 The bare endpoint is a Flask route of the same app on the same server (`bench/intake_bench_app.py`);
 the webhook routes are served by `webhooks.app.WebhookDispatcher`, in front of Flask.
@@ -197,6 +199,26 @@ def _loadgen_process(port: int, path: str, rate: float | None, seconds: float, c
     return result
 
 
+def _server_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the server process and its children (the forked web processes), from /proc;
+    0.0 where /proc is not there. Less noisy than a rate: what each request costs the server, whatever the
+    load generator and other processes on the machine took meanwhile."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return 0.0
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks
+
+
 def _group_commit_counts(port: int) -> dict[int, tuple[int, int]]:
     """pid -> (batches, deliveries) of the web processes that answered (asked often enough to reach each)."""
     counts: dict[int, tuple[int, int]] = {}
@@ -221,6 +243,11 @@ def _flush_queue(queue_url: str) -> None:
         build_huey(queue_url).flush()
     except Exception as exc:  # noqa: BLE001
         print(f"(could not flush the bench's tasks from {queue_url}: {type(exc).__name__})")
+
+
+def _cpu_per_request(cpu_seconds: float, result: dict) -> str:
+    requests = sum(result["statuses"].values())
+    return f"  server CPU {cpu_seconds * 1000 / requests:.3f} ms/req" if cpu_seconds and requests else ""
 
 
 def _line(label: str, result: dict) -> str:
@@ -313,12 +340,17 @@ def run_database(args: argparse.Namespace, database: str, tmp: str) -> dict | No
             for clients in levels:
                 ratios = by_level.setdefault(clients, [])
                 for round_number in range(1, args.rounds + 1):
+                    cpu_before = _server_cpu_seconds(server.pid)
                     bare_max = _loadgen_process(port, "/bare", None, args.saturation_seconds, clients)
+                    bare_cpu = _server_cpu_seconds(server.pid) - cpu_before
                     before = _group_commit_counts(port)
+                    cpu_before = _server_cpu_seconds(server.pid)
                     signed_max = _loadgen_process(port, "/webhooks/zendesk", None, args.saturation_seconds, clients)
+                    signed_cpu = _server_cpu_seconds(server.pid) - cpu_before
                     mean_batch = _mean_batch(before, _group_commit_counts(port))
-                    print(_line(f"{round_number}: bare 204 x{clients}", bare_max))
-                    print(_line(f"{round_number}: signed x{clients}", signed_max) + f"  mean batch {mean_batch:.1f}")
+                    print(_line(f"{round_number}: bare 204 x{clients}", bare_max) + _cpu_per_request(bare_cpu, bare_max))
+                    print(_line(f"{round_number}: signed x{clients}", signed_max) + _cpu_per_request(signed_cpu, signed_max)
+                          + f"  mean batch {mean_batch:.1f}")
                     ratios.append(signed_max["rps"] / bare_max["rps"] if bare_max["rps"] else float("nan"))
                     statuses_ok = statuses_ok and set(signed_max["statuses"]) == {202}
                 print(f"  {clients} clients: ratio signed/bare = {statistics.median(ratios):.3f} (median of "
