@@ -14,14 +14,10 @@ import pytest
 import responses
 
 import integration.pipeline as pipeline
-import webhooks.app as app_module
 from connectors.base import Permanent
 from connectors.jira.connector import JiraConnector, issue_keys_jql
-from integration.store import events as events_module
-from integration.store.db import Database
-from integration.store.matrix_versions import load_current, store_version
 from matrix_config.loader import load_matrix
-from service.settings import Settings
+from tests.support.jira_pipeline import jira_pipeline
 from tests.support.jira_helpers import (
     SITE,
     SleepRecorder,
@@ -32,7 +28,6 @@ from tests.support.jira_helpers import (
     recorded_issue_as,
     register_comments,
     search_results,
-    validate_all,
     validate_search_response,
     validated_jira_http,
 )
@@ -297,22 +292,11 @@ def test_bulk_reads_take_from_the_site_budget_like_every_request():
 # ------------------------------------------------------------------------------- the pipeline's burst
 @pytest.fixture
 def world(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'events.db'}")
-    db.migrate()
-    loaded, source = load_current(MATRIX)
-    with db.session() as session:
-        store_version(session, loaded, source)
-    sink = events_module.DatabaseEventSink(db, lambda vendor, ticket: None)
-    settings = Settings(_env_file=None, JIRA_WEBHOOK_SECRET=SECRET, MATRIX_PATH=str(MATRIX))
     from datetime import datetime, timezone
 
-    now = datetime(2026, 11, 27, 9, 30, tzinfo=timezone.utc)
-    app = app_module.create_app(settings, sink=sink, clock=lambda: now)
-    connector = JiraConnector(make_settings(), loaded.matrix, retry_policy=SleepRecorder().policy())
-    deps = pipeline.PassDeps(db=db, connector_for=lambda vendor: connector, current_matrix=lambda: loaded,
-                             dry_run_for=lambda vendor: False, now=lambda: now)
-    yield {"client": app.test_client(), "deps": deps}
-    db.dispose()
+    world = jira_pipeline(tmp_path / "events.db", datetime(2026, 11, 27, 9, 30, tzinfo=timezone.utc), secret=SECRET)
+    yield world
+    world["db"].dispose()
 
 
 def burst(world, count: int) -> list[str]:

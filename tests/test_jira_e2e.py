@@ -10,17 +10,10 @@ from pathlib import Path
 import pytest
 import responses
 
-from connectors.jira.connector import JiraConnector
-from service.settings import Settings
-from tests.support.jira_helpers import SITE, SleepRecorder, body_of, make_settings, recorded, validate_all
-
-from integration.store import events as events_module  # noqa: E402
-import integration.pipeline as pipeline  # noqa: E402
-import webhooks.app as app_module  # noqa: E402
-
-from integration.store.db import Database  # noqa: E402
-from integration.store.matrix_versions import load_current, store_version  # noqa: E402
-from webhooks.signatures import jira_signature  # noqa: E402
+from tests.support.jira_pipeline import jira_pipeline
+from tests.support.jira_helpers import SITE, body_of, recorded, validate_all
+import integration.pipeline as pipeline
+from webhooks.signatures import jira_signature
 
 WEBHOOKS = Path(__file__).resolve().parent / "fixtures" / "jira"
 MATRIX = Path(__file__).resolve().parent.parent / "matrix_config" / "examples" / "enterprise.yaml"
@@ -31,20 +24,7 @@ NOW = datetime(2026, 11, 27, 9, 30, tzinfo=timezone.utc)
 
 @pytest.fixture
 def world(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'events.db'}")
-    db.migrate()
-    loaded, source = load_current(MATRIX)
-    with db.session() as session:
-        store_version(session, loaded, source)
-    queued: list[tuple[str, str]] = []
-    sink = events_module.DatabaseEventSink(db, lambda vendor, ticket: queued.append((vendor, ticket)))
-    settings = Settings(_env_file=None, JIRA_WEBHOOK_SECRET=SECRET, MATRIX_PATH=str(MATRIX))
-    app = app_module.create_app(settings, sink=sink, clock=lambda: NOW)
-    sleeps = SleepRecorder()
-    connector = JiraConnector(make_settings(), loaded.matrix, retry_policy=sleeps.policy())
-    deps = pipeline.PassDeps(db=db, connector_for=lambda vendor: connector, current_matrix=lambda: loaded,
-                             dry_run_for=lambda vendor: False, now=lambda: NOW)
-    return {"client": app.test_client(), "queued": queued, "deps": deps, "db": db}
+    return jira_pipeline(tmp_path / "events.db", NOW, matrix=MATRIX, secret=SECRET)
 
 
 def deliver(client, payload: dict, identifier: str):

@@ -14,14 +14,10 @@ import responses
 from sqlalchemy import select
 
 import integration.pipeline as pipeline
-import webhooks.app as app_module
-from connectors.jira.connector import JiraConnector
 from integration.metrics import csat_before_after_escalation
-from integration.store import events as events_module
 from integration.store.db import CsatRow, Database
-from integration.store.matrix_versions import load_current, store_version
-from service.settings import Settings
-from tests.support.jira_helpers import SITE, SleepRecorder, make_settings, recorded, validate_all
+from tests.support.jira_pipeline import jira_pipeline
+from tests.support.jira_helpers import SITE, recorded, validate_all
 from webhooks.signatures import jira_signature
 
 MATRIX = Path(__file__).resolve().parent.parent / "matrix_config" / "examples" / "enterprise.yaml"
@@ -34,18 +30,8 @@ DONE = {"name": "Resolved", "id": "10019", "statusCategory": {"id": 3, "key": "d
 
 @pytest.fixture
 def world(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'feedback.db'}")
-    db.migrate()
-    loaded, source = load_current(MATRIX)
-    with db.session() as session:
-        store_version(session, loaded, source)
-    sink = events_module.DatabaseEventSink(db, lambda vendor, ticket: None)
-    app = app_module.create_app(Settings(_env_file=None, JIRA_WEBHOOK_SECRET=SECRET, MATRIX_PATH=str(MATRIX)),
-                                sink=sink, clock=lambda: NOW)
-    connector = JiraConnector(make_settings(), loaded.matrix, retry_policy=SleepRecorder().policy())
-    deps = pipeline.PassDeps(db=db, connector_for=lambda vendor: connector, current_matrix=lambda: loaded,
-                             dry_run_for=lambda vendor: False, now=lambda: NOW)
-    return {"db": db, "deps": deps, "client": app.test_client(), "deliveries": itertools.count(1)}
+    return {**jira_pipeline(tmp_path / "feedback.db", NOW, matrix=MATRIX, secret=SECRET),
+            "deliveries": itertools.count(1)}
 
 
 def run_pass(world) -> pipeline.PassResult:

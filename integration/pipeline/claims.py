@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from integration.pipeline.deps import PassDeps
 from integration.store.db import EventRow
+from integration.store.events import due_pending
 from integration.store.leases import acquire_lease
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,7 @@ def claim(deps: PassDeps, vendor: str, ticket_id: str, owner: str) -> list[Claim
             .where(
                 EventRow.vendor == vendor,
                 EventRow.ticket_id == ticket_id,
-                (
-                    (EventRow.status == "pending")
-                    & ((EventRow.next_attempt_at.is_(None)) | (EventRow.next_attempt_at <= now))
-                )
-                | ((EventRow.status == "processing") & (EventRow.lease_until < now)),
+                due_pending(now) | ((EventRow.status == "processing") & (EventRow.lease_until < now)),
             )
             .values(
                 status="processing",

@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from connectors.base import Conflict, Connector, Transient
 from integration.engine import BREACH_PREFIX, DEFAULT_PLACEMENT, MANUAL
@@ -54,8 +54,8 @@ from integration.pipeline.intent import (
 )
 from integration.store import timers as timer_host
 from integration.store.codec import from_json
-from integration.store.db import DecisionRow, EventRow, TicketStateRow, TimerRow
-from integration.store.events import due_pending_exists
+from integration.store.db import DecisionRow, TicketStateRow, TimerRow
+from integration.store.events import due_pending_exists, due_pending_senders_and_bodies
 from integration.store.leases import acquire_lease, release_lease
 from integration.store.matrix_versions import load_version
 from matrix_config.loader import LoadedMatrix
@@ -134,7 +134,6 @@ def _enqueue_if_more_arrived(deps: PassDeps, vendor: str, ticket_id: str) -> Non
 
 def _handle_claimed(deps: PassDeps, vendor: str, ticket_id: str, owner: str, claimed: list[Claimed],
                     prefetched: tuple[Connector, Ticket] | None = None) -> PassResult:
-    ids = [c.id for c in claimed]
     try:
         connector = deps.connector_for(vendor)
         own_id = connector.own_user_id()
@@ -190,13 +189,7 @@ def _bulk_read_helps(deps: PassDeps, connector: Connector, vendor: str, ticket_i
     was decided on. A comment or automation body without a stamp is read alone anyway, so a bulk slot for
     it would be a read more, not one less."""
     own_id = connector.own_user_id()
-    now = deps.now()
-    with deps.db.session() as session:
-        rows = session.execute(
-            select(EventRow.actor_id, EventRow.payload)
-            .where(EventRow.vendor == vendor, EventRow.ticket_id == ticket_id, EventRow.status == "pending",
-                   or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now))
-        ).all()
+    rows = due_pending_senders_and_bodies(deps.db, vendor, ticket_id, deps.now())
     stamps = [connector.webhook_ticket_stamp(payload) for actor_id, payload in rows
               if not (own_id and actor_id and str(actor_id) == str(own_id))]
     return bool(stamps) and all(stamp is not None for stamp in stamps) and not _nothing_newer(

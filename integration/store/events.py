@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
@@ -680,12 +680,17 @@ def tickets_without_earlier_pending(db: Database, tickets: list[tuple[str, str, 
         with db.session() as session:
             for ticket_id, event_id in session.execute(
                     select(EventRow.ticket_id, func.min(EventRow.id))
-                    .where(EventRow.vendor == vendor, EventRow.ticket_id.in_(ids), EventRow.status == "pending",
-                           or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now))
+                    .where(EventRow.vendor == vendor, EventRow.ticket_id.in_(ids), due_pending(now))
                     .group_by(EventRow.ticket_id)):
                 earliest[(vendor, ticket_id)] = event_id
     return [(vendor, ticket_id) for vendor, ticket_id, first_id in tickets
             if not earliest.get((vendor, ticket_id), first_id) < first_id]
+
+
+def due_pending(now: datetime) -> ColumnElement[bool]:
+    """An event a pass could claim now: pending, and not waiting out a retry delay."""
+    return and_(EventRow.status == "pending",
+                or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now))
 
 
 def due_pending_exists(db: Database, vendor: str, ticket_id: str, now: datetime) -> bool:
@@ -693,14 +698,18 @@ def due_pending_exists(db: Database, vendor: str, ticket_id: str, now: datetime)
     with db.session() as session:
         return session.scalars(
             select(EventRow.id)
-            .where(
-                EventRow.vendor == vendor,
-                EventRow.ticket_id == ticket_id,
-                EventRow.status == "pending",
-                or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now),
-            )
+            .where(EventRow.vendor == vendor, EventRow.ticket_id == ticket_id, due_pending(now))
             .limit(1)
         ).first() is not None
+
+
+def due_pending_senders_and_bodies(db: Database, vendor: str, ticket_id: str,
+                                   now: datetime) -> list[tuple[str | None, bytes]]:
+    """(actor id, raw body) of each of the ticket's events a pass could claim now."""
+    with db.session() as session:
+        return [(actor_id, payload) for actor_id, payload in session.execute(
+            select(EventRow.actor_id, EventRow.payload)
+            .where(EventRow.vendor == vendor, EventRow.ticket_id == ticket_id, due_pending(now)))]
 
 
 # ------------------------------------------------------------------------- event-row operations
@@ -807,11 +816,7 @@ def stale_pending(db: Database, now: datetime, older_than: timedelta, limit: int
     with db.session() as session:
         rows = session.execute(
             select(EventRow.vendor, EventRow.ticket_id)
-            .where(
-                EventRow.status == "pending",
-                EventRow.received_at <= cutoff,
-                or_(EventRow.next_attempt_at.is_(None), EventRow.next_attempt_at <= now),
-            )
+            .where(due_pending(now), EventRow.received_at <= cutoff)
             .distinct()
             .limit(limit)
         ).all()
