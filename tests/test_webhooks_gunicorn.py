@@ -84,3 +84,36 @@ def test_server_serves_the_edge(tmp_path):
         server.terminate()
         _, stderr = server.communicate(timeout=15)
     assert "e2e-secret" not in stderr
+
+
+def test_a_burst_beyond_the_worker_threads_does_not_write_a_log_line_per_request(tmp_path):
+    """Deliveries wait for their group commit, so all worker threads being busy is normal under load:
+    waitress's "Task queue depth is N" warning, one line per queued request, must not flood the log."""
+    port = _free_port()
+    command = [sys.executable, "-m", "webhooks.server", "--host", "127.0.0.1", "--port", str(port),
+               "--processes", "1", "--threads", "1"]
+    server = subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path, ZENDESK_WEBHOOK_SECRET="e2e-secret"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                assert _request(port, "GET", "/healthz")[0] == 200
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.time() < deadline, "the server did not start"
+                time.sleep(0.1)
+        # Every connection's request sent before any answer is read: one thread, so they queue.
+        connections = []
+        for _ in range(40):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("POST", "/webhooks/zendesk", body=b"{}", headers={"Content-Type": "application/json"})
+            connections.append(conn)
+        statuses = [conn.getresponse().status for conn in connections]
+        assert statuses == [401] * 40
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=15)
+    assert "Task queue depth" not in stderr
+    assert stderr.count("result=rejected status=401") == 40  # the server logged, and logged each delivery
