@@ -6,6 +6,7 @@ To get a batch deterministically the first commit is held (an engine `commit` li
 deliveries are queued behind it; no test depends on timing."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -244,6 +245,38 @@ def test_the_web_sinks_driver_insert_stores_rows_as_the_orm_does(database_url):
         assert (rows[0].received_at, rows[0].payload, rows[0].delivery_id) == (at, b"body a", "direct")
     assert queued == [[("zendesk", "5", direct.event_id)]]
 
+
+
+def test_a_batch_through_the_driver_insert_stores_every_row_with_its_own_values(database_url):
+    """A multi-row batch (PostgreSQL: one array per column) keeps each row's values in their columns, with
+    nulls where a delivery has none: no delivery id, no actor, no vendor timestamp, an ignored event."""
+    db = get_database(database_url)
+    queued: list = []
+    sink = DatabaseEventSink(db, None, enqueue_tickets=queued.append)  # the web process's sink
+    held = HeldCommits(sink, queued=3)
+    occurred = datetime(2025, 1, 8, 11, 59, 30, 250000, tzinfo=timezone.utc)
+    events = [
+        neutral_event("1", "lead"),
+        dataclasses.replace(neutral_event("2", None, actor_id="agent-7"), occurred_at=occurred),
+        neutral_event("3", "no-actor", event_type="ticket.created"),
+        neutral_event("4", "ignored", event_type="ticket.tags_changed", handled=False),
+    ]
+    calls = [lambda event=event, index=index: sink.accept(event, f"body {index}".encode(), NOW)
+             for index, event in enumerate(events)]
+    results = _in_threads(calls)
+    held.remove()
+    assert held.commits == 2  # the lead alone, then the other three in one statement
+    with db.session() as session:
+        rows = [session.get(EventRow, result.event_id) for result in results]
+        stored = [(row.ticket_id, row.event_type, row.delivery_id, row.actor_id, row.occurred_at, row.received_at,
+                   row.payload, row.status, row.attempts, row.processed_at) for row in rows]
+    assert stored == [
+        ("1", "ticket.updated", "lead", None, None, NOW, b"body 0", "pending", 0, None),
+        ("2", "ticket.updated", None, "agent-7", occurred, NOW, b"body 1", "pending", 0, None),
+        ("3", "ticket.created", "no-actor", None, None, NOW, b"body 2", "pending", 0, None),
+        ("4", "ticket.tags_changed", "ignored", None, None, NOW, b"body 3", "ignored", 0, NOW),
+    ]
+    assert sorted(ticket for batch in queued for _, ticket, _ in batch) == ["1", "2", "3"]
 
 
 def test_a_failed_enqueue_leaves_the_rows_stored_and_the_next_batch_is_still_sent(database_url, caplog):
