@@ -279,6 +279,44 @@ def test_a_batch_through_the_driver_insert_stores_every_row_with_its_own_values(
     assert sorted(ticket for batch in queued for _, ticket, _ in batch) == ["1", "2", "3"]
 
 
+def test_web_processes_take_turns_to_commit_so_each_batch_carries_what_queued_meanwhile(database_url):
+    """Two sinks on one database stand for two web processes (an flock excludes another open file
+    description, in this process as across processes): while one holds its turn, the other's deliveries
+    wait, and then go in one commit."""
+    db = get_database(database_url)
+    first = DatabaseEventSink(db, None, enqueue_tickets=lambda tickets: None)
+    second = DatabaseEventSink(db, None, enqueue_tickets=lambda tickets: None)
+    results: list = []
+    with first._writers.turn():
+        threads = [threading.Thread(target=lambda n=n: results.append(
+            second.accept(neutral_event(str(n), f"turn-{n}"), b"turn %d" % n, NOW))) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30  # a safety net against a hung test, not a measurement
+        while second.waiting_deliveries < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert results == [] and _stored(db) == 0  # nothing committed while the other process's turn lasts
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(results) == 4 and _stored(db) == 4
+    assert second.group_commit_counts() == (1, 4)  # one leader waited for the turn, then took all four
+
+
+def test_intake_commits_without_turns_when_the_turn_file_cannot_be_opened(database_url, monkeypatch, caplog):
+    import tempfile
+
+    db = get_database(database_url)
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent-escalation-tmp")
+    sink = DatabaseEventSink(db, None, enqueue_tickets=lambda tickets: None)
+    if db.dialect == "sqlite":  # its turn file lives beside the database: make it unopenable the same way
+        sink._writers._path = "/nonexistent-escalation-tmp/events.db.intake-lock"
+    with caplog.at_level("WARNING"):
+        results = [sink.accept(neutral_event(str(n), f"no-turn-{n}"), b"no turn %d" % n, NOW) for n in range(2)]
+    assert [result.duplicate for result in results] == [False, False] and _stored(db) == 2
+    warnings = [r.getMessage() for r in caplog.records if "without taking turns" in r.getMessage()]
+    assert len(warnings) == 1 and "/nonexistent-escalation-tmp/" in warnings[0]
+
+
 def test_a_failed_enqueue_leaves_the_rows_stored_and_the_next_batch_is_still_sent(database_url, caplog):
     db = get_database(database_url)
     sent: list[list] = []

@@ -103,8 +103,8 @@ class _Delivery:
 
 class _GroupCommit:
     """Leader/follower group commit without a thread of its own (so it survives a fork): the first
-    caller to find no commit in flight becomes the leader: it waits for the writer's turn (`turn`: on a
-    SQLite file, the other web processes' commits), then takes every queued delivery and commits them in
+    caller to find no commit in flight becomes the leader: it waits for the writer's turn (`turn`: the other
+    web processes' commits, `_WriterTurns`), then takes every queued delivery and commits them in
     one transaction; callers arriving meanwhile queue up and wait for the next one. The batch is taken
     only once the turn is held, so everything that arrived while another process was committing goes
     into it. Under no concurrency a batch is one delivery and nothing waits; under load each commit
@@ -182,18 +182,35 @@ class _GroupCommit:
         self._after_commit(batch)
 
 
-class _SqliteWriterTurns:
-    """On a SQLite file, the web processes' batch commits take turns on an flock of `<database>.intake-lock`
-    before BEGIN IMMEDIATE. SQLite itself makes a second writer poll with growing sleeps (1, 2, 5, 10 ms...),
-    which left each process's leader asleep most of the time under load; the kernel wakes a waiter on
-    flock as soon as the lock is released. Writers that do not take turns here (workers) are still
-    serialized by SQLite. On PostgreSQL this does nothing."""
+class _WriterTurns:
+    """The web processes' batch commits take turns on an flock before they write, so each commit carries
+    everything that queued in its process while the other process was committing (bigger batches: fewer
+    commits, fewer hand-offs, less CPU per delivery), and the kernel wakes the next process's leader as
+    soon as the lock is released.
+
+    SQLite file: `<database>.intake-lock`. Without it SQLite makes a second writer poll with growing sleeps
+    (1, 2, 5, 10 ms...), which left each process's leader asleep most of the time under load. Writers that
+    do not take turns here (workers) are still serialized by SQLite.
+    PostgreSQL: `<temp dir>/escalation-intake-<hash of the URL without its password>.lock`, shared by the
+    processes of one machine (processes on other machines commit independently, as PostgreSQL allows).
+    In A/B runs at 64 clients (4 pairs): mean batch 5-6 -> 10, web-process CPU 0.80 -> 0.75 ms and
+    PostgreSQL backend CPU 0.109 -> 0.091 ms per delivery. The turn only shapes batches: when its file
+    cannot be opened (a read-only temp dir) commits go ahead without it, as they would on one process."""
 
     def __init__(self, db: Database):
         url = db.engine.url
-        database = url.database if url.get_backend_name() == "sqlite" else None
-        self._path = f"{database}.intake-lock" if database and database != ":memory:" and "mode=memory" not in str(
-            url) else None
+        backend = url.get_backend_name()
+        self._path: str | None = None
+        if backend == "sqlite":
+            database = url.database
+            if database and database != ":memory:" and "mode=memory" not in str(url):
+                self._path = f"{database}.intake-lock"
+        elif backend == "postgresql":
+            import tempfile
+
+            where = url.set(password=None).render_as_string(hide_password=False)
+            self._path = os.path.join(tempfile.gettempdir(),
+                                      f"escalation-intake-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock")
         self._file: Any = None
         self._pid = 0
 
@@ -203,7 +220,14 @@ class _SqliteWriterTurns:
             yield
             return
         if self._file is None or self._pid != os.getpid():  # an inherited descriptor would share the lock
-            self._file, self._pid = open(self._path, "a+b"), os.getpid()  # noqa: SIM115 - kept for the process
+            try:
+                self._file, self._pid = open(self._path, "a+b"), os.getpid()  # noqa: SIM115 - kept for the process
+            except OSError as exc:
+                log.warning("intake commits go ahead without taking turns: %s cannot be opened (%s)",
+                            self._path, type(exc).__name__)
+                self._path = None
+                yield
+                return
         fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -394,7 +418,7 @@ class DatabaseEventSink:
         self.enqueue_tickets = enqueue_tickets
         self.queue_health = queue_health
         self.matrix_health = matrix_health
-        self._writers = _SqliteWriterTurns(db)
+        self._writers = _WriterTurns(db)
         self._group = _GroupCommit(self._store_batch, self._writers.turn, self._enqueue_tasks)
         self._writer = _WriterConnection(db)
         # Straight through the driver unless each ticket's task is decided in the insert's transaction.
