@@ -25,6 +25,9 @@ commit batch (deliveries per durable commit, from the web processes' own counts)
 the web server's CPU per request (its processes' user + system time from /proc, over the requests
 answered): steadier than a rate on a shared machine, and the number that says where the signed path's
 cost goes. Also printed: the fixed-rate run (open loop, --rate req/s): achieved rate and p50/p99 (goal p99 < 50 ms).
+With --held-bare-ms N, every saturated round also runs `POST /bare-held`: a 204 that waits N ms (no lock,
+no work) before answering, the control that says how much of the signed path's cost is the server holding a
+request open while its group commit completes rather than the work of the delivery itself.
 
 The bare endpoint is a Flask route of the same app on the same server (`bench/intake_bench_app.py`);
 the webhook routes are served by `webhooks.app.WebhookDispatcher`, in front of Flask.
@@ -337,6 +340,7 @@ def run_database(args: argparse.Namespace, database: str, tmp: str) -> dict | No
                   f"{args.saturation_seconds:.0f} s each, {args.rounds} round(s) of bare then signed per level:")
             statuses_ok = True
             by_level: dict[int, list[float]] = {}
+            held_ratios: dict[int, list[float]] = {}
             for clients in levels:
                 ratios = by_level.setdefault(clients, [])
                 for round_number in range(1, args.rounds + 1):
@@ -353,8 +357,20 @@ def run_database(args: argparse.Namespace, database: str, tmp: str) -> dict | No
                           + f"  mean batch {mean_batch:.1f}")
                     ratios.append(signed_max["rps"] / bare_max["rps"] if bare_max["rps"] else float("nan"))
                     statuses_ok = statuses_ok and set(signed_max["statuses"]) == {202}
+                    if args.held_bare_ms > 0:
+                        cpu_before = _server_cpu_seconds(server.pid)
+                        held = _loadgen_process(port, f"/bare-held?ms={args.held_bare_ms:g}", None,
+                                                args.saturation_seconds, clients)
+                        held_cpu = _server_cpu_seconds(server.pid) - cpu_before
+                        print(_line(f"{round_number}: bare held {args.held_bare_ms:g} ms x{clients}", held)
+                              + _cpu_per_request(held_cpu, held))
+                        held_ratios.setdefault(clients, []).append(
+                            held["rps"] / bare_max["rps"] if bare_max["rps"] else float("nan"))
                 print(f"  {clients} clients: ratio signed/bare = {statistics.median(ratios):.3f} (median of "
                       f"{', '.join(f'{ratio:.3f}' for ratio in ratios)})")
+                if clients in held_ratios:
+                    print(f"  {clients} clients: ratio bare held {args.held_bare_ms:g} ms/bare = "
+                          f"{statistics.median(held_ratios[clients]):.3f} (the control: no work, only held open)")
             result["saturated_ratio"] = statistics.median(by_level[levels[-1]])
             result["saturated_statuses_ok"] = statuses_ok
             print(f"  capacity ratio signed/bare = {result['saturated_ratio']:.3f} (at {levels[-1]} clients, "
@@ -406,6 +422,9 @@ def main() -> int:
     parser.add_argument("--saturation-seconds", type=float, default=5.0, help="closed-loop run per endpoint")
     parser.add_argument("--rounds", type=int, default=5, help="saturated rounds (bare then signed); the median "
                         "round's ratio is the headline")
+    parser.add_argument("--held-bare-ms", type=float, default=0, help="also run, in every saturated round, a 204 "
+                        "held open this long with no work (the control: what holding a request costs the server); "
+                        "0 skips it")
     parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--postgres-url", default=os.environ.get(
         "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),

@@ -1,5 +1,7 @@
 """Bench-only WSGI app for bench_intake.py: the real webhook edge (`create_app`) plus a bare
-`POST /bare` that answers 204, so both run in the same gunicorn workers under the same conditions.
+`POST /bare` that answers 204, so both run in the same server processes under the same conditions, and
+`POST /bare-held?ms=N`, a 204 after N ms of waiting that holds no lock (the control for a request held open
+while its group commit completes: what holding it costs the server, with no work of its own).
 
 The sink is chosen once per worker, best first, and reported by `GET /bench/sink`:
   "events"   service.sink.build_event_sink(settings): database + queue, as in production;
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 
 from service.settings import Settings
 from webhooks.app import create_app
@@ -78,6 +81,12 @@ app = create_app(settings, sink=_sink)
 
 @app.post("/bare")
 def bare() -> Response:
+    return Response(status=204)
+
+
+@app.post("/bare-held")
+def bare_held() -> Response:
+    time.sleep(float(request.args.get("ms", "0")) / 1000)
     return Response(status=204)
 
 
