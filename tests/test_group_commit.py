@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -302,19 +303,29 @@ def test_web_processes_take_turns_to_commit_so_each_batch_carries_what_queued_me
     assert second.group_commit_counts() == (1, 4)  # one leader waited for the turn, then took all four
 
 
-def test_intake_commits_without_turns_when_the_turn_file_cannot_be_opened(database_url, monkeypatch, caplog):
-    import tempfile
-
+@pytest.mark.parametrize("turn_file", ["unopenable", "another user's"])
+def test_intake_commits_without_turns_when_the_turn_file_cannot_be_used(database_url, turn_file, tmp_path, caplog):
+    """The turn only shapes batches: a turn file that cannot be opened, or that another user created (in a
+    shared temp dir they could otherwise hold its lock and stall intake), leaves intake working, warned once."""
     db = get_database(database_url)
-    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent-escalation-tmp")
     sink = DatabaseEventSink(db, None, enqueue_tickets=lambda tickets: None)
-    if db.dialect == "sqlite":  # its turn file lives beside the database: make it unopenable the same way
-        sink._writers._path = "/nonexistent-escalation-tmp/events.db.intake-lock"
+    if turn_file == "unopenable":
+        sink._writers._path = "/nonexistent-escalation-tmp/events.intake-lock"
+        expected = "/nonexistent-escalation-tmp/events.intake-lock cannot be used (No such file or directory)"
+    else:
+        foreign = tmp_path / "foreign.intake-lock"
+        foreign.touch()
+        try:
+            os.chown(foreign, 65534, 65534)
+        except PermissionError:
+            pytest.skip("creating a file owned by another user needs root")
+        sink._writers._path = str(foreign)
+        expected = f"{foreign} cannot be used (owned by another user)"
     with caplog.at_level("WARNING"):
         results = [sink.accept(neutral_event(str(n), f"no-turn-{n}"), b"no turn %d" % n, NOW) for n in range(2)]
     assert [result.duplicate for result in results] == [False, False] and _stored(db) == 2
     warnings = [r.getMessage() for r in caplog.records if "without taking turns" in r.getMessage()]
-    assert len(warnings) == 1 and "/nonexistent-escalation-tmp/" in warnings[0]
+    assert warnings == [f"intake commits go ahead without taking turns: {expected}"]
 
 
 def test_a_failed_enqueue_leaves_the_rows_stored_and_the_next_batch_is_still_sent(database_url, caplog):

@@ -31,11 +31,13 @@ If an enqueue fails the row is still there: the reconciler enqueues pending rows
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -195,7 +197,8 @@ class _WriterTurns:
     processes of one machine (processes on other machines commit independently, as PostgreSQL allows).
     In A/B runs at 64 clients (4 pairs): mean batch 5-6 -> 10, web-process CPU 0.80 -> 0.75 ms and
     PostgreSQL backend CPU 0.109 -> 0.091 ms per delivery. The turn only shapes batches: when its file
-    cannot be opened (a read-only temp dir) commits go ahead without it, as they would on one process."""
+    cannot be opened (a read-only temp dir) or
+    belongs to another user, commits go ahead without it, as they would on one process."""
 
     def __init__(self, db: Database):
         url = db.engine.url
@@ -206,8 +209,6 @@ class _WriterTurns:
             if database and database != ":memory:" and "mode=memory" not in str(url):
                 self._path = f"{database}.intake-lock"
         elif backend == "postgresql":
-            import tempfile
-
             where = url.set(password=None).render_as_string(hide_password=False)
             self._path = os.path.join(tempfile.gettempdir(),
                                       f"escalation-intake-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock")
@@ -221,10 +222,10 @@ class _WriterTurns:
             return
         if self._file is None or self._pid != os.getpid():  # an inherited descriptor would share the lock
             try:
-                self._file, self._pid = open(self._path, "a+b"), os.getpid()  # noqa: SIM115 - kept for the process
+                self._file, self._pid = self._open_own(self._path), os.getpid()
             except OSError as exc:
-                log.warning("intake commits go ahead without taking turns: %s cannot be opened (%s)",
-                            self._path, type(exc).__name__)
+                log.warning("intake commits go ahead without taking turns: %s cannot be used (%s)",
+                            self._path, exc.strerror or type(exc).__name__)
                 self._path = None
                 yield
                 return
@@ -233,6 +234,16 @@ class _WriterTurns:
             yield
         finally:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+    @staticmethod
+    def _open_own(path: str) -> Any:
+        """The turn file, only if this user owns it: in a shared temp dir another user could otherwise
+        create it first and hold its lock, stalling intake."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        if os.fstat(fd).st_uid != os.geteuid():
+            os.close(fd)
+            raise PermissionError(errno.EPERM, "owned by another user")
+        return os.fdopen(fd, "r+b")
 
 
 class _WriterConnection:
