@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from bench_intake import _postgres_schema  # noqa: E402
+from tests.support.fake_connector import postgres_schema_url  # noqa: E402
 from integration.model import NeutralEvent  # noqa: E402
 from integration.store import events as events_module  # noqa: E402
 
@@ -127,7 +127,7 @@ def main() -> None:
                 measure(f"sqlite:///{tmp}/escalation.db", queue_url, args)
                 continue
             try:
-                url, drop = _postgres_schema(args.postgres_url)
+                url, drop = postgres_schema_url(args.postgres_url)
             except Exception as exc:  # noqa: BLE001 - reported, the other database still runs
                 print(f"postgresql: skipped ({type(exc).__name__}: not reachable at the --postgres-url)")
                 continue

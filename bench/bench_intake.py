@@ -49,10 +49,11 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.fake_connector import postgres_schema_url  # noqa: E402
 
 SECRET = "bench-zendesk-signing-secret"
 HOST = "127.0.0.1"
@@ -259,26 +260,6 @@ def _line(label: str, result: dict) -> str:
             f"statuses={result['statuses']}  late_starts={result['late_starts']}")
 
 
-def _postgres_schema(base_url: str) -> tuple[str, Callable[[], None]]:
-    """A fresh schema for the run on `base_url`; returns (url, drop)."""
-    from urllib.parse import quote
-
-    from sqlalchemy import create_engine, text
-
-    schema = f"bench_intake_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(base_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{base_url}{'&' if '?' in base_url else '?'}options={quote(f'-csearch_path={schema}')}"
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
-
-    return url, drop
-
-
 def _server_command(args: argparse.Namespace, port: int) -> list[str]:
     if args.server == "gunicorn-sync":  # the setup before webhooks.server, for comparison
         return [sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", str(args.workers),
@@ -294,7 +275,7 @@ def run_database(args: argparse.Namespace, database: str, tmp: str) -> dict | No
         database_url, where = f"sqlite:///{tmp}/escalation.db", f"SQLite in {tmp}"
     else:
         try:
-            database_url, drop = _postgres_schema(args.postgres_url)
+            database_url, drop = postgres_schema_url(args.postgres_url)
         except Exception as exc:  # noqa: BLE001 - reported, the other database still runs
             print(f"postgresql: skipped ({type(exc).__name__}: not reachable at the --postgres-url)")
             return None

@@ -201,17 +201,7 @@ class _WriterTurns:
     belongs to another user, commits go ahead without it, as they would on one process."""
 
     def __init__(self, db: Database):
-        url = db.engine.url
-        backend = url.get_backend_name()
-        self._path: str | None = None
-        if backend == "sqlite":
-            database = url.database
-            if database and database != ":memory:" and "mode=memory" not in str(url):
-                self._path = f"{database}.intake-lock"
-        elif backend == "postgresql":
-            where = url.set(password=None).render_as_string(hide_password=False)
-            self._path = os.path.join(tempfile.gettempdir(),
-                                      f"escalation-intake-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock")
+        self._path = self.file_for(db.engine.url)
         self._file: Any = None
         self._pid = 0
 
@@ -234,6 +224,20 @@ class _WriterTurns:
             yield
         finally:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+    @staticmethod
+    def file_for(url: Any) -> str | None:
+        """The turn file of a database (SQLAlchemy URL); None where there is nothing to take turns on."""
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            database = url.database
+            if database and database != ":memory:" and "mode=memory" not in str(url):
+                return f"{database}.intake-lock"
+        elif backend == "postgresql":
+            where = url.set(password=None).render_as_string(hide_password=False)
+            return os.path.join(tempfile.gettempdir(),
+                                f"escalation-intake-{hashlib.sha256(where.encode()).hexdigest()[:16]}.lock")
+        return None
 
     @staticmethod
     def _open_own(path: str) -> Any:

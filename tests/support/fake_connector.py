@@ -276,12 +276,18 @@ def postgres_schema_url(base_url: str) -> tuple[str, Callable[[], None]]:
     url = f"{base_url}{separator}options={quote(f'-csearch_path={schema}')}"
 
     def drop() -> None:
+        from sqlalchemy import make_url
+
         from integration.store.db import reset_databases
+        from integration.store.events import _WriterTurns
 
         reset_databases()
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
+        turn_file = _WriterTurns.file_for(make_url(url))  # the web sink's, one per database URL
+        if turn_file:
+            Path(turn_file).unlink(missing_ok=True)
 
     return url, drop
 

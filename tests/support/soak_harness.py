@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -303,23 +303,6 @@ def redis_db_url(base: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
 
 
-def _schema_url(postgres_url: str) -> tuple[str, Callable[[], None]]:
-    from sqlalchemy import create_engine, text
-
-    schema = f"soak_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    separator = "&" if "?" in postgres_url else "?"
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
-
-    return f"{postgres_url}{separator}options={quote(f'-csearch_path={schema}')}", drop
-
-
 class Processes:
     def __init__(self, workdir: Path, env: dict[str, str]):
         self.workdir = workdir
@@ -534,7 +517,9 @@ def run_soak(config: SoakConfig) -> SoakResult:
     (workdir / "metrics").mkdir()
     redis_client = redis.Redis.from_url(config.redis_url)
     redis_client.flushdb()
-    database_url, drop_schema = _schema_url(config.postgres_url)
+    from tests.support.fake_connector import postgres_schema_url
+
+    database_url, drop_schema = postgres_schema_url(config.postgres_url)
     double_port = _free_port()
     double_url = f"http://127.0.0.1:{double_port}"
     env = _service_env(config, database_url, config.redis_url, double_url, workdir)
