@@ -49,6 +49,24 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    """A fresh, empty database for the test, once on a SQLite file and once in a temporary PostgreSQL
+    schema (dropped afterwards, with the web sink's turn file of its URL)."""
+    from integration.store.db import reset_databases
+    from tests.support.fake_connector import postgres_schema_url
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/var/escalation.db"
+        reset_databases()
+        return
+    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
+    try:
+        yield url
+    finally:
+        drop()
+
+
 @pytest.fixture(scope="session")
 def enterprise_matrix_path() -> Path:
     return EXAMPLES / "enterprise.yaml"

@@ -30,7 +30,7 @@ from integration.store.events import add_hint
 from integration.model import TicketState
 from integration.pipeline import fire_timer, process_ticket
 from tests.support.alert_receivers import HANG, HttpReceiver, SmtpReceiver, free_port
-from tests.support.fake_connector import FakeConnector, ManualClock, make_runtime, make_settings, postgres_schema_url
+from tests.support.fake_connector import FakeConnector, ManualClock, make_runtime, make_settings
 
 REPO = Path(__file__).resolve().parent.parent
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -155,16 +155,6 @@ class Rig:
         for receiver in (self.slack, self.teams, self.hook, self.smtp):
             receiver.close()
         self.runtime.db.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db.sqlite'}"
-        return
-    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
-    yield url
-    drop()
 
 
 @pytest.fixture

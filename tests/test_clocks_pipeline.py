@@ -14,7 +14,7 @@ from integration.store.codec import from_json
 from integration.store.events import add_hint
 from integration.model import TicketState
 from integration.pipeline import fire_timer, process_ticket
-from tests.support.fake_connector import FakeConnector, make_runtime, make_settings, postgres_schema_url
+from tests.support.fake_connector import FakeConnector, make_runtime, make_settings
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MONDAY_9 = datetime(2026, 11, 23, 9, 0, tzinfo=BERLIN).astimezone(timezone.utc)
@@ -27,16 +27,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db.sqlite'}"
-        return
-    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
-    yield url
-    drop()
 
 
 @pytest.fixture

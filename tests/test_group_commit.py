@@ -13,37 +13,23 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
-from integration.store.db import EventRow, get_database, reset_databases
+from integration.store.db import EventRow, get_database
 from integration.store import events as events_module
 from integration.store.events import DatabaseEventSink
 from integration.intake import AcceptResult
 from service.settings import Settings
-from tests.support.fake_connector import neutral_event, postgres_schema_url
+from tests.support.fake_connector import neutral_event
 from webhooks.app import create_app
 from webhooks.signatures import zendesk_signature
 
 NOW = datetime(2025, 1, 8, 12, 0, 0, tzinfo=timezone.utc)
 SECRET = "group-commit-secret"
 FIXTURE = Path(__file__).parent / "fixtures" / "zendesk" / "ticket_priority_changed.json"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/events.db"
-        reset_databases()
-        return
-    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
-    try:
-        yield url
-    finally:
-        drop()
 
 
 class HeldCommits:

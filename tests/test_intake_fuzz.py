@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 from integration.store.db import EventRow, get_database
 from integration.store.events import DatabaseEventSink
 from service.settings import Settings
-from tests.support.fake_connector import postgres_schema_url
 from webhooks.app import create_app
 from webhooks.signatures import jira_signature, zendesk_signature
 
@@ -70,19 +69,9 @@ class Edge:
         return self.client.post(f"/webhooks/{vendor}", data=body, headers=headers)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def edge(request, tmp_path) -> Iterator[Edge]:
-    from integration.store.db import reset_databases
-
-    if request.param == "sqlite":
-        yield Edge(f"sqlite:///{tmp_path}/events.db")
-        reset_databases()
-        return
-    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
-    try:
-        yield Edge(url)
-    finally:
-        drop()
+@pytest.fixture
+def edge(database_url) -> Edge:
+    return Edge(database_url)
 
 
 # ------------------------------------------------------------------------------------ strategies

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -33,7 +33,6 @@ from sqlalchemy import func, select
 from integration.store.db import EventRow, get_database, reset_databases
 from integration.store.events import DatabaseEventSink
 from service.settings import Settings
-from tests.support.fake_connector import postgres_schema_url
 from tests.support.openapi_hooks import JIRA_PATH, ZENDESK_PATH, WebhookSigner, signing
 from webhooks.app import create_app
 
@@ -85,17 +84,9 @@ class Edge:
             return session.scalar(select(func.count()).select_from(EventRow))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def edge(request, tmp_path) -> Iterator[Edge]:
-    if request.param == "sqlite":
-        yield Edge(f"sqlite:///{tmp_path}/events.db")
-        reset_databases()
-        return
-    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
-    try:
-        yield Edge(url)
-    finally:
-        drop()
+@pytest.fixture
+def edge(database_url) -> Edge:
+    return Edge(database_url)
 
 
 # ------------------------------------------------------------------------------ the document itself

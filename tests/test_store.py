@@ -17,26 +17,18 @@ from integration.store.events import DatabaseEventSink
 from integration.store.matrix_versions import load_current, load_version, store_version
 from integration.store.migrations import current_revision
 from integration.model import TimerSpec
-from tests.support.fake_connector import neutral_event, postgres_schema_url
+from tests.support.fake_connector import neutral_event
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 TABLES = {"events", "ticket_state", "decisions", "timers", "watermarks", "matrix_versions", "milestones", "csat", "leases"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request, tmp_path):
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path}/var/escalation.db")
-        database.migrate()
-        yield database
-        database.dispose()
-        return
-    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
-    database = Database(url)
+@pytest.fixture
+def db(database_url):
+    database = Database(database_url)
     database.migrate()
     yield database
     database.dispose()
-    drop()
 
 
 class RecordingQueue:

@@ -13,7 +13,6 @@ from integration.pipeline import repin
 from integration.store.codec import from_json, to_json
 from integration.store.db import Database, TicketStateRow
 from integration.store.matrix_versions import load_current, store_version
-from tests.support.fake_connector import postgres_schema_url
 
 # A `ticket_state.state` value exactly as the hand-written converter (integration/db.py to_json) wrote it.
 OLD_STATE_ROW = json.loads(
@@ -69,20 +68,12 @@ def test_rows_from_older_and_newer_versions_of_the_service_load():
     assert from_json(TicketState, newer) == from_json(TicketState, OLD_STATE_ROW)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request, tmp_path):
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path}/escalation.db")
-        database.migrate()
-        yield database
-        database.dispose()
-        return
-    url, drop = postgres_schema_url(request.getfixturevalue("postgres_url"))
-    database = Database(url)
+@pytest.fixture
+def db(database_url):
+    database = Database(database_url)
     database.migrate()
     yield database
     database.dispose()
-    drop()
 
 
 def test_repin_rewrites_an_old_state_row_changing_only_the_version(db, enterprise_matrix_path):
