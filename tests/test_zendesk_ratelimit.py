@@ -2,7 +2,6 @@
 window; and how the one retry layer (connectors.retry) treats the waits they and Zendesk ask for."""
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
@@ -127,7 +126,25 @@ def test_postgres_is_chosen_without_redis_and_redis_still_wins(no_shared_store):
     assert isinstance(_budget_of_the_built_connector(monkeypatch, Settings()), RedisWindowLimiter)
 
 
-def _sql_window_is_one_budget_for_all_workers(engine, table):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def budget_engine(request, tmp_path):
+    """(engine, table) for the SQL budget; concurrency on both is in tests/test_ratelimit_window.py."""
+    from sqlalchemy import create_engine, text
+
+    if request.param == "sqlite":
+        engine, table = create_engine(f"sqlite:///{tmp_path / 'budget.db'}"), "rate_windows"
+    else:
+        engine, table = create_engine(request.getfixturevalue("postgres_url")), f"test_rate_windows_{uuid.uuid4().hex[:12]}"
+    try:
+        yield engine, table
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+
+
+def test_sql_window_is_one_budget_for_all_workers_and_each_account_has_its_own(budget_engine):
+    engine, table = budget_engine
     now = [6000.0 + 10]
     key = f"zendesk:{uuid.uuid4()}"
     workers = [SqlWindowLimiter(engine, key, 5, table=table, clock=lambda: now[0]) for _ in range(3)]
@@ -139,47 +156,6 @@ def _sql_window_is_one_budget_for_all_workers(engine, table):
     assert other.try_acquire() == 0.0  # another account has its own budget
     now[0] += 62
     assert workers[2].try_acquire() == 0.0
-
-
-def test_sql_window_on_sqlite(tmp_path):
-    from sqlalchemy import create_engine
-
-    _sql_window_is_one_budget_for_all_workers(create_engine(f"sqlite:///{tmp_path / 'budget.db'}"), "rate_windows")
-
-
-@pytest.mark.postgres
-def test_sql_window_on_postgres_is_one_atomic_budget_across_threads(postgres_url):
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(postgres_url)
-    table = f"test_rate_windows_{uuid.uuid4().hex[:12]}"
-    try:
-        _sql_window_is_one_budget_for_all_workers(engine, table)
-        # Concurrent workers: exactly the budget is granted in one window, no lost updates.
-        key = f"zendesk:{uuid.uuid4()}"
-        limiters = [SqlWindowLimiter(engine, key, 40, table=table, clock=lambda: 9000.0) for _ in range(4)]
-        results: list[float] = []
-        lock = threading.Lock()
-
-        def worker(limiter):
-            for _ in range(25):
-                wait = limiter.try_acquire()
-                with lock:
-                    results.append(wait)
-
-        threads = [threading.Thread(target=worker, args=(limiter,)) for limiter in limiters]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert len(results) == 100 and results.count(0.0) == 40
-        with engine.connect() as connection:
-            windows = connection.execute(text(f"SELECT count(*) FROM {table} WHERE account_key = :k"), {"k": key})
-            assert windows.scalar_one() == 1
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
-        engine.dispose()
 
 
 def test_sql_window_fails_open_when_the_database_is_unreachable(tmp_path, caplog):
