@@ -234,7 +234,7 @@ def make_plan(config: SoakConfig, matrix: Any) -> list[TicketPlan]:
         if steps_left < len(required_steps):  # fewer events than required changes: merge the tail
             if steps_left == 0:
                 for step in required_steps:
-                    _apply(raw, step.change)
+                    apply_ticket_update(raw, step.change)
                 required_steps = []
             else:
                 head, tail = required_steps[:steps_left - 1], required_steps[steps_left - 1:]
@@ -258,17 +258,13 @@ def make_plan(config: SoakConfig, matrix: Any) -> list[TicketPlan]:
     return plans
 
 
-def _apply(raw: dict[str, Any], change: dict[str, Any]) -> None:
-    from tests.support.soak_zendesk_double import RealTimeZendesk
-
-    RealTimeZendesk._change(raw, change)
-
-
 def final_agent_ticket(plan: TicketPlan) -> dict[str, Any]:
     """The ticket as agents and customers left it (no write of the service)."""
+    from tests.support.zendesk_fake import apply_ticket_update
+
     raw = json.loads(json.dumps(plan.raw))
     for step in plan.steps:
-        _apply(raw, step.change)
+        apply_ticket_update(raw, step.change)
     return raw
 
 

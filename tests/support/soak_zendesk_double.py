@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.zendesk_fake import FakeZendesk
+from tests.support.zendesk_fake import FakeZendesk, apply_ticket_update
 
 BUDGET_WINDOW_SECONDS = 60.0
 BOT_USER_ID = 9000  # tests/fixtures/zendesk_api/users_me.json
@@ -91,7 +91,7 @@ class RealTimeZendesk(FakeZendesk):
             return 409, {"error": "UpdateConflict", "description": "Safe Update prevented the update due to outdated "
                          "ticket data. Please fetch the latest ticket data and try again."}
         before = json.loads(json.dumps(ticket))
-        self._change(ticket, data)
+        apply_ticket_update(ticket, data)
         stamp = self._next_stamp(ticket)
         comment = data.get("comment")
         if comment:
@@ -100,25 +100,6 @@ class RealTimeZendesk(FakeZendesk):
         self._audit_update(before, ticket)
         self.writes.append(("PUT", path, body))
         return 200, {"ticket": ticket, "audit": {"id": 90000 + len(self.writes), "ticket_id": ticket["id"]}}
-
-    @staticmethod
-    def _change(ticket: dict, data: dict) -> None:
-        if "tags" in data:
-            ticket["tags"] = list(data["tags"])
-        removed = set(data.get("remove_tags") or [])
-        tags = [t for t in ticket["tags"] if t not in removed]
-        tags += [t for t in data.get("additional_tags") or [] if t not in tags]
-        ticket["tags"] = tags
-        for name in ("priority", "group_id", "status", "assignee_id"):
-            if name in data:
-                ticket[name] = data[name]
-        for update in data.get("custom_fields") or []:
-            for existing in ticket["custom_fields"]:
-                if existing["id"] == update["id"]:
-                    existing["value"] = update["value"]
-                    break
-            else:
-                ticket["custom_fields"].append(dict(update))
 
     def _incremental(self, path, query, body):
         # The catch-up scan: nothing is ever missed here (every change comes with its webhook).
@@ -143,7 +124,7 @@ class RealTimeZendesk(FakeZendesk):
         if ticket is None:
             return None
         before = json.loads(json.dumps(ticket))
-        self._change(ticket, change)
+        apply_ticket_update(ticket, change)
         stamp = self._next_stamp(ticket)
         comment = change.get("comment")
         if comment:

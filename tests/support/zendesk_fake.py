@@ -61,6 +61,27 @@ def _parse_iso(value: str | None) -> datetime | None:
         return None
 
 
+def apply_ticket_update(ticket: dict, data: dict) -> None:
+    """What a Zendesk ticket update does to the fields the service writes: tags (replaced, added to, removed
+    from), priority, group, status, assignee and custom fields (merged by id). Shared with the soak double."""
+    if "tags" in data:
+        ticket["tags"] = list(data["tags"])
+    removed = set(data.get("remove_tags") or [])
+    tags = [t for t in ticket["tags"] if t not in removed]
+    tags += [t for t in data.get("additional_tags") or [] if t not in tags]
+    ticket["tags"] = tags
+    for name in ("priority", "group_id", "status", "assignee_id"):
+        if name in data:
+            ticket[name] = data[name]
+    for update in data.get("custom_fields") or []:
+        for existing in ticket["custom_fields"]:
+            if existing["id"] == update["id"]:
+                existing["value"] = update["value"]
+                break
+        else:
+            ticket["custom_fields"].append(dict(update))
+
+
 @dataclass
 class Failure:
     method: str
@@ -255,21 +276,7 @@ class FakeZendesk:
         if data.get("safe_update") and data.get("updated_stamp") != ticket["updated_at"]:
             return 409, {"error": "UpdateConflict", "description": "Safe Update prevented the update due to outdated "
                          "ticket data. Please fetch the latest ticket data and try again."}
-        if "tags" in data:
-            ticket["tags"] = list(data["tags"])
-        tags = [t for t in ticket["tags"] if t not in set(data.get("remove_tags") or [])]
-        tags += [t for t in data.get("additional_tags") or [] if t not in tags]
-        ticket["tags"] = tags
-        for name in ("priority", "group_id", "status"):
-            if name in data:
-                ticket[name] = data[name]
-        for update in data.get("custom_fields") or []:
-            for existing in ticket["custom_fields"]:
-                if existing["id"] == update["id"]:
-                    existing["value"] = update["value"]
-                    break
-            else:
-                ticket["custom_fields"].append(dict(update))
+        apply_ticket_update(ticket, data)
         comment = data.get("comment")
         # Zendesk stamps an update with its own time, always after the ticket's previous updated_at: the
         # fake's time is the ticket's, so the edits tests make at their own times keep it moving forward.
