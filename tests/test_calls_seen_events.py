@@ -12,20 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.ratelimit import TokenBucket
-from connectors.retry import RetryPolicy
-from connectors.zendesk.connector import ZendeskConnector
-from connectors.zendesk.settings import ZendeskSettings
 from integration.model import TicketState
 from integration.pipeline import process_ticket
 from integration.store.codec import from_json
 from integration.store.db import TicketStateRow
-from integration.store.events import DatabaseEventSink, add_hint
-from service.runtime import Runtime
-from service.settings import Settings
-from tests.support.zendesk_fake import validated_fake_zendesk
-from webhooks.app import create_app
-from webhooks.signatures import zendesk_signature
+from integration.store.events import add_hint
+from tests.support.zendesk_pipeline import signed_headers, zendesk_pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zendesk"
 SECRET = "zd-calls-signing-secret"
@@ -35,20 +27,8 @@ AGENT = "2002"
 
 @pytest.fixture
 def rig(tmp_path, enterprise_matrix_path):
-    settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                        QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}", MATRIX_PATH=str(enterprise_matrix_path),
-                        DRY_RUN=False, ZENDESK_WEBHOOK_SECRET=SECRET)
-    with validated_fake_zendesk() as fake:
-        def connector_factory(vendor: str):
-            zendesk = ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example",
-                                      api_token="calls-token", user_id=str(fake.me["id"]))
-            return ZendeskConnector(zendesk, runtime.matrix().matrix, rate_limiter=TokenBucket(10_000),
-                                    retry_policy=RetryPolicy(sleep=lambda s: None))
-
-        runtime = Runtime(settings, connector_factory=connector_factory)
-        app = create_app(settings, sink=DatabaseEventSink(runtime.db, None), clock=lambda: SIGNED_AT)
-        yield runtime, app.test_client(), fake
-        runtime.db.dispose()
+    with zendesk_pipeline(tmp_path, enterprise_matrix_path, secret=SECRET, signed_at=SIGNED_AT) as rig:
+        yield rig
 
 
 def deliver(client, name: str, invocation: str, **detail) -> None:
@@ -57,11 +37,7 @@ def deliver(client, name: str, invocation: str, **detail) -> None:
     payload["id"] = invocation  # Zendesk's event id: each delivery of an event is a new body
     payload["subject"] = f"zen:ticket:{payload['detail']['id']}"
     body = json.dumps(payload).encode()
-    stamp = SIGNED_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
-    response = client.post("/webhooks/zendesk", data=body, headers={
-        "Content-Type": "application/json", "X-Zendesk-Webhook-Invocation-Id": invocation,
-        "X-Zendesk-Webhook-Signature": zendesk_signature(SECRET, stamp, body),
-        "X-Zendesk-Webhook-Signature-Timestamp": stamp})
+    response = client.post("/webhooks/zendesk", data=body, headers=signed_headers(SECRET, SIGNED_AT, body, invocation))
     assert response.status_code in (200, 202), response.get_data(as_text=True)
 
 

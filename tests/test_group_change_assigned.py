@@ -18,22 +18,14 @@ import pytest
 import responses
 
 from connectors.jira.connector import JiraConnector
-from connectors.ratelimit import TokenBucket
-from connectors.retry import RetryPolicy
-from connectors.zendesk.connector import ZendeskConnector
-from connectors.zendesk.settings import ZendeskSettings
-from integration.store.events import DatabaseEventSink
 from integration.model import Decision
 from integration.pipeline import process_ticket
-from service.settings import Settings
-from service.runtime import Runtime
 from tests.support.jira_helpers import (
     SITE, SleepRecorder, body_of, enterprise_matrix, make_settings, recorded, validate_all,
 )
 from tests.support.openapi_check import validate_zendesk_calls
 from tests.support.zendesk_fake import FakeZendesk
-from webhooks.app import create_app
-from webhooks.signatures import zendesk_signature
+from tests.support.zendesk_pipeline import signed_headers, zendesk_runtime
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zendesk"
 SECRET = "zd-group-move-secret"
@@ -78,32 +70,16 @@ def account(on_foreign_assignee: str):
         validate_zendesk_calls(rsps.calls)
 
 
-def signed(body: bytes, invocation: str) -> dict[str, str]:
-    timestamp = SIGNED_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Invocation-Id": invocation,
-            "X-Zendesk-Webhook-Signature": zendesk_signature(SECRET, timestamp, body),
-            "X-Zendesk-Webhook-Signature-Timestamp": timestamp}
-
-
 def run_enterprise_outage(tmp_path, enterprise_matrix_path, fake: FakeZendesk):
     """Ticket 5158 (assigned to Ada, Frontline) becomes an enterprise production outage: rule
     enterprise-outage moves it to L3, owned by Senior engineering. Returns the pass result and runtime."""
-    settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                        QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}", MATRIX_PATH=str(enterprise_matrix_path),
-                        DRY_RUN=False, ZENDESK_WEBHOOK_SECRET=SECRET)
-
-    def connector_factory(vendor: str):
-        return ZendeskConnector(ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example",
-                                                api_token="e2e-token"), runtime.matrix().matrix,
-                                rate_limiter=TokenBucket(10_000), retry_policy=RetryPolicy(sleep=lambda s: None))
-
-    runtime = Runtime(settings, connector_factory=connector_factory)
-    app = create_app(settings, sink=DatabaseEventSink(runtime.db, None), clock=lambda: SIGNED_AT)
+    runtime, client = zendesk_runtime(tmp_path, enterprise_matrix_path, fake, secret=SECRET, now=SIGNED_AT)
     ticket = fake.tickets["5158"]
     assert ticket["assignee_id"] == ADA and ticket["group_id"] == FRONTLINE
     next(cf for cf in ticket["custom_fields"] if cf["id"] == 360000100005)["value"] = "deploy at 08:00"
     body = (FIXTURES / "ticket_created.json").read_bytes()
-    assert app.test_client().post("/webhooks/zendesk", data=body, headers=signed(body, "inv-1")).status_code < 300
+    assert client.post("/webhooks/zendesk", data=body,
+                       headers=signed_headers(SECRET, SIGNED_AT, body, "inv-1")).status_code < 300
     try:
         return process_ticket("zendesk", "5158", deps=runtime.deps())
     finally:

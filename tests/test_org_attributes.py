@@ -21,18 +21,13 @@ from connectors.ratelimit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.zendesk.connector import ZendeskConnector
 from connectors.zendesk.remote import check_remote
-from connectors.zendesk.settings import ZendeskSettings
-from integration.store.events import DatabaseEventSink
 from integration.pipeline import process_ticket
-from service.settings import Settings
-from service.runtime import Runtime
 from matrix_config.loader import load_matrix
 from tests.conftest import REPO_ROOT
 from tests.support.jira_helpers import SITE, SleepRecorder, make_settings, recorded, validate_all
 from tests.support.openapi_check import validate_zendesk_calls
 from tests.support.zendesk_fake import FakeZendesk, zendesk_settings
-from webhooks.app import create_app
-from webhooks.signatures import zendesk_signature
+from tests.support.zendesk_pipeline import signed_headers, zendesk_runtime
 
 EXAMPLE = REPO_ROOT / "matrix_config" / "examples" / "enterprise.yaml"
 TAG_TIER = '    zendesk: {tag_prefix: "tier_"}\n    jira: {label_prefix: "tier-"}\n'
@@ -179,39 +174,21 @@ def test_zendesk_customer_data_reads_take_from_the_request_budget(fake, tmp_path
 
 
 # ---------------------------------------------------------------------- placement, end to end
-def signed(body: bytes, invocation: str) -> dict[str, str]:
-    timestamp = START.strftime("%Y-%m-%dT%H:%M:%SZ")
-    from webhooks.signatures import zendesk_signature as sign
-
-    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Invocation-Id": invocation,
-            "X-Zendesk-Webhook-Signature": sign(SECRET, timestamp, body),
-            "X-Zendesk-Webhook-Signature-Timestamp": timestamp}
-
-
 @pytest.mark.parametrize(("tier", "group", "level_tag"), [
     ("enterprise", 360000200005, "esc_l3"),  # rule enterprise-outage: L3, senior engineering
     ("standard", 360000200003, "esc_l2"),  # not enterprise: rule wide-outage, L2, product specialists
 ])
 def test_organization_tier_places_the_ticket_by_the_rule(fake, tmp_path, tier, group, level_tag):
     matrix_path = org_tier_matrix_file(tmp_path)
-    settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                        QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}", MATRIX_PATH=str(matrix_path),
-                        DRY_RUN=False, ZENDESK_WEBHOOK_SECRET=SECRET)
-
-    def connector_factory(vendor: str):
-        return ZendeskConnector(ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example",
-                                                api_token="e2e-token"), runtime.matrix().matrix,
-                                rate_limiter=TokenBucket(10_000), retry_policy=RetryPolicy(sleep=lambda s: None))
-
-    runtime = Runtime(settings, connector_factory=connector_factory)
-    app = create_app(settings, sink=DatabaseEventSink(runtime.db, None), clock=lambda: START)
+    runtime, client = zendesk_runtime(tmp_path, matrix_path, fake, secret=SECRET, now=START)
     ticket = fake.tickets["5158"]
     ticket["tags"].remove("tier_enterprise")
     next(cf for cf in ticket["custom_fields"] if cf["id"] == 360000100005)["value"] = "deploy at 08:00"
     fake.organizations[str(GLOBEX)]["organization_fields"]["support_tier"] = tier
     body = (Path(__file__).parent / "fixtures" / "zendesk" / "ticket_created.json").read_bytes()
     try:
-        assert app.test_client().post("/webhooks/zendesk", data=body, headers=signed(body, "inv-1")).status_code < 300
+        assert client.post("/webhooks/zendesk", data=body,
+                           headers=signed_headers(SECRET, START, body, "inv-1")).status_code < 300
         result = process_ticket("zendesk", "5158", deps=runtime.deps())
     finally:
         runtime.db.dispose()

@@ -21,19 +21,13 @@ import pytest
 import responses
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.ratelimit import TokenBucket
-from connectors.retry import RetryPolicy
-from connectors.zendesk.connector import ZendeskConnector
-from connectors.zendesk.settings import ZendeskSettings
-from integration.store.events import DatabaseEventSink
 from integration.pipeline import process_ticket
-from service.runtime import Runtime
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.support.openapi_check import validate_zendesk_calls
 from tests.support.zendesk_fake import FakeZendesk
+from tests.support.zendesk_pipeline import signed_headers, zendesk_runtime
 from webhooks.app import create_app
-from webhooks.signatures import zendesk_signature
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zendesk"
 SECRET = "zd-prometheus-secret"
@@ -61,10 +55,7 @@ def scrape(client, **headers: str) -> dict:
 
 
 def signed(body: bytes, invocation: str) -> dict[str, str]:
-    timestamp = SIGNED_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Invocation-Id": invocation,
-            "X-Zendesk-Webhook-Signature": zendesk_signature(SECRET, timestamp, body),
-            "X-Zendesk-Webhook-Signature-Timestamp": timestamp}
+    return signed_headers(SECRET, SIGNED_AT, body, invocation)
 
 
 def settings_for(tmp_path: Path, matrix_path: Path, **extra: str) -> Settings:
@@ -77,17 +68,9 @@ def test_a_webhook_an_escalation_and_a_rate_limited_call_move_their_series(tmp_p
     """Ticket 5158 becomes an enterprise production outage through a signed webhook; the pass (the real
     Zendesk connector against the fake account) moves it to L3, and Zendesk answers the ticket PUT with
     429 once: the retry layer waits Retry-After and repeats it."""
-    settings = settings_for(tmp_path, enterprise_matrix_path)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         fake = FakeZendesk(rsps)
-
-        def connector_factory(vendor: str):
-            return ZendeskConnector(ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example",
-                                                    api_token="e2e-token"), runtime.matrix().matrix,
-                                    rate_limiter=TokenBucket(10_000), retry_policy=RetryPolicy(sleep=lambda s: None))
-
-        runtime = Runtime(settings, connector_factory=connector_factory)
-        client = create_app(settings, sink=DatabaseEventSink(runtime.db, None), clock=lambda: SIGNED_AT).test_client()
+        runtime, client = zendesk_runtime(tmp_path, enterprise_matrix_path, fake, secret=SECRET, now=SIGNED_AT)
         before = scrape(client)
         ticket = fake.tickets["5158"]
         next(cf for cf in ticket["custom_fields"] if cf["id"] == 360000100005)["value"] = "deploy at 08:00"

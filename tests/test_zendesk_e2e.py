@@ -9,17 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.ratelimit import TokenBucket  # noqa: E402
-from connectors.retry import RetryPolicy  # noqa: E402
-from connectors.zendesk.connector import ZendeskConnector  # noqa: E402
-from connectors.zendesk.settings import ZendeskSettings  # noqa: E402
-from integration.store.events import DatabaseEventSink  # noqa: E402
-from integration.pipeline import process_ticket  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.runtime import Runtime  # noqa: E402
-from tests.support.zendesk_fake import validated_fake_zendesk  # noqa: E402
-from webhooks.app import create_app  # noqa: E402
-from webhooks.signatures import zendesk_signature  # noqa: E402
+from integration.pipeline import process_ticket
+from tests.support.zendesk_pipeline import signed_headers, zendesk_pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zendesk"
 SECRET = "zd-e2e-signing-secret"
@@ -27,32 +18,14 @@ SIGNED_AT = datetime(2026, 11, 27, 9, 31, tzinfo=timezone.utc)
 
 
 def signed(body: bytes, invocation: str) -> dict[str, str]:
-    timestamp = SIGNED_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"Content-Type": "application/json", "X-Zendesk-Webhook-Invocation-Id": invocation,
-            "X-Zendesk-Webhook-Signature": zendesk_signature(SECRET, timestamp, body),
-            "X-Zendesk-Webhook-Signature-Timestamp": timestamp}
+    return signed_headers(SECRET, SIGNED_AT, body, invocation)
 
 
 @pytest.fixture
 def rig(tmp_path, enterprise_matrix_path):
-    settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                        QUEUE_URL=f"sqlite:///{tmp_path / 'q.db'}", MATRIX_PATH=str(enterprise_matrix_path),
-                        DRY_RUN=False, ZENDESK_WEBHOOK_SECRET=SECRET)
-    with validated_fake_zendesk() as fake:
-        holder: dict = {}
-
-        def connector_factory(vendor: str):
-            zendesk_settings = ZendeskSettings(_env_file=None, subdomain="acme", email="bot@acme.example",
-                                               api_token="e2e-token")
-            holder["connector"] = ZendeskConnector(zendesk_settings, runtime.matrix().matrix,
-                                                   rate_limiter=TokenBucket(10_000),
-                                                   retry_policy=RetryPolicy(sleep=lambda s: None))
-            return holder["connector"]
-
-        runtime = Runtime(settings, connector_factory=connector_factory)
-        app = create_app(settings, sink=DatabaseEventSink(runtime.db, None), clock=lambda: SIGNED_AT)
-        yield runtime, app.test_client(), fake
-        runtime.db.dispose()
+    with zendesk_pipeline(tmp_path, enterprise_matrix_path, secret=SECRET, signed_at=SIGNED_AT,
+                          knows_its_user_id=False) as rig:
+        yield rig
 
 
 def deliver(client, name: str, invocation: str, **detail_overrides) -> int:
