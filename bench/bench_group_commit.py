@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from tests.support.fake_connector import postgres_schema_url  # noqa: E402
+from bench_intake import bench_database  # noqa: E402
 from integration.model import NeutralEvent  # noqa: E402
 from integration.store import events as events_module  # noqa: E402
 
@@ -121,21 +121,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-group-commit-") as tmp:
         for database in args.databases.split(","):
-            queue_url = f"sqlite:///{tmp}/queue-{database}.db"
-            if database == "sqlite":
-                print(f"sqlite (a file in {tmp}):")
-                measure(f"sqlite:///{tmp}/escalation.db", queue_url, args)
+            fresh = bench_database(database, args.postgres_url, tmp)
+            if fresh is None:
                 continue
+            url, drop = fresh
+            print(f"sqlite (a file in {tmp}):" if database == "sqlite" else "postgresql (a temporary schema):")
             try:
-                url, drop = postgres_schema_url(args.postgres_url)
-            except Exception as exc:  # noqa: BLE001 - reported, the other database still runs
-                print(f"postgresql: skipped ({type(exc).__name__}: not reachable at the --postgres-url)")
-                continue
-            print("postgresql (a temporary schema):")
-            try:
-                measure(url, queue_url, args)
+                measure(url, f"sqlite:///{tmp}/queue-{database}.db", args)
             finally:
-                drop()
+                if drop is not None:
+                    drop()
     print(f"machine: {os.cpu_count()} CPUs, load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -49,6 +49,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -268,31 +269,35 @@ def _server_command(args: argparse.Namespace, port: int) -> list[str]:
             str(args.workers), "--threads", str(args.threads), "--app", "intake_bench_app:app"]
 
 
+def bench_database(database: str, postgres_url: str, tmp: str) -> tuple[str, Callable[[], None] | None] | None:
+    """(url, drop) of a fresh database for one run: a SQLite file in `tmp` (drop None), or a temporary schema
+    of `postgres_url` (drop removes it); None, with a line saying so, when PostgreSQL cannot be reached."""
+    if database == "sqlite":
+        return f"sqlite:///{tmp}/escalation.db", None
+    try:
+        return postgres_schema_url(postgres_url)
+    except Exception as exc:  # noqa: BLE001 - reported, the other database still runs
+        print(f"postgresql: skipped ({type(exc).__name__}: not reachable at the --postgres-url)")
+        return None
+
+
+def server_env(database_url: str, queue_url: str, **extra: str) -> dict[str, str]:
+    """A bench server's environment: this one without vendor or webhook settings, plus the bench's signing
+    secret, the database and queue, dry run and quiet logs, and the repository and bench/ on the path."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ZENDESK_", "JIRA_", "WEBHOOK_"))}
+    env.update(ZENDESK_WEBHOOK_SECRET=SECRET, DATABASE_URL=database_url, QUEUE_URL=queue_url, DRY_RUN="true",
+               LOG_LEVEL="WARNING", PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "bench")]), **extra)
+    return env
+
+
 def run_database(args: argparse.Namespace, database: str, tmp: str) -> dict | None:
     """Both measurements against one server on `database`; None when it cannot be used."""
-    drop = None
-    if database == "sqlite":
-        database_url, where = f"sqlite:///{tmp}/escalation.db", f"SQLite in {tmp}"
-    else:
-        try:
-            database_url, drop = postgres_schema_url(args.postgres_url)
-        except Exception as exc:  # noqa: BLE001 - reported, the other database still runs
-            print(f"postgresql: skipped ({type(exc).__name__}: not reachable at the --postgres-url)")
-            return None
-        where = "PostgreSQL (a temporary schema)"
-    env = {**os.environ}
-    for key in list(env):
-        if key.startswith(("ZENDESK_", "JIRA_", "WEBHOOK_")):
-            del env[key]
-    env.update({
-        "ZENDESK_WEBHOOK_SECRET": SECRET,
-        "DATABASE_URL": database_url,
-        "QUEUE_URL": args.queue_url or f"sqlite:///{tmp}/queue-{database}.db",
-        "DRY_RUN": "true",
-        "LOG_LEVEL": "WARNING",
-        "BENCH_SINK": args.sink,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "bench")]),
-    })
+    fresh = bench_database(database, args.postgres_url, tmp)
+    if fresh is None:
+        return None
+    database_url, drop = fresh
+    where = f"SQLite in {tmp}" if database == "sqlite" else "PostgreSQL (a temporary schema)"
+    env = server_env(database_url, args.queue_url or f"sqlite:///{tmp}/queue-{database}.db", BENCH_SINK=args.sink)
     try:  # create the schema once, before the server's processes would race to migrate it
         from integration.store.db import get_database
 

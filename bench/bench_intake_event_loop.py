@@ -37,10 +37,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
+import h11  # noqa: E402
+from werkzeug.datastructures import Headers  # noqa: E402
+
 from bench_intake import (  # noqa: E402
-    HOST, SECRET, _cpu_per_request, _free_port, _line, _loadgen_process, _server_cpu_seconds,
+    HOST, _cpu_per_request, _free_port, _line, _loadgen_process, _server_cpu_seconds, bench_database, server_env,
 )
-from tests.support.fake_connector import postgres_schema_url  # noqa: E402
+from webhooks.delivery import _check_storable  # noqa: E402
+from webhooks.errors import Rejected  # noqa: E402
+from webhooks.parsing import decode_json_object  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------- server
@@ -63,10 +68,6 @@ class _Intake:
         self.committing = False
 
     def accept(self, headers, body: bytes) -> asyncio.Future | tuple[int, bytes]:
-        from webhooks.delivery import _check_storable
-        from webhooks.errors import Rejected
-        from webhooks.parsing import decode_json_object
-
         try:
             self.route.authenticate(headers, body)
             payload = decode_json_object(body)
@@ -107,9 +108,6 @@ class _Intake:
 
 class _Connection(asyncio.Protocol):
     def __init__(self, intake: _Intake):
-        import h11
-
-        self.h11 = h11
         self.intake = intake
         self.conn = h11.Connection(h11.SERVER)
         self.transport: asyncio.Transport | None = None
@@ -120,7 +118,6 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        h11 = self.h11
         self.conn.receive_data(data)
         while True:
             try:
@@ -141,8 +138,6 @@ class _Connection(asyncio.Protocol):
                 return
 
     def _dispatch(self) -> None:
-        from werkzeug.datastructures import Headers
-
         target = self.request.target
         if target == b"/bare":
             self._send(204, b"")
@@ -159,7 +154,6 @@ class _Connection(asyncio.Protocol):
             self._send(404, b'{"error":"not found"}')
 
     def _send(self, status: int, body: bytes) -> None:
-        h11 = self.h11
         if self.transport is None or self.transport.is_closing():
             return
         headers = [("Content-Length", str(len(body))), ("Connection", "close")]
@@ -194,21 +188,14 @@ def serve(port: int, processes: int) -> None:
 
 # ------------------------------------------------------------------------------------------ bench
 def run_database(database: str, args: argparse.Namespace, tmp: str) -> float | None:
-    drop = None
-    if database == "sqlite":
-        database_url = f"sqlite:///{tmp}/escalation.db"
-    else:
-        try:
-            database_url, drop = postgres_schema_url(args.postgres_url)
-        except Exception as exc:  # noqa: BLE001 - reported, the other database still runs
-            print(f"postgresql: skipped ({type(exc).__name__}: not reachable at the --postgres-url)")
-            return None
+    fresh = bench_database(database, args.postgres_url, tmp)
+    if fresh is None:
+        return None
+    database_url, drop = fresh
     from integration.store.db import get_database, reset_databases
 
     get_database(database_url)  # the schema, before the processes would race to create it
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("ZENDESK_", "JIRA_", "WEBHOOK_"))}
-    env.update(ZENDESK_WEBHOOK_SECRET=SECRET, DATABASE_URL=database_url, QUEUE_URL=f"sqlite:///{tmp}/queue-{database}.db",
-               DRY_RUN="true", LOG_LEVEL="WARNING", PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "bench")]))
+    env = server_env(database_url, f"sqlite:///{tmp}/queue-{database}.db")
     port = _free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(args.processes)], env=env, cwd=tmp,
                               stdout=subprocess.DEVNULL, stderr=open(Path(tmp, f"server-{database}.log"), "w"))

@@ -197,8 +197,8 @@ class _WriterTurns:
     processes of one machine (processes on other machines commit independently, as PostgreSQL allows).
     In A/B runs at 64 clients (4 pairs): mean batch 5-6 -> 10, web-process CPU 0.80 -> 0.75 ms and
     PostgreSQL backend CPU 0.109 -> 0.091 ms per delivery. The turn only shapes batches: when its file
-    cannot be opened (a read-only temp dir) or
-    belongs to another user, commits go ahead without it, as they would on one process."""
+    cannot be opened (a read-only temp dir) or belongs to another user, commits go ahead without it, as
+    they would on one process."""
 
     def __init__(self, db: Database):
         self._path = self.file_for(db.engine.url)

@@ -55,6 +55,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from tests.support.fake_connector import postgres_schema_url
+from tests.support.zendesk_fake import apply_ticket_update
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SECRET = "soak-webhook-secret"
@@ -260,8 +263,6 @@ def make_plan(config: SoakConfig, matrix: Any) -> list[TicketPlan]:
 
 def final_agent_ticket(plan: TicketPlan) -> dict[str, Any]:
     """The ticket as agents and customers left it (no write of the service)."""
-    from tests.support.zendesk_fake import apply_ticket_update
-
     raw = json.loads(json.dumps(plan.raw))
     for step in plan.steps:
         apply_ticket_update(raw, step.change)
@@ -513,8 +514,6 @@ def run_soak(config: SoakConfig) -> SoakResult:
     (workdir / "metrics").mkdir()
     redis_client = redis.Redis.from_url(config.redis_url)
     redis_client.flushdb()
-    from tests.support.fake_connector import postgres_schema_url
-
     database_url, drop_schema = postgres_schema_url(config.postgres_url)
     double_port = _free_port()
     double_url = f"http://127.0.0.1:{double_port}"
